@@ -1,0 +1,37 @@
+# ganlab: `make run` trains the default experiment, `make test` runs the tests; both set up first.
+# A GPU user picks a CUDA build of torch, e.g.:
+#   make setup TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: setup run test sweep tensorboard bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: an unpinned torch pulled in by the package would fetch a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/ganlab train $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(ARGS)
+
+sweep: setup
+	$(BIN)/ganlab train -m loss=nsgan,wgan_gp seed=0,1,2 $(ARGS)
+
+tensorboard: setup
+	$(BIN)/tensorboard --logdir outputs $(ARGS)
+
+bench: setup
+	$(BIN)/python scripts/bench_loop.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,197 @@
+"""Config schema and start-up validation.
+
+Three layers catch a bad config before any work starts, each with a one-line message that names
+the key and what it accepts:
+1. Hydra composition against the typed schema below: unknown options, unknown keys, wrong types of
+   the top-level keys (`explain_compose_error` turns Hydra's multi-line errors into one line).
+2. `validate(cfg)`: ranges of the top-level keys, and every `_target_` node's keys and value types
+   checked against the signature of the class it names. So a new loss or remedy gets its options
+   validated from its own type hints, with no schema to write twice.
+3. The targets' constructors, for constraints between values (ConfigError from __init__).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf, MISSING
+from omegaconf.errors import OmegaConfBaseException
+
+from ganlab.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_NAME = "train"
+GROUPS = ("dataset", "model", "optim", "loss", "remedy")
+
+
+class Device(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 500
+    samples: int = 2500
+    w_samples: int = 1000
+    background: bool = True
+
+
+@dataclass
+class LogConfig:
+    every: int = 100
+
+
+@dataclass
+class TrainConfig:
+    # Group options are free-form here; `validate` checks them against their `_target_` signatures.
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    loss: Any = MISSING
+    remedy: Any = MISSING
+    seed: int = 0
+    steps: int = 10000
+    batch_size: int = 256
+    device: Device = Device.auto
+    cpu_threads: int = 1
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+# key -> smallest allowed value
+_MINIMUM = {"steps": 1, "batch_size": 1, "eval.every": 1, "eval.samples": 2, "eval.w_samples": 2,
+            "log.every": 1, "cpu_threads": 0}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key. Run before any work starts."""
+    for key, minimum in _MINIMUM.items():
+        value = OmegaConf.select(cfg, key)
+        if value < minimum:
+            raise ConfigError(f"{key}={value} is out of range: it must be an integer >= {minimum}")
+    if cfg.eval.w_samples > cfg.eval.samples:
+        raise ConfigError(f"eval.w_samples={cfg.eval.w_samples} must be <= eval.samples={cfg.eval.samples}")
+    for net in ("g", "d"):
+        lr = OmegaConf.select(cfg, f"optim.{net}.lr")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+            raise ConfigError(f"optim.{net}.lr={lr} is out of range: it must be a number > 0")
+    for group in GROUPS:
+        _check_targets(cfg[group], group)
+
+
+def _check_targets(node: Any, path: str) -> None:
+    """Check every `_target_` node under `node`: known keys, values of the annotated types."""
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _check_targets(item, f"{path}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node:
+        _check_call(node, path)
+    for key in node:
+        _check_targets(node[key], f"{path}.{key}")
+
+
+def _check_call(node: DictConfig, path: str) -> None:
+    try:
+        target = get_object(node._target_)
+    except Exception:
+        raise ConfigError(f"{path}._target_={node._target_!r} cannot be imported; check the spelling") from None
+    signature = inspect.signature(target)
+    params = signature.parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # third-party targets (torch.optim) may have unresolvable hints
+        hints = {}
+    for key in node:
+        if key.startswith("_"):
+            continue
+        if key not in params:
+            if takes_kwargs:
+                continue
+            allowed = ", ".join(k for k, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and k != "self")
+            raise ConfigError(f"{path}.{key}: unknown key for {node._target_}; it takes: {allowed}")
+        expected = hints.get(key)
+        if expected is not None:
+            problem = _type_problem(node[key], expected)
+            if problem:
+                raise ConfigError(f"{path}.{key}={node[key]!r}: {problem}")
+
+
+def _type_problem(value: Any, expected: Any) -> str | None:
+    """None if `value` fits the annotation; else what was expected. Unknown annotations pass."""
+    origin = typing.get_origin(expected)
+    if origin is typing.Literal:
+        choices = typing.get_args(expected)
+        return None if value in choices else "choose one of " + ", ".join(map(str, choices))
+    if expected is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if expected is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "expected an integer"
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "expected a number"
+    if expected is str:
+        return None if isinstance(value, str) else "expected a string"
+    return None
+
+
+def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
+    """Turn Hydra's multi-line composition error into one line naming the key and the fix."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        choices = ", ".join(sorted(exc.options or []))
+        return f"unknown option {group}={option}; choose one of: {choices}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+    text = str(exc)
+    if "Could not override" in text or "not in struct" in text:
+        key = text.split("'")[1] if "'" in text else "?"
+        parent, _, _ = key.rpartition(".")
+        return f"unknown key '{key}'; {_known_keys(parent)}"
+    if cause is not None:
+        key = getattr(cause, "full_key", None) or "?"
+        reason = str(cause).splitlines()[0]
+        return f"bad value for '{key}': {reason}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _known_keys(parent: str) -> str:
+    """The keys that exist at `parent` in the default config, for error messages."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(CONFIG_NAME)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig):
+            return (f"'{parent}' has: " if parent else "the top-level keys are: ") + ", ".join(k for k in node if not k.startswith("_"))
+    except Exception:
+        pass
+    return "see `ganlab train --cfg job` for the keys"
+
+
+def compose_checked(overrides: list[str]) -> DictConfig:
+    """Compose the train config for one job's overrides and validate it; raise ConfigError."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(CONFIG_NAME, overrides=overrides)
+    except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException) as exc:
+        raise ConfigError(explain_compose_error(exc, overrides)) from None
+    validate(cfg)
+    return cfg

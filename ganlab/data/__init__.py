@@ -1,0 +1,1 @@
+"""Datasets. Each samples on the training device: there is no DataLoader in the loop."""

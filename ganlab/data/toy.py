@@ -1,0 +1,58 @@
+"""2-D Gaussian mixtures: the ring and the grid of DESIGN 3 (PacGAN's geometry up to scale)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ganlab.errors import ConfigError
+
+
+class GaussianMixture:
+    """Equal-weight isotropic Gaussians at `centers`, sampled on `device`.
+
+    `centers` and `std` are also what the mode-coverage metrics measure against.
+    """
+
+    def __init__(self, centers: Tensor, std: float, device: str | torch.device = "cpu"):
+        if std <= 0:
+            raise ConfigError(f"std must be > 0, got {std}")
+        self.device = torch.device(device)
+        self.centers = centers.to(self.device, torch.float32)
+        self.std = float(std)
+        self.shape = (self.centers.shape[1],)
+
+    @property
+    def n_modes(self) -> int:
+        return self.centers.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        idx = torch.randint(0, self.n_modes, (n,), device=self.device, generator=generator)
+        noise = torch.randn(n, *self.shape, device=self.device, generator=generator)
+        return self.centers[idx] + self.std * noise
+
+    def plot_limits(self, margin: float = 0.5) -> tuple[float, float]:
+        """Fixed axes for pictures: the centres' extent plus a margin, the same for x and y."""
+        extent = self.centers.abs().max().item() + max(margin, 6 * self.std)
+        return -extent, extent
+
+
+def ring(modes: int = 8, radius: float = 2.0, std: float = 0.02, device="cpu") -> GaussianMixture:
+    """`modes` Gaussians at angles 2*pi*k/modes on a circle. (Not linspace(0, 2pi, modes): that
+    repeats the first centre, a bug in two public implementations.)"""
+    if modes < 1 or radius <= 0:
+        raise ConfigError(f"ring needs modes >= 1 and radius > 0, got {modes}, {radius}")
+    angles = 2 * math.pi * torch.arange(modes, dtype=torch.float64) / modes
+    centers = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+    return GaussianMixture(centers, std, device)
+
+
+def grid(side: int = 5, spacing: float = 2.0, std: float = 0.05, device="cpu") -> GaussianMixture:
+    """side x side Gaussians on a grid centred at the origin: {-4,-2,0,2,4}^2 by default."""
+    if side < 1 or spacing <= 0:
+        raise ConfigError(f"grid needs side >= 1 and spacing > 0, got {side}, {spacing}")
+    ticks = (torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * spacing
+    xs, ys = torch.meshgrid(ticks, ticks, indexing="ij")
+    return GaussianMixture(torch.stack([xs.flatten(), ys.flatten()], dim=1), std, device)

@@ -1,0 +1,62 @@
+"""One evaluation on the training device: fresh samples from G and the data, and the metrics that
+need the networks. The rest (exact Wasserstein, pictures) is completed by ganlab.offload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganlab.data.toy import GaussianMixture
+from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
+from ganlab.remedies import Remedy
+
+GRID_RESOLUTION = 120  # D heatmap: points per side
+
+
+@dataclass
+class Evaluation:
+    metrics: dict          # flat numbers, plus "mode_counts" (a list) for the mode history
+    fake: np.ndarray       # the generated samples the metrics were computed on
+    real: np.ndarray       # the data samples they were compared with
+    d_grid: np.ndarray     # D's output on a GRID_RESOLUTION^2 grid over `limits`
+
+
+def protocol(n: int, w_n: int, loss_name: str) -> dict:
+    """How the numbers of an evaluation were measured; stored in summary.json next to them."""
+    return {
+        "samples": n,
+        "mode_metrics": "nearest mode by ||x - mu_k|| / std over all samples (VEEGAN/PacGAN protocol)",
+        "high_quality_threshold_std": HQ_THRESHOLD,
+        "reverse_kl": "KL(p_gen(mode) || uniform), p over all samples, 0 log 0 = 0",
+        "wasserstein_samples": w_n,
+        "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
+                       "(optimal assignment, Euclidean ground metric)",
+        "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples; a Wasserstein estimate only "
+                      "for a Lipschitz critic (wgan, wgan_gp), otherwise the D gap"
+                      + ("" if loss_name in ("wgan", "wgan_gp") else f" (loss here: {loss_name})"),
+    }
+
+
+@torch.no_grad()
+def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, latent_dim: int,
+             n: int, generator: torch.Generator, limits: tuple[float, float]) -> Evaluation:
+    """Metrics on n fresh samples. `generator` is the evaluation's own RNG, so evaluating more or
+    less often never changes the training trajectory."""
+    was_training = G.training, D.training
+    G.eval(), D.eval()
+    try:
+        z = torch.randn(n, latent_dim, device=data.device, generator=generator)
+        fake = remedy.sample(G, z)
+        real = data.sample(n, generator=generator)
+        metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
+        metrics.update(mode_coverage(fake, data.centers, data.std))
+        ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
+        ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
+        d_grid = D(torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
+    finally:
+        G.train(was_training[0]), D.train(was_training[1])
+    return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
+                      d_grid.float().cpu().numpy())

@@ -1,0 +1,138 @@
+"""GAN objectives: one small class each.
+
+A loss acts on discriminator outputs (logits or critic values): `d_loss(d_real, d_fake)` and
+`g_loss(d_fake)`. Gradient-penalty losses add `penalty(D, real, fake)`; WGAN clips D's weights in
+`after_d_step(D)`. Each carries `n_critic`, the D steps per G step; its YAML sets the paper's values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganlab.errors import ConfigError
+
+
+class Loss:
+    """Base objective. Subclasses define d_loss and g_loss; the hooks default to nothing."""
+
+    def __init__(self, n_critic: int = 1):
+        if n_critic < 1:
+            raise ConfigError(f"n_critic must be >= 1, got {n_critic}")
+        self.n_critic = n_critic
+
+    def d_loss(self, d_real: Tensor, d_fake: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, d_fake: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def penalty(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor | None:
+        return None
+
+    def after_d_step(self, D: nn.Module) -> None:
+        pass
+
+
+class MinimaxGAN(Loss):
+    """Goodfellow et al. 2014. D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z)))."""
+
+    def d_loss(self, d_real, d_fake):
+        # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
+        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+    def g_loss(self, d_fake):
+        # log(1 - sigmoid(l)) = -softplus(l): saturates when D confidently rejects G's samples.
+        return -F.softplus(d_fake).mean()
+
+
+class NonSaturatingGAN(MinimaxGAN):
+    """Goodfellow et al. 2014, the practical variant: G minimises -log D(G(z))."""
+
+    def g_loss(self, d_fake):
+        return F.softplus(-d_fake).mean()
+
+
+class Wasserstein(Loss):
+    """The critic maximises E[D(x)] - E[D(G(z))]; subclasses keep it (roughly) 1-Lipschitz."""
+
+    def d_loss(self, d_real, d_fake):
+        return d_fake.mean() - d_real.mean()
+
+    def g_loss(self, d_fake):
+        return -d_fake.mean()
+
+
+class WGAN(Wasserstein):
+    """Arjovsky et al. 2017: Lipschitz by clipping every critic weight to [-clip, clip]."""
+
+    def __init__(self, n_critic: int = 5, clip: float = 0.01):
+        super().__init__(n_critic)
+        if clip <= 0:
+            raise ConfigError(f"clip must be > 0, got {clip}")
+        self.clip = clip
+
+    @torch.no_grad()
+    def after_d_step(self, D):
+        for p in D.parameters():
+            p.clamp_(-self.clip, self.clip)
+
+
+def _gradient_penalty(D: nn.Module, points: Tensor) -> Tensor:
+    """E[(||grad_x D(x)|| - 1)^2] at the given points, differentiable w.r.t. D's parameters."""
+    points = points.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(points).sum(), points, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+class WGANGP(Wasserstein):
+    """Gulrajani et al. 2017: a gradient penalty on random interpolates instead of clipping."""
+
+    def __init__(self, n_critic: int = 5, penalty_weight: float = 10.0):
+        super().__init__(n_critic)
+        if penalty_weight < 0:
+            raise ConfigError(f"penalty_weight must be >= 0, got {penalty_weight}")
+        self.penalty_weight = penalty_weight
+
+    def penalty(self, D, real, fake):
+        eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device)
+        return self.penalty_weight * _gradient_penalty(D, eps * real + (1 - eps) * fake)
+
+
+class LSGAN(Loss):
+    """Mao et al. 2017 with targets a=0 (fake), b=1 (real), c=1 (what G wants D to say)."""
+
+    def d_loss(self, d_real, d_fake):
+        return 0.5 * ((d_real - 1).pow(2).mean() + d_fake.pow(2).mean())
+
+    def g_loss(self, d_fake):
+        return 0.5 * (d_fake - 1).pow(2).mean()
+
+
+class Hinge(Loss):
+    """Lim & Ye 2017; Miyato et al. 2018: D minimises E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+
+    def d_loss(self, d_real, d_fake):
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+
+    def g_loss(self, d_fake):
+        return -d_fake.mean()
+
+
+class DRAGAN(NonSaturatingGAN):
+    """Kodali et al. 2017: the GAN loss plus a gradient penalty at perturbed data points."""
+
+    def __init__(self, n_critic: int = 1, penalty_weight: float = 10.0, perturb: float = 0.5):
+        super().__init__(n_critic)
+        if penalty_weight < 0 or perturb <= 0:
+            raise ConfigError(f"penalty_weight must be >= 0 and perturb > 0, got {penalty_weight}, {perturb}")
+        self.penalty_weight = penalty_weight
+        self.perturb = perturb
+
+    def penalty(self, D, real, fake):
+        # The reference code perturbs x by u * 0.5 * std(x), u ~ U[0,1] per coordinate, and
+        # penalises at a random point between x and its perturbation.
+        noisy = real + self.perturb * real.std() * torch.rand_like(real)
+        alpha = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device)
+        return self.penalty_weight * _gradient_penalty(D, real + alpha * (noisy - real))

@@ -1,0 +1,67 @@
+"""Pictures for TensorBoard, rendered to HWC uint8 arrays with matplotlib (Agg, no display).
+
+Every picture of a run uses the same fixed axes, so a TensorBoard image slider shows motion,
+not rescaling.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_DPI = 80
+
+
+def _to_array(fig) -> np.ndarray:
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def samples_picture(fake: np.ndarray, real: np.ndarray, centers: np.ndarray, limits, title: str) -> np.ndarray:
+    """Generated samples (blue) over data samples (grey), mode centres as crosses."""
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=_DPI)
+    ax.scatter(real[:, 0], real[:, 1], s=2, c="0.6", alpha=0.5, linewidths=0, label="data")
+    ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:blue", alpha=0.5, linewidths=0, label="generated")
+    ax.scatter(centers[:, 0], centers[:, 1], marker="x", s=20, c="black", linewidths=0.8)
+    ax.set(xlim=limits, ylim=limits, aspect="equal", title=title)
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    return _to_array(fig)
+
+
+def discriminator_picture(values: np.ndarray, fake: np.ndarray, centers: np.ndarray, limits,
+                          title: str) -> np.ndarray:
+    """D's output over the plane (`values[i, j]` at y_i, x_j) as a heatmap, with the generated samples."""
+    fig, ax = plt.subplots(figsize=(4.6, 4), dpi=_DPI)
+    mesh = ax.imshow(values, origin="lower", extent=(*limits, *limits), cmap="RdBu_r", aspect="equal")
+    fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04, label="D(x)")
+    ax.scatter(fake[:, 0], fake[:, 1], s=1, c="black", alpha=0.4, linewidths=0)
+    ax.scatter(centers[:, 0], centers[:, 1], marker="x", s=20, c="lime", linewidths=0.8)
+    ax.set(xlim=limits, ylim=limits, title=title)
+    fig.tight_layout()
+    return _to_array(fig)
+
+
+def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) -> np.ndarray:
+    """Fraction of samples nearest to each mode (rows) at each evaluation (columns).
+
+    A collapsed run shows one bright cell per column; mode hopping shows the bright cell jumping.
+    """
+    matrix = np.asarray(counts, dtype=np.float64).T
+    matrix /= np.maximum(matrix.sum(axis=0, keepdims=True), 1)
+    n_modes = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=_DPI)
+    mesh = ax.imshow(matrix, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=1,
+                     interpolation="nearest", extent=(-0.5, len(steps) - 0.5, -0.5, n_modes - 0.5))
+    fig.colorbar(mesh, ax=ax, pad=0.02, label="fraction of samples")
+    shown = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).round().astype(int))
+    ax.set_xticks(shown, [str(steps[i]) for i in shown], fontsize=7)
+    ax.set_yticks(range(0, n_modes, max(1, n_modes // 8)))
+    ax.set(xlabel="step", ylabel="mode", title=title)
+    fig.tight_layout()
+    return _to_array(fig)

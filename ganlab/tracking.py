@@ -1,0 +1,102 @@
+"""The one sink for what a run reports: TensorBoard events, the console, and summary.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file in the same directory, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Tracker:
+    """Scalars and images to TensorBoard, a live progress bar, and the final summary.
+
+    Use as a context manager: the writer and the bar are closed even when training raises, so the
+    other jobs of a multirun are unaffected.
+    """
+
+    def __init__(self, run_dir: Path, total_steps: int, hparams: dict):
+        self.run_dir = Path(run_dir)
+        self.hparams = hparams
+        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.console = Console()
+        # A bar only on a terminal: in files and CI logs it would be thousands of lines of noise.
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=self.console, disable=not sys.stdout.isatty(),
+        )
+        self.task = self.progress.add_task("train", total=total_steps, info="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.writer.close()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        for tag, image in images.items():
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def advance(self, step: int, info: str) -> None:
+        self.progress.update(self.task, completed=step, info=info)
+
+    def finish(self, summary: dict) -> None:
+        """Write summary.json, the HParams entry of this run, and print the final table."""
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        final = {f"final/{k}": v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
+        final["final/diverged"] = float(summary["status"] == "diverged")
+        # hparams() builds the three HParams protos; writing them to this run's own file writer
+        # (not add_hparams, which opens a sub-run per call) keeps one run per directory.
+        for proto in hparams_summary(self.hparams, final):
+            self.writer.file_writer.add_summary(proto)
+        step = summary["step"]
+        for tag, value in final.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+        self.console.print(summary_table(summary))
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['status']} at step {summary['step']}  ({summary['run_dir']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary["metrics"].items():
+        if isinstance(value, float):
+            table.add_row(key, "nan" if math.isnan(value) else f"{value:.4g}")
+        elif isinstance(value, int):
+            table.add_row(key, str(value))
+    table.add_row("steps/s", f"{summary['steps_per_second']:.1f}")
+    return table

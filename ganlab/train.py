@@ -1,0 +1,229 @@
+"""`run(cfg)`: build everything from the config, train, evaluate, write the run directory.
+
+Read it top to bottom: build -> loop (D phase x n_critic, G phase, log tick, eval tick) -> finish.
+The loop knows no loss and no remedy by name: it calls the loss object and the remedy hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ganlab.config import GROUPS, validate
+from ganlab.errors import ConfigError, GanlabError
+from ganlab.evaluation import Evaluation, evaluate, protocol
+from ganlab.losses import Loss
+from ganlab.offload import EvalJob, Offloader
+from ganlab.remedies import Remedy
+from ganlab.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(GanlabError):
+    exit_code = 3
+
+
+@dataclass
+class Experiment:
+    """Everything built from the config, before any step is taken."""
+
+    data: object
+    loss: Loss
+    remedy: Remedy
+    G: nn.Module
+    D: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    latent_dim: int
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs):
+    """instantiate() with a target's ConfigError surfaced as one line naming the config key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{key}: {cause}") from None
+        raise
+
+
+def build(cfg: DictConfig, device: torch.device) -> Experiment:
+    data = _instantiate(cfg.dataset, "dataset", device=device)
+    loss = _instantiate(cfg.loss, "loss")
+    remedy = _instantiate(cfg.remedy, "remedy")
+    remedy.check(loss)
+    latent_dim = cfg.model.latent_dim
+    G = _instantiate(cfg.model.g, "model.g", latent_dim=latent_dim, out_shape=data.shape)
+    D = _instantiate(cfg.model.d, "model.d", in_shape=data.shape)
+    G, D = remedy.build(G, D)
+    G, D = G.to(device), D.to(device)
+    g_opt = _instantiate(cfg.optim.g, "optim.g")(G.parameters())
+    d_opt = _instantiate(cfg.optim.d, "optim.d")(D.parameters())
+    return Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def default_labels(cfg: DictConfig) -> dict:
+    """Short names of the chosen group options, from their targets (the CLI passes Hydra's choices)."""
+    return {group: str(OmegaConf.select(cfg, f"{group}._target_", default=group)).rsplit(".", 1)[-1].lower()
+            for group in GROUPS if group != "model" and group != "optim"}
+
+
+def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dict:
+    """Train one GAN as `cfg` says; write events, pictures, checkpoint, samples and summary.json
+    into `run_dir`; return the summary. A diverged run still writes its summary."""
+    validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    labels = {**default_labels(cfg), **(labels or {})}
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device.value if hasattr(cfg.device, "value") else str(cfg.device))
+    if device.type == "cpu" and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    exp = build(cfg, device)
+    data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
+    # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
+    # never changes the training trajectory, nor the samples an eval at a given step draws.
+    eval_rng = torch.Generator(device)
+    limits = data.plot_limits()
+    centers = data.centers.cpu().numpy()
+
+    hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
+               "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
+    summary = {"status": "failed", "step": 0, "run_dir": str(run_dir), "labels": labels, "seed": cfg.seed,
+               "device": str(device), "metrics": {},
+               "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, labels["loss"])}
+    history_steps: list[int] = []
+    history_counts: list[list[int]] = []
+    last: Evaluation | None = None
+    final_extra: dict = {}  # the offloaded metrics (W1, W2) of the latest finished evaluation
+    sums = torch.zeros(2, device=device)  # running (D loss, G loss) sums since the last log tick
+    since_log = 0
+    start = time.perf_counter()
+    step = 0
+    log.info("run directory: %s (device %s)", run_dir, device)
+
+    def write_offloaded(results) -> None:
+        for result in results:
+            tracker.scalars(result.step, {f"metrics/{k}": v for k, v in result.scalars.items()})
+            tracker.images(result.step, result.images)
+            final_extra.update(result.scalars)
+
+    with Tracker(run_dir, cfg.steps, hparams) as tracker:
+        offloader = Offloader(background=cfg.eval.background)
+        try:
+            for step in range(1, cfg.steps + 1):
+                eval_now = step % cfg.eval.every == 0 or step == cfg.steps
+                log_now = eval_now or step % cfg.log.every == 0
+
+                # D phase: n_critic steps, each on fresh real and fake batches.
+                for _ in range(loss.n_critic):
+                    real = data.sample(cfg.batch_size)
+                    z = torch.randn(cfg.batch_size, exp.latent_dim, device=device)
+                    exp.d_opt.zero_grad(set_to_none=True)
+                    d_loss = remedy.d_loss(G, D, loss, real, z)
+                    d_loss.backward()
+                    exp.d_opt.step()
+                    loss.after_d_step(D)
+                d_grad = grad_norm(D) if log_now else None  # before the G step adds to D's grads
+
+                # G phase
+                z = torch.randn(cfg.batch_size, exp.latent_dim, device=device)
+                exp.g_opt.zero_grad(set_to_none=True)
+                g_loss = remedy.g_loss(G, D, loss, z)
+                g_loss.backward()
+                exp.g_opt.step()
+
+                sums += torch.stack((d_loss.detach(), g_loss.detach()))
+                since_log += 1
+                if not log_now:
+                    continue
+
+                # Log tick: the only host syncs in the loop are here and in the eval below.
+                d_mean, g_mean = (sums / since_log).tolist()
+                sums.zero_()
+                since_log = 0
+                if not (np.isfinite(d_mean) and np.isfinite(g_mean)):
+                    raise Diverged(f"losses became non-finite by step {step} (D {d_mean}, G {g_mean})")
+                tracker.scalars(step, {"loss/d": d_mean, "loss/g": g_mean,
+                                       "grad_norm/d": d_grad.item(), "grad_norm/g": grad_norm(G).item()})
+                write_offloaded(offloader.ready())
+                info = f"D {d_mean:.3f}  G {g_mean:.3f}"
+
+                if eval_now:
+                    eval_rng.manual_seed(cfg.seed * 1_000_003 + step)
+                    last = evaluate(G, D, remedy, data, exp.latent_dim, cfg.eval.samples, eval_rng, limits)
+                    m = last.metrics
+                    history_steps.append(step)
+                    history_counts.append(m["mode_counts"])
+                    tracker.scalars(step, {f"metrics/{k}": v for k, v in m.items() if k != "mode_counts"})
+                    offloader.submit(EvalJob(step, last.fake, last.real, last.d_grid, centers, limits,
+                                             {k: v for k, v in m.items() if k != "mode_counts"},
+                                             list(history_steps), list(history_counts), cfg.eval.w_samples))
+                    info += f"  modes {m['modes_captured']}/{data.n_modes}  HQ {m['high_quality_pct']:.0f}%"
+                tracker.advance(step, info)
+            write_offloaded(offloader.drain())
+            summary["status"] = "completed"
+        except Diverged as exc:
+            log.error("diverged: %s", exc)
+            summary.update(status="diverged", diverged_step=step)
+        except BaseException as exc:  # noqa: BLE001 - record the failure, then let it propagate
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            offloader.close()
+            wall = time.perf_counter() - start
+            summary.update(step=step, wall_seconds=wall, steps_per_second=step / wall if wall > 0 else 0.0)
+            if last is not None:
+                summary["metrics"] = {k: v for k, v in last.metrics.items() if k != "mode_counts"}
+                if summary["status"] == "completed":
+                    summary["metrics"].update(final_extra)
+                summary["mode_counts"] = last.metrics["mode_counts"]
+                summary["mode_history"] = {"steps": history_steps, "counts": history_counts}
+            if summary["status"] == "completed":
+                # The final metrics are computed on exactly these samples.
+                np.savez(run_dir / "samples.npz", x=last.fake, real=last.real)
+                save_checkpoint(run_dir / "checkpoint.pt", exp, step)
+            tracker.finish(summary)
+    if summary["status"] == "diverged":
+        raise Diverged(f"run diverged at step {step}; summary in {run_dir / 'summary.json'}")
+    return summary
+
+
+def save_checkpoint(path: Path, exp: Experiment, step: int) -> None:
+    """G, D and their optimizers, written atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"step": step, "G": exp.G.state_dict(), "D": exp.D.state_dict(),
+                "g_opt": exp.g_opt.state_dict(), "d_opt": exp.d_opt.state_dict()}, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,35 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ganlab.config import CONFIG_DIR, CONFIG_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up).
+TINY = ["steps=20", "eval.every=10", "log.every=5", "eval.samples=200", "eval.w_samples=100",
+        "eval.background=false", "batch_size=32"]
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides))
+
+
+def ganlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess, the way a user does."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ganlab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("summary.json"))
+
+
+@pytest.fixture
+def tiny():
+    return list(TINY)

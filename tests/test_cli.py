@@ -1,0 +1,121 @@
+"""The CLI end to end, in subprocesses, as a user runs it."""
+
+import json
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, ganlab, run_dirs
+
+SUMMARY_METRICS = {"modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2"}
+
+
+def test_bare_command_and_help_list_the_commands(tmp_path):
+    for args in ([], ["--help"]):
+        out = ganlab(*args, cwd=tmp_path)
+        assert out.returncode == 0 and "train" in out.stdout and "commands" in out.stdout
+
+
+def test_train_help_lists_groups_and_options(tmp_path):
+    out = ganlab("train", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    assert "loss: dragan, gan, hinge, lsgan, nsgan, wgan, wgan_gp" in out.stdout
+    for line in ("dataset: grid, ring", "model: mlp", "optim: adam, rmsprop", "remedy: none"):
+        assert line in out.stdout
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = ganlab("train", "--cfg", "job", "loss=wgan_gp", "seed=7", cwd=tmp_path)
+    assert out.returncode == 0
+    assert "ganlab.losses.WGANGP" in out.stdout and "seed: 7" in out.stdout and "penalty_weight: 10.0" in out.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_writes_everything_the_run_directory_promises(tmp_path):
+    # eval.background=true (the default) here, to exercise the worker process.
+    out = ganlab("train", *TINY, "eval.background=true", "seed=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = run_dirs(tmp_path / "outputs")
+    assert "ring_nsgan_none_s3" in run_dir.name
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "checkpoint.pt", "samples.npz"):
+        assert (run_dir / name).exists(), name
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 20
+    assert summary["wall_seconds"] > 0 and summary["steps_per_second"] > 0
+    assert SUMMARY_METRICS <= set(summary["metrics"])
+    assert summary["protocol"]["samples"] == 200 and summary["protocol"]["wasserstein_samples"] == 100
+
+    # The final metrics are computed on exactly the saved samples.
+    import torch
+
+    from ganlab.data.toy import ring
+    from ganlab.metrics.modes import mode_coverage
+    from ganlab.metrics.wasserstein import empirical_wasserstein
+
+    samples = np.load(run_dir / "samples.npz")
+    assert samples["x"].shape == (200, 2) and samples["real"].shape == (200, 2)
+    data = ring()
+    again = mode_coverage(torch.from_numpy(samples["x"]), data.centers, data.std)
+    again.update(empirical_wasserstein(samples["x"][:100], samples["real"][:100]))
+    for key in SUMMARY_METRICS - {"critic_gap"}:
+        assert summary["metrics"][key] == pytest.approx(again[key]), key
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    for tag in ("loss/d", "loss/g", "grad_norm/d", "grad_norm/g", "metrics/modes_captured",
+                "metrics/high_quality_pct", "metrics/reverse_kl", "metrics/critic_gap",
+                "metrics/wasserstein1", "metrics/wasserstein2"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in events.Scalars("metrics/wasserstein1")] == [10, 20]
+    assert {"samples", "discriminator", "mode_histogram"} <= set(tags["images"])
+    assert len(events.Images("mode_histogram")) == 2
+    # HParams are written into the run's own event file, not a sub-run directory.
+    assert [p for p in run_dir.iterdir() if p.is_dir() and p.name != ".hydra"] == []
+    assert "_hparams_/session_start_info" in tags["tensors"] or any("hparams" in t for t in tags["tensors"])
+
+
+def test_multirun_2x2_gives_four_run_directories(tmp_path):
+    out = ganlab("train", "-m", *TINY, "steps=10", "loss=nsgan,wgan_gp", "seed=0,1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    dirs = run_dirs(tmp_path / "outputs" / "multirun")
+    assert len(dirs) == 4
+    names = sorted(d.name.split("_", 1)[1] for d in dirs)
+    assert names == ["ring_nsgan_none_s0", "ring_nsgan_none_s1", "ring_wgan_gp_none_s0", "ring_wgan_gp_none_s1"]
+    assert len({d.parent for d in dirs}) == 1  # one sweep directory
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["loss=nope"], "unknown option loss=nope; choose one of: dragan, gan, hinge, lsgan, nsgan, wgan, wgan_gp"),
+    (["lossx=gan"], "unknown key 'lossx'"),
+    (["eval.everyy=3"], "unknown key 'eval.everyy'; 'eval' has: every, samples"),
+    (["steps=abc"], "bad value for 'steps'"),
+    (["steps=0"], "steps=0 is out of range"),
+    (["batch_size=-4"], "batch_size=-4 is out of range"),
+    (["optim.d.lr=0"], "optim.d.lr=0 is out of range"),
+    (["optim.g.lr=-1e-3"], "optim.g.lr=-0.001 is out of range"),
+    (["device=tpu"], "expected one of [auto, cpu, cuda]"),
+    (["model.d.norm=batch"], "model.d.norm='batch': choose one of none, layer"),
+    (["-m", "loss=nsgan,nope"], "unknown option loss=nope"),
+])
+def test_bad_input_ends_with_one_clear_line(tmp_path, args, needle):
+    out = ganlab("train", *args, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "outputs").exists()  # refused before any work
+
+
+def test_an_injected_divergence_stops_the_run_and_a_sweep_goes_on(tmp_path):
+    # lr 1e30 blows D's weights up at the first step: the losses turn inf/nan.
+    out = ganlab("train", "-m", *TINY, "steps=200", "log.every=50", "eval.every=100",
+                 "optim.d.lr=1e-4,1e30", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs(tmp_path / "outputs")]
+    status = sorted((s["status"], s["step"]) for s in summaries)
+    assert status == [("completed", 200), ("diverged", 50)]  # stopped at the first log tick
+    diverged = next(s for s in summaries if s["status"] == "diverged")
+    assert diverged["diverged_step"] == 50

@@ -1,0 +1,81 @@
+"""One D step and one G step for every loss, on CPU, through the remedy hooks the loop calls."""
+
+import pytest
+import torch
+
+from ganlab.train import build, seed_everything
+
+from conftest import make_cfg
+
+LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+@pytest.mark.parametrize("loss_name", LOSSES)
+@pytest.mark.parametrize("dataset", ["ring", "grid"])
+def test_one_d_step_and_one_g_step(loss_name, dataset):
+    cfg = make_cfg(f"loss={loss_name}", f"dataset={dataset}", "model.g.batch_norm=true", "model.d.norm=layer")
+    seed_everything(0)
+    exp = build(cfg, torch.device("cpu"))
+    G, D = exp.G, exp.D
+    z = torch.randn(16, exp.latent_dim)
+    assert G(z).shape == (16, 2) and D(G(z)).shape == (16,)
+
+    g_before, d_before = params(G), params(D)
+    exp.d_opt.zero_grad()
+    d_loss = exp.remedy.d_loss(G, D, exp.loss, exp.data.sample(16), z)
+    d_loss.backward()
+    exp.d_opt.step()
+    exp.loss.after_d_step(D)
+    assert torch.isfinite(d_loss) and changed(d_before, D)
+    assert not changed(g_before, G), "the D step must not move G"
+
+    d_before = params(D)
+    exp.g_opt.zero_grad()
+    g_loss = exp.remedy.g_loss(G, D, exp.loss, torch.randn(16, exp.latent_dim))
+    g_loss.backward()
+    exp.g_opt.step()
+    assert torch.isfinite(g_loss) and changed(g_before, G)
+    assert not changed(d_before, D), "the G step must not move D"
+
+
+def test_losses_carry_their_paper_optimizers():
+    wgan = make_cfg("loss=wgan")
+    assert wgan.optim.d._target_ == "torch.optim.RMSprop" and wgan.optim.d.lr == 5e-5 and wgan.loss.n_critic == 5
+    gp = make_cfg("loss=wgan_gp")
+    assert gp.optim.d._target_ == "torch.optim.Adam" and list(gp.optim.d.betas) == [0.0, 0.9]
+    assert gp.loss.penalty_weight == 10.0 and gp.loss.n_critic == 5
+    # and every default can be overridden
+    mixed = make_cfg("loss=wgan", "optim=adam", "loss.n_critic=2", "optim.d.lr=3e-4")
+    assert mixed.optim.d._target_ == "torch.optim.Adam" and mixed.optim.d.lr == 3e-4 and mixed.loss.n_critic == 2
+
+
+def test_n_critic_d_steps_per_g_step(monkeypatch, tmp_path):
+    """The loop takes n_critic D steps for every G step."""
+    from ganlab.remedies.base import Remedy
+    from ganlab.train import run
+
+    calls = {"d": 0, "g": 0}
+    d_loss, g_loss = Remedy.d_loss, Remedy.g_loss
+
+    def count_d(self, *a):
+        calls["d"] += 1
+        return d_loss(self, *a)
+
+    def count_g(self, *a):
+        calls["g"] += 1
+        return g_loss(self, *a)
+
+    monkeypatch.setattr(Remedy, "d_loss", count_d)
+    monkeypatch.setattr(Remedy, "g_loss", count_g)
+    from conftest import TINY
+
+    run(make_cfg(*TINY, "loss=wgan_gp", "loss.n_critic=3", "steps=7"), tmp_path)
+    assert calls == {"d": 21, "g": 7}
