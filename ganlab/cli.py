@@ -58,8 +58,10 @@ def preflight(overrides: list[str], multirun: bool) -> None:
         if sweeps:
             raise ConfigError(f"{sweeps[0]} is a sweep; add -m (multirun) to run one job per value")
         jobs = [[o.input_line for o in ours]]
+    from ganlab.train import build_objective
+
     for job in jobs:
-        compose_checked(job)
+        build_objective(compose_checked(job))
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")

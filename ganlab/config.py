@@ -87,8 +87,21 @@ def validate(cfg: DictConfig) -> None:
         lr = OmegaConf.select(cfg, f"optim.{net}.lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError(f"optim.{net}.lr={lr} is out of range: it must be a number > 0")
+    resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)
+
+
+def resolve_device(name: Device | str):
+    """device=auto picks CUDA when present; device=cuda without CUDA is an error, not a fallback."""
+    import torch  # here, not at the top: `ganlab --help` should not wait for torch
+
+    name = name.value if isinstance(name, Device) else str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
 
 
 def _check_targets(node: Any, path: str) -> None:
@@ -124,7 +137,7 @@ def _check_call(node: DictConfig, path: str) -> None:
             if takes_kwargs:
                 continue
             allowed = ", ".join(k for k, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and k != "self")
-            raise ConfigError(f"{path}.{key}: unknown key for {node._target_}; it takes: {allowed}")
+            raise ConfigError(f"{path}.{key}: unknown key for {node._target_} (remove it with ~{path}.{key}); it takes: {allowed}")
         expected = hints.get(key)
         if expected is not None:
             problem = _type_problem(node[key], expected)

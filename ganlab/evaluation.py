@@ -14,6 +14,9 @@ from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
 
 GRID_RESOLUTION = 120  # D heatmap: points per side
+# What every evaluation reports (the offloaded ones included): the final metrics of every run, so
+# the runs of a sweep share one set of HParams columns.
+METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2")
 
 
 @dataclass

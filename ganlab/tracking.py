@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
@@ -37,11 +37,12 @@ class Tracker:
     other jobs of a multirun are unaffected.
     """
 
-    def __init__(self, run_dir: Path, total_steps: int, hparams: dict):
+    def __init__(self, run_dir: Path, total_steps: int, hparams: dict, metric_keys: tuple[str, ...]):
         self.run_dir = Path(run_dir)
         self.hparams = hparams
+        self.metric_keys = metric_keys
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
-        self.console = Console()
+        self.console = get_console()  # the console RichHandler logs to, so log lines print above the bar
         # A bar only on a terminal: in files and CI logs it would be thousands of lines of noise.
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -76,7 +77,8 @@ class Tracker:
     def finish(self, summary: dict) -> None:
         """Write summary.json, the HParams entry of this run, and print the final table."""
         write_json_atomic(self.run_dir / "summary.json", summary)
-        final = {f"final/{k}": v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
+        # The same keys in every run (NaN where a diverged run has none), for the HParams table.
+        final = {f"final/{k}": float(summary["metrics"].get(k, math.nan)) for k in self.metric_keys}
         final["final/diverged"] = float(summary["status"] == "diverged")
         # hparams() builds the three HParams protos; writing them to this run's own file writer
         # (not add_hparams, which opens a sub-run per call) keeps one run per directory.
@@ -87,10 +89,11 @@ class Tracker:
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
         self.console.print(summary_table(summary))
+        self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
 
 
 def summary_table(summary: dict) -> Table:
-    table = Table(title=f"{summary['status']} at step {summary['step']}  ({summary['run_dir']})")
+    table = Table(title=f"{summary['status']} at step {summary['step']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary["metrics"].items():

@@ -20,9 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganlab.config import GROUPS, validate
+from ganlab.config import GROUPS, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
-from ganlab.evaluation import Evaluation, evaluate, protocol
+from ganlab.evaluation import METRIC_KEYS, Evaluation, evaluate, protocol
 from ganlab.losses import Loss
 from ganlab.offload import EvalJob, Offloader
 from ganlab.remedies import Remedy
@@ -49,14 +49,6 @@ class Experiment:
     latent_dim: int
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
-    return torch.device(name)
-
-
 def _instantiate(node: DictConfig, key: str, **kwargs):
     """instantiate() with a target's ConfigError surfaced as one line naming the config key."""
     try:
@@ -68,11 +60,18 @@ def _instantiate(node: DictConfig, key: str, **kwargs):
         raise
 
 
-def build(cfg: DictConfig, device: torch.device) -> Experiment:
-    data = _instantiate(cfg.dataset, "dataset", device=device)
+def build_objective(cfg: DictConfig) -> tuple[Loss, Remedy]:
+    """The loss and the remedy, checked against each other. Cheap: the CLI calls it for every job
+    of a sweep before the first one starts."""
     loss = _instantiate(cfg.loss, "loss")
     remedy = _instantiate(cfg.remedy, "remedy")
     remedy.check(loss)
+    return loss, remedy
+
+
+def build(cfg: DictConfig, device: torch.device) -> Experiment:
+    data = _instantiate(cfg.dataset, "dataset", device=device)
+    loss, remedy = build_objective(cfg)
     latent_dim = cfg.model.latent_dim
     G = _instantiate(cfg.model.g, "model.g", latent_dim=latent_dim, out_shape=data.shape)
     D = _instantiate(cfg.model.d, "model.d", in_shape=data.shape)
@@ -108,7 +107,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
     labels = {**default_labels(cfg), **(labels or {})}
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device.value if hasattr(cfg.device, "value") else str(cfg.device))
+    device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     exp = build(cfg, device)
@@ -140,7 +139,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
             tracker.images(result.step, result.images)
             final_extra.update(result.scalars)
 
-    with Tracker(run_dir, cfg.steps, hparams) as tracker:
+    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS) as tracker:
         offloader = Offloader(background=cfg.eval.background)
         try:
             for step in range(1, cfg.steps + 1):

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from ganlab.config import CONFIG_DIR, CONFIG_NAME
-from ganlab.train import build, pick_device, run, seed_everything
+from ganlab.config import CONFIG_DIR, CONFIG_NAME, resolve_device
+from ganlab.train import build, run, seed_everything
 
 
 def bare_loop(cfg, steps: int) -> float:
     """The same step written plainly: no hooks, no logging, no evaluation. Returns steps/s."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device.value)
+    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.cpu_threads)
     exp = build(cfg, device)
     G, D, data, g_opt, d_opt = exp.G, exp.D, exp.data, exp.g_opt, exp.d_opt
@@ -68,7 +68,7 @@ def main() -> None:
         bare.append(bare_loop(cfg, args.steps))
         ours.append(ganlab_loop(cfg, args.steps))
     b, g = statistics.median(bare), statistics.median(ours)
-    print(f"device {pick_device(cfg.device.value)}, {args.steps} steps, eval every {cfg.eval.every}, "
+    print(f"device {resolve_device(cfg.device)}, {args.steps} steps, eval every {cfg.eval.every}, "
           f"log every {cfg.log.every}, {args.repeats} repeats (median)")
     print(f"bare PyTorch loop : {b:8.1f} steps/s   runs: {', '.join(f'{x:.1f}' for x in bare)}")
     print(f"ganlab loop       : {g:8.1f} steps/s   runs: {', '.join(f'{x:.1f}' for x in ours)}")

@@ -120,6 +120,7 @@ def test_multirun_2x2_gives_four_run_directories(tmp_path):
     (["device=tpu"], "expected one of [auto, cpu, cuda]"),
     (["model.d.norm=batch"], "model.d.norm='batch': choose one of none, layer"),
     (["-m", "loss=nsgan,nope"], "unknown option loss=nope"),
+    (["-m", "loss=wgan", "loss.clip=0.01,-1"], "loss: clip must be > 0, got -1"),
 ])
 def test_bad_input_ends_with_one_clear_line(tmp_path, args, needle):
     out = ganlab("train", *args, cwd=tmp_path)

@@ -48,6 +48,18 @@ def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
         run(make_cfg(*TINY, "device=cuda"), tmp_path)
 
 
+def test_cuda_request_is_refused_before_any_work(tmp_path):
+    import torch
+
+    from conftest import ganlab
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present on this machine")
+    out = ganlab("train", "device=cuda", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().endswith("use device=auto or device=cpu")
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize("loss", ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"])
 def test_every_loss_trains_end_to_end(tmp_path, loss):
     summary = run(make_cfg(*TINY, f"loss={loss}", "steps=10", "eval.every=10"), tmp_path)
