@@ -36,7 +36,7 @@ def protocol(n: int, w_n: int, loss_name: str) -> dict:
         "reverse_kl": "KL(p_gen(mode) || uniform), p over all samples, 0 log 0 = 0",
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
-                       "(optimal assignment, Euclidean ground metric)",
+                       "(exact optimal transport, Euclidean ground metric)",
         "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples; a Wasserstein estimate only "
                       "for a Lipschitz critic (wgan, wgan_gp), otherwise the D gap"
                       + ("" if loss_name in ("wgan", "wgan_gp") else f" (loss here: {loss_name})"),

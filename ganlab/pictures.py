@@ -1,10 +1,12 @@
-"""Pictures for TensorBoard, rendered to HWC uint8 arrays with matplotlib (Agg, no display).
+"""Pictures for TensorBoard, rendered to PNG bytes with matplotlib (Agg, no display).
 
 Every picture of a run uses the same fixed axes, so a TensorBoard image slider shows motion,
 not rescaling.
 """
 
 from __future__ import annotations
+
+import io
 
 import matplotlib
 
@@ -15,14 +17,14 @@ import numpy as np  # noqa: E402
 _DPI = 80
 
 
-def _to_array(fig) -> np.ndarray:
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+def _to_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
     plt.close(fig)
-    return image
+    return buffer.getvalue()
 
 
-def samples_picture(fake: np.ndarray, real: np.ndarray, centers: np.ndarray, limits, title: str) -> np.ndarray:
+def samples_picture(fake: np.ndarray, real: np.ndarray, centers: np.ndarray, limits, title: str) -> bytes:
     """Generated samples (blue) over data samples (grey), mode centres as crosses."""
     fig, ax = plt.subplots(figsize=(4, 4), dpi=_DPI)
     ax.scatter(real[:, 0], real[:, 1], s=2, c="0.6", alpha=0.5, linewidths=0, label="data")
@@ -31,11 +33,11 @@ def samples_picture(fake: np.ndarray, real: np.ndarray, centers: np.ndarray, lim
     ax.set(xlim=limits, ylim=limits, aspect="equal", title=title)
     ax.legend(loc="upper right", fontsize=7, markerscale=4)
     fig.tight_layout()
-    return _to_array(fig)
+    return _to_png(fig)
 
 
 def discriminator_picture(values: np.ndarray, fake: np.ndarray, centers: np.ndarray, limits,
-                          title: str) -> np.ndarray:
+                          title: str) -> bytes:
     """D's output over the plane (`values[i, j]` at y_i, x_j) as a heatmap, with the generated samples."""
     fig, ax = plt.subplots(figsize=(4.6, 4), dpi=_DPI)
     mesh = ax.imshow(values, origin="lower", extent=(*limits, *limits), cmap="RdBu_r", aspect="equal")
@@ -44,10 +46,10 @@ def discriminator_picture(values: np.ndarray, fake: np.ndarray, centers: np.ndar
     ax.scatter(centers[:, 0], centers[:, 1], marker="x", s=20, c="lime", linewidths=0.8)
     ax.set(xlim=limits, ylim=limits, title=title)
     fig.tight_layout()
-    return _to_array(fig)
+    return _to_png(fig)
 
 
-def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) -> np.ndarray:
+def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) -> bytes:
     """Fraction of samples nearest to each mode (rows) at each evaluation (columns).
 
     A collapsed run shows one bright cell per column; mode hopping shows the bright cell jumping.
@@ -64,4 +66,4 @@ def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) 
     ax.set_yticks(range(0, n_modes, max(1, n_modes // 8)))
     ax.set(xlabel="step", ylabel="mode", title=title)
     fig.tight_layout()
-    return _to_array(fig)
+    return _to_png(fig)

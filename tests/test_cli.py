@@ -142,3 +142,32 @@ def test_an_injected_divergence_stops_the_run_and_a_sweep_goes_on(tmp_path):
     assert status == [("completed", 200), ("diverged", 50)]  # stopped at the first log tick
     diverged = next(s for s in summaries if s["status"] == "diverged")
     assert diverged["diverged_step"] == 50
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """A live bar with the losses when stdout is a terminal; none in a pipe (the other tests)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *TINY], cwd=tmp_path, env=env,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "train" in screen and "20/20" in screen and "modes" in screen and "D " in screen
+
+    piped = ganlab("train", *TINY, cwd=tmp_path)
+    assert piped.returncode == 0 and "20/20" not in piped.stdout

@@ -58,4 +58,6 @@ def test_wasserstein_matches_brute_force_on_tiny_sets():
     cost = np.linalg.norm(x[:, None] - y[None], axis=2)
     best = min(cost[range(6), list(p)].mean() for p in permutations(range(6)))
     assert empirical_wasserstein(x, y)["wasserstein1"] == pytest.approx(best)
-    assert empirical_wasserstein(x, x)["wasserstein1"] == pytest.approx(0.0)
+    assert empirical_wasserstein(x, x)["wasserstein1"] == pytest.approx(0.0, abs=1e-12)
+    best_w2 = min((cost[range(6), list(p)] ** 2).mean() for p in permutations(range(6))) ** 0.5
+    assert empirical_wasserstein(x, y)["wasserstein2"] == pytest.approx(best_w2)

@@ -65,3 +65,12 @@ def test_every_loss_trains_end_to_end(tmp_path, loss):
     summary = run(make_cfg(*TINY, f"loss={loss}", "steps=10", "eval.every=10"), tmp_path)
     assert summary["status"] == "completed"
     assert 0 <= summary["metrics"]["modes_captured"] <= 8
+
+
+def test_a_start_up_failure_leaves_a_failed_summary(tmp_path):
+    import json
+
+    with pytest.raises(ConfigError, match="dataset: std must be > 0"):
+        run(make_cfg(*TINY, "dataset.std=-1"), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "std must be > 0" in summary["error"]

@@ -1,26 +1,23 @@
-"""Exact empirical Wasserstein distances between two equal-size point sets.
+"""Exact empirical Wasserstein distances between two point sets.
 
-Between two uniform empirical measures of the same size n, an optimal transport plan is a
-permutation (Birkhoff), so the optimal assignment gives W_p exactly. The Hungarian-type solver is
-O(n^3): about 0.15 s for n = 1,000 on one core here, which is why eval.w_samples is separate.
+Between two uniform empirical measures, W_p is an exact linear program (an optimal transport
+problem). POT's network simplex (`ot.emd2`) solves it exactly; at n = 1,000 it takes 0.4-0.6 s here
+where SciPy's assignment solver took 2.3-2.6 s on the same collapsed-G samples, with the same values.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+import ot
 from scipy.spatial.distance import cdist
 
 
 def empirical_wasserstein(x: np.ndarray, y: np.ndarray) -> dict:
-    """W1 and W2 (Euclidean ground metric) between the empirical measures of x and y, both n x d."""
-    if x.shape != y.shape:
-        raise ValueError(f"need equal-size point sets, got {x.shape} and {y.shape}")
+    """W1 and W2 (Euclidean ground metric) between the empirical measures of x (n x d) and y (m x d)."""
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    a = np.full(len(x64), 1.0 / len(x64))
+    b = np.full(len(y64), 1.0 / len(y64))
     dist = cdist(x64, y64)
-    rows, cols = linear_sum_assignment(dist)
-    w1 = dist[rows, cols].mean()
-    squared = dist**2
-    rows, cols = linear_sum_assignment(squared)
-    w2 = np.sqrt(squared[rows, cols].mean())
+    w1 = ot.emd2(a, b, dist, numItermax=10_000_000)
+    w2 = np.sqrt(ot.emd2(a, b, dist**2, numItermax=10_000_000))
     return {"wasserstein1": float(w1), "wasserstein2": float(w2)}
