@@ -58,10 +58,12 @@ def preflight(overrides: list[str], multirun: bool) -> None:
         if sweeps:
             raise ConfigError(f"{sweeps[0]} is a sweep; add -m (multirun) to run one job per value")
         jobs = [[o.input_line for o in ours]]
-    from ganlab.train import build_objective
+    import torch
+
+    from ganlab.train import build
 
     for job in jobs:
-        build_objective(compose_checked(job))
+        build(compose_checked(job), torch.device("cpu"))  # constructors check their own values
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, MISSING
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAME = "train"
@@ -70,17 +73,25 @@ class TrainConfig:
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
-# key -> smallest allowed value
-_MINIMUM = {"steps": 1, "batch_size": 1, "eval.every": 1, "eval.samples": 2, "eval.w_samples": 2,
-            "log.every": 1, "cpu_threads": 0}
+# key -> (smallest, largest) allowed integer
+_RANGES = {"seed": (0, 2**32 - 1), "steps": (1, None), "batch_size": (1, None), "eval.every": (1, None),
+           "eval.samples": (2, None), "eval.w_samples": (2, None), "log.every": (1, None),
+           "cpu_threads": (0, None), "model.latent_dim": (1, None)}
+W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key. Run before any work starts."""
-    for key, minimum in _MINIMUM.items():
+    for key, (low, high) in _RANGES.items():
         value = OmegaConf.select(cfg, key)
-        if value < minimum:
-            raise ConfigError(f"{key}={value} is out of range: it must be an integer >= {minimum}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{key}={value} is out of range: it must be an integer {bounds}")
+    if cfg.eval.w_samples < W_SAMPLES_PROTOCOL:
+        log.warning("eval.w_samples=%d is below the protocol's %d: W1/W2 are biased upward",
+                    cfg.eval.w_samples, W_SAMPLES_PROTOCOL)
     if cfg.eval.w_samples > cfg.eval.samples:
         raise ConfigError(f"eval.w_samples={cfg.eval.w_samples} must be <= eval.samples={cfg.eval.samples}")
     for net in ("g", "d"):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ganlab.data.toy import GaussianMixture
+from ganlab.losses import Wasserstein
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
 
@@ -27,7 +28,7 @@ class Evaluation:
     d_grid: np.ndarray     # D's output on a GRID_RESOLUTION^2 grid over `limits`
 
 
-def protocol(n: int, w_n: int, loss_name: str) -> dict:
+def protocol(n: int, w_n: int, loss: Wasserstein | object) -> dict:
     """How the numbers of an evaluation were measured; stored in summary.json next to them."""
     return {
         "samples": n,
@@ -37,9 +38,9 @@ def protocol(n: int, w_n: int, loss_name: str) -> dict:
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
                        "(exact optimal transport, Euclidean ground metric)",
-        "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples; a Wasserstein estimate only "
-                      "for a Lipschitz critic (wgan, wgan_gp), otherwise the D gap"
-                      + ("" if loss_name in ("wgan", "wgan_gp") else f" (loss here: {loss_name})"),
+        "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples: "
+                      + ("a Wasserstein estimate (Lipschitz critic)" if isinstance(loss, Wasserstein)
+                         else f"the D gap of {type(loss).__name__}, not a Wasserstein estimate"),
     }
 
 

@@ -73,6 +73,7 @@ class Offloader:
 
     def __init__(self, background: bool = True):
         self.worker = None
+        self.jobs: queue.Queue = queue.Queue()  # to the worker; None closes its input
         self.results: queue.Queue = queue.Queue()
         self.submitted = self.received = 0
         if background:
@@ -80,7 +81,19 @@ class Offloader:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             self.worker = subprocess.Popen([sys.executable, "-m", "ganlab.offload"], env=env,
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            # Threads move the bytes: a job (~100 kB) is larger than a pipe's buffer, and writing it
+            # from the loop would block training while the worker is busy with the previous one.
+            threading.Thread(target=self._write, daemon=True).start()
             threading.Thread(target=self._read, daemon=True).start()
+
+    def _write(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                pickle.dump(job, self.worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.worker.stdin.flush()
+            self.worker.stdin.close()  # end of input: the worker exits
+        except OSError:  # the worker died; _read reports it
+            pass
 
     def _read(self) -> None:
         while True:
@@ -95,8 +108,7 @@ class Offloader:
         if self.worker is None:
             self.results.put(complete(job))
         else:
-            pickle.dump(job, self.worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.worker.stdin.flush()
+            self.jobs.put(job)
 
     def _take(self, block: bool) -> EvalResult:
         result = self.results.get(block=block)
@@ -118,10 +130,10 @@ class Offloader:
 
     def close(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
+            self.jobs.put(None)
             try:
-                self.worker.stdin.close()  # end of input: the worker exits
                 self.worker.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self.worker.kill()
 
 

@@ -49,36 +49,36 @@ class Experiment:
     latent_dim: int
 
 
-def _instantiate(node: DictConfig, key: str, **kwargs):
-    """instantiate() with a target's ConfigError surfaced as one line naming the config key."""
+def _instantiate(node: DictConfig, key: str, *args, **kwargs):
+    """instantiate() (then, for a `_partial_` node, the call with `args`), with a bad value
+    surfaced as one line naming the config key. Our targets raise ConfigError; third-party ones
+    (torch.optim, nn layers) raise ValueError or TypeError, e.g. Adam with betas=[2, 0.9]."""
     try:
-        return instantiate(node, **kwargs)
+        made = instantiate(node, **kwargs)
+        return made(*args) if args else made
     except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ConfigError):
-            raise ConfigError(f"{key}: {cause}") from None
+        if isinstance(exc.__cause__, (ConfigError, ValueError, TypeError)):
+            raise ConfigError(f"{key}: {str(exc.__cause__).splitlines()[0]}") from None
         raise
-
-
-def build_objective(cfg: DictConfig) -> tuple[Loss, Remedy]:
-    """The loss and the remedy, checked against each other. Cheap: the CLI calls it for every job
-    of a sweep before the first one starts."""
-    loss = _instantiate(cfg.loss, "loss")
-    remedy = _instantiate(cfg.remedy, "remedy")
-    remedy.check(loss)
-    return loss, remedy
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
 
 
 def build(cfg: DictConfig, device: torch.device) -> Experiment:
+    """Everything a run needs, from the config. The CLI also calls it on the CPU for every job of a
+    sweep before the first starts, so bad values fail at once; keep construction cheap (datasets
+    that read files should read them lazily)."""
     data = _instantiate(cfg.dataset, "dataset", device=device)
-    loss, remedy = build_objective(cfg)
+    loss = _instantiate(cfg.loss, "loss")
+    remedy = _instantiate(cfg.remedy, "remedy")
+    remedy.check(loss)
     latent_dim = cfg.model.latent_dim
     G = _instantiate(cfg.model.g, "model.g", latent_dim=latent_dim, out_shape=data.shape)
     D = _instantiate(cfg.model.d, "model.d", in_shape=data.shape)
     G, D = remedy.build(G, D)
     G, D = G.to(device), D.to(device)
-    g_opt = _instantiate(cfg.optim.g, "optim.g")(G.parameters())
-    d_opt = _instantiate(cfg.optim.d, "optim.d")(D.parameters())
+    g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
+    d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
     return Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
 
 
@@ -115,7 +115,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
     except BaseException as exc:
         # Leave a trace for the sweep's report: this run was attempted and failed at start-up.
         write_json_atomic(run_dir / "summary.json", {"status": "failed", "step": 0, "error": str(exc),
-                                                     "labels": labels, "seed": cfg.seed, "metrics": {}})
+                                                     "labels": labels, "seed": cfg.seed, "metrics": {},
+                                                     "wall_seconds": 0.0, "steps_per_second": 0.0})
         raise
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
     # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
@@ -128,12 +129,14 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
                "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
     summary = {"status": "failed", "step": 0, "run_dir": str(run_dir), "labels": labels, "seed": cfg.seed,
                "device": str(device), "metrics": {},
-               "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, labels["loss"])}
+               "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, loss)}
     history_steps: list[int] = []
     history_counts: list[list[int]] = []
     last: Evaluation | None = None
     final_extra: dict = {}  # the offloaded metrics (W1, W2) of the latest finished evaluation
-    recent: list[tuple[torch.Tensor, torch.Tensor]] = []  # (D loss, G loss) since the last log tick
+    # Detached losses since the last log tick: appending costs no kernel and no host sync.
+    recent_d: list[torch.Tensor] = []
+    recent_g: list[torch.Tensor] = []
     start = time.perf_counter()
     step = 0
     log.info("run directory: %s (device %s)", run_dir, device)
@@ -163,6 +166,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
                     d_loss.backward()
                     exp.d_opt.step()
                     loss.after_d_step(D)
+                    recent_d.append(d_loss.detach())
                 d_grad = grad_norm(D) if log_now else None  # before the G step adds to D's grads
 
                 # G phase
@@ -172,13 +176,14 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
                 g_loss.backward()
                 exp.g_opt.step()
 
-                recent.append((d_loss.detach(), g_loss.detach()))  # no kernel, no sync: cheaper than a sum
+                recent_g.append(g_loss.detach())
                 if not log_now:
                     continue
 
                 # Log tick: the only host syncs in the loop are here and in the eval below.
-                d_mean, g_mean = torch.stack([torch.stack(pair) for pair in recent]).mean(dim=0).tolist()
-                recent.clear()
+                d_mean, g_mean = torch.stack([torch.stack(recent_d).mean(), torch.stack(recent_g).mean()]).tolist()
+                recent_d.clear()
+                recent_g.clear()
                 if not (np.isfinite(d_mean) and np.isfinite(g_mean)):
                     raise Diverged(f"the losses became non-finite (D {d_mean}, G {g_mean})")
                 tracker.scalars(step, {"loss/d": d_mean, "loss/g": g_mean,

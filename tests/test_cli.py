@@ -12,9 +12,17 @@ SUMMARY_METRICS = {"modes_captured", "high_quality_pct", "reverse_kl", "critic_g
 
 
 def test_bare_command_and_help_list_the_commands(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
     for args in ([], ["--help"]):
         out = ganlab(*args, cwd=tmp_path)
         assert out.returncode == 0 and "train" in out.stdout and "commands" in out.stdout
+    # the installed console script, not only `python -m ganlab`
+    script = Path(sys.executable).parent / "ganlab"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and "train" in out.stdout
 
 
 def test_train_help_lists_groups_and_options(tmp_path):
@@ -40,6 +48,15 @@ def test_a_run_writes_everything_the_run_directory_promises(tmp_path):
     assert "ring_nsgan_none_s3" in run_dir.name
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "checkpoint.pt", "samples.npz"):
         assert (run_dir / name).exists(), name
+
+    import torch
+
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert set(checkpoint) == {"step", "G", "D", "g_opt", "d_opt"} and checkpoint["step"] == 20
+    from ganlab.models.mlp import Generator
+
+    G = Generator(latent_dim=2, out_shape=(2,))
+    G.load_state_dict(checkpoint["G"])  # the G of the default model config
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 20
@@ -121,6 +138,12 @@ def test_multirun_2x2_gives_four_run_directories(tmp_path):
     (["model.d.norm=batch"], "model.d.norm='batch': choose one of none, layer"),
     (["-m", "loss=nsgan,nope"], "unknown option loss=nope"),
     (["-m", "loss=wgan", "loss.clip=0.01,-1"], "loss: clip must be > 0, got -1"),
+    (["model.latent_dim=abc"], "model.latent_dim='abc': expected an integer"),
+    (["model.latent_dim=0"], "model.latent_dim=0 is out of range"),
+    (["seed=-1"], "seed=-1 is out of range: it must be an integer in [0, 4294967295]"),
+    (["optim.g.betas=[2.0,0.9]"], "optim.g: Invalid beta parameter at index 0: 2.0"),
+    (["dataset=grid", "dataset.std=-1"], "dataset: std must be > 0, got -1"),
+    (["model.d.depth=0"], "model.d: depth and width must be >= 1"),
 ])
 def test_bad_input_ends_with_one_clear_line(tmp_path, args, needle):
     out = ganlab("train", *args, cwd=tmp_path)

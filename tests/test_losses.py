@@ -99,3 +99,45 @@ def test_bad_loss_values_are_refused():
         losses.NonSaturatingGAN(n_critic=0)
     with pytest.raises(ConfigError, match="clip"):
         losses.WGAN(clip=0)
+
+
+class HalfSquaredNorm(nn.Module):
+    """D(x) = |x|^2 / 2: its input gradient at x is x, so the penalty reveals where it was taken."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.scale * 0.5 * x.pow(2).sum(dim=1)
+
+
+def test_wgan_gp_penalises_at_random_interpolates():
+    # real at (3, 0), fake at (1, 0): the interpolate eps*real + (1-eps)*fake has norm 1 + 2 eps,
+    # so the penalty is E[(2 eps)^2] = 4/3 for eps ~ U[0,1] (4 at real, 0 at fake).
+    torch.manual_seed(0)
+    n = 20000
+    real, fake = torch.tensor([[3.0, 0.0]]).repeat(n, 1), torch.tensor([[1.0, 0.0]]).repeat(n, 1)
+    penalty = losses.WGANGP(penalty_weight=1.0).penalty(HalfSquaredNorm(), real, fake)
+    assert penalty.item() == pytest.approx(4 / 3, rel=0.02)
+
+
+def test_dragan_penalises_around_perturbed_data():
+    # DRAGAN's points: x + alpha * (0.5 * std(x) * u), alpha ~ U[0,1] per sample, u ~ U[0,1] per
+    # coordinate. With D = |x|^2 / 2 the penalty is E[(|x_hat| - 1)^2]; we estimate it independently.
+    torch.manual_seed(0)
+    n = 20000
+    real = torch.tensor([[3.0, 0.0], [-3.0, 0.0]]).repeat(n // 2, 1)
+    penalty = losses.DRAGAN(penalty_weight=1.0).penalty(HalfSquaredNorm(), real, real).item()
+    gen = torch.Generator().manual_seed(1)
+    delta = 0.5 * real.std() * torch.rand(real.shape, generator=gen)
+    x_hat = real + torch.rand(n, 1, generator=gen) * delta
+    expected = (x_hat.norm(dim=1) - 1).pow(2).mean().item()
+    assert penalty == pytest.approx(expected, rel=0.02)
+    assert abs(penalty - 4.0) > 0.1  # not taken at the data points themselves ((3 - 1)^2 = 4)
+
+
+def test_dragan_objective_is_the_gan_objective():
+    loss, ns = losses.DRAGAN(), losses.NonSaturatingGAN()
+    assert loss.d_loss(REAL, FAKE).item() == pytest.approx(ns.d_loss(REAL, FAKE).item())
+    assert loss.g_loss(FAKE).item() == pytest.approx(ns.g_loss(FAKE).item())

@@ -19,9 +19,12 @@ def changed(before, module):
 
 
 @pytest.mark.parametrize("loss_name", LOSSES)
-@pytest.mark.parametrize("dataset", ["ring", "grid"])
-def test_one_d_step_and_one_g_step(loss_name, dataset):
-    cfg = make_cfg(f"loss={loss_name}", f"dataset={dataset}", "model.g.batch_norm=true", "model.d.norm=layer")
+@pytest.mark.parametrize("dataset, norms", [
+    ("ring", []),  # the default networks
+    ("grid", ["model.g.batch_norm=true", "model.d.norm=layer", "model.g.activation=tanh"]),
+])
+def test_one_d_step_and_one_g_step(loss_name, dataset, norms):
+    cfg = make_cfg(f"loss={loss_name}", f"dataset={dataset}", *norms)
     seed_everything(0)
     exp = build(cfg, torch.device("cpu"))
     G, D = exp.G, exp.D
