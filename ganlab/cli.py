@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -49,7 +50,15 @@ def preflight(overrides: list[str], multirun: bool) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from None
-    # Hydra's own keys (hydra.*, hydra/launcher=...) are checked by Hydra itself.
+    # Hydra's own keys (hydra.*, hydra/launcher=...) are checked by Hydra itself, except an
+    # explicit output directory: the default names are unique (microseconds), a given one may not be.
+    dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for o in parsed:
+        if o.get_key_element().lstrip("+") == dir_key and not o.is_sweep_override():
+            target = Path(str(o.value()))
+            if any(target.rglob("summary.json")):
+                raise ConfigError(f"{dir_key}={target} already holds a run; pick a new directory "
+                                  "(nothing there was touched)")
     ours = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
     if multirun:
         jobs = [job for batch in BasicSweeper.split_arguments(ours, None) for job in batch]

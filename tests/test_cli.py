@@ -194,3 +194,14 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
 
     piped = ganlab("train", *TINY, cwd=tmp_path)
     assert piped.returncode == 0 and "20/20" not in piped.stdout
+
+
+def test_an_explicit_run_directory_that_holds_a_run_is_refused(tmp_path):
+    first = ganlab("train", *TINY, "steps=5", "hydra.run.dir=outputs/fixed", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    summary = (tmp_path / "outputs/fixed/summary.json").read_bytes()
+    again = ganlab("train", *TINY, "steps=5", "seed=1", "hydra.run.dir=outputs/fixed", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip() == ("ganlab: error: hydra.run.dir=outputs/fixed already holds a run; "
+                                    "pick a new directory (nothing there was touched)")
+    assert (tmp_path / "outputs/fixed/summary.json").read_bytes() == summary
