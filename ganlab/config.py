@@ -23,7 +23,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf, MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.errors import ConfigError
@@ -72,6 +72,17 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def remedy_label(remedies: Any) -> str:
+    """`pacgan+spectral_norm`: the chosen remedies' names (the keys of `cfg.remedy`), for run
+    directories and reports."""
+    return "+".join(str(name) for name in remedies)
+
+
+# Run directories are named by `${remedy_label:${remedy}}`: a list choice (`remedy=[a,b]`) is not
+# recorded in Hydra's runtime choices, so the name is derived from the composed config.
+OmegaConf.register_new_resolver("remedy_label", remedy_label, replace=True)
 
 # key -> (smallest, largest) allowed integer
 _RANGES = {"seed": (0, 2**32 - 1), "steps": (1, None), "batch_size": (1, None), "eval.every": (1, None),

@@ -59,7 +59,7 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         metrics.update(mode_coverage(fake, data.centers, data.std))
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
-        d_grid = D(torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
+        d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
     finally:
         G.train(was_training[0]), D.train(was_training[1])
     return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),

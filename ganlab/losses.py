@@ -36,11 +36,18 @@ class Loss:
 
 
 class MinimaxGAN(Loss):
-    """Goodfellow et al. 2014. D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z)))."""
+    """Goodfellow et al. 2014. D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z))).
+
+    `real_target` is D's label for real samples (1; one-sided label smoothing sets 0.9)."""
+
+    real_target = 1.0
 
     def d_loss(self, d_real, d_fake):
         # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
-        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        real = F.softplus(-d_real).mean()
+        if self.real_target != 1.0:  # cross-entropy to the soft target t: t(-log D) + (1-t)(-log(1-D))
+            real = self.real_target * real + (1 - self.real_target) * F.softplus(d_real).mean()
+        return real + F.softplus(d_fake).mean()
 
     def g_loss(self, d_fake):
         # log(1 - sigmoid(l)) = -softplus(l): saturates when D confidently rejects G's samples.
@@ -101,10 +108,12 @@ class WGANGP(Wasserstein):
 
 
 class LSGAN(Loss):
-    """Mao et al. 2017 with targets a=0 (fake), b=1 (real), c=1 (what G wants D to say)."""
+    """Mao et al. 2017 with targets a=0 (fake), b=1 (real; `real_target`), c=1 (what G wants D to say)."""
+
+    real_target = 1.0
 
     def d_loss(self, d_real, d_fake):
-        return 0.5 * ((d_real - 1).pow(2).mean() + d_fake.pow(2).mean())
+        return 0.5 * ((d_real - self.real_target).pow(2).mean() + d_fake.pow(2).mean())
 
     def g_loss(self, d_fake):
         return 0.5 * (d_fake - 1).pow(2).mean()

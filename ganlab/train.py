@@ -20,12 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganlab.config import GROUPS, resolve_device, validate
+from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import METRIC_KEYS, Evaluation, evaluate, protocol
 from ganlab.losses import Loss
 from ganlab.offload import EvalJob, Offloader
 from ganlab.remedies import Remedy
+from ganlab.remedies.stack import combine
 from ganlab.tracking import Tracker, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,19 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     sweep before the first starts, so bad values fail at once; keep construction cheap (datasets
     that read files should read them lazily)."""
     data = _instantiate(cfg.dataset, "dataset", device=device)
+    # cfg.remedy maps each chosen remedy's name to its config (`remedy=[pacgan,spectral_norm]`).
+    remedy = combine({name: _instantiate(node, f"remedy.{name}") for name, node in cfg.remedy.items()})
     loss = _instantiate(cfg.loss, "loss")
-    remedy = _instantiate(cfg.remedy, "remedy")
-    remedy.check(loss)
+    remedy.check(loss, cfg.batch_size)
+    loss = remedy.adapt_loss(loss)
     latent_dim = cfg.model.latent_dim
     G = _instantiate(cfg.model.g, "model.g", latent_dim=latent_dim, out_shape=data.shape)
     D = _instantiate(cfg.model.d, "model.d", in_shape=data.shape)
-    G, D = remedy.build(G, D)
+    G, D = remedy.build(G, D, lambda in_shape: _instantiate(cfg.model.d, "model.d", in_shape=in_shape))
     G, D = G.to(device), D.to(device)
     g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
     d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
+    remedy.prepare(g_opt, d_opt, cfg.steps)
     return Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
 
 
@@ -95,17 +99,22 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 
 def default_labels(cfg: DictConfig) -> dict:
     """Short names of the chosen group options, from their targets (the CLI passes Hydra's choices)."""
-    return {group: str(OmegaConf.select(cfg, f"{group}._target_", default=group)).rsplit(".", 1)[-1].lower()
-            for group in GROUPS if group != "model" and group != "optim"}
+    labels = {group: str(OmegaConf.select(cfg, f"{group}._target_", default=group)).rsplit(".", 1)[-1].lower()
+              for group in ("dataset", "loss")}
+    return {**labels, "remedy": remedy_label(cfg.remedy)}
 
 
-def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dict:
+def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
+        progress: bool | None = None) -> dict:
     """Train one GAN as `cfg` says; write events, pictures, checkpoint, samples and summary.json
     into `run_dir`; return the summary. A diverged run still writes its summary."""
     validate(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    labels = {**default_labels(cfg), **(labels or {})}
+    # Hydra records no choice for a list (`remedy=[a,b]`): keep our own label where it gives None.
+    labels = {**default_labels(cfg), **{k: v for k, v in (labels or {}).items() if v is not None}}
+    # The whole resolved config goes into summary.json: `ganlab report` groups runs by it.
+    config = OmegaConf.to_container(cfg, resolve=True)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.cpu_threads > 0:
@@ -116,7 +125,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
         # Leave a trace for the sweep's report: this run was attempted and failed at start-up.
         write_json_atomic(run_dir / "summary.json", {"status": "failed", "step": 0, "error": str(exc),
                                                      "labels": labels, "seed": cfg.seed, "metrics": {},
-                                                     "wall_seconds": 0.0, "steps_per_second": 0.0})
+                                                     "config": config, "wall_seconds": 0.0,
+                                                     "steps_per_second": 0.0})
         raise
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
     # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
@@ -128,7 +138,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
     hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
                "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
     summary = {"status": "failed", "step": 0, "run_dir": str(run_dir), "labels": labels, "seed": cfg.seed,
-               "device": str(device), "metrics": {},
+               "device": str(device), "n_modes": data.n_modes,
+               "metrics": {}, "config": config,
                "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, loss)}
     history_steps: list[int] = []
     history_counts: list[list[int]] = []
@@ -147,13 +158,14 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
             tracker.images(result.step, result.images)
             final_extra.update(result.scalars)
 
-    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS) as tracker:
+    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS, progress=progress) as tracker:
         offloader = Offloader(background=cfg.eval.background)
         # Plain ints: reading a DictConfig costs ~18 us, about 3 % of a step at these sizes.
         steps, batch, latent_dim = cfg.steps, cfg.batch_size, exp.latent_dim
         eval_every, log_every, n_critic = cfg.eval.every, cfg.log.every, loss.n_critic
         try:
             for step in range(1, steps + 1):
+                remedy.begin_step(step)
                 eval_now = step % eval_every == 0 or step == steps
                 log_now = eval_now or step % log_every == 0
 
@@ -172,7 +184,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
                 # G phase
                 z = torch.randn(batch, latent_dim, device=device)
                 exp.g_opt.zero_grad(set_to_none=True)
-                g_loss = remedy.g_loss(G, D, loss, z)
+                g_loss = remedy.g_loss(G, D, loss, real, z)
                 g_loss.backward()
                 exp.g_opt.step()
 
@@ -207,7 +219,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None) -> dic
             summary["status"] = "completed"
         except Diverged as exc:
             summary.update(status="diverged", diverged_step=step, error=str(exc))
-        except BaseException as exc:  # noqa: BLE001 - record the failure, then let it propagate
+        except BaseException as exc:
             summary["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:

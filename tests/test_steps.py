@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from conftest import make_cfg
 
 from ganlab.train import build, seed_everything
-
-from conftest import make_cfg
 
 LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
 
@@ -42,7 +41,7 @@ def test_one_d_step_and_one_g_step(loss_name, dataset, norms):
 
     d_before = params(D)
     exp.g_opt.zero_grad()
-    g_loss = exp.remedy.g_loss(G, D, exp.loss, torch.randn(16, exp.latent_dim))
+    g_loss = exp.remedy.g_loss(G, D, exp.loss, exp.data.sample(16), torch.randn(16, exp.latent_dim))
     g_loss.backward()
     exp.g_opt.step()
     assert torch.isfinite(g_loss) and changed(g_before, G)

@@ -1,13 +1,23 @@
 """The remedy interface: the places where a remedy may change training.
 
 The loop calls these hooks and nothing else, so a remedy is one subclass that overrides the hooks
-it needs; the defaults are the plain GAN step of the chosen loss.
+it needs; the defaults are the plain GAN step of the chosen loss. In the order the run uses them:
 
-- `check(loss)`: refuse, at start-up, a loss the remedy cannot work with (raise ConfigError).
-- `build(G, D)`: wrap or replace the networks (packing, extra layers, spectral norm, k generators).
-- `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, z)`: the objective of one D or G step
-  (unrolled G steps, extra terms, label smoothing).
-- `sample(G, z)`: how samples are drawn for evaluation (mixtures of generators, rejection sampling).
+- `check(loss, batch_size)`: refuse, at start-up, what the remedy cannot work with (ConfigError).
+- `adapt_loss(loss)`: change the objective itself (label smoothing's real target). Every step that
+  uses the loss sees the change, unrolled D updates included.
+- `build(G, D, make_D)`: wrap or replace the networks (packing, extra layers, spectral norm).
+  `make_D(in_shape)` builds a fresh D from the model config, for remedies that change D's input.
+- `prepare(g_opt, d_opt, steps)`: keep what the step hooks need once the optimizers exist (the
+  unrolled G step replays D's optimizer; instance noise anneals over the run's length).
+- `begin_step(step)`: called before every training step, for schedules.
+- `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, real, z)`: the objective of one D or G step
+  (unrolled G steps, extra terms). `real` in the G step is the last real batch D trained on.
+- `sample(G, z)`: how samples are drawn for evaluation.
+- `d_map(D, points)`: D's score for each single point, for the heatmap picture.
+
+Remedies combine (`remedy=[pacgan,spectral_norm]`, see `remedies/stack.py`): builds chain in
+`build_order`; at most one remedy may replace each step hook.
 
 Hooks are written as functions of the networks and the batch, with no state hidden in the loop, so
 that a later vectorised multi-seed loop can call them unchanged.
@@ -15,17 +25,43 @@ that a later vectorised multi-seed loop can call them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor, nn
 
 from ganlab.losses import Loss
 
+MakeD = Callable[[tuple[int, ...]], nn.Module]
+
+# Hooks of which a combination may use one implementation only: two remedies replacing the G step
+# (unrolled + feature matching) have no defined meaning together.
+EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sample", "d_map")
+
 
 class Remedy:
-    def check(self, loss: Loss) -> None:
+    # Order of `build` in a combination: input changes (packing) first, then head changes
+    # (minibatch layers), then rewraps of every layer (spectral norm), then input noise outermost.
+    build_order: int = 50
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def check(self, loss: Loss, batch_size: int) -> None:
         pass
 
-    def build(self, G: nn.Module, D: nn.Module) -> tuple[nn.Module, nn.Module]:
+    def adapt_loss(self, loss: Loss) -> Loss:
+        return loss
+
+    def build(self, G: nn.Module, D: nn.Module, make_D: MakeD) -> tuple[nn.Module, nn.Module]:
         return G, D
+
+    def prepare(self, g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, steps: int) -> None:
+        pass
+
+    def begin_step(self, step: int) -> None:
+        pass
 
     def d_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         fake = G(z).detach()  # D's step must not push gradients into G
@@ -33,8 +69,67 @@ class Remedy:
         penalty = loss.penalty(D, real, fake)
         return value if penalty is None else value + penalty
 
-    def g_loss(self, G: nn.Module, D: nn.Module, loss: Loss, z: Tensor) -> Tensor:
+    def g_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         return loss.g_loss(D(G(z)))
 
     def sample(self, G: nn.Module, z: Tensor) -> Tensor:
         return G(z)
+
+    def d_map(self, D: nn.Module, points: Tensor) -> Tensor:
+        return D(points)
+
+    def overrides(self, hook: str) -> bool:
+        """Whether this remedy replaces `hook` (one of EXCLUSIVE_HOOKS) rather than inheriting it."""
+        return getattr(type(self), hook) is not getattr(Remedy, hook)
+
+
+class InputTransform(nn.Module):
+    """A D that changes its input before the wrapped D sees it (packing, instance noise).
+
+    It keeps D's `features` split, so feature matching works through it; remedies that change D's
+    head reach the innermost D through `innermost(D)`.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def transform(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.inner.features(self.transform(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(self.transform(x))
+
+
+def innermost(D: nn.Module) -> nn.Module:
+    """The model's own D under any InputTransform wrappers."""
+    while isinstance(D, InputTransform):
+        D = D.inner
+    return D
+
+
+def require_feature_split(D: nn.Module, remedy: str) -> nn.Module:
+    """The innermost D, checked to expose `features`, `head` and `feature_dim` (models/mlp.py)."""
+    core = innermost(D)
+    if not all(hasattr(core, a) for a in ("features", "head", "feature_dim")):
+        from ganlab.errors import ConfigError
+
+        raise ConfigError(f"remedy {remedy} needs a discriminator with `features`, `head` and `feature_dim` "
+                          f"(as models/mlp.py has); {type(core).__name__} has not")
+    return core
+
+
+def replace_head(D: nn.Module, make_head: Callable[[int], nn.Module], remedy: str) -> None:
+    """Give the innermost D a new head built from its feature width; refuse a second replacement
+    (minibatch_disc and minibatch_std together would silently drop one of them)."""
+    core = require_feature_split(D, remedy)
+    previous = getattr(core, "head_replaced_by", None)
+    if previous:
+        from ganlab.errors import ConfigError
+
+        raise ConfigError(f"remedies {previous} and {remedy} both replace D's last layer; combine at most one of them")
+    core.head = make_head(core.feature_dim)
+    core.head_replaced_by = remedy

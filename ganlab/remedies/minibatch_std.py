@@ -1,0 +1,41 @@
+"""Minibatch standard deviation (Karras et al. 2018, §3): D's head gets one more feature, the
+standard deviation of the features across a small group of samples, averaged over the features.
+A collapsed G gives groups with near-zero spread, which D learns to reject.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ganlab.errors import ConfigError
+from ganlab.remedies.base import Remedy, replace_head
+
+
+class MinibatchStdDev(nn.Module):
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, f: Tensor) -> Tensor:
+        n = f.shape[0]
+        group = min(self.group_size, n)
+        while n % group:  # the largest group size <= group_size that divides the batch
+            group -= 1
+        y = f.view(group, n // group, -1)                            # sample i is in group i mod n/group
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # (n/group,)
+        return torch.cat([f, std.repeat(group).unsqueeze(1)], dim=1)
+
+
+class MinibatchStd(Remedy):
+    build_order = 30
+
+    def __init__(self, group_size: int = 4):
+        if group_size < 2:
+            raise ConfigError(f"group_size must be >= 2, got {group_size}")
+        self.group_size = group_size
+
+    def build(self, G, D, make_D):
+        replace_head(D, lambda width: nn.Sequential(MinibatchStdDev(self.group_size), nn.Linear(width + 1, 1)),
+                     "minibatch_std")
+        return G, D

@@ -1,0 +1,28 @@
+"""Spectral normalization (Miyato et al. 2018): every linear and convolutional layer of D divides
+its weight by its largest singular value (one power iteration per step), so D is ~1-Lipschitz per
+layer. Minibatch discrimination's tensor T is not a layer and is left as it is."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ganlab.errors import ConfigError
+from ganlab.remedies.base import Remedy
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+
+
+class SpectralNorm(Remedy):
+    build_order = 70  # after packing and head changes: their new layers are normalized too
+
+    def __init__(self, power_iterations: int = 1):
+        if power_iterations < 1:
+            raise ConfigError(f"power_iterations must be >= 1, got {power_iterations}")
+        self.power_iterations = power_iterations
+
+    def build(self, G, D, make_D):
+        for module in list(D.modules()):
+            if isinstance(module, _LAYERS):
+                spectral_norm(module, n_power_iterations=self.power_iterations)
+        return G, D

@@ -1,0 +1,328 @@
+"""Every remedy: shapes, one D step and one G step on CPU, and the property that defines it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, ganlab, make_cfg
+from torch import nn
+
+from ganlab.errors import ConfigError
+from ganlab.losses import WGANGP, NonSaturatingGAN
+from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
+from ganlab.train import build, run, seed_everything
+
+REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
+            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise"]
+
+
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def built(*overrides):
+    seed_everything(0)
+    exp = build(make_cfg(*overrides), torch.device("cpu"))
+    exp.remedy.begin_step(1)
+    return exp
+
+
+# label_smoothing with wgan_gp is refused (test_refused_combinations).
+@pytest.mark.parametrize("remedy, loss", [(r, loss) for r in REMEDIES for loss in ("nsgan", "wgan_gp")
+                                          if (r, loss) != ("label_smoothing", "wgan_gp")])
+def test_shapes_and_one_d_step_and_one_g_step(remedy, loss):
+    exp = built(f"remedy={remedy}", f"loss={loss}", "batch_size=16")
+    G, D = exp.G, exp.D
+    z, real = torch.randn(16, exp.latent_dim), exp.data.sample(16)
+    packs = 16 // (2 if remedy == "pacgan" else 1)
+    assert G(z).shape == (16, 2) and D(G(z)).shape == (packs,)
+    assert exp.remedy.d_map(D, real).shape == (16,)  # the heatmap scores single points
+
+    g_before, d_before = snapshot(G), snapshot(D)
+    exp.d_opt.zero_grad()
+    d_loss = exp.remedy.d_loss(G, D, exp.loss, real, z)
+    d_loss.backward()
+    exp.d_opt.step()
+    assert torch.isfinite(d_loss) and changed(d_before, D) and not changed(g_before, G)
+
+    d_before = snapshot(D)
+    exp.g_opt.zero_grad()
+    g_loss = exp.remedy.g_loss(G, D, exp.loss, real, torch.randn(16, exp.latent_dim))
+    g_loss.backward()
+    exp.g_opt.step()
+    assert torch.isfinite(g_loss) and changed(g_before, G) and not changed(d_before, D)
+
+
+@pytest.mark.parametrize("remedy", ["unrolled", "pacgan", "minibatch_disc", "instance_noise", "[pacgan,spectral_norm]"])
+def test_a_tiny_run_completes(remedy, tmp_path):
+    summary = run(make_cfg(*TINY, f"remedy={remedy}", "eval.every=20"), tmp_path)
+    assert summary["status"] == "completed" and summary["step"] == 20
+    assert summary["labels"]["remedy"] == remedy.strip("[]").replace(",", "+")
+
+
+# --- unrolled: the gradient flows through k differentiable D updates -------------------------------
+
+def _tiny_gan(dtype=torch.float64):
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
+    D = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1), nn.Flatten(0)).to(dtype)
+    return G, D
+
+
+def _unrolled_objective(G, D, loss, real, z, k, lr):
+    """f(theta_G) = g_loss(D after k plain SGD steps on the D loss), written out by hand."""
+    d_params = [p.detach().clone().requires_grad_(True) for p in D.parameters()]
+
+    def D_at(params, x):
+        w1, b1, w2, b2 = params
+        return (torch.tanh(x @ w1.T + b1) @ w2.T + b2).flatten()
+
+    fake = G(z)
+    params = d_params
+    for _ in range(k):
+        d_loss = loss.d_loss(D_at(params, real), D_at(params, fake))
+        grads = torch.autograd.grad(d_loss, params, create_graph=True)
+        params = [p - lr * g for p, g in zip(params, grads)]
+    return loss.g_loss(D_at(params, fake))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimizer):
+    G, D = _tiny_gan()
+    loss = NonSaturatingGAN()
+    torch.manual_seed(1)
+    real, z = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    d_opt = (torch.optim.SGD(D.parameters(), lr=0.5) if optimizer == "sgd"
+             else torch.optim.Adam(D.parameters(), lr=0.05, betas=(0.5, 0.999)))
+    # One real D step first, so Adam's replay starts from a non-trivial state (moments, step count).
+    d_opt.zero_grad()
+    loss.d_loss(D(real), D(G(z).detach())).backward()
+    d_opt.step()
+
+    def g_grad(k):
+        remedy = Unrolled(k=k)
+        remedy.prepare(None, d_opt, 100)
+        G.zero_grad()
+        remedy.g_loss(G, D, loss, real, z).backward()
+        return torch.cat([p.grad.flatten() for p in G.parameters()])
+
+    unrolled, plain = g_grad(5), g_grad(0)
+    assert not torch.allclose(unrolled, plain, rtol=1e-3), "unrolling must change G's gradient"
+
+    # Central finite differences of the same objective, G's parameters perturbed one at a time.
+    remedy = Unrolled(k=5)
+    remedy.prepare(None, d_opt, 100)
+    flat = torch.nn.utils.parameters_to_vector(G.parameters()).detach()
+    h, numeric = 1e-6, torch.zeros_like(flat)
+    for i in range(flat.numel()):
+        values = []
+        for sign in (1, -1):
+            shifted = flat.clone()
+            shifted[i] += sign * h
+            torch.nn.utils.vector_to_parameters(shifted, G.parameters())
+            values.append(remedy.g_loss(G, D, loss, real, z).item())
+        numeric[i] = (values[0] - values[1]) / (2 * h)
+    torch.nn.utils.vector_to_parameters(flat, G.parameters())
+    assert torch.allclose(unrolled, numeric, rtol=1e-5, atol=1e-8)
+
+    if optimizer == "sgd":  # and an explicit second-order computation, written out by hand
+        G.zero_grad()
+        _unrolled_objective(G, D, loss, real, z, k=5, lr=0.5).backward()
+        explicit = torch.cat([p.grad.flatten() for p in G.parameters()])
+        assert torch.allclose(unrolled, explicit, rtol=1e-10, atol=1e-12)
+
+
+def test_adam_replay_reproduces_the_real_optimizer_step():
+    """One replayed step from the optimizer's state equals torch's own Adam step."""
+    _, D = _tiny_gan()
+    opt = torch.optim.Adam(D.parameters(), lr=0.01, betas=(0.5, 0.9), weight_decay=0.01)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad()
+        D(x).pow(2).mean().backward()
+        opt.step()
+    named = dict(D.named_parameters())
+    replay = OptimizerReplay(opt)
+    state = replay.start(named)
+    opt.zero_grad()
+    D(x).pow(2).mean().backward()
+    replayed, _ = replay.step({n: p.detach() for n, p in named.items()}, {n: p.grad for n, p in named.items()}, state)
+    opt.step()
+    for name, p in named.items():
+        assert torch.allclose(replayed[name], p.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_unrolled_leaves_d_and_its_optimizer_untouched():
+    exp = built("remedy=unrolled", "batch_size=16")
+    exp.d_opt.zero_grad()
+    exp.remedy.d_loss(exp.G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2)).backward()
+    exp.d_opt.step()
+    state = {k: v.clone() for k, v in exp.d_opt.state[next(exp.D.parameters())].items()}
+    before = snapshot(exp.D)
+    exp.remedy.g_loss(exp.G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2)).backward()
+    assert not changed(before, exp.D)
+    after = exp.d_opt.state[next(exp.D.parameters())]
+    assert all(torch.equal(state[k], after[k]) for k in state)
+
+
+def test_unrolled_surrogate_gradient_is_not_the_unrolled_one():
+    from ganlab.remedies.unrolled_surrogate import UnrolledSurrogate
+
+    G, D = _tiny_gan()
+    loss = NonSaturatingGAN()
+    real, z = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    d_opt = torch.optim.SGD(D.parameters(), lr=0.5)
+    grads = []
+    for remedy in (Unrolled(k=5), UnrolledSurrogate(k=5)):
+        remedy.prepare(None, d_opt, 100)
+        G.zero_grad()
+        remedy.g_loss(G, D, loss, real, z).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in G.parameters()]))
+    assert not torch.allclose(*grads, rtol=1e-3)
+
+
+# --- the other remedies' defining properties ---------------------------------------------------------
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_pacgan_d_sees_m_concatenated_samples(m):
+    exp = built("remedy=pacgan", f"remedy.pacgan.m={m}", "batch_size=24")
+    first = next(mod for mod in exp.D.modules() if isinstance(mod, nn.Linear))
+    assert first.in_features == 2 * m
+    x = torch.randn(24, 2)
+    assert exp.D(x).shape == (24 // m,)
+    # pack j is samples j*m .. j*m+m-1, side by side
+    assert torch.equal(exp.D.transform(x)[1], x[m:2 * m].flatten())
+
+
+def test_spectral_norm_makes_every_d_layer_about_1_lipschitz():
+    # Enough power iterations per step for the estimate of sigma to converge (the default, 1 per
+    # step, tracks a moving weight with a lag).
+    exp = built("remedy=spectral_norm", "remedy.spectral_norm.power_iterations=10", "batch_size=64")
+    for _ in range(50):
+        exp.d_opt.zero_grad()
+        exp.remedy.d_loss(exp.G, exp.D, exp.loss, exp.data.sample(64), torch.randn(64, 2)).backward()
+        exp.d_opt.step()
+    layers = [m for m in exp.D.modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 4 and all(hasattr(m, "parametrizations") for m in layers)
+    exp.D.eval()
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
+        assert abs(sigma - 1) < 0.02, sigma
+    # Whatever the raw weight's scale, the layer's weight is normalized.
+    with torch.no_grad():
+        layers[1].parametrizations.weight.original.mul_(5)
+        exp.D.train()
+        exp.D(torch.randn(8, 2))  # one forward: the power iterations run
+    exp.D.eval()
+    raw = torch.linalg.matrix_norm(layers[1].parametrizations.weight.original.detach(), ord=2).item()
+    assert raw > 4 and abs(torch.linalg.matrix_norm(layers[1].weight.detach(), ord=2).item() - 1) < 0.02
+
+
+def test_label_smoothing_sets_the_real_target():
+    exp = built("remedy=label_smoothing", "remedy.label_smoothing.real_target=0.8")
+    d_real, d_fake = torch.randn(32), torch.randn(32)
+    expected = (F.binary_cross_entropy_with_logits(d_real, torch.full((32,), 0.8))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros(32)))
+    assert torch.allclose(exp.loss.d_loss(d_real, d_fake), expected)
+    plain = built()
+    assert torch.allclose(plain.loss.d_loss(d_real, d_fake),
+                          F.binary_cross_entropy_with_logits(d_real, torch.ones(32))
+                          + F.binary_cross_entropy_with_logits(d_fake, torch.zeros(32)))
+    lsgan = built("remedy=label_smoothing", "loss=lsgan")
+    assert torch.allclose(lsgan.loss.d_loss(torch.full((4,), 0.9), torch.zeros(4)), torch.tensor(0.0))
+
+
+def test_instance_noise_is_annealed_to_zero():
+    exp = built("remedy=instance_noise", "remedy.instance_noise.std=0.5", "steps=100")
+    noise = exp.remedy
+    assert noise.std_at(0) == 0.5 and noise.std_at(50) == pytest.approx(0.25) and noise.std_at(100) == 0.0
+    x = torch.zeros(20000, 2)
+    noise.begin_step(50)
+    assert exp.D.transform(x).std().item() == pytest.approx(0.25, rel=0.03)
+    noise.begin_step(100)
+    assert torch.equal(exp.D.transform(x), x)
+    noise.begin_step(1)
+    exp.D.eval()  # evaluation sees clean inputs
+    assert torch.equal(exp.D.transform(x), x)
+
+
+def test_minibatch_layers_see_the_spread_of_the_batch():
+    from ganlab.remedies.minibatch_disc import MinibatchDiscrimination
+    from ganlab.remedies.minibatch_std import MinibatchStdDev
+
+    same = torch.ones(8, 6)
+    spread = torch.randn(8, 6) * 3
+    mbd = MinibatchDiscrimination(6, kernels=3, kernel_dim=2, eval_chunk=4)
+    assert torch.allclose(mbd(same)[:, 6:], torch.full((8, 3), 7.0))  # exp(0) from each of the 7 others
+    assert (mbd(spread)[:, 6:] < 7).all()
+    mbd.eval()  # evaluation in chunks of eval_chunk: each chunk is a batch of its own
+    assert torch.allclose(mbd(same)[:, 6:], torch.full((8, 3), 3.0))
+    std = MinibatchStdDev(group_size=4)
+    assert std(same)[:, 6].abs().max() < 1e-3 and (std(spread)[:, 6] > 1).all()
+    assert std(torch.randn(10, 6)).shape == (10, 7)  # group shrinks to 2, which divides 10
+
+
+def test_feature_matching_g_loss_is_the_feature_mean_gap():
+    exp = built("remedy=feature_matching")
+    real, z = exp.data.sample(32), torch.randn(32, 2)
+    got = exp.remedy.g_loss(exp.G, exp.D, exp.loss, real, z)
+    want = (exp.D.features(exp.G(z)).mean(0) - exp.D.features(real).mean(0)).pow(2).sum()
+    assert torch.allclose(got, want)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["remedy=label_smoothing", "loss=wgan_gp"], "label_smoothing needs a loss with a target for real samples"),
+    (["remedy=[unrolled,feature_matching]"], "unrolled and feature_matching both replace the G step"),
+    (["remedy=[minibatch_disc,minibatch_std]"], "both replace D's last layer"),
+    (["remedy=pacgan", "remedy.pacgan.m=3", "batch_size=256"], "remedy.pacgan.m=3 must divide batch_size=256"),
+    (["remedy=unrolled", "loss=wgan"], "weight clipping"),
+    (["remedy=unrolled", "optim.d._target_=torch.optim.Adagrad", "~optim.d.betas"], "Adagrad is not supported"),
+])
+def test_refused_combinations(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(make_cfg(*overrides), torch.device("cpu"))
+
+
+def test_cli_refuses_a_bad_combination_in_one_line(tmp_path):
+    result = ganlab("train", "remedy=label_smoothing", "loss=wgan", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        ("ganlab: error: label_smoothing needs a loss with a target for real samples (gan, nsgan, lsgan, dragan); "
+         "WGAN has none")]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_combined_remedies_stack_their_builds():
+    exp = built("remedy=[pacgan,minibatch_std,spectral_norm,instance_noise]", "batch_size=16")
+    from ganlab.remedies.instance_noise import NoisyInput
+    from ganlab.remedies.pacgan import PackedDiscriminator
+
+    assert isinstance(exp.D, NoisyInput) and isinstance(exp.D.inner, PackedDiscriminator)
+    linears = [m for m in exp.D.modules() if isinstance(m, nn.Linear)]
+    assert all(hasattr(m, "parametrizations") for m in linears)  # the minibatch head's layer too
+    assert linears[0].in_features == 4 and linears[-1].in_features == 129
+    assert exp.D(torch.randn(16, 2)).shape == (8,)
+
+
+def test_gradient_penalty_losses_work_through_unrolling():
+    exp = built("remedy=unrolled", "loss=wgan_gp", "batch_size=16")
+    assert isinstance(exp.loss, WGANGP)
+    g = exp.remedy.g_loss(exp.G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2))
+    g.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in exp.G.parameters())
+
+
+def test_pairwise_l1_gradients_match_the_broadcast_formula_twice():
+    from ganlab.remedies.minibatch_disc import PairwiseL1
+
+    torch.manual_seed(0)
+    M = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 6, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(PairwiseL1.apply, (M,))
+    assert torch.autograd.gradgradcheck(PairwiseL1.apply, (M,))
+    fast = torch.autograd.grad((PairwiseL1.apply(M) * w).sum(), M)[0]
+    plain = torch.autograd.grad(((M.unsqueeze(2) - M.unsqueeze(1)).abs().sum(3) * w).sum(), M)[0]
+    assert torch.allclose(fast, plain)

@@ -1,0 +1,323 @@
+"""`ganlab report`: grouping over seeds, the statistics, the runs that did not complete, the files."""
+
+import csv
+import json
+import math
+
+import pytest
+from conftest import TINY, ganlab, make_cfg
+
+from ganlab.errors import ConfigError
+from ganlab.report import BOOKKEEPING_KEYS, DEFAULT_METRICS, REPORT_FILES, build_report
+
+LOSS_TARGETS = {"nsgan": "ganlab.losses.NonSaturatingGAN", "wgan_gp": "ganlab.losses.WGANGP"}
+
+
+def write_summary(run_dir, seed, status="completed", loss="nsgan", lr=1e-3, metrics=None, n_modes=8,
+                  with_config=True, remedy=None, **extra):
+    """A summary.json as ganlab/train.py `run()` writes it, cut down to what the report reads."""
+    config = {"seed": seed, "steps": 100, "cpu_threads": 1, "device": "auto",
+              "dataset": {"_target_": "ganlab.data.toy.ring", "modes": 8, "std": 0.02},
+              "loss": {"_target_": LOSS_TARGETS[loss], "n_critic": 1 if loss == "nsgan" else 5},
+              "remedy": remedy or {"none": {"_target_": "ganlab.remedies.none.NoRemedy"}},
+              "optim": {"g": {"_target_": "torch.optim.Adam", "lr": lr, "betas": [0.5, 0.999]}},
+              "eval": {"every": 50, "background": True}, "log": {"every": 10}}
+    summary = {"status": status, "step": 100, "seed": seed, "metrics": metrics or {},
+               "labels": {"dataset": "ring", "loss": loss, "remedy": "+".join(remedy or ["none"])},
+               "wall_seconds": 1.0, "steps_per_second": 100.0, **extra}
+    if with_config:
+        summary["config"] = config
+    if n_modes is not None:
+        summary["n_modes"] = n_modes
+    run_dir.mkdir(parents=True)
+    # json.dumps writes NaN as `NaN`, which json.loads reads back: a report must cope with it.
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def metrics(modes, hq=50.0, rkl=0.5, w1=1.0, gap=0.0):
+    return {"modes_captured": modes, "high_quality_pct": hq, "reverse_kl": rkl, "critic_gap": gap,
+            "wasserstein1": w1, "wasserstein2": w1 * 1.1}
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """nsgan: 3 completed seeds, 1 diverged, 1 failed; wgan_gp: 1 completed seed."""
+    root = tmp_path / "sweep"
+    write_summary(root / "0_nsgan_s0", 0, metrics=metrics(8, hq=90.0, rkl=0.1))
+    write_summary(root / "1_nsgan_s1", 1, metrics=metrics(6, hq=80.0, rkl=0.3))
+    write_summary(root / "2_nsgan_s2", 2, metrics=metrics(7, hq=100.0, rkl=None, w1=math.nan))
+    # A diverged run keeps its last evaluation's metrics: they must not enter the statistics.
+    write_summary(root / "3_nsgan_s3", 3, status="diverged", metrics=metrics(8, hq=0.0, rkl=9.0),
+                  diverged_step=40, error="loss/d is nan")
+    write_summary(root / "4_nsgan_s4", 4, status="failed", n_modes=None, error="boom: bad | value")
+    write_summary(root / "nested/deeper/5_wgan_gp_s0", 0, loss="wgan_gp", metrics=metrics(8, hq=70.0))
+    return root
+
+
+def by_label(report):
+    return {g.label: g for g in report.groups}
+
+
+# ---- real runs -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """2 losses x 2 seeds of tiny real runs (seed 1 with another log.every, which is bookkeeping),
+    and one run that fails at start-up, in a folder of its own."""
+    from ganlab.train import run
+
+    root = tmp_path_factory.mktemp("runs")
+    fast = [*TINY, "steps=10", "eval.every=10"]
+    for i, (loss, seed) in enumerate([("nsgan", 0), ("nsgan", 1), ("wgan_gp", 0), ("wgan_gp", 1)]):
+        labels = {"dataset": "ring", "model": "mlp", "optim": "adam", "loss": loss, "remedy": "none"}
+        log_every = "log.every=5" if seed == 0 else "log.every=10"
+        run(make_cfg(*fast, f"loss={loss}", f"seed={seed}", log_every), root / "sweep" / f"{i}_{loss}_s{seed}",
+            labels)
+    with pytest.raises(ConfigError):
+        run(make_cfg(*fast, "dataset.std=-1"), root / "bad" / "std", {"loss": "nsgan", "remedy": "none"})
+    return root
+
+
+def test_real_runs_group_over_seeds(real_runs):
+    assert "log.every" in BOOKKEEPING_KEYS
+    report = build_report(real_runs / "sweep")
+    groups = by_label(report)
+    assert set(groups) == {"loss=nsgan", "loss=wgan_gp"}
+    for loss, group in [("nsgan", groups["loss=nsgan"]), ("wgan_gp", groups["loss=wgan_gp"])]:
+        assert group.n_seeds == group.n_completed == 2 and sorted(r.seed for r in group.runs) == [0, 1]
+        assert all(r.labels["loss"] == loss for r in group.runs)
+        summaries = [json.loads((r.path / "summary.json").read_text()) for r in group.runs]
+        values = [s["metrics"]["wasserstein1"] for s in summaries]
+        mean = sum(values) / 2
+        assert group.stats["wasserstein1"].mean == pytest.approx(mean)
+        assert group.stats["wasserstein1"].se == pytest.approx(abs(values[0] - values[1]) / 2)  # n=2
+        assert group.n_modes == 8
+    assert list(report.metrics) == list(DEFAULT_METRICS)
+
+
+def test_real_failed_run_is_its_own_group_labelled_by_what_differs(real_runs):
+    report = build_report(real_runs)
+    assert len(report.groups) == 3
+    labels = sorted(g.label for g in report.groups)
+    # wgan_gp also changes the learning rates and n_critic: the loss name says that already.
+    # dataset.std differs between two nsgan configs, so it is shown for every group.
+    assert labels[0].startswith("loss=nsgan dataset.std=-1")
+    assert labels[1:] == ["loss=nsgan dataset.std=0.02", "loss=wgan_gp dataset.std=0.02"]
+    failed = next(g for g in report.groups if "std=-1" in g.label)
+    assert (failed.n_seeds, failed.n_completed, failed.n_failed) == (1, 0, 1)
+    assert failed.runs[0].n_modes == 8  # not in its summary: taken from its config (dataset.modes)
+    assert failed.all_modes_fraction == 0.0
+    assert failed.stats["modes_captured"].mean is None
+    assert [r.name for r in report.problems] == ["bad/std"]
+    assert "std must be > 0" in report.problems[0].error
+
+
+# ---- the statistics, by hand ---------------------------------------------------------------
+
+
+def test_mean_and_standard_error_against_hand_computed_values(mixed):
+    report = build_report(mixed, metrics=["modes_captured", "high_quality_pct", "reverse_kl", "wasserstein1"])
+    nsgan = by_label(report)["loss=nsgan"]
+    modes, hq, rkl, w1 = (nsgan.stats[m] for m in report.metrics)
+    # completed seeds: modes 8, 6, 7 -> mean 7, sample std 1, s.e. 1/sqrt(3)
+    assert (modes.mean, modes.n) == (7.0, 3) and modes.se == pytest.approx(1 / math.sqrt(3))
+    # HQ 90, 80, 100 -> mean 90, std 10, s.e. 10/sqrt(3)
+    assert hq.mean == pytest.approx(90.0) and hq.se == pytest.approx(10 / math.sqrt(3))
+    # reverse KL is null in one completed run: 0.1, 0.3 -> mean 0.2, std sqrt(0.02), s.e. 0.1; n=2 is shown
+    assert rkl.n == 2 and rkl.mean == pytest.approx(0.2) and rkl.se == pytest.approx(0.1)
+    # W1 is NaN in one: 1.0, 1.0 -> mean 1, s.e. 0
+    assert (w1.n, w1.mean, w1.se) == (2, 1.0, 0.0)
+    row = dict(zip(report.header(), report.rows()[report.groups.index(nsgan)]))
+    assert row["modes_captured"] == "7.00 ± 0.58"
+    assert row["high_quality_pct"] == "90.0 ± 5.8"
+    assert row["reverse_kl"].endswith("(n=2)") and row["wasserstein1"] == "1 ± 0 (n=2)"
+    # one completed seed: the value alone, no ±
+    wgan = by_label(report)["loss=wgan_gp"]
+    assert wgan.stats["modes_captured"].se is None
+    assert dict(zip(report.header(), report.rows()[report.groups.index(wgan)]))["modes_captured"] == "8"
+
+
+def test_diverged_and_failed_runs_are_counted_and_listed(mixed):
+    report = build_report(mixed)
+    nsgan = by_label(report)["loss=nsgan"]
+    assert (nsgan.n_seeds, nsgan.n_completed, nsgan.n_diverged, nsgan.n_failed) == (5, 3, 1, 1)
+    # the diverged run's last metrics (modes 8, HQ 0) are not in the mean
+    assert nsgan.stats["high_quality_pct"].mean == pytest.approx(90.0)
+    rows = {row[0]: row for row in report.problem_rows()}
+    assert set(rows) == {"3_nsgan_s3", "4_nsgan_s4"}
+    assert rows["3_nsgan_s3"][1:] == ["diverged", "100", "diverged at step 40: loss/d is nan"]
+    assert rows["4_nsgan_s4"][1:] == ["failed", "100", "boom: bad | value"]
+    assert nsgan.runs[-1].n_modes == 8  # the failed run had none: taken from its group
+
+
+def test_all_modes_fraction_counts_diverged_and_failed_as_not_capturing(mixed):
+    report = build_report(mixed)
+    nsgan, wgan = by_label(report)["loss=nsgan"], by_label(report)["loss=wgan_gp"]
+    # seed 0 captured 8/8; seeds 1 and 2 did not; the diverged run's 8 does not count; 5 runs in all
+    assert nsgan.n_all_modes == 1 and nsgan.all_modes_fraction == pytest.approx(0.2)
+    assert nsgan.all_modes_text() == "0.20 (1/5)"
+    assert wgan.all_modes_fraction == 1.0
+    assert "denominator" in report.caption()
+
+
+def test_one_config_is_labelled_by_dataset_loss_remedy(tmp_path):
+    for seed in range(3):
+        write_summary(tmp_path / f"s{seed}", seed, metrics=metrics(seed))
+    report = build_report(tmp_path)
+    assert [g.label for g in report.groups] == ["dataset=ring loss=nsgan remedy=none"]
+    assert report.groups[0].n_seeds == 3 and report.groups[0].stats["modes_captured"].mean == 1.0
+
+
+def test_keys_set_by_the_chosen_option_stay_out_of_the_label(tmp_path):
+    # nsgan at lr 1e-3 and 1e-4, wgan_gp at 1e-3: the lr varies within nsgan, so it is shown.
+    write_summary(tmp_path / "a", 0, lr=1e-3, metrics=metrics(1))
+    write_summary(tmp_path / "b", 0, lr=1e-4, metrics=metrics(2))
+    write_summary(tmp_path / "c", 0, loss="wgan_gp", lr=1e-3, metrics=metrics(3))
+    labels = [g.label for g in build_report(tmp_path).groups]
+    assert labels == ["loss=nsgan optim.g.lr=0.001", "loss=nsgan optim.g.lr=0.0001", "loss=wgan_gp optim.g.lr=0.001"]
+    # wgan_gp at 1e-4 only: the lr goes with the loss (n_critic too), the loss name says it all
+    (tmp_path / "a" / "summary.json").unlink()
+    assert [g.label for g in build_report(tmp_path).groups] == ["loss=nsgan", "loss=wgan_gp"]
+
+
+def test_combined_remedies_are_labelled_by_their_names(tmp_path):
+    def pacgan(m):
+        return {"pacgan": {"_target_": "ganlab.remedies.pacgan.PacGAN", "m": m}}
+
+    sn = {"spectral_norm": {"_target_": "ganlab.remedies.spectral_norm.SpectralNorm"}}
+    write_summary(tmp_path / "0", 0, metrics=metrics(1))
+    write_summary(tmp_path / "1", 0, remedy=pacgan(2), metrics=metrics(2))
+    write_summary(tmp_path / "2", 0, remedy=pacgan(3), metrics=metrics(3))
+    write_summary(tmp_path / "3", 0, remedy={**pacgan(2), **sn}, metrics=metrics(4))
+    write_summary(tmp_path / "4", 1, remedy={**pacgan(2), **sn}, metrics=metrics(6))
+    groups = by_label(build_report(tmp_path))
+    # the pack size varies between pacgan runs, so it is shown; the stack reads as its labels name
+    assert {k: g.n_seeds for k, g in groups.items()} == {
+        "remedy=none": 1, "remedy=pacgan remedy.pacgan.m=2": 1, "remedy=pacgan remedy.pacgan.m=3": 1,
+        "remedy=pacgan+spectral_norm remedy.pacgan.m=2": 2}
+    assert groups["remedy=pacgan+spectral_norm remedy.pacgan.m=2"].stats["modes_captured"].mean == 5.0
+
+
+def test_bookkeeping_keys_do_not_split_a_group(tmp_path):
+    write_summary(tmp_path / "a", 0, metrics=metrics(1))
+    write_summary(tmp_path / "b", 1, metrics=metrics(2))
+    summary = json.loads((tmp_path / "b/summary.json").read_text())
+    summary["config"].update(cpu_threads=4, device="cuda", eval={"every": 50, "background": False})
+    (tmp_path / "b/summary.json").write_text(json.dumps(summary))
+    assert [g.n_seeds for g in build_report(tmp_path).groups] == [2]
+    summary["config"]["steps"] = 200  # an experiment key does split it
+    (tmp_path / "b/summary.json").write_text(json.dumps(summary))
+    assert [g.label for g in build_report(tmp_path).groups] == ["steps=100", "steps=200"]
+
+
+def test_summaries_without_config_group_by_their_labels(tmp_path):
+    write_summary(tmp_path / "a", 0, with_config=False, n_modes=None, metrics=metrics(8))
+    write_summary(tmp_path / "b", 1, with_config=False, n_modes=None, metrics=metrics(6))
+    write_summary(tmp_path / "c", 0, loss="wgan_gp", with_config=False, metrics=metrics(8))
+    report = build_report(tmp_path)
+    groups = by_label(report)
+    assert set(groups) == {"loss=nsgan", "loss=wgan_gp"} and groups["loss=nsgan"].n_seeds == 2
+    assert groups["loss=nsgan"].all_modes_fraction is None  # n_modes unknown: not guessed
+    assert groups["loss=nsgan"].all_modes_text() == "n/a"
+    assert groups["loss=wgan_gp"].all_modes_fraction == 1.0
+
+
+# ---- options -------------------------------------------------------------------------------
+
+
+def test_by_groups_by_the_named_keys_only(tmp_path):
+    write_summary(tmp_path / "a", 0, lr=1e-3, metrics=metrics(1))
+    write_summary(tmp_path / "b", 1, lr=1e-4, metrics=metrics(3))
+    write_summary(tmp_path / "c", 0, loss="wgan_gp", lr=1e-3, metrics=metrics(8))
+    report = build_report(tmp_path, by=["loss"])
+    groups = by_label(report)
+    assert set(groups) == {"loss=nsgan", "loss=wgan_gp"}
+    assert groups["loss=nsgan"].n_seeds == 2 and groups["loss=nsgan"].stats["modes_captured"].mean == 2.0
+    assert "pooled" in report.caption()
+    assert set(by_label(build_report(tmp_path, by=["loss._target_"]))) == {"loss=nsgan", "loss=wgan_gp"}
+    lr = by_label(build_report(tmp_path, by=["optim.g.lr"]))
+    assert {k: g.n_seeds for k, g in lr.items()} == {"optim.g.lr=0.001": 2, "optim.g.lr=0.0001": 1}
+    both = build_report(tmp_path, by=["loss", "optim.g.lr"])
+    assert len(both.groups) == 3 and both.groups[0].items == [("loss", "nsgan"), ("optim.g.lr", "0.001")]
+    with pytest.raises(ConfigError, match=r"unknown key 'lr' for --by; choose from: .*optim\.g\.lr"):
+        build_report(tmp_path, by=["lr"])
+    with pytest.raises(ConfigError, match="averages over seeds"):
+        build_report(tmp_path, by=["seed"])
+
+
+def test_metrics_selects_the_columns(mixed):
+    report = build_report(mixed, metrics=["critic_gap", "wasserstein2"])
+    assert report.header()[-2:] == ["critic_gap", "wasserstein2"] and len(report.header()) == 7
+    assert set(report.groups[0].stats) == {"critic_gap", "wasserstein2"}
+    header = report.csv().splitlines()[0].split(",")
+    assert "critic_gap_mean" in header and "wasserstein2_se" in header and "reverse_kl_mean" not in header
+    with pytest.raises(ConfigError, match="unknown metric 'fid' for --metrics; choose from: modes_captured"):
+        build_report(mixed, metrics=["modes_captured", "fid"])
+
+
+def test_missing_or_empty_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="no summary.json found"):
+        build_report(tmp_path)
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+
+def test_markdown_csv_and_figure_are_written(mixed):
+    report = build_report(mixed)
+    written = report.write()
+    assert [p.name for p in written] == list(REPORT_FILES) and all(p.parent == mixed for p in written)
+    assert not [p for p in mixed.iterdir() if p.name.endswith(".tmp")]
+    md = (mixed / "report.md").read_text()
+    assert "| loss=nsgan | 5 | 1 | 1 | 0.20 (1/5) | 7.00 ± 0.58 |" in md
+    assert "## Runs that did not complete" in md and "| 3_nsgan_s3 | diverged | 100 |" in md
+    assert "boom: bad \\| value" in md  # a | inside a cell does not break the table
+    with open(mixed / "report.csv", newline="") as f:
+        rows = {row["configuration"]: row for row in csv.DictReader(f)}
+    nsgan = rows["loss=nsgan"]
+    assert nsgan["loss"] == "nsgan"
+    assert (nsgan["n_seeds"], nsgan["n_completed"], nsgan["n_diverged"], nsgan["n_failed"]) == ("5", "3", "1", "1")
+    assert float(nsgan["all_modes_fraction"]) == pytest.approx(0.2)
+    assert float(nsgan["modes_captured_mean"]) == 7.0
+    assert float(nsgan["modes_captured_se"]) == pytest.approx(1 / math.sqrt(3))
+    assert rows["loss=wgan_gp"]["modes_captured_se"] == ""  # one seed: no s.e.
+    png = (mixed / "report_modes.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def test_cli_prints_the_tables_and_writes_the_files(mixed):
+    out = ganlab("report", str(mixed), "--metrics", "modes_captured,reverse_kl", cwd=mixed)
+    assert out.returncode == 0, out.stderr
+    assert "loss=nsgan" in out.stdout and "7.00 ± 0.58" in out.stdout
+    assert "runs that did not complete" in out.stdout and "4_nsgan_s4" in out.stdout
+    assert "wasserstein1" not in out.stdout.split("runs that did not complete")[0]
+    assert all((mixed / name).exists() for name in REPORT_FILES)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["SWEEP", "--metrics", "modes,reverse_kl"], "unknown metric 'modes' for --metrics; choose from: "),
+    (["SWEEP", "--by", "optim.lr"], "unknown key 'optim.lr' for --by; choose from: "),
+    (["EMPTY"], "no runs under "),
+    (["MISSING"], "does not exist"),
+])
+def test_cli_errors_are_one_line_with_exit_status_2(mixed, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    paths = {"SWEEP": str(mixed), "EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "missing")}
+    out = ganlab("report", *(paths.get(a, a) for a in args), cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ganlab: error: ") and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and not (mixed / "report.md").exists()
+
+
+def test_cli_help(tmp_path):
+    out = ganlab("report", "--help", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("usage: ganlab report")
+    assert "--metrics" in out.stdout and "--by" in out.stdout
+    assert "report" in ganlab("--help", cwd=tmp_path).stdout
