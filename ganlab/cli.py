@@ -6,6 +6,7 @@ bad value ends with one line naming the key, exit status 2, and no traceback, ev
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ganlab.config import CONFIG_DIR, CONFIG_NAME, GROUPS, compose_checked
@@ -25,6 +28,7 @@ log = logging.getLogger("ganlab")
 
 COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
+    "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
 }
 
 # Exit codes of the jobs of this process that ended badly (a multirun runs on past them).
@@ -44,8 +48,9 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def preflight(overrides: list[str], multirun: bool) -> None:
-    """Compose and validate the config of every job the command would run; raise ConfigError."""
+def preflight(overrides: list[str], multirun: bool) -> int:
+    """Compose and validate the config of every job the command would run; raise ConfigError.
+    Return the number of jobs."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
@@ -73,36 +78,148 @@ def preflight(overrides: list[str], multirun: bool) -> None:
 
     for job in jobs:
         build(compose_checked(job), torch.device("cpu"))  # constructors check their own values
+    return len(jobs)
+
+
+class SweepRecorder(Callback):
+    """Notes the sweep directory of a multirun in the launching process. `train` reads the jobs'
+    summary.json files there afterwards: with joblib or submitit the jobs run in other processes
+    (or on other machines), so `_job_failures` of this process never hears of them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _sweep_dirs.append(Path(str(config.hydra.sweep.dir)))  # resolved as the sweeper resolves it
+
+
+# Hydra instantiates callbacks from its config; added to a multirun's overrides by `train`.
+_RECORDER = "++hydra.callbacks.ganlab_sweep._target_=ganlab.cli.SweepRecorder"
+_sweep_dirs: list[Path] = []
+
+
+def sweep_exit_code(sweep_dir: Path, n_jobs: int) -> int:
+    """The exit status of a multirun, from the summary.json of each job under `sweep_dir`: 0 when
+    all `n_jobs` completed, 3 for a diverged run, a failed run's recorded code (or 1), and 1 for a
+    job that left no summary.json (killed, or failed before it could write one)."""
+    from ganlab.train import Diverged
+
+    outcomes: dict[str, list[str]] = {}
+    code = 0
+    summaries = sorted(sweep_dir.rglob("summary.json"))
+    for path in summaries:
+        try:
+            summary = json.loads(path.read_text())
+            status = str(summary["status"])
+        except (OSError, ValueError, KeyError, TypeError):
+            summary, status = {}, "unreadable"
+        job_code = {"completed": 0, "diverged": Diverged.exit_code}.get(status)
+        if job_code is None:
+            job_code = summary.get("exit_code") if isinstance(summary.get("exit_code"), int) else 1
+        code = max(code, job_code)
+        outcomes.setdefault(status, []).append(path.parent.name)
+    missing = n_jobs - len(summaries)
+    if missing > 0:
+        code = max(code, 1)
+        outcomes["without summary.json"] = [f"{missing} job(s)"]
+    if code:
+        # print, not log: after in-process jobs the logging config is the last job's (its train.log).
+        parts = [f"{len(names)} {status}" + ("" if status == "completed" else f" ({', '.join(names)})")
+                 for status, names in outcomes.items()]
+        print(f"ganlab: sweep {sweep_dir}: {'; '.join(parts)}", file=sys.stderr)
+    return code
+
+
+def _runs_in_parallel(hydra_cfg: DictConfig) -> bool:
+    """Whether this job may share the terminal with other jobs running at the same time: a multirun
+    through any launcher but Hydra's basic one (one job after the other), unless it runs one job
+    at a time (joblib's n_jobs=1)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return False
+    launcher = hydra_cfg.launcher
+    if str(launcher.get("_target_", "")).endswith(".BasicLauncher"):
+        return False
+    return launcher.get("n_jobs") != 1
+
+
+class _Prefixed(logging.Formatter):
+    """Puts the job's name before each console line, so parallel jobs' interleaved lines stay apart."""
+
+    def __init__(self, prefix: str, inner: logging.Formatter | None):
+        super().__init__()
+        self.prefix, self.inner = prefix, inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.prefix + self.inner.format(record)
+
+
+def _record_exit_code(run_dir: Path, code: int) -> None:
+    """Add the exit code to a failed run's summary.json, for the launching process to read."""
+    from ganlab.tracking import write_json_atomic
+
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(summary, dict) and summary.get("status") == "failed":
+        write_json_atomic(path, {**summary, "exit_code": code})
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def _train_job(cfg: DictConfig) -> dict | None:
-    from ganlab.train import run  # torch is imported only when a job runs, so --help stays fast
+    from ganlab.train import (
+        run,  # torch is imported only when a job runs, so --help stays fast
+    )
 
     hydra_cfg = HydraConfig.get()
     labels = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    parallel = _runs_in_parallel(hydra_cfg)
+    consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
+    if parallel:  # no progress bars, and console lines named by job (train.log needs no name)
+        for handler in consoles:
+            handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
     try:
-        return run(cfg, hydra_cfg.runtime.output_dir, labels)
+        return run(cfg, run_dir, labels, progress=False if parallel else None)
     except GanlabError as exc:
         # The run's summary.json already says what happened; a multirun goes on with the next job.
         log.error("%s", exc)
         _job_failures.append(exc.exit_code)
+        _record_exit_code(run_dir, exc.exit_code)
         return None
+    finally:
+        for handler in consoles:
+            if isinstance(handler.formatter, _Prefixed):
+                handler.setFormatter(handler.formatter.inner)
+
+
+def _insert_override(args: list[str], overrides: list[str], extra: str) -> list[str]:
+    """`args` with `extra` added to its overrides, which Hydra's parser wants in one run of words."""
+    n = len(overrides)
+    for i in range(len(args) - n, -1, -1) if n else ():
+        if args[i:i + n] == overrides:
+            return [*args[:i + n], extra, *args[i + n:]]
+    return [extra, *args]
 
 
 def train(args: list[str]) -> None:
     parsed, _ = get_args_parser().parse_known_args(args)
     asks_for_help = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
+    n_jobs = 1
     if not asks_for_help:
         try:
-            preflight(parsed.overrides, parsed.multirun)
+            n_jobs = preflight(parsed.overrides, parsed.multirun)
         except ConfigError as exc:
             fail(str(exc))
     _job_failures.clear()
+    _sweep_dirs.clear()
+    if parsed.multirun and not asks_for_help:
+        args = _insert_override(args, parsed.overrides, _RECORDER)
     sys.argv = ["ganlab-train", *args]
     _train_job()
-    if _job_failures:
-        sys.exit(max(_job_failures))
+    # A multirun's outcome comes from its jobs' summary.json files, wherever the jobs ran; the
+    # failures of in-process jobs (a single run, the basic launcher) are known here directly.
+    codes = [*_job_failures, *(sweep_exit_code(d, n_jobs) for d in _sweep_dirs)]
+    if any(codes):
+        sys.exit(max(codes))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         train(rest)
+    elif command == "report":
+        # Imported here: matplotlib and rich load only for a report.
+        from ganlab.report import main as report
+
+        report(rest)
     else:
         fail(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
 

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 from rich import get_console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
@@ -49,17 +55,20 @@ class Tracker:
     other jobs of a multirun are unaffected.
     """
 
-    def __init__(self, run_dir: Path, total_steps: int, hparams: dict, metric_keys: tuple[str, ...]):
+    def __init__(self, run_dir: Path, total_steps: int, hparams: dict, metric_keys: tuple[str, ...],
+                 progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.hparams = hparams
         self.metric_keys = metric_keys
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
         self.console = get_console()  # the console RichHandler logs to, so log lines print above the bar
         # A bar only on a terminal: in files and CI logs it would be thousands of lines of noise.
+        # progress=False turns it off there too: parallel jobs (joblib) share one terminal.
+        show_bar = progress is not False and sys.stdout.isatty()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=self.console, disable=not sys.stdout.isatty(),
+            console=self.console, disable=not show_bar,
         )
         self.task = self.progress.add_task("train", total=total_steps, info="")
 

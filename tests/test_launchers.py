@@ -1,0 +1,175 @@
+"""Sweeps through Hydra's launcher plugins, for real: joblib (local processes) and submitit_local,
+then `ganlab report` over the sweep; and how the launching process decides the exit status."""
+
+import csv
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, ganlab, run_dirs
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ganlab.cli import _insert_override, _runs_in_parallel, main, sweep_exit_code
+from ganlab.config import CONFIG_DIR, CONFIG_NAME
+
+SEEDS = ["0_ring_nsgan_none_s0", "1_ring_nsgan_none_s1"]
+
+
+def completed_sweep(tmp_path: Path) -> Path:
+    """The one sweep directory under tmp_path, after checking both of its runs completed."""
+    dirs = run_dirs(tmp_path / "outputs" / "multirun")
+    assert [d.name for d in dirs] == SEEDS
+    for d in dirs:
+        summary = json.loads((d / "summary.json").read_text())
+        assert (summary["status"], summary["step"]) == ("completed", 20), d
+    (sweep,) = {d.parent for d in dirs}
+    return sweep
+
+
+def check_report(sweep: Path, capsys) -> None:
+    """`ganlab report SWEEP` (in this process: a subprocess would add seconds of imports)."""
+    try:
+        main(["report", str(sweep)])
+    except SystemExit as exc:
+        assert exc.code in (None, 0), capsys.readouterr()
+    with open(sweep / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and "nsgan" in ",".join(rows[0].values())  # one configuration, two seeds
+    assert "nsgan" in (sweep / "report.md").read_text()
+
+
+def writer_pid(run_dir: Path) -> str:
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    return events.name.split(".")[-2]  # events.out.tfevents.TIME.HOST.PID.N
+
+
+def test_joblib_sweep_runs_in_parallel_processes(tmp_path, capsys):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    out = ganlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "seed=0,1",
+                 cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout
+    sweep = completed_sweep(tmp_path)
+    # two worker processes, neither of them the launching one
+    assert len({writer_pid(d) for d in run_dirs(sweep)}) == 2
+    # each job's console lines carry its run directory's name
+    for name in SEEDS:
+        assert f"[{name}] run directory:" in out.stdout
+    check_report(sweep, capsys)
+
+
+def test_submitit_local_sweep(tmp_path, capsys):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("submitit")
+    out = ganlab("train", "-m", "hydra/launcher=local", *TINY, "seed=0,1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Submitit 'local' sweep output dir" in out.stdout
+    sweep = completed_sweep(tmp_path)
+    # submitit's pickles and the jobs' own stdout live in the sweep directory
+    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2
+    assert "completed at step 20" in "".join(log.read_text() for log in logs)
+    check_report(sweep, capsys)
+
+
+def test_joblib_divergence_sets_the_exit_status_and_parallel_jobs_show_no_bar(tmp_path):
+    """A diverged job in a worker process still gives exit status 3; on a terminal shared by
+    parallel jobs there is no progress bar, and the log lines say which job they come from."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+    args = ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "steps=100",
+            "log.every=50", "eval.every=50", "optim.d.lr=1e-4,1e30"]
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", *args], cwd=tmp_path, env=env,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 3
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # no colours
+    assert "Traceback" not in screen
+    assert not re.search(r"\b\d+/100\b", screen), screen  # a bar would show "50/100"
+    assert "[0_ring_nsgan_none_s0]" in screen and "[1_ring_nsgan_none_s0] run diverged at step 50" in screen
+    assert "1 completed; 1 diverged (1_ring_nsgan_none_s0)" in screen
+    summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs(tmp_path / "outputs")]
+    assert sorted((s["status"], s["step"]) for s in summaries) == [("completed", 100), ("diverged", 50)]
+
+
+def write_summary(sweep: Path, name: str, **summary) -> None:
+    (sweep / name).mkdir(parents=True)
+    (sweep / name / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("statuses, n_jobs, code", [
+    ([{"status": "completed"}, {"status": "completed"}], 2, 0),
+    ([{"status": "completed"}, {"status": "diverged"}], 2, 3),
+    ([{"status": "failed"}, {"status": "completed"}], 2, 1),
+    ([{"status": "failed", "exit_code": 2}, {"status": "diverged"}], 2, 3),
+    ([{"status": "failed", "exit_code": 2}, {"status": "completed"}], 2, 2),
+    ([{"status": "completed"}], 2, 1),  # a job that left no summary.json
+])
+def test_sweep_exit_code_from_the_summaries(tmp_path, capsys, statuses, n_jobs, code):
+    for i, summary in enumerate(statuses):
+        write_summary(tmp_path, f"{i}_job", **summary)
+    assert sweep_exit_code(tmp_path, n_jobs) == code
+    assert (capsys.readouterr().err != "") == (code != 0)  # one line when not all completed
+
+
+def test_an_unreadable_summary_counts_as_a_failure(tmp_path):
+    (tmp_path / "0_job").mkdir()
+    (tmp_path / "0_job" / "summary.json").write_text("{not json")
+    assert sweep_exit_code(tmp_path, 1) == 1
+
+
+def hydra_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=True).hydra
+
+
+def test_which_jobs_count_as_parallel():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    multirun = "hydra.mode=MULTIRUN"
+    assert not _runs_in_parallel(hydra_cfg())
+    assert not _runs_in_parallel(hydra_cfg(multirun))  # the basic launcher: one job after the other
+    assert not _runs_in_parallel(hydra_cfg("hydra/launcher=joblib"))  # a single run
+    assert _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib"))
+    assert not _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"))
+    assert _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=local"))
+
+
+def test_slurm_and_local_presets():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    slurm = hydra_cfg("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_task=1")
+    launcher = OmegaConf.to_container(slurm.launcher, resolve=False)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["partition"], launcher["gpus_per_task"]) == ("gpu", 1)
+    assert (launcher["cpus_per_task"], launcher["timeout_min"], launcher["mem_gb"]) == (2, 60, 8)
+    assert launcher["array_parallelism"] == 64
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+    local = OmegaConf.to_container(hydra_cfg("hydra/launcher=local").launcher, resolve=False)
+    assert local["_target_"].endswith("submitit_launcher.LocalLauncher")
+    assert local["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+
+
+def test_the_sweep_recorder_joins_the_overrides_hydra_parses():
+    from hydra._internal.utils import get_args_parser
+
+    extra = "++hydra.callbacks.x._target_=y"
+    for args in (["-m", "seed=0,1"], ["seed=0,1", "-m", "-cd", "conf"], ["-m"], ["-m", "-cd", "conf"]):
+        overrides = get_args_parser().parse_args(args).overrides
+        again = get_args_parser().parse_args(_insert_override(args, overrides, extra))
+        assert again.overrides == [*overrides, extra] and again.multirun
