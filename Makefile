@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test sweep tensorboard bench clean
+.PHONY: setup run test sweep tensorboard bench reproduce-toy clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ tensorboard: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_loop.py $(ARGS)
+
+# The VEEGAN / PacGAN 2-D tables and every remedy, 5 seeds: docs/results/toy.md (see its wall time).
+reproduce-toy: setup
+	scripts/reproduce_toy.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

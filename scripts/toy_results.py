@@ -86,29 +86,29 @@ def main() -> None:
     lines = [
         "# Toy reproduction: VEEGAN and PacGAN Table 1, and every remedy on the ring and the grid",
         "",
-        "Written by `make reproduce-toy` (`scripts/reproduce_toy.sh`, then `scripts/toy_results.py`) from the runs' "
-        "`summary.json` files; do not edit by hand.",
+        ("Written by `make reproduce-toy` (`scripts/reproduce_toy.sh`, then `scripts/toy_results.py`) from the runs' "
+        "`summary.json` files; do not edit by hand."),
         "",
-        f"- **Wall time: {args.wall_seconds / 60:.1f} min** for {len(report.runs)} runs on this machine (2 CPU cores, "
-        f"{args.jobs} jobs at a time through the joblib launcher).",
-        f"- **{args.steps} training steps per run**, seeds {args.seeds} ({n_seeds} per row), evaluation as in the "
+        (f"- **Wall time: {args.wall_seconds / 60:.1f} min** for {len(report.runs)} runs on this machine (2 CPU cores, "
+        f"{args.jobs} jobs at a time through the joblib launcher)."),
+        (f"- **{args.steps} training steps per run**, seeds {args.seeds} ({n_seeds} per row), evaluation as in the "
         "papers: 2,500 fresh samples, modes captured / high-quality % (within 3 std of a mode) / reverse KL of the "
-        "mode histogram; W1 is the exact empirical W1 on 1,000 samples.",
-        "- Cells are mean ± standard error over the seeds that completed; the `runs` column counts all runs, "
-        "diverged or failed ones included (they are never dropped).",
+        "mode histogram; W1 is the exact empirical W1 on 1,000 samples."),
+        ("- Cells are mean ± standard error over the seeds that completed; the `runs` column counts all runs, "
+        "diverged or failed ones included (they are never dropped)."),
         "",
         "## What differs from the papers",
         "",
-        f"- **Training length.** {args.steps} steps per run, because 2 CPU cores allow that many for "
+        (f"- **Training length.** {args.steps} steps per run, because 2 CPU cores allow that many for "
         f"{len(report.runs)} runs; the papers trained much longer. Our numbers are for short training and say "
-        "nothing about where the papers' runs ended.",
-        "- **VEEGAN rows** use a setup in which the plain GAN collapses (G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
+        "nothing about where the papers' runs ended."),
+        ("- **VEEGAN rows** use a setup in which the plain GAN collapses (G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
         "D 1e-4, beta1 0.5, batch 256: `configs/experiment/veegan_setup.yaml`). VEEGAN does not publish its 2-D "
-        "networks here; the Unrolled-GAN notebook's networks do not collapse at all with a plain GAN (DESIGN.md).",
-        "- **PacGAN rows** use PacGAN's networks and optimizer (G 4x400 ReLU + batch norm, D 3x200 maxout with 5 "
-        "pieces, latent 2, Adam 1e-4, beta1 0.8) with 100 packs per minibatch (batch_size = 100 m samples).",
-        "- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05 (DESIGN.md §3); PacGAN's geometry "
-        "up to scale.",
+        "networks here; the Unrolled-GAN notebook's networks do not collapse at all with a plain GAN (DESIGN.md)."),
+        ("- **PacGAN rows** use PacGAN's networks and optimizer (G 4x400 ReLU + batch norm, D 3x200 maxout with 5 "
+        "pieces, latent 2, Adam 1e-4, beta1 0.8) with 100 packs per minibatch (batch_size = 100 m samples)."),
+        ("- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05 (DESIGN.md §3); PacGAN's geometry "
+        "up to scale."),
         "",
         "## VEEGAN Table 1 rows (modes / HQ %)",
         "",
