@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,12 @@ def _check_call(node: DictConfig, path: str) -> None:
 def _type_problem(value: Any, expected: Any) -> str | None:
     """None if `value` fits the annotation; else what was expected. Unknown annotations pass."""
     origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):  # e.g. `int | None`: fits if it fits one member
+        members = typing.get_args(expected)
+        if value is None:
+            return None if type(None) in members else "must not be null"
+        problems = [_type_problem(value, m) for m in members if m is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
     if origin is typing.Literal:
         choices = typing.get_args(expected)
         return None if value in choices else "choose one of " + ", ".join(map(str, choices))

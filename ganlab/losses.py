@@ -86,11 +86,25 @@ class WGAN(Wasserstein):
             p.clamp_(-self.clip, self.clip)
 
 
+def samples_per_score(D) -> int:
+    """How many consecutive samples D turns into one score: m for a packed D (PacGAN), else 1.
+    A gradient penalty is about D's input, so it takes the norm over each score's whole input."""
+    return getattr(D, "samples_per_score", 1)
+
+
+def _per_score_uniform(D, like: Tensor) -> Tensor:
+    """One U[0,1) draw per D input (per pack for a packed D), shaped to broadcast over samples."""
+    group = samples_per_score(D)
+    u = torch.rand(like.shape[0] // group, *[1] * (like.dim() - 1), device=like.device)
+    return u.repeat_interleave(group, dim=0)
+
+
 def _gradient_penalty(D: nn.Module, points: Tensor) -> Tensor:
-    """E[(||grad_x D(x)|| - 1)^2] at the given points, differentiable w.r.t. D's parameters."""
+    """E[(||grad_x D(x)|| - 1)^2] at the given points, differentiable w.r.t. D's parameters; the
+    norm is over each score's input (a whole pack for a packed D)."""
     points = points.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(points).sum(), points, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    return (grad.reshape(grad.shape[0] // samples_per_score(D), -1).norm(dim=1) - 1).pow(2).mean()
 
 
 class WGANGP(Wasserstein):
@@ -103,7 +117,7 @@ class WGANGP(Wasserstein):
         self.penalty_weight = penalty_weight
 
     def penalty(self, D, real, fake):
-        eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device)
+        eps = _per_score_uniform(D, real)  # a packed D: interpolate between a real and a fake pack
         return self.penalty_weight * _gradient_penalty(D, eps * real + (1 - eps) * fake)
 
 
@@ -143,5 +157,5 @@ class DRAGAN(NonSaturatingGAN):
         # The reference code perturbs x by u * 0.5 * std(x), u ~ U[0,1] per coordinate, and
         # penalises at a random point between x and its perturbation.
         noisy = real + self.perturb * real.std() * torch.rand_like(real)
-        alpha = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device)
+        alpha = _per_score_uniform(D, real)
         return self.penalty_weight * _gradient_penalty(D, real + alpha * (noisy - real))

@@ -135,26 +135,6 @@ def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimi
         assert torch.allclose(unrolled, explicit, rtol=1e-10, atol=1e-12)
 
 
-def test_adam_replay_reproduces_the_real_optimizer_step():
-    """One replayed step from the optimizer's state equals torch's own Adam step."""
-    _, D = _tiny_gan()
-    opt = torch.optim.Adam(D.parameters(), lr=0.01, betas=(0.5, 0.9), weight_decay=0.01)
-    x = torch.randn(8, 2, dtype=torch.float64)
-    for _ in range(3):
-        opt.zero_grad()
-        D(x).pow(2).mean().backward()
-        opt.step()
-    named = dict(D.named_parameters())
-    replay = OptimizerReplay(opt)
-    state = replay.start(named)
-    opt.zero_grad()
-    D(x).pow(2).mean().backward()
-    replayed, _ = replay.step({n: p.detach() for n, p in named.items()}, {n: p.grad for n, p in named.items()}, state)
-    opt.step()
-    for name, p in named.items():
-        assert torch.allclose(replayed[name], p.detach(), rtol=1e-12, atol=1e-14)
-
-
 def test_unrolled_leaves_d_and_its_optimizer_untouched():
     exp = built("remedy=unrolled", "batch_size=16")
     exp.d_opt.zero_grad()
@@ -265,12 +245,16 @@ def test_minibatch_layers_see_the_spread_of_the_batch():
     assert std(torch.randn(10, 6)).shape == (10, 7)  # group shrinks to 2, which divides 10
 
 
-def test_feature_matching_g_loss_is_the_feature_mean_gap():
+def test_feature_matching_g_loss_is_zero_only_when_feature_means_match():
     exp = built("remedy=feature_matching")
     real, z = exp.data.sample(32), torch.randn(32, 2)
+    # A G that returns the real batch, in another order: same feature mean, loss 0.
+    assert exp.remedy.g_loss(lambda _: real.flip(0), exp.D, exp.loss, real, z).item() == pytest.approx(0, abs=1e-10)
+    shifted = exp.remedy.g_loss(lambda _: real + 1.0, exp.D, exp.loss, real, z)
+    assert shifted.item() > 1e-4
     got = exp.remedy.g_loss(exp.G, exp.D, exp.loss, real, z)
-    want = (exp.D.features(exp.G(z)).mean(0) - exp.D.features(real).mean(0)).pow(2).sum()
-    assert torch.allclose(got, want)
+    got.backward()
+    assert all(p.grad is not None for p in exp.G.parameters())  # G is trained through D's features
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -326,3 +310,67 @@ def test_pairwise_l1_gradients_match_the_broadcast_formula_twice():
     fast = torch.autograd.grad((PairwiseL1.apply(M) * w).sum(), M)[0]
     plain = torch.autograd.grad(((M.unsqueeze(2) - M.unsqueeze(1)).abs().sum(3) * w).sum(), M)[0]
     assert torch.allclose(fast, plain)
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.5, 0.9), weight_decay=0.01),
+    lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+    lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, weight_decay=0.01),
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+], ids=["adam", "adam-decoupled", "adamw", "rmsprop", "sgd-momentum"])
+def test_every_replayed_optimizer_matches_torch_over_steps(make_opt):
+    _, D = _tiny_gan()
+    opt = make_opt(D.parameters())
+    x = torch.randn(8, 2, dtype=torch.float64)
+    named = dict(D.named_parameters())
+    replay = OptimizerReplay(opt)
+    for _ in range(3):  # from a fresh state, then from the optimizer's own state
+        state = replay.start(named)
+        opt.zero_grad()
+        D(x).pow(2).mean().backward()
+        replayed, _ = replay.step({n: p.detach() for n, p in named.items()},
+                                  {n: p.grad for n, p in named.items()}, state)
+        opt.step()
+        for name, p in named.items():
+            assert torch.allclose(replayed[name], p.detach(), rtol=1e-12, atol=1e-14), name
+
+
+@pytest.mark.parametrize("loss_cls", ["WGANGP", "DRAGAN"])
+def test_gradient_penalty_of_a_packed_d_is_over_whole_packs(loss_cls):
+    """For a linear critic w . (packed x) the input gradient is w, whatever the point: the penalty
+    must be (||w|| - 1)^2 over the pack's 2m inputs, not over each sample's slice of w."""
+    import ganlab.losses as losses
+    from ganlab.remedies.pacgan import PackedDiscriminator
+
+    m = 4
+    inner = nn.Sequential(nn.Linear(2 * m, 1), nn.Flatten(0))
+    D = PackedDiscriminator(inner, m)
+    loss = getattr(losses, loss_cls)(penalty_weight=1.0)
+    real, fake = torch.randn(32, 2), torch.randn(32, 2)
+    w = inner[0].weight.detach()
+    assert torch.allclose(loss.penalty(D, real, fake), (w.norm() - 1) ** 2, atol=1e-6)
+
+
+def test_minibatch_std_feature_survives_batches_the_group_does_not_divide():
+    from ganlab.remedies.minibatch_std import MinibatchStdDev
+
+    torch.manual_seed(0)
+    f = torch.randn(7, 6) * 3  # 7 = 4 + 3: no group size in [2, 4] divides it
+    spread = MinibatchStdDev(group_size=4)(f)[:, 6]
+    assert spread.shape == (7,) and (spread > 1).all()
+
+
+def test_unrolled_leaves_spectral_norm_state_untouched():
+    exp = built("remedy=[unrolled,spectral_norm]", "batch_size=16")
+    before = {n: b.clone() for n, b in exp.D.named_buffers()}
+    assert before  # spectral norm's power-iteration vectors
+    exp.remedy.g_loss(exp.G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2)).backward()
+    assert all(torch.equal(before[n], b) for n, b in exp.D.named_buffers())
+
+
+def test_optional_keys_are_type_checked():
+    with pytest.raises(ConfigError, match="anneal_steps='abc': expected an integer"):
+        from ganlab.config import validate
+
+        validate(make_cfg("remedy=instance_noise", "remedy.instance_noise.anneal_steps=abc"))

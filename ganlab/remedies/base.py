@@ -97,6 +97,10 @@ class InputTransform(nn.Module):
     def transform(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def samples_per_score(self) -> int:
+        return getattr(self.inner, "samples_per_score", 1)
+
     def features(self, x: Tensor) -> Tensor:
         return self.inner.features(self.transform(x))
 

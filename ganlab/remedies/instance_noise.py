@@ -5,6 +5,8 @@ Evaluation (D in eval mode) sees no noise."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ganlab.errors import ConfigError
@@ -26,8 +28,8 @@ class InstanceNoise(Remedy):
     build_order = 90  # outermost: the noise is added to the samples before packing
 
     def __init__(self, std: float = 0.1, anneal_steps: int | None = None):
-        if std < 0:
-            raise ConfigError(f"std must be >= 0, got {std}")
+        if not (math.isfinite(std) and std >= 0):
+            raise ConfigError(f"std must be a finite number >= 0, got {std}")
         if anneal_steps is not None and anneal_steps < 1:
             raise ConfigError(f"anneal_steps must be >= 1 (or null for the whole run), got {anneal_steps}")
         self.std, self.anneal_steps = std, anneal_steps

@@ -63,13 +63,20 @@ class MinibatchDiscrimination(nn.Module):
 class MinibatchDisc(Remedy):
     build_order = 30
 
-    def __init__(self, kernels: int = 50, kernel_dim: int = 5, eval_chunk: int = 256):
-        if min(kernels, kernel_dim, eval_chunk) < 1:
+    def __init__(self, kernels: int = 50, kernel_dim: int = 5, eval_chunk: int | None = None):
+        if min(kernels, kernel_dim, eval_chunk or 1) < 1:
             raise ConfigError(f"kernels, kernel_dim and eval_chunk must be >= 1, got {kernels}, {kernel_dim}, {eval_chunk}")
         self.kernels, self.kernel_dim, self.eval_chunk = kernels, kernel_dim, eval_chunk
+        self.batch_size = 1
+
+    def check(self, loss, batch_size):
+        self.batch_size = batch_size
 
     def build(self, G, D, make_D):
+        # The closeness sum grows with the batch: by default evaluation uses D's training batch size
+        # (in packs for a packed D), so its scores are on the scale D was trained at.
+        chunk = self.eval_chunk or max(1, self.batch_size // getattr(D, "samples_per_score", 1))
         replace_head(D, lambda width: nn.Sequential(
-            MinibatchDiscrimination(width, self.kernels, self.kernel_dim, self.eval_chunk),
+            MinibatchDiscrimination(width, self.kernels, self.kernel_dim, chunk),
             nn.Linear(width + self.kernels, 1)), "minibatch_disc")
         return G, D

@@ -17,14 +17,21 @@ class MinibatchStdDev(nn.Module):
         super().__init__()
         self.group_size = group_size
 
+    @staticmethod
+    def _spread(y: Tensor) -> Tensor:
+        """(group, k, features) -> (k,): the feature std across each group, averaged over features."""
+        return (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)
+
     def forward(self, f: Tensor) -> Tensor:
         n = f.shape[0]
         group = min(self.group_size, n)
-        while n % group:  # the largest group size <= group_size that divides the batch
-            group -= 1
-        y = f.view(group, n // group, -1)                            # sample i is in group i mod n/group
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # (n/group,)
-        return torch.cat([f, std.repeat(group).unsqueeze(1)], dim=1)
+        main = n - n % group
+        # Sample i of the first `main` is in group i mod main/group (Karras' strided groups).
+        spread = self._spread(f[:main].reshape(group, main // group, -1)).repeat(group)
+        if main < n:  # a batch that group_size does not divide: the rest share the last group's spread
+            tail = self._spread(f[n - group:].unsqueeze(1)).expand(n - main)
+            spread = torch.cat([spread, tail])
+        return torch.cat([f, spread.unsqueeze(1)], dim=1)
 
 
 class MinibatchStd(Remedy):

@@ -17,6 +17,10 @@ class PackedDiscriminator(InputTransform):
         super().__init__(inner)
         self.m = m
 
+    @property
+    def samples_per_score(self) -> int:  # gradient penalties take norms over whole packs
+        return self.m * super().samples_per_score
+
     def transform(self, x: Tensor) -> Tensor:
         # Consecutive samples form a pack. Training batches are checked to divide by m; an
         # evaluation batch of any size drops its last n mod m samples.

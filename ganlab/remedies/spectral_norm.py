@@ -1,6 +1,7 @@
 """Spectral normalization (Miyato et al. 2018): every linear and convolutional layer of D divides
-its weight by its largest singular value (one power iteration per step), so D is ~1-Lipschitz per
-layer. Minibatch discrimination's tensor T is not a layer and is left as it is."""
+its weight by its largest singular value (one power iteration per step), so each such layer is
+~1-Lipschitz. Other modules are left as they are: layer norm (`model.d.norm=layer`) and minibatch
+discrimination's tensor T are not normalized, so D as a whole is then not bounded by 1."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ganlab.errors import ConfigError
 from ganlab.remedies.base import Remedy
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 class SpectralNorm(Remedy):

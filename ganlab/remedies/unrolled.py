@@ -61,8 +61,8 @@ class OptimizerReplay:
 
     def _update(self, p: Tensor, g: Tensor, h: dict, s: dict) -> tuple[Tensor, dict]:
         lr, s["step"] = h["lr"], s["step"] + 1
-        if isinstance(self.opt, torch.optim.AdamW):
-            p = p * (1 - lr * h["weight_decay"])  # decoupled weight decay
+        if isinstance(self.opt, torch.optim.AdamW) or h.get("decoupled_weight_decay"):
+            p = p * (1 - lr * h["weight_decay"])  # decoupled weight decay (AdamW)
         elif h.get("weight_decay"):
             g = g + h["weight_decay"] * p
         if isinstance(self.opt, (torch.optim.Adam, torch.optim.AdamW)):
@@ -86,6 +86,8 @@ def unrolled_d_loss(D: nn.Module, loss: Loss, params: Params, buffers: Params, r
     """D's loss (with its penalty) for D with the given parameters, as a function of them."""
     def D_at(x: Tensor) -> Tensor:
         return functional_call(D, (params, buffers), (x,))
+
+    D_at.samples_per_score = getattr(D, "samples_per_score", 1)  # for gradient penalties on packs
 
     value = loss.d_loss(D_at(real), D_at(fake))
     penalty = loss.penalty(D_at, real, fake)
@@ -114,7 +116,8 @@ class Unrolled(Remedy):
     def g_loss(self, G, D, loss, real, z):
         fake = G(z)
         params = dict(D.named_parameters())
-        buffers = dict(D.named_buffers())
+        # Copies: a spectral-norm power iteration inside the unrolled passes must not touch D's own.
+        buffers = {name: b.clone() for name, b in D.named_buffers()}
         state = self.replay.start(params)
         for _ in range(self.k):
             d_loss = unrolled_d_loss(D, loss, params, buffers, real, fake)

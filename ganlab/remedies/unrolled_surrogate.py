@@ -17,7 +17,7 @@ class UnrolledSurrogate(Unrolled):
     def g_loss(self, G, D, loss, real, z):
         fake = G(z)
         params = {name: p.detach().requires_grad_(True) for name, p in D.named_parameters()}
-        buffers = dict(D.named_buffers())
+        buffers = {name: b.clone() for name, b in D.named_buffers()}
         state = self.replay.start(dict(D.named_parameters()))
         for _ in range(self.k):
             d_loss = unrolled_d_loss(D, loss, params, buffers, real, fake.detach())
