@@ -1,0 +1,58 @@
+"""Per-remedy cost: training steps per second of every remedy, relative to remedy=none, measured in
+one process, one remedy after the other (interleaved over repeats, medians reported).
+
+    python scripts/bench_remedies.py [--steps 400] [--repeats 3] [--dataset ring] [extra overrides...]
+
+The runs use the VEEGAN-row setup (configs/experiment/veegan_setup.yaml) and a single tiny
+evaluation at the end, so the figure is the training loop's speed."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from ganlab.config import CONFIG_DIR, CONFIG_NAME
+from ganlab.train import run
+
+REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
+            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise"]
+
+
+def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:
+    overrides = ["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", f"steps={steps}",
+                 f"eval.every={steps}", "eval.samples=200", "eval.w_samples=100", "eval.background=false",
+                 f"log.every={steps}", *extra]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(CONFIG_NAME, overrides=overrides)
+    return run(cfg, out / f"{remedy}_{len(list(out.iterdir()))}")["steps_per_second"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dataset", default="ring")
+    ap.add_argument("--remedies", default=",".join(REMEDIES))
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    remedies = args.remedies.split(",")
+    measured: dict[str, list[float]] = {r: [] for r in remedies}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            order = remedies if repeat % 2 == 0 else remedies[::-1]  # interleaved: drift hits all alike
+            for remedy in order:
+                measured[remedy].append(steps_per_second(remedy, args.steps, args.dataset, args.overrides, Path(tmp)))
+    base = statistics.median(measured["none"]) if "none" in measured else None
+    print(f"\n{args.steps} steps x {args.repeats} repeats, dataset={args.dataset}, veegan_setup; medians")
+    print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}")
+    for remedy in remedies:
+        speed = statistics.median(measured[remedy])
+        print(f"{remedy:<22}{speed:>10.1f}{(speed / base if base else float('nan')):>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
