@@ -26,6 +26,28 @@ def ganlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
 
 
+def ganlab_on_terminal(*args: str, cwd: Path, columns: int = 160, timeout: int = 300) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin/stdout/stderr; return (exit status, screen text)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", *args], cwd=cwd, env=env,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+
+
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("summary.json"))
 

@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY, ganlab, ganlab_on_terminal, run_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from conftest import TINY, ganlab, run_dirs
 
 SUMMARY_METRICS = {"modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2"}
 
@@ -172,27 +171,8 @@ def test_an_injected_divergence_stops_the_run_and_a_sweep_goes_on(tmp_path):
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
     """A live bar with the losses when stdout is a terminal; none in a pipe (the other tests)."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *TINY], cwd=tmp_path, env=env,
-                            stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=300) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = ganlab_on_terminal("train", *TINY, cwd=tmp_path)
+    assert code == 0
     assert "train" in screen and "20/20" in screen and "modes" in screen and "D " in screen
 
     piped = ganlab("train", *TINY, cwd=tmp_path)

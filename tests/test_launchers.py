@@ -3,15 +3,11 @@ then `ganlab report` over the sweep; and how the launching process decides the e
 
 import csv
 import json
-import os
-import pty
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, ganlab, run_dirs
+from conftest import TINY, ganlab, ganlab_on_terminal, run_dirs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -82,24 +78,11 @@ def test_joblib_divergence_sets_the_exit_status_and_parallel_jobs_show_no_bar(tm
     """A diverged job in a worker process still gives exit status 3; on a terminal shared by
     parallel jobs there is no progress bar, and the log lines say which job they come from."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
     args = ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "steps=100",
             "log.every=50", "eval.every=50", "optim.d.lr=1e-4,1e30"]
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", *args], cwd=tmp_path, env=env,
-                            stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=300) == 3
-    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # no colours
+    code, screen = ganlab_on_terminal(*args, cwd=tmp_path, columns=200)
+    assert code == 3
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
     assert "Traceback" not in screen
     assert not re.search(r"\b\d+/100\b", screen), screen  # a bar would show "50/100"
     assert "[0_ring_nsgan_none_s0]" in screen and "[1_ring_nsgan_none_s0] run diverged at step 50" in screen
