@@ -34,8 +34,9 @@ bench: setup
 	$(BIN)/python scripts/bench_loop.py $(ARGS)
 
 # The VEEGAN / PacGAN 2-D tables and every remedy, 5 seeds: docs/results/toy.md (see its wall time).
+# Parts and knobs: make reproduce-toy ARGS="pacgan" (see scripts/reproduce_toy.sh).
 reproduce-toy: setup
-	scripts/reproduce_toy.sh
+	scripts/reproduce_toy.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -57,6 +57,15 @@ def steps_per_second(group: Group) -> float | None:
     return statistics.median(values) if values else None
 
 
+def read_parts(root: Path) -> dict[str, dict]:
+    """The parts reproduce_toy.sh finished: {name: {wall, steps, jobs}}, from PART/.complete."""
+    parts = {}
+    for marker in sorted(root.glob("*/.complete")):
+        wall, steps, jobs = marker.read_text().split()
+        parts[marker.parent.name] = {"wall": float(wall), "steps": int(steps), "jobs": int(jobs)}
+    return parts
+
+
 def mean(group: Group | None, metric: str = "modes_captured") -> float | None:
     return None if group is None else group.stats[metric].mean
 
@@ -73,12 +82,14 @@ def verdict(better: Group | None, worse: Group | None, what: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("path")
-    ap.add_argument("--wall-seconds", type=float, required=True)
-    ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--seeds", required=True)
-    ap.add_argument("--jobs", type=int, required=True)
     ap.add_argument("--out", default="docs/results/toy.md")
     args = ap.parse_args()
+    parts = read_parts(Path(args.path))
+    wall = sum(p["wall"] for p in parts.values())
+    jobs = max((p["jobs"] for p in parts.values()), default=1)
+    steps = ", ".join(f"{name} {p['steps']}" for name, p in parts.items())
+    per_part = ", ".join(f"{name} {p['wall'] / 60:.1f} min" for name, p in parts.items())
 
     report = build_report(args.path, metrics=METRICS)
     rows = {classify(g): g for g in report.groups}
@@ -86,29 +97,29 @@ def main() -> None:
     lines = [
         "# Toy reproduction: VEEGAN and PacGAN Table 1, and every remedy on the ring and the grid",
         "",
-        ("Written by `make reproduce-toy` (`scripts/reproduce_toy.sh`, then `scripts/toy_results.py`) from the runs' "
-        "`summary.json` files; do not edit by hand."),
+        ("Written by `make reproduce-toy` (`scripts/reproduce_toy.sh`, then `scripts/toy_results.py`) from the "
+         "runs' `summary.json` files; do not edit by hand."),
         "",
-        (f"- **Wall time: {args.wall_seconds / 60:.1f} min** for {len(report.runs)} runs on this machine (2 CPU cores, "
-        f"{args.jobs} jobs at a time through the joblib launcher)."),
-        (f"- **{args.steps} training steps per run**, seeds {args.seeds} ({n_seeds} per row), evaluation as in the "
-        "papers: 2,500 fresh samples, modes captured / high-quality % (within 3 std of a mode) / reverse KL of the "
-        "mode histogram; W1 is the exact empirical W1 on 1,000 samples."),
+        (f"- **Wall time: {wall / 60:.1f} min** for {len(report.runs)} runs on this machine (2 CPU cores, {jobs} "
+         f"jobs at a time through the joblib launcher): {per_part}."),
+        (f"- **Training steps per run, by part:** {steps}. Seeds {args.seeds} ({n_seeds} per row). Evaluation as "
+         "in the papers: 2,500 fresh samples, modes captured / high-quality % (within 3 std of a mode) / reverse "
+         "KL of the mode histogram; W1 is the exact empirical W1 on 1,000 samples."),
         ("- Cells are mean ± standard error over the seeds that completed; the `runs` column counts all runs, "
-        "diverged or failed ones included (they are never dropped)."),
+         "diverged or failed ones included (they are never dropped)."),
         "",
         "## What differs from the papers",
         "",
-        (f"- **Training length.** {args.steps} steps per run, because 2 CPU cores allow that many for "
-        f"{len(report.runs)} runs; the papers trained much longer. Our numbers are for short training and say "
-        "nothing about where the papers' runs ended."),
-        ("- **VEEGAN rows** use a setup in which the plain GAN collapses (G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
-        "D 1e-4, beta1 0.5, batch 256: `configs/experiment/veegan_setup.yaml`). VEEGAN does not publish its 2-D "
-        "networks here; the Unrolled-GAN notebook's networks do not collapse at all with a plain GAN (DESIGN.md)."),
+        (f"- **Training length** ({steps} steps per run): what 2 CPU cores allow for {len(report.runs)} runs; the "
+         "papers trained much longer. Our numbers are for short training and say nothing about where the papers' "
+         "runs ended."),
+        ("- **VEEGAN rows** use a setup in which the plain GAN collapses (G and D 3x128 ReLU, latent 2, Adam "
+         "G 1e-3 / D 1e-4, beta1 0.5, batch 256: `configs/experiment/veegan_setup.yaml`). VEEGAN's 2-D networks "
+         "are not given here; the Unrolled-GAN notebook's networks do not collapse with a plain GAN (8/8 ring "
+         "modes at 25k steps, one seed, in the project's design notes; not re-measured for this table)."),
         ("- **PacGAN rows** use PacGAN's networks and optimizer (G 4x400 ReLU + batch norm, D 3x200 maxout with 5 "
-        "pieces, latent 2, Adam 1e-4, beta1 0.8) with 100 packs per minibatch (batch_size = 100 m samples)."),
-        ("- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05 (DESIGN.md §3); PacGAN's geometry "
-        "up to scale."),
+         "pieces, latent 2, Adam 1e-4, beta1 0.8) with 100 packs per minibatch (batch_size = 100 m samples)."),
+        "- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05; PacGAN's geometry up to scale.",
         "",
         "## VEEGAN Table 1 rows (modes / HQ %)",
         "",
@@ -136,7 +147,7 @@ def main() -> None:
 
     lines += ["", "## Every remedy in the VEEGAN-row setup, against the same-setup GAN", "",
               "No published 2-D numbers for most of these; the baseline is the GAN row above (same config). "
-              "Steps/s is the median over the seeds while " + str(args.jobs) + " jobs shared the 2 cores; "
+              "Steps/s is the median over the seeds while " + str(jobs) + " jobs shared the 2 cores; "
               "the ratio is against remedy=none on the same dataset.", "",
               "| remedy | dataset | modes | HQ % | reverse KL | W1 | all modes | runs | steps/s | vs none |",
               "|---|---|---|---|---|---|---|---|---|---|"]
