@@ -10,7 +10,7 @@
 # an interrupted reproduction continues with the parts that are missing.
 #
 # Knobs (environment): SEEDS (default 0,1,2,3,4); STEPS, the steps of the veegan and remedies runs
-# (default 1000) and PACGAN_STEPS, of the pacgan runs (default 3000: PacGAN's lr 1e-4 needs more
+# (default 1000) and PACGAN_STEPS, of the pacgan runs (default 2000: PacGAN's lr 1e-4 needs more
 # steps to place its samples) - what 2 CPU cores allow, see toy.md; JOBS (parallel jobs through the
 # joblib launcher, default 2); OUT (the output directory); DOC (default docs/results/toy.md).
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 SEEDS=${SEEDS:-0,1,2,3,4}
 STEPS=${STEPS:-1000}
-PACGAN_STEPS=${PACGAN_STEPS:-3000}
+PACGAN_STEPS=${PACGAN_STEPS:-2000}
 JOBS=${JOBS:-2}
 OUT=${OUT:-outputs/reproduce_toy/$(date +%Y-%m-%d_%H-%M-%S)}
 DOC=${DOC:-docs/results/toy.md}
