@@ -70,7 +70,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=[*([f"steps={args.steps}"] if args.steps else []), *args.overrides])
     args.steps = cfg.steps
-    if cfg.loss._target_ != "ganlab.losses.NonSaturatingGAN" or cfg.remedy._target_ != "ganlab.remedies.none.NoRemedy":
+    if cfg.loss._target_ != "ganlab.losses.NonSaturatingGAN" or list(cfg.remedy) != ["none"]:
         parser.error("the bare loop is NS-GAN without a remedy; keep loss and remedy at their defaults")
     bare, ours = [], []
     for i in range(args.repeats):
