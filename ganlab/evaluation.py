@@ -11,13 +11,16 @@ from torch import nn
 
 from ganlab.data.toy import GaussianMixture
 from ganlab.losses import Wasserstein
+from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
 
 GRID_RESOLUTION = 120  # D heatmap: points per side
 # What every evaluation reports (the offloaded ones included): the final metrics of every run, so
 # the runs of a sweep share one set of HParams columns.
-METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2")
+METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2",
+               "jacobian_sigma_min")
+JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
 
 
 @dataclass
@@ -38,6 +41,8 @@ def protocol(n: int, w_n: int, loss: Wasserstein | object) -> dict:
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
                        "(exact optimal transport, Euclidean ground metric)",
+        "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz "
+                              "(full Jacobian by forward-mode products; near 0: G squeezes z locally)",
         "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples: "
                       + ("a Wasserstein estimate (Lipschitz critic)" if isinstance(loss, Wasserstein)
                          else f"the D gap of {type(loss).__name__}, not a Wasserstein estimate"),
@@ -52,11 +57,14 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
     was_training = G.training, D.training
     G.eval(), D.eval()
     try:
+        remedy.before_eval(G, D, data, generator)
         z = torch.randn(n, latent_dim, device=data.device, generator=generator)
-        fake = remedy.sample(G, z)
+        fake = remedy.sample(G, D, z, generator)
         real = data.sample(n, generator=generator)
         metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
         metrics.update(mode_coverage(fake, data.centers, data.std))
+        metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
+        metrics.update(remedy.eval_metrics(G, D, data, z, fake))
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
         d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from ganlab.evaluation import METRIC_KEYS, Evaluation, evaluate, protocol
 from ganlab.losses import Loss
 from ganlab.offload import EvalJob, Offloader
 from ganlab.remedies import Remedy
+from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.stack import combine
 from ganlab.tracking import Tracker, write_json_atomic
 
@@ -48,6 +49,18 @@ class Experiment:
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
     latent_dim: int
+    # The remedy's extra networks (an encoder, a second D): name -> module, its optimizer, its side.
+    extras: dict[str, nn.Module] = field(default_factory=dict)
+    extra_opts: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    extra_sides: dict[str, str] = field(default_factory=dict)
+
+    def optimizers(self, side: str) -> list[torch.optim.Optimizer]:
+        """The optimizers stepped in the D phase ("d") or the G phase ("g")."""
+        main = self.d_opt if side == "d" else self.g_opt
+        return [main, *(self.extra_opts[name] for name, s in self.extra_sides.items() if s == side)]
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D, **self.extras}
 
 
 def _instantiate(node: DictConfig, key: str, *args, **kwargs):
@@ -76,14 +89,28 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     remedy.check(loss, cfg.batch_size)
     loss = remedy.adapt_loss(loss)
     latent_dim = cfg.model.latent_dim
-    G = _instantiate(cfg.model.g, "model.g", latent_dim=latent_dim, out_shape=data.shape)
-    D = _instantiate(cfg.model.d, "model.d", in_shape=data.shape)
-    G, D = remedy.build(G, D, lambda in_shape: _instantiate(cfg.model.d, "model.d", in_shape=in_shape))
+    make = NetworkFactory(lambda **kw: _instantiate(cfg.model.g, "model.g", **kw),
+                          lambda **kw: _instantiate(cfg.model.d, "model.d", **kw),
+                          lambda **kw: _make_encoder(cfg, **kw), latent_dim, data.shape)
+    G, D = remedy.build(make.G(), make.D(), make)
     G, D = G.to(device), D.to(device)
     g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
     d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
+    exp = Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
+    for name, (module, side) in remedy.extra_networks().items():
+        exp.extras[name] = module.to(device)
+        exp.extra_sides[name] = side
+        exp.extra_opts[name] = _instantiate(cfg.optim[side], f"optim.{side}", module.parameters())
     remedy.prepare(g_opt, d_opt, cfg.steps)
-    return Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
+    return exp
+
+
+def _make_encoder(cfg: DictConfig, **kwargs) -> nn.Module:
+    node = OmegaConf.select(cfg, "model.encoder")
+    if node is None:
+        raise ConfigError("the chosen remedy adds an encoder, and the model config has no `encoder` entry; "
+                          "add one (see configs/model/mlp.yaml)")
+    return _instantiate(node, "model.encoder", **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +190,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         # Plain ints: reading a DictConfig costs ~18 us, about 3 % of a step at these sizes.
         steps, batch, latent_dim = cfg.steps, cfg.batch_size, exp.latent_dim
         eval_every, log_every, n_critic = cfg.eval.every, cfg.log.every, loss.n_critic
+        # A remedy's extra networks are zeroed and stepped with the side they belong to.
+        d_opts, g_opts = exp.optimizers("d"), exp.optimizers("g")
         try:
             for step in range(1, steps + 1):
                 remedy.begin_step(step)
@@ -173,20 +202,24 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                 for _ in range(n_critic):
                     real = data.sample(batch)
                     z = torch.randn(batch, latent_dim, device=device)
-                    exp.d_opt.zero_grad(set_to_none=True)
+                    for opt in d_opts:
+                        opt.zero_grad(set_to_none=True)
                     d_loss = remedy.d_loss(G, D, loss, real, z)
                     d_loss.backward()
-                    exp.d_opt.step()
+                    for opt in d_opts:
+                        opt.step()
                     loss.after_d_step(D)
                     recent_d.append(d_loss.detach())
                 d_grad = grad_norm(D) if log_now else None  # before the G step adds to D's grads
 
                 # G phase
                 z = torch.randn(batch, latent_dim, device=device)
-                exp.g_opt.zero_grad(set_to_none=True)
+                for opt in g_opts:
+                    opt.zero_grad(set_to_none=True)
                 g_loss = remedy.g_loss(G, D, loss, real, z)
                 g_loss.backward()
-                exp.g_opt.step()
+                for opt in g_opts:
+                    opt.step()
 
                 recent_g.append(g_loss.detach())
                 if not log_now:
@@ -243,8 +276,35 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
 
 
 def save_checkpoint(path: Path, exp: Experiment, step: int) -> None:
-    """G, D and their optimizers, written atomically (temporary file, then rename)."""
+    """Every network (the remedy's extra networks included) and every optimizer, written atomically
+    (temporary file, then rename). Plain state dicts only, so `torch.load(weights_only=True)` reads it."""
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"step": step, "G": exp.G.state_dict(), "D": exp.D.state_dict(),
-                "g_opt": exp.g_opt.state_dict(), "d_opt": exp.d_opt.state_dict()}, tmp)
+                "g_opt": exp.g_opt.state_dict(), "d_opt": exp.d_opt.state_dict(),
+                "extras": {name: module.state_dict() for name, module in exp.extras.items()},
+                "extra_opts": {name: opt.state_dict() for name, opt in exp.extra_opts.items()}}, tmp)
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, exp: Experiment) -> int:
+    """Load a checkpoint written by `save_checkpoint` into a freshly built experiment; return its step."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GanlabError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # truncated or not a torch file: say so in one line
+        raise GanlabError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    missing = sorted(set(exp.extras) ^ set(state.get("extras", {})))
+    if missing:
+        raise GanlabError(f"checkpoint {path} does not match the run's remedy: extra networks {missing} differ")
+    try:
+        exp.G.load_state_dict(state["G"])
+        exp.D.load_state_dict(state["D"])
+        exp.g_opt.load_state_dict(state["g_opt"])
+        exp.d_opt.load_state_dict(state["d_opt"])
+        for name, module in exp.extras.items():
+            module.load_state_dict(state["extras"][name])
+            exp.extra_opts[name].load_state_dict(state["extra_opts"][name])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise GanlabError(f"checkpoint {path} does not match the run's config: {str(exc).splitlines()[0]}") from None
+    return int(state["step"])

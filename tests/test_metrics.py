@@ -61,3 +61,18 @@ def test_wasserstein_matches_brute_force_on_tiny_sets():
     assert empirical_wasserstein(x, x)["wasserstein1"] == pytest.approx(0.0, abs=1e-12)
     best_w2 = min((cost[range(6), list(p)] ** 2).mean() for p in permutations(range(6))) ** 0.5
     assert empirical_wasserstein(x, y)["wasserstein2"] == pytest.approx(best_w2)
+
+
+def test_smallest_singular_value_of_dg_dz_is_exact_for_linear_and_pointwise_generators():
+    from ganlab.metrics.jacobian import jacobian_products, smallest_singular_value
+
+    A = torch.tensor([[3.0, 0.0], [0.0, 0.5], [1.0, 1.0]])  # out 3, latent 2
+    z = torch.randn(7, 2)
+    expected = torch.linalg.svdvals(A).min()
+    assert torch.allclose(smallest_singular_value(lambda z: z @ A.T, z), expected.expand(7), atol=1e-6)
+    # A pointwise map: J = diag(cos z), so sigma_min = min |cos z_j| per point.
+    got = smallest_singular_value(torch.sin, z)
+    assert torch.allclose(got, z.cos().abs().amin(dim=1), atol=1e-6)
+    # Products with per-point directions: J(z_i) v_i.
+    v = torch.randn(3, 7, 2)
+    assert torch.allclose(jacobian_products(torch.sin, z, v), (z.cos() * v).permute(1, 2, 0), atol=1e-6)

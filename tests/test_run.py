@@ -66,7 +66,7 @@ def test_every_loss_trains_end_to_end(tmp_path, loss):
     assert summary["status"] == "completed" and summary["step"] == 10
     metrics = summary["metrics"]
     assert set(metrics) == {"modes_captured", "high_quality_pct", "reverse_kl", "critic_gap",
-                            "wasserstein1", "wasserstein2"}
+                            "wasserstein1", "wasserstein2", "jacobian_sigma_min"}
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["wasserstein1"] > 0 and metrics["wasserstein2"] >= metrics["wasserstein1"]  # W1 <= W2
     lipschitz = loss in ("wgan", "wgan_gp")

@@ -90,3 +90,24 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x)).squeeze(1)
+
+
+class Encoder(nn.Module):
+    """A point of `in_shape` -> `depth` hidden layers -> a vector of `out_dim`: the encoders and
+    reconstructors that remedies add (MRGAN's E: x -> z, VEEGAN's F: x -> z, EBGAN's code)."""
+
+    def __init__(self, in_shape: tuple[int, ...], out_dim: int, depth: int = 3, width: int = 128,
+                 activation: Activation = "relu"):
+        super().__init__()
+        _check(depth, width)
+        self.in_shape, self.out_dim = tuple(in_shape), out_dim
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = math.prod(in_shape)
+        for _ in range(depth):
+            layers += [nn.Linear(fan_in, width), _ACTIVATIONS[activation]()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

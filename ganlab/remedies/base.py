@@ -6,14 +6,23 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
 - `check(loss, batch_size)`: refuse, at start-up, what the remedy cannot work with (ConfigError).
 - `adapt_loss(loss)`: change the objective itself (label smoothing's real target). Every step that
   uses the loss sees the change, unrolled D updates included.
-- `build(G, D, make_D)`: wrap or replace the networks (packing, extra layers, spectral norm).
-  `make_D(in_shape)` builds a fresh D from the model config, for remedies that change D's input.
+- `build(G, D, make)`: wrap or replace the networks (packing, extra layers, spectral norm, k
+  generators). `make` (a `NetworkFactory`) builds fresh networks from the model config: a D for
+  another input shape, more generators, an encoder.
+- `extra_networks()`: networks the remedy trains besides G and D (an encoder, a second D), each
+  with its side, "g" or "d". The run gives each its own optimizer from `optim.<side>`, steps it in
+  that side's phase, moves it to the device and saves it in checkpoints.
 - `prepare(g_opt, d_opt, steps)`: keep what the step hooks need once the optimizers exist (the
   unrolled G step replays D's optimizer; instance noise anneals over the run's length).
 - `begin_step(step)`: called before every training step, for schedules.
 - `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, real, z)`: the objective of one D or G step
   (unrolled G steps, extra terms). `real` in the G step is the last real batch D trained on.
-- `sample(G, z)`: how samples are drawn for evaluation.
+- `before_eval(G, D, data, generator)`: called before each evaluation draws its samples
+  (rejection sampling calibrates D on held-out data here).
+- `sample(G, D, z, generator)`: how n = len(z) samples are drawn for evaluation. A rejection sampler
+  may draw further codes, from `generator` only (the evaluation's own RNG).
+- `eval_metrics(G, D, data, z, fake)`: extra scalars for the evaluation (per-generator coverage,
+  acceptance rate), logged as `metrics/<name>`.
 - `d_map(D, points)`: D's score for each single point, for the heatmap picture.
 
 Remedies combine (`remedy=[pacgan,spectral_norm]`, see `remedies/stack.py`): builds chain in
@@ -26,13 +35,36 @@ that a later vectorised multi-seed loop can call them unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ganlab.losses import Loss
 
-MakeD = Callable[[tuple[int, ...]], nn.Module]
+Side = Literal["g", "d"]
+
+
+class NetworkFactory:
+    """Fresh networks from the model config, for `build`: remedies that add or replace networks
+    build them from the user's model choice, so they scale with it (and images get conv nets)."""
+
+    def __init__(self, make_g: Callable[..., nn.Module], make_d: Callable[..., nn.Module],
+                 make_encoder: Callable[..., nn.Module], latent_dim: int, data_shape: tuple[int, ...]):
+        self._make_g, self._make_d, self._make_encoder = make_g, make_d, make_encoder
+        self.latent_dim, self.data_shape = latent_dim, tuple(data_shape)
+
+    def D(self, in_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """A discriminator (one score per input) for inputs of `in_shape` (default: the data's)."""
+        return self._make_d(in_shape=tuple(in_shape or self.data_shape))
+
+    def G(self, latent_dim: int | None = None, out_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """A generator from `latent_dim` codes to `out_shape` outputs (defaults: the run's)."""
+        return self._make_g(latent_dim=latent_dim or self.latent_dim, out_shape=tuple(out_shape or self.data_shape))
+
+    def encoder(self, out_dim: int, in_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """An encoder from data of `in_shape` (default: the data's) to vectors of `out_dim`."""
+        return self._make_encoder(in_shape=tuple(in_shape or self.data_shape), out_dim=out_dim)
 
 # Hooks of which a combination may use one implementation only: two remedies replacing the G step
 # (unrolled + feature matching) have no defined meaning together.
@@ -54,8 +86,11 @@ class Remedy:
     def adapt_loss(self, loss: Loss) -> Loss:
         return loss
 
-    def build(self, G: nn.Module, D: nn.Module, make_D: MakeD) -> tuple[nn.Module, nn.Module]:
+    def build(self, G: nn.Module, D: nn.Module, make: NetworkFactory) -> tuple[nn.Module, nn.Module]:
         return G, D
+
+    def extra_networks(self) -> dict[str, tuple[nn.Module, Side]]:
+        return {}
 
     def prepare(self, g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, steps: int) -> None:
         pass
@@ -72,8 +107,14 @@ class Remedy:
     def g_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         return loss.g_loss(D(G(z)))
 
-    def sample(self, G: nn.Module, z: Tensor) -> Tensor:
+    def before_eval(self, G: nn.Module, D: nn.Module, data, generator: torch.Generator) -> None:
+        pass
+
+    def sample(self, G: nn.Module, D: nn.Module, z: Tensor, generator: torch.Generator) -> Tensor:
         return G(z)
+
+    def eval_metrics(self, G: nn.Module, D: nn.Module, data, z: Tensor, fake: Tensor) -> dict[str, float]:
+        return {}
 
     def d_map(self, D: nn.Module, points: Tensor) -> Tensor:
         return D(points)

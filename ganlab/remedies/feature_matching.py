@@ -8,7 +8,7 @@ from ganlab.remedies.base import Remedy, require_feature_split
 
 
 class FeatureMatching(Remedy):
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         require_feature_split(D, "feature_matching")
         return G, D
 

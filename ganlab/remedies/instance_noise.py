@@ -35,7 +35,7 @@ class InstanceNoise(Remedy):
         self.std, self.anneal_steps = std, anneal_steps
         self.D: NoisyInput | None = None
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         self.D = NoisyInput(D)
         return G, self.D
 

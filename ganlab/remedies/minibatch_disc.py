@@ -72,7 +72,7 @@ class MinibatchDisc(Remedy):
     def check(self, loss, batch_size):
         self.batch_size = batch_size
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         # The closeness sum grows with the batch: by default evaluation uses D's training batch size
         # (in packs for a packed D), so its scores are on the scale D was trained at.
         chunk = self.eval_chunk or max(1, self.batch_size // getattr(D, "samples_per_score", 1))

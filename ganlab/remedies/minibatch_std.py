@@ -42,7 +42,7 @@ class MinibatchStd(Remedy):
             raise ConfigError(f"group_size must be >= 2, got {group_size}")
         self.group_size = group_size
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         replace_head(D, lambda width: nn.Sequential(MinibatchStdDev(self.group_size), nn.Linear(width + 1, 1)),
                      "minibatch_std")
         return G, D

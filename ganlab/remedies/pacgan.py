@@ -41,9 +41,9 @@ class PacGAN(Remedy):
             raise ConfigError(f"remedy.pacgan.m={self.m} must divide batch_size={batch_size} "
                               f"(D sees batch_size/m packs); e.g. batch_size={batch_size - batch_size % self.m}")
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         shape = _in_shape(D)
-        return G, PackedDiscriminator(make_D((shape[0] * self.m, *shape[1:])), self.m)
+        return G, PackedDiscriminator(make.D((shape[0] * self.m, *shape[1:])), self.m)
 
     def d_map(self, D, points):
         # D's score of a pack of m copies of the point: what D says to a perfectly collapsed G there.

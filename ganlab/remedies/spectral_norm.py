@@ -22,7 +22,7 @@ class SpectralNorm(Remedy):
             raise ConfigError(f"power_iterations must be >= 1, got {power_iterations}")
         self.power_iterations = power_iterations
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         for module in list(D.modules()):
             if isinstance(module, _LAYERS):
                 spectral_norm(module, n_power_iterations=self.power_iterations)

@@ -1,9 +1,10 @@
 """Several remedies as one: `remedy=[pacgan,spectral_norm]`.
 
 Each selected remedy config lands under its own key (`remedy.pacgan`, `remedy.spectral_norm`), so
-`cfg.remedy` maps names to remedy objects. A stack chains the hooks every remedy may add to
-(check, adapt_loss, build, prepare, begin_step) and delegates each step hook to the one remedy that
-replaces it; two remedies replacing the same step hook are refused at start-up.
+`cfg.remedy` maps names to remedy objects. A stack chains the hooks every remedy may add to (check,
+adapt_loss, build, extra_networks, prepare, begin_step, before_eval, eval_metrics) and delegates
+each step hook to the one remedy that replaces it; two remedies replacing the same step hook are
+refused at start-up.
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ class RemedyStack(Remedy):
             loss = remedy.adapt_loss(loss)
         return loss
 
-    def build(self, G, D, make_D):
+    def build(self, G, D, make):
         for remedy in sorted(self.remedies.values(), key=lambda r: r.build_order):
-            G, D = remedy.build(G, D, make_D)
+            G, D = remedy.build(G, D, make)
         return G, D
+
+    def extra_networks(self):
+        # Prefixed by the remedy's name: two remedies may both call their network "encoder".
+        return {f"{name}.{key}": value for name, remedy in self.remedies.items()
+                for key, value in remedy.extra_networks().items()}
 
     def prepare(self, g_opt, d_opt, steps):
         for remedy in self.remedies.values():
@@ -55,6 +61,14 @@ class RemedyStack(Remedy):
     def begin_step(self, step):
         for remedy in self.remedies.values():
             remedy.begin_step(step)
+
+    def before_eval(self, G, D, data, generator):
+        for remedy in self.remedies.values():
+            remedy.before_eval(G, D, data, generator)
+
+    def eval_metrics(self, G, D, data, z, fake):
+        return {key: value for remedy in self.remedies.values()
+                for key, value in remedy.eval_metrics(G, D, data, z, fake).items()}
 
 
 def combine(remedies: dict[str, Remedy]) -> Remedy:
