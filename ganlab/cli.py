@@ -28,6 +28,7 @@ log = logging.getLogger("ganlab")
 
 COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
+    "eval": "evaluate a finished run again from its checkpoint: ganlab eval RUN_DIR [--samples N]",
     "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
 }
 
@@ -230,6 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         train(rest)
+    elif command == "eval":
+        from ganlab.reevaluate import main as reevaluate
+
+        reevaluate(rest)
     elif command == "report":
         # Imported here: matplotlib and rich load only for a report.
         from ganlab.report import main as report

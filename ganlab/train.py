@@ -119,6 +119,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
+def eval_seed(seed: int, step: int) -> int:
+    """The seed of the evaluation RNG at `step`: an evaluation of a step always draws the same samples."""
+    return seed * 1_000_003 + step
+
+
 def grad_norm(module: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -237,7 +242,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                 info = f"D {d_mean:.3f}  G {g_mean:.3f}"
 
                 if eval_now:
-                    eval_rng.manual_seed(cfg.seed * 1_000_003 + step)
+                    eval_rng.manual_seed(eval_seed(cfg.seed, step))
                     last = evaluate(G, D, remedy, data, latent_dim, cfg.eval.samples, eval_rng, limits)
                     m = last.metrics
                     history_steps.append(step)

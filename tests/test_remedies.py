@@ -12,7 +12,9 @@ from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
 from ganlab.train import build, run, seed_everything
 
 REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
-            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise"]
+            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise", "madgan", "ortho_jacobian"]
+# Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations).
+NO_WGAN = ("label_smoothing", "madgan")
 
 
 def snapshot(module):
@@ -30,9 +32,8 @@ def built(*overrides):
     return exp
 
 
-# label_smoothing with wgan_gp is refused (test_refused_combinations).
 @pytest.mark.parametrize("remedy, loss", [(r, loss) for r in REMEDIES for loss in ("nsgan", "wgan_gp")
-                                          if (r, loss) != ("label_smoothing", "wgan_gp")])
+                                          if not (r in NO_WGAN and loss == "wgan_gp")])
 def test_shapes_and_one_d_step_and_one_g_step(remedy, loss):
     exp = built(f"remedy={remedy}", f"loss={loss}", "batch_size=16")
     G, D = exp.G, exp.D
@@ -264,6 +265,12 @@ def test_feature_matching_g_loss_is_zero_only_when_feature_means_match():
     (["remedy=pacgan", "remedy.pacgan.m=3", "batch_size=256"], "remedy.pacgan.m=3 must divide batch_size=256"),
     (["remedy=unrolled", "loss=wgan"], "weight clipping"),
     (["remedy=unrolled", "optim.d._target_=torch.optim.Adagrad", "~optim.d.betas"], "Adagrad is not supported"),
+    (["remedy=madgan", "loss=wgan_gp"], "madgan replaces the objective"),
+    (["remedy=[madgan,unrolled]"], "madgan and unrolled both replace the G step"),
+    (["remedy=[pacgan,madgan]"], "it cannot be packed"),
+    (["remedy=[madgan,minibatch_std]"], "both replace D's last layer"),
+    (["remedy=madgan", "remedy.madgan.k=1"], "must be >= 2 generators"),
+    (["remedy=ortho_jacobian", "remedy.ortho_jacobian.scale=0"], "scale > 0"),
 ])
 def test_refused_combinations(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -374,3 +381,126 @@ def test_optional_keys_are_type_checked():
         from ganlab.config import validate
 
         validate(make_cfg("remedy=instance_noise", "remedy.instance_noise.anneal_steps=abc"))
+
+
+def test_madgan_d_has_k_plus_1_outputs_and_samples_come_from_every_generator():
+    from ganlab.remedies.madgan import MultiGenerator, class_logits
+
+    exp = built("remedy=madgan", "remedy.madgan.k=3", "batch_size=12")
+    G, D = exp.G, exp.D
+    assert isinstance(G, MultiGenerator) and G.k == 3
+    x = exp.data.sample(12)
+    assert class_logits(D, x).shape == (12, 4)
+    # D called as a plain D: the logit of "real" against all generators together.
+    logits = class_logits(D, x)
+    assert torch.allclose(D(x), logits[:, 3] - torch.logsumexp(logits[:, :3], dim=1))
+    # Equal shares, chunk i made by generator i, the generators distinct.
+    G.eval()
+    z = torch.randn(10, exp.latent_dim)
+    assert G.sizes(10) == [4, 3, 3] and G.source(10).tolist() == [0] * 4 + [1] * 3 + [2] * 3
+    out = G(z)
+    for i, (start, stop) in enumerate([(0, 4), (4, 7), (7, 10)]):
+        assert torch.allclose(out[start:stop], G.generators[i](z[start:stop]))
+    each = G.each(z)
+    assert not torch.allclose(each[0], each[1])
+    # D's step is the cross-entropy to the source: a D that is sure of every source has ~0 loss.
+    fake_source = torch.cat([G.source(12), torch.full((12,), 3)])
+    sure = F.one_hot(fake_source, 4).float() * 50
+    assert F.cross_entropy(sure, fake_source) < 1e-6
+
+
+def test_madgan_shared_weights_share_all_but_the_first_layer():
+    exp = built("remedy=madgan", "remedy.madgan.share_weights=true", "batch_size=16")
+    G = exp.G
+    assert G.trunk is not None and len(G.generators) == 4
+    assert all(isinstance(g, nn.Linear) for g in G.generators)  # each its own first layer
+    unshared = built("remedy=madgan", "batch_size=16").G
+    n_params = sum(p.numel() for p in G.parameters())
+    assert n_params < sum(p.numel() for p in unshared.parameters()) / 2
+    g = exp.remedy.g_loss(G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2))
+    g.backward()
+    assert all(p.grad is not None for p in G.parameters())
+
+
+def test_madgan_generator_losses_are_separate_and_the_diversity_term_pushes_generators_apart():
+    exp = built("remedy=madgan", "remedy.madgan.k=2", "batch_size=8")
+    G, D = exp.G, exp.D
+    z = torch.randn(8, 2)
+    loss = exp.remedy.g_loss(G, D, exp.loss, None, z)
+    (grad_first,) = torch.autograd.grad(loss, G.generators[0].net[0].weight, retain_graph=True)
+    # Generator 0's gradient comes from its own samples (the first chunk) only.
+    from ganlab.remedies.madgan import class_logits
+
+    own = -F.log_softmax(class_logits(D, G.generators[0](z[:4])), dim=1)[:, 2].sum() / 8
+    (expected,) = torch.autograd.grad(own, G.generators[0].net[0].weight)
+    assert torch.allclose(grad_first, expected, atol=1e-6)
+    # The diversity term is the mean cosine similarity of the generators' samples of one code.
+    remedy = exp.remedy
+    a, b = G.each(z)
+    assert torch.allclose(remedy.similarity(G, z), F.cosine_similarity(a, b, dim=1).mean())
+
+
+def test_madgan_logs_the_modes_each_generator_captures_and_owns():
+    from ganlab.data.toy import ring
+
+    exp = built("remedy=madgan", "remedy.madgan.k=2", "batch_size=8")
+    data = ring(device="cpu")
+
+    class Fixed(nn.Module):  # generator i puts every sample on mode i (or, for i=1, modes 1 and 2)
+        def __init__(self, points):
+            super().__init__()
+            self.points = points
+
+        def forward(self, z):
+            return self.points[torch.arange(len(z)) % len(self.points)]
+
+    from ganlab.remedies.madgan import MultiGenerator
+
+    G = MultiGenerator([Fixed(data.centers[[0]]), Fixed(data.centers[[1, 2]])])
+    metrics = exp.remedy.eval_metrics(G, exp.D, data, torch.zeros(8, 2), None)
+    assert metrics == {"madgan_g0_modes": 1, "madgan_g0_owned": 1, "madgan_g1_modes": 2, "madgan_g1_owned": 2}
+
+
+def test_ortho_jacobian_penalty_is_zero_for_a_linear_g_with_orthonormal_columns():
+    from ganlab.remedies.ortho_jacobian import OrthoJacobian
+
+    q, _ = torch.linalg.qr(torch.randn(5, 3, dtype=torch.float64))  # out 5, latent 3, orthonormal columns
+    z = torch.randn(16, 3, dtype=torch.float64)
+    remedy = OrthoJacobian(directions=3, learn_scale=False)
+    remedy.scale.double()
+    assert remedy.penalty(lambda z: z @ q.T, z) < 1e-12
+    # Up to the scale: 2q is orthonormal up to c = 4, learned or given.
+    assert remedy.penalty(lambda z: 2 * z @ q.T, z) > 1.0
+    scaled = OrthoJacobian(directions=3, learn_scale=False, scale=4.0)
+    scaled.scale.double()
+    assert scaled.penalty(lambda z: 2 * z @ q.T, z) < 1e-12
+    # With fewer directions than latent dims it is a random slice: still 0 for orthonormal J.
+    assert OrthoJacobian(directions=2, learn_scale=False).penalty(lambda z: z @ q.T.float(), z.float()) < 1e-10
+    # A collapsing G (rank-1 J) is penalised.
+    collapse = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    assert remedy.penalty(lambda z: z @ collapse.T, z) >= 2.0 - 1e-9  # two unit diagonal entries missing
+
+
+def test_ortho_jacobian_trains_its_scale_with_g_and_checkpoints_it(tmp_path):
+    from ganlab.train import load_checkpoint
+
+    exp = built("remedy=ortho_jacobian", "batch_size=16")
+    assert list(exp.extras) == ["scale"] and exp.extra_sides == {"scale": "g"}
+    assert len(exp.optimizers("g")) == 2 and len(exp.optimizers("d")) == 1
+    before = float(exp.remedy.scale())
+    for opt in exp.optimizers("g"):
+        opt.zero_grad()
+    exp.remedy.g_loss(exp.G, exp.D, exp.loss, None, torch.randn(16, 2)).backward()
+    for opt in exp.optimizers("g"):
+        opt.step()
+    assert float(exp.remedy.scale()) != before
+    fixed = built("remedy=ortho_jacobian", "remedy.ortho_jacobian.learn_scale=false")
+    assert fixed.extras == {}
+
+    summary = run(make_cfg(*TINY, "remedy=ortho_jacobian"), tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert set(state["extras"]) == {"scale"} and set(state["extra_opts"]) == {"scale"}
+    fresh = built("remedy=ortho_jacobian", *TINY)
+    load_checkpoint(tmp_path / "checkpoint.pt", fresh)
+    assert float(fresh.remedy.scale()) == pytest.approx(summary["metrics"]["ortho_scale"])
+    assert float(fresh.remedy.scale()) != 1.0

@@ -1,5 +1,7 @@
 """run(cfg) in-process: determinism, and what the loop guarantees."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,26 @@ def test_a_start_up_failure_leaves_a_failed_summary(tmp_path):
         run(make_cfg(*TINY, "dataset.std=-1"), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "std must be > 0" in summary["error"]
+
+
+def test_eval_reloads_every_network_and_reproduces_the_final_metrics(tmp_path):
+    """`ganlab eval` rebuilds the run from summary.json, loads the checkpoint (the remedy's extra
+    network too: ortho_jacobian's learned scale) and draws the final evaluation's samples again."""
+    from conftest import ganlab
+
+    summary = run(make_cfg(*TINY, "remedy=ortho_jacobian"), tmp_path / "run")
+    result = ganlab("eval", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert record["step"] == 20 and record["mode_counts"] == summary["mode_counts"]
+    assert record["metrics"].keys() == summary["metrics"].keys()
+    for key, value in summary["metrics"].items():
+        assert record["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert "ortho_scale" in result.stdout and "eval.json" in result.stdout
+
+    more = ganlab("eval", str(tmp_path / "run"), "--samples", "300", cwd=tmp_path)
+    assert more.returncode == 0 and json.loads((tmp_path / "run" / "eval.json").read_text())["protocol"]["samples"] == 300
+
+    missing = ganlab("eval", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [f"ganlab: error: no run directory at {tmp_path / 'nowhere'}"]
