@@ -29,6 +29,7 @@ class Evaluation:
     fake: np.ndarray       # the generated samples the metrics were computed on
     real: np.ndarray       # the data samples they were compared with
     d_grid: np.ndarray     # D's output on a GRID_RESOLUTION^2 grid over `limits`
+    source: np.ndarray | None = None  # which generator made each sample (several generators), else None
 
 
 def protocol(n: int, w_n: int, loss: Wasserstein | object) -> dict:
@@ -65,10 +66,11 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         metrics.update(mode_coverage(fake, data.centers, data.std))
         metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
         metrics.update(remedy.eval_metrics(G, D, data, z, fake))
+        source = remedy.sample_sources(G, z)
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
         d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
     finally:
         G.train(was_training[0]), D.train(was_training[1])
     return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
-                      d_grid.float().cpu().numpy())
+                      d_grid.float().cpu().numpy(), None if source is None else source.cpu().numpy())

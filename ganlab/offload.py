@@ -35,6 +35,7 @@ class EvalJob:
     history_steps: list[int]    # mode histogram so far, for the over-time picture
     history_counts: list[list[int]]
     w_samples: int
+    source: np.ndarray | None = None  # which generator made each sample, for a picture by generator
 
 
 @dataclass
@@ -60,6 +61,9 @@ def complete(job: EvalJob) -> EvalResult:
         "mode_histogram": pictures.mode_history_picture(job.history_steps, job.history_counts,
                                                         "mode histogram over training"),
     }
+    if job.source is not None:
+        images["samples_by_generator"] = pictures.sources_picture(job.fake, job.source, job.centers, job.limits,
+                                                                  f"samples by generator, step {job.step}")
     return EvalResult(job.step, scalars, images)
 
 

@@ -36,6 +36,20 @@ def samples_picture(fake: np.ndarray, real: np.ndarray, centers: np.ndarray, lim
     return _to_png(fig)
 
 
+def sources_picture(fake: np.ndarray, source: np.ndarray, centers: np.ndarray, limits, title: str) -> bytes:
+    """Generated samples coloured by the generator that made them (MAD-GAN): which modes each owns."""
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=_DPI)
+    colors = plt.get_cmap("tab10")
+    for i in np.unique(source):
+        mine = fake[source == i]
+        ax.scatter(mine[:, 0], mine[:, 1], s=2, color=colors(int(i) % 10), alpha=0.6, linewidths=0, label=f"G{i}")
+    ax.scatter(centers[:, 0], centers[:, 1], marker="x", s=20, c="black", linewidths=0.8)
+    ax.set(xlim=limits, ylim=limits, aspect="equal", title=title)
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    return _to_png(fig)
+
+
 def discriminator_picture(values: np.ndarray, fake: np.ndarray, centers: np.ndarray, limits,
                           title: str) -> bytes:
     """D's output over the plane (`values[i, j]` at y_i, x_j) as a heatmap, with the generated samples."""

@@ -250,7 +250,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                     tracker.scalars(step, {f"metrics/{k}": v for k, v in m.items() if k != "mode_counts"})
                     offloader.submit(EvalJob(step, last.fake, last.real, last.d_grid, centers, limits,
                                              {k: v for k, v in m.items() if k != "mode_counts"},
-                                             list(history_steps), list(history_counts), cfg.eval.w_samples))
+                                             list(history_steps), list(history_counts), cfg.eval.w_samples,
+                                             last.source))
                     info += f"  modes {m['modes_captured']}/{data.n_modes}  HQ {m['high_quality_pct']:.0f}%"
                 tracker.advance(step, info)
             write_offloaded(offloader.drain())

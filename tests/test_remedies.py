@@ -504,3 +504,15 @@ def test_ortho_jacobian_trains_its_scale_with_g_and_checkpoints_it(tmp_path):
     load_checkpoint(tmp_path / "checkpoint.pt", fresh)
     assert float(fresh.remedy.scale()) == pytest.approx(summary["metrics"]["ortho_scale"])
     assert float(fresh.remedy.scale()) != 1.0
+
+
+def test_a_tiny_madgan_run_logs_per_generator_coverage_and_a_picture_by_generator(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = run(make_cfg(*TINY, "remedy=madgan"), tmp_path)
+    assert summary["status"] == "completed"
+    owned = [summary["metrics"][f"madgan_g{i}_owned"] for i in range(4)]
+    assert sum(owned) == summary["metrics"]["modes_captured"]  # every captured mode has one owner
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert "samples_by_generator" in events.Tags()["images"]
+    assert "metrics/madgan_g3_modes" in events.Tags()["scalars"]

@@ -23,6 +23,8 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
   may draw further codes, from `generator` only (the evaluation's own RNG).
 - `eval_metrics(G, D, data, z, fake)`: extra scalars for the evaluation (per-generator coverage,
   acceptance rate), logged as `metrics/<name>`.
+- `sample_sources(G, z)`: which of several generators made each sample of G(z), or None; when given,
+  the evaluation adds a picture of the samples coloured by generator (MAD-GAN).
 - `d_map(D, points)`: D's score for each single point, for the heatmap picture.
 
 Remedies combine (`remedy=[pacgan,spectral_norm]`, see `remedies/stack.py`): builds chain in
@@ -68,7 +70,7 @@ class NetworkFactory:
 
 # Hooks of which a combination may use one implementation only: two remedies replacing the G step
 # (unrolled + feature matching) have no defined meaning together.
-EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sample", "d_map")
+EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sample", "d_map", "sample_sources")
 
 
 class Remedy:
@@ -115,6 +117,9 @@ class Remedy:
 
     def eval_metrics(self, G: nn.Module, D: nn.Module, data, z: Tensor, fake: Tensor) -> dict[str, float]:
         return {}
+
+    def sample_sources(self, G: nn.Module, z: Tensor) -> Tensor | None:
+        return None
 
     def d_map(self, D: nn.Module, points: Tensor) -> Tensor:
         return D(points)

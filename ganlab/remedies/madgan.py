@@ -16,7 +16,6 @@ easy to tell apart, and the generators are pushed to different modes.
 from __future__ import annotations
 
 import itertools
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,6 @@ from ganlab.errors import ConfigError
 from ganlab.losses import MinimaxGAN
 from ganlab.metrics.modes import HQ_THRESHOLD
 from ganlab.remedies.base import InputTransform, Remedy, replace_head
-
-log = logging.getLogger(__name__)
 
 
 class MultiGenerator(nn.Module):
@@ -147,12 +144,15 @@ class MADGAN(Remedy):
         pairs = [F.cosine_similarity(a, b, dim=1).mean() for a, b in itertools.combinations(outputs, 2)]
         return torch.stack(pairs).mean()
 
+    def sample_sources(self, G, z):
+        return G.source(len(z), z.device)
+
     def eval_metrics(self, G, D, data, z, fake):
         """Per generator: the modes it captures, and the modes it owns (has the most high-quality
         samples of). Toy data only: it needs the mixture's centres."""
         if not hasattr(data, "centers"):
             return {}
-        samples, source = G(z), G.source(len(z), z.device)
+        samples, source = G(z), self.sample_sources(G, z)
         dist = torch.cdist(samples.flatten(1).float(), data.centers.float()) / data.std
         nearest_dist, nearest = dist.min(dim=1)
         hq = nearest_dist <= HQ_THRESHOLD
@@ -163,5 +163,4 @@ class MADGAN(Remedy):
         for i in range(self.k):
             metrics[f"madgan_g{i}_modes"] = int((counts[i] > 0).sum())
             metrics[f"madgan_g{i}_owned"] = int((owner == i).sum())
-        log.debug("madgan mode owners (mode: generator, -1 none): %s", owner.tolist())
         return metrics

@@ -54,9 +54,7 @@ class MRGAN(Remedy):
     def __new__(cls, lambda1: float = 0.2, lambda2: float = 0.4, manifold_diffusion: bool = False):
         # manifold_diffusion=true is its own class: it replaces the D step, the regularized GAN
         # does not (so that it combines with remedies that do).
-        if cls is MRGAN and manifold_diffusion:
-            cls = ManifoldDiffusionGAN
-        return super().__new__(cls)
+        return super().__new__(ManifoldDiffusionGAN if cls is MRGAN and manifold_diffusion else cls)
 
     def __init__(self, lambda1: float = 0.2, lambda2: float = 0.4, manifold_diffusion: bool = False):
         for key, value in (("lambda1", lambda1), ("lambda2", lambda2)):

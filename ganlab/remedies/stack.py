@@ -13,7 +13,7 @@ from ganlab.errors import ConfigError
 from ganlab.remedies.base import EXCLUSIVE_HOOKS, Remedy
 
 _HOOK_MEANING = {"d_loss": "the D step", "g_loss": "the G step", "sample": "how samples are drawn",
-                 "d_map": "how D scores single points"}
+                 "d_map": "how D scores single points", "sample_sources": "which generator made a sample"}
 
 
 class RemedyStack(Remedy):
