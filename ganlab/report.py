@@ -29,7 +29,8 @@ from ganlab.errors import ConfigError, GanlabError
 
 # The metrics a run writes into summary.json (ganlab/metrics); any other metric found in the
 # summaries is accepted too, so a new metric needs no change here.
-METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2")
+METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2",
+           "jacobian_sigma_min")
 DEFAULT_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "wasserstein1")
 
 SEED_KEY = "seed"  # the replicate axis: statistics are taken over it

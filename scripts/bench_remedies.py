@@ -19,7 +19,8 @@ from ganlab.config import CONFIG_DIR, CONFIG_NAME
 from ganlab.train import run
 
 REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
-            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise"]
+            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise",
+            "madgan", "mrgan", "veegan", "ortho_jacobian", "drs", "ebgan"]
 
 
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:

@@ -3,7 +3,7 @@
 # remedy of ganlab in the VEEGAN-row setup against the same-setup GAN, over 5 seeds each; then
 # `ganlab report` over all of it, and docs/results/toy.md (ours next to the papers', with wall time).
 #
-#   scripts/reproduce_toy.sh [veegan] [pacgan] [remedies]     # the parts to run; default: all three
+#   scripts/reproduce_toy.sh [veegan] [pacgan] [remedies] [remedies2]   # the parts to run; default: all
 #
 # Each part is one multirun into $OUT/PART. A finished part leaves $OUT/PART/.complete (its wall
 # time in seconds and step count) and is skipped when the script runs again with the same OUT, so
@@ -24,7 +24,7 @@ OUT=${OUT:-outputs/reproduce_toy/$(date +%Y-%m-%d_%H-%M-%S)}
 DOC=${DOC:-docs/results/toy.md}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(veegan pacgan remedies)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(veegan pacgan remedies remedies2)
 
 part() {  # part NAME STEPS OVERRIDES...: one multirun into $OUT/NAME, skipped when already complete
   local name=$1 steps=$2; shift 2
@@ -46,7 +46,11 @@ for name in "${PARTS[@]}"; do
     # The same setup as the VEEGAN GAN rows, which are its remedy=none baseline (same config, one group).
     remedies) part remedies "$STEPS" experiment=veegan_setup dataset=ring,grid \
         remedy=unrolled_surrogate,pacgan,minibatch_disc,minibatch_std,feature_matching,label_smoothing,spectral_norm,instance_noise ;;
-    *) echo "unknown part '$name': choose from veegan, pacgan, remedies" >&2; exit 2 ;;
+    # The remedies that add networks or change sampling (MAD-GAN, MRGAN, VEEGAN, ...), same setup, and
+    # the baseline again (the metrics added since, and a check that its training did not change).
+    remedies2) part remedies2 "$STEPS" experiment=veegan_setup dataset=ring,grid \
+        remedy=none,madgan,mrgan,veegan,ortho_jacobian,drs,ebgan ;;
+    *) echo "unknown part '$name': choose from veegan, pacgan, remedies, remedies2" >&2; exit 2 ;;
   esac
 done
 
