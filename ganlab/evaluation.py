@@ -55,8 +55,11 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
              n: int, generator: torch.Generator, limits: tuple[float, float]) -> Evaluation:
     """Metrics on n fresh samples. `generator` is the evaluation's own RNG, so evaluating more or
     less often never changes the training trajectory."""
-    was_training = G.training, D.training
-    G.eval(), D.eval()
+    # Every network in evaluation mode (batch norm on running statistics), the remedy's extra ones too.
+    networks = [G, D, *(module for module, _ in remedy.extra_networks().values())]
+    was_training = [net.training for net in networks]
+    for net in networks:
+        net.eval()
     try:
         remedy.before_eval(G, D, data, generator)
         z = torch.randn(n, latent_dim, device=data.device, generator=generator)
@@ -71,6 +74,7 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
         d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
     finally:
-        G.train(was_training[0]), D.train(was_training[1])
+        for net, mode in zip(networks, was_training):
+            net.train(mode)
     return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
                       d_grid.float().cpu().numpy(), None if source is None else source.cpu().numpy())

@@ -29,8 +29,9 @@ def test_train_help_lists_groups_and_options(tmp_path):
     assert out.returncode == 0
     assert "loss: dragan, gan, hinge, lsgan, nsgan, wgan, wgan_gp" in out.stdout
     for line in ("dataset: grid, ring", "model: mlp, pacgan_mlp", "optim: adam, rmsprop",
-                 "remedy: feature_matching, instance_noise, label_smoothing, minibatch_disc, minibatch_std, none, "
-                 "pacgan, spectral_norm, unrolled, unrolled_surrogate", "experiment: pacgan_grid_gan,",
+                 "remedy: drs, ebgan, feature_matching, instance_noise, label_smoothing, madgan, minibatch_disc, "
+                 "minibatch_std, mrgan, none, ortho_jacobian, pacgan, spectral_norm, unrolled, unrolled_surrogate, "
+                 "veegan", "experiment: pacgan_grid_gan,",
                  "remedies combine: remedy=[pacgan,spectral_norm]"):
         assert line in out.stdout
 

@@ -19,6 +19,16 @@ EXTRAS = {"veegan": {"reconstructor": "g"}, "mrgan": {"encoder": "g"},
           "mdgan": {"encoder": "g", "manifold_d": "d"}}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, as runs use (cpu_threads=1): these networks are tiny, and extra threads
+    only contend with whatever else the machine runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def built(*overrides):
     seed_everything(0)
     exp = build(make_cfg(*overrides), torch.device("cpu"))
@@ -124,11 +134,11 @@ def test_veegan_reconstructor_gradient_is_the_reconstruction_terms_alone():
 def test_veegan_latent_reconstruction_error_goes_down_on_a_fixed_batch():
     exp = built("remedy=veegan", "batch_size=64")
     real, z = exp.data.sample(64), torch.randn(64, 2)
-    error = lambda: exp.remedy.reconstruction(exp.G, z).mean().item()  # noqa: E731
+    error = lambda: exp.remedy.reconstruction(exp.G, z).mean().item()
     start = error()
     for _ in range(60):
         step(exp, "g", real, z)
-    assert error() < 0.5 * start, (start, error())
+    assert error() < 0.1 * start, (start, error())
     metrics = exp.remedy.eval_metrics(exp.G, exp.D, exp.data, z, exp.G(z))
     assert metrics["veegan_latent_recon"] == pytest.approx(error())
 
@@ -179,11 +189,11 @@ def test_mdgan_sums_the_manifold_and_the_diffusion_discriminators_losses():
 def test_mrgan_reconstruction_goes_down_on_a_fixed_batch(variant):
     exp = built(*VARIANTS[variant], "batch_size=64")
     real = exp.data.sample(64)
-    error = lambda: (real - exp.G(exp.extras["encoder"](real))).pow(2).sum(1).mean().item()  # noqa: E731
+    error = lambda: (real - exp.G(exp.extras["encoder"](real))).pow(2).sum(1).mean().item()
     start = error()
     for _ in range(60):  # the full G-side objective, G and E stepped together
         step(exp, "g", real, torch.randn(64, 2))
-    assert error() < 0.5 * start, (start, error())
+    assert error() < 0.1 * start, (start, error())
 
 
 def test_mrgan_eval_metric_is_the_reconstruction_of_fresh_data_and_reproducible():

@@ -87,6 +87,7 @@ class MRGAN(Remedy):
         self._eval_rng = torch.Generator(device=generator.device)
         self._eval_rng.manual_seed((generator.initial_seed() * 6364136223846793005 + 1442695040888963407) % 2**63)
 
+    @torch.no_grad()
     def eval_metrics(self, G, D, data, z, fake):
         rng = self._eval_rng if self._eval_rng is not None else torch.Generator(device=z.device).manual_seed(0)
         real = data.sample(len(z), generator=rng)

@@ -114,6 +114,7 @@ class VEEGAN(Remedy):
         """||z - F(G(z))||^2 per code."""
         return latent_error(z, self.F(G(z)))
 
+    @torch.no_grad()
     def eval_metrics(self, G, D, data, z, fake):
         # G(z) again rather than `fake`: a sampler combined with veegan may not draw fake from z.
         return {"veegan_latent_recon": float(self.reconstruction(G, z).mean())}
