@@ -12,14 +12,19 @@ Training is unchanged. When an evaluation draws its samples, G's samples are fil
        F(x) = D*(x) - D*_M - log(1 - exp(D*(x) - D*_M - eps)) - gamma,   eps = 1e-6,
    where D*_M is raised whenever a candidate's logit exceeds it (in candidate order). With gamma = 0
    this is exact rejection sampling against the calibrated density ratio: sigmoid(F) = exp(D* - D*_M).
-   gamma > 0 keeps fewer, better-scored samples; `gamma_percentile` sets gamma per candidate batch
-   to that percentile of F (public reimplementations use the 95th; the 80th for CelebA).
+   gamma > 0 keeps fewer, better-scored samples. By default gamma is set per candidate batch to the
+   `gamma_percentile` (95) of F, as public reimplementations do (the 95th; the 80th for CelebA); with
+   gamma_percentile null the fixed `gamma` applies. The fixed gamma = 0 fails where the calibrated D
+   separates real from fake (the logits and D*_M grow large, almost nothing is accepted), which the
+   percentile does not: on the grid after 5000 NS-GAN steps, gamma = 0 accepted 32 of 250,000
+   candidates, the 95th percentile 9.5 %.
 
 Candidates come in batches until len(z) are accepted: the evaluation's own codes first, then codes
 drawn from the evaluation's generator only (the global RNG is never touched). At most
-`max_candidates` = `candidates_per_sample` * n are scored; if fewer than n were accepted by then, the
-rest is filled with the rejected candidates of highest acceptance probability (a warning is logged)
-so that an evaluation always gets its n samples. `drs_acceptance` = accepted / candidates scored.
+`candidates_per_sample` * n are scored; if fewer than n were accepted by then, the rest is filled
+with the rejected candidates of highest acceptance probability (a warning is logged), so that an
+evaluation always gets its n samples (those may crowd where D* is highest).
+`drs_acceptance` = accepted / candidates scored.
 
 DRS scores single samples, so a D whose score depends on the rest of the batch (pacgan's packs, a
 minibatch_disc or minibatch_std head) is refused.
@@ -49,7 +54,7 @@ Calibration = Literal["auto", "head", "platt", "none"]
 class DRS(Remedy):
     build_order = 95  # after every change of D (packing, heads, spectral norm, noise): it scores the final D
 
-    def __init__(self, gamma: float = 0.0, gamma_percentile: float | None = None,
+    def __init__(self, gamma: float = 0.0, gamma_percentile: float | None = 95.0,
                  calibration: Calibration = "auto", calibration_samples: int = 2000,
                  calibration_steps: int = 50, burn_in: int = 10000, candidates_per_sample: int = 100):
         if not math.isfinite(gamma):

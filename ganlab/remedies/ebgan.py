@@ -101,7 +101,7 @@ class EBGAN(Remedy):
     # then find no `head` and refuse; spectral norm (70) and instance noise (90) apply to the autoencoder.
     build_order = 20
 
-    def __init__(self, margin: float = 1.0, code_dim: int = 8, pull_away_weight: float = 0.1,
+    def __init__(self, margin: float = 0.25, code_dim: int = 8, pull_away_weight: float = 0.1,
                  energy: Literal["mse", "norm"] = "mse"):
         if not (math.isfinite(margin) and margin > 0):
             raise ConfigError(f"remedy.ebgan.margin must be a number > 0, got {margin}")
