@@ -4,19 +4,24 @@ one process, one remedy after the other (interleaved over repeats, medians repor
     python scripts/bench_remedies.py [--steps 400] [--repeats 3] [--dataset ring] [extra overrides...]
 
 The runs use the VEEGAN-row setup (configs/experiment/veegan_setup.yaml) and a single tiny
-evaluation at the end, so the figure is the training loop's speed."""
+evaluation at the end, so the figure is the training loop's speed. A second column times one
+evaluation at the protocol's 2,500 samples (on freshly built networks), where remedies that act
+when samples are drawn (drs) spend their time."""
 
 from __future__ import annotations
 
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
-from ganlab.train import run
+from ganlab.evaluation import evaluate
+from ganlab.train import build, run
 
 REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
             "feature_matching", "label_smoothing", "spectral_norm", "instance_noise",
@@ -32,6 +37,17 @@ def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], ou
     return run(cfg, out / f"{remedy}_{len(list(out.iterdir()))}")["steps_per_second"]
 
 
+def evaluation_seconds(remedy: str, dataset: str, extra: list[str], samples: int = 2500) -> float:
+    """Wall time of one evaluation of `samples` samples (metrics on the device; not W1/W2 or pictures)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(CONFIG_NAME, overrides=["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
+    exp = build(cfg, torch.device("cpu"))
+    rng = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    evaluate(exp.G, exp.D, exp.remedy, exp.data, exp.latent_dim, samples, rng, exp.data.plot_limits())
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400)
@@ -42,17 +58,20 @@ def main() -> None:
     args = ap.parse_args()
     remedies = args.remedies.split(",")
     measured: dict[str, list[float]] = {r: [] for r in remedies}
+    eval_time: dict[str, list[float]] = {r: [] for r in remedies}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             order = remedies if repeat % 2 == 0 else remedies[::-1]  # interleaved: drift hits all alike
             for remedy in order:
                 measured[remedy].append(steps_per_second(remedy, args.steps, args.dataset, args.overrides, Path(tmp)))
+                eval_time[remedy].append(evaluation_seconds(remedy, args.dataset, args.overrides))
     base = statistics.median(measured["none"]) if "none" in measured else None
     print(f"\n{args.steps} steps x {args.repeats} repeats, dataset={args.dataset}, veegan_setup; medians")
-    print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}")
+    print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}{'eval s (2,500)':>16}")
     for remedy in remedies:
         speed = statistics.median(measured[remedy])
-        print(f"{remedy:<22}{speed:>10.1f}{(speed / base if base else float('nan')):>10.2f}")
+        print(f"{remedy:<22}{speed:>10.1f}{(speed / base if base else float('nan')):>10.2f}"
+              f"{statistics.median(eval_time[remedy]):>16.3f}")
 
 
 if __name__ == "__main__":
