@@ -68,7 +68,7 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
         metrics.update(mode_coverage(fake, data.centers, data.std))
         metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
-        metrics.update(remedy.eval_metrics(G, D, data, z, fake))
+        metrics.update(remedy.eval_metrics(G, D, data, z, fake, real))
         source = remedy.sample_sources(G, z)
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")

@@ -22,7 +22,7 @@ from ganlab.tracking import write_json_atomic
 from ganlab.train import build, eval_seed, load_checkpoint
 
 
-def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str = "cpu") -> dict:
+def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | None = None) -> dict:
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not run_dir.is_dir():
@@ -32,7 +32,11 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str = 
         cfg = OmegaConf.create(summary["config"])
     except (OSError, ValueError, KeyError) as exc:
         raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None
-    device = torch.device(device)
+    # The run's own device by default: the same samples need the same RNG stream (CPU and CUDA differ).
+    device = torch.device(device or summary.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanlabError(f"the run was trained on {device}, and this machine has no CUDA; pass --device cpu "
+                          "(the samples, and so the numbers, will differ from the summary's)")
     exp = build(cfg, device)
     step = load_checkpoint(run_dir / "checkpoint.pt", exp)
     n = samples or cfg.eval.samples
@@ -51,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganlab eval", description=__doc__.split("\n\n")[0])
     p.add_argument("path", help="a run directory (with summary.json and checkpoint.pt)")
     p.add_argument("--samples", type=int, default=None, help="samples to evaluate (default: the run's eval.samples)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on)")
     return p
 
 

@@ -98,6 +98,8 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
     exp = Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
     for name, (module, side) in remedy.extra_networks().items():
+        if side not in ("g", "d"):  # a programming error in a remedy, not a user's: say which
+            raise ValueError(f"remedy network {name!r}: side must be 'g' or 'd', got {side!r}")
         exp.extras[name] = module.to(device)
         exp.extra_sides[name] = side
         exp.extra_opts[name] = _instantiate(cfg.optim[side], f"optim.{side}", module.parameters())

@@ -409,14 +409,22 @@ def test_madgan_d_has_k_plus_1_outputs_and_samples_come_from_every_generator():
     assert F.cross_entropy(sure, fake_source) < 1e-6
 
 
-def test_madgan_shared_weights_share_all_but_the_first_layer():
-    exp = built("remedy=madgan", "remedy.madgan.share_weights=true", "batch_size=16")
+@pytest.mark.parametrize("share, own", [("all_but_first", (2, 128)), ("all_but_last", (128, 2))])
+def test_madgan_shared_weights_share_all_but_one_layer(share, own):
+    exp = built("remedy=madgan", f"remedy.madgan.share={share}", "batch_size=16")
     G = exp.G
-    assert G.trunk is not None and len(G.generators) == 4
-    assert all(isinstance(g, nn.Linear) for g in G.generators)  # each its own first layer
+    assert G.shared is not None and len(G.generators) == 4
+    # Each generator owns one linear layer (in_features, out_features); the rest is shared.
+    assert all(isinstance(g, nn.Linear) and (g.in_features, g.out_features) == own for g in G.generators)
     unshared = built("remedy=madgan", "batch_size=16").G
     n_params = sum(p.numel() for p in G.parameters())
     assert n_params < sum(p.numel() for p in unshared.parameters()) / 2
+    G.eval()
+    z = torch.randn(8, 2)
+    out, each = G(z), G.each(z)
+    assert out.shape == (8, 2) and torch.allclose(out[:2], each[0][:2]) and torch.allclose(out[6:], each[3][6:])
+    assert not torch.allclose(each[0], each[1])
+    G.train()
     g = exp.remedy.g_loss(G, exp.D, exp.loss, exp.data.sample(16), torch.randn(16, 2))
     g.backward()
     assert all(p.grad is not None for p in G.parameters())
@@ -457,7 +465,7 @@ def test_madgan_logs_the_modes_each_generator_captures_and_owns():
     from ganlab.remedies.madgan import MultiGenerator
 
     G = MultiGenerator([Fixed(data.centers[[0]]), Fixed(data.centers[[1, 2]])])
-    metrics = exp.remedy.eval_metrics(G, exp.D, data, torch.zeros(8, 2), None)
+    metrics = exp.remedy.eval_metrics(G, exp.D, data, torch.zeros(8, 2), None, None)
     assert metrics == {"madgan_g0_modes": 1, "madgan_g0_owned": 1, "madgan_g1_modes": 2, "madgan_g1_owned": 2}
 
 
@@ -516,3 +524,36 @@ def test_a_tiny_madgan_run_logs_per_generator_coverage_and_a_picture_by_generato
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0}).Reload()
     assert "samples_by_generator" in events.Tags()["images"]
     assert "metrics/madgan_g3_modes" in events.Tags()["scalars"]
+
+
+def test_madgan_d_loss_is_the_cross_entropy_to_each_samples_source():
+    from ganlab.remedies.madgan import class_logits
+
+    exp = built("remedy=madgan", "remedy.madgan.k=2", "batch_size=6")
+    G, D = exp.G, exp.D
+    real, z = exp.data.sample(6), torch.randn(6, 2)
+    got = exp.remedy.d_loss(G, D, exp.loss, real, z)
+    with torch.no_grad():
+        fake = torch.cat([G.generators[0](z[:3]), G.generators[1](z[3:])])
+    # By hand: -log softmax at the true class; real -> class 2, generator i's samples -> class i.
+    real_term = -F.log_softmax(class_logits(D, real), dim=1)[:, 2].mean()
+    fake_logp = F.log_softmax(class_logits(D, fake), dim=1)
+    fake_term = -torch.cat([fake_logp[:3, 0], fake_logp[3:, 1]]).mean()
+    assert torch.allclose(got, real_term + fake_term, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["remedy=[madgan,label_smoothing]"], "label_smoothing's change of the loss would have no effect"),
+    (["remedy=[madgan,drs]"], "drs redraws the samples"),
+    (["remedy=[mrgan,spectral_norm]", "remedy.mrgan.manifold_diffusion=true"], "would not reach the second"),
+    (["remedy=ortho_jacobian", "model.g.batch_norm=true"], "batch norm in G"),
+    (["remedy=ortho_jacobian", "model.latent_dim=3"], "use model.latent_dim <= 2"),
+])
+def test_refused_combinations_of_the_remedies_that_add_networks(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(make_cfg(*overrides), torch.device("cpu"))
+
+
+def test_a_regularized_mrgan_combines_with_a_d_change():
+    exp = built("remedy=[mrgan,spectral_norm]")  # only the manifold-diffusion variant refuses it
+    assert any(hasattr(m, "parametrizations") for m in exp.D.modules())

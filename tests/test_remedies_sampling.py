@@ -68,7 +68,7 @@ def test_drs_returns_exactly_n_samples_and_leaves_training_unchanged():
         fake = drs_sample(exp, n)
         assert fake.shape == (n, 2) and torch.isfinite(fake).all()
         assert 0 < exp.remedy.last_acceptance <= 1
-    assert set(exp.remedy.eval_metrics(exp.G, exp.D, exp.data, None, fake)) == {"drs_acceptance"}
+    assert set(exp.remedy.eval_metrics(exp.G, exp.D, exp.data, None, fake, None)) == {"drs_acceptance"}
     assert not any(exp.remedy.overrides(h) for h in ("d_loss", "g_loss", "d_map"))
     exp.G.train(), exp.D.train()
     one_d_step_and_one_g_step(exp)
@@ -227,4 +227,27 @@ def test_a_tiny_run_completes(remedy, tmp_path):
         assert 0 < saved["metrics"]["drs_acceptance"] <= 1
         assert isinstance(build(make_cfg("remedy=drs"), torch.device("cpu")).remedy, DRS)
     else:
-        assert saved["metrics"]["critic_gap"] == pytest.approx(summary["metrics"]["critic_gap"])
+        assert all(v == v for v in saved["metrics"].values())  # no NaN metric from the energy D
+
+
+def test_drs_acceptance_is_exact_rejection_sampling_at_gamma_zero():
+    from ganlab.remedies.drs import acceptance_score
+
+    logit = torch.tensor([-3.0, -1.0, 0.0, 1.5], dtype=torch.float64)
+    max_logit = torch.tensor([1.5, 1.5, 1.5, 1.5], dtype=torch.float64)
+    # sigmoid(F) = exp(D* - D*_M): the density-ratio acceptance of rejection sampling (eps = 1e-6 aside).
+    expected = torch.exp(logit - max_logit)
+    assert torch.allclose(torch.sigmoid(acceptance_score(logit, max_logit)), expected, rtol=1e-5, atol=1e-6)
+    # A shift gamma > 0 lowers every acceptance probability.
+    assert (torch.sigmoid(acceptance_score(logit, max_logit) - 1.0) < expected).all()
+
+
+def test_drs_leaves_training_bit_identical(tmp_path):
+    runs = {}
+    for remedy in ("none", "drs"):
+        extra = SMALL_DRS[1:] if remedy == "drs" else []
+        run(make_cfg(*TINY, f"remedy={remedy}", *extra), tmp_path / remedy)
+        runs[remedy] = torch.load(tmp_path / remedy / "checkpoint.pt", weights_only=True)
+    for net in ("G", "D"):
+        assert runs["none"][net].keys() == runs["drs"][net].keys()
+        assert all(torch.equal(runs["none"][net][k], runs["drs"][net][k]) for k in runs["none"][net])

@@ -4,6 +4,8 @@ The loop calls these hooks and nothing else, so a remedy is one subclass that ov
 it needs; the defaults are the plain GAN step of the chosen loss. In the order the run uses them:
 
 - `check(loss, batch_size)`: refuse, at start-up, what the remedy cannot work with (ConfigError).
+- `check_partners(others)`: in a combination, refuse the other remedies it cannot work with (a
+  remedy that ignores the loss object refuses remedies that adapt the loss, ...).
 - `adapt_loss(loss)`: change the objective itself (label smoothing's real target). Every step that
   uses the loss sees the change, unrolled D updates included.
 - `build(G, D, make)`: wrap or replace the networks (packing, extra layers, spectral norm, k
@@ -21,7 +23,7 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
   (rejection sampling calibrates D on held-out data here).
 - `sample(G, D, z, generator)`: how n = len(z) samples are drawn for evaluation. A rejection sampler
   may draw further codes, from `generator` only (the evaluation's own RNG).
-- `eval_metrics(G, D, data, z, fake)`: extra scalars for the evaluation (per-generator coverage,
+- `eval_metrics(G, D, data, z, fake, real)`: extra scalars for the evaluation (per-generator coverage,
   acceptance rate), logged as `metrics/<name>`.
 - `sample_sources(G, z)`: which of several generators made each sample of G(z), or None; when given,
   the evaluation adds a picture of the samples coloured by generator (MAD-GAN).
@@ -85,6 +87,9 @@ class Remedy:
     def check(self, loss: Loss, batch_size: int) -> None:
         pass
 
+    def check_partners(self, others: dict[str, Remedy]) -> None:
+        pass
+
     def adapt_loss(self, loss: Loss) -> Loss:
         return loss
 
@@ -115,7 +120,8 @@ class Remedy:
     def sample(self, G: nn.Module, D: nn.Module, z: Tensor, generator: torch.Generator) -> Tensor:
         return G(z)
 
-    def eval_metrics(self, G: nn.Module, D: nn.Module, data, z: Tensor, fake: Tensor) -> dict[str, float]:
+    def eval_metrics(self, G: nn.Module, D: nn.Module, data, z: Tensor, fake: Tensor,
+                     real: Tensor) -> dict[str, float]:
         return {}
 
     def sample_sources(self, G: nn.Module, z: Tensor) -> Tensor | None:
@@ -152,6 +158,14 @@ class InputTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(self.transform(x))
+
+
+def unwrap(D: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+    """The model's own D under any InputTransform wrappers, and x transformed as D's forward would:
+    for remedies that call a method of their D other than forward (class logits, pair scores)."""
+    while isinstance(D, InputTransform):
+        x, D = D.transform(x), D.inner
+    return D, x
 
 
 def innermost(D: nn.Module) -> nn.Module:

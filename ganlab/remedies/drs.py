@@ -51,6 +51,13 @@ CHUNK = 8192    # samples per forward pass when scoring many (burn-in, candidate
 Calibration = Literal["auto", "head", "platt", "none"]
 
 
+def acceptance_score(logit: Tensor, max_logit: Tensor) -> Tensor:
+    """The paper's F(x) before the shift gamma: D* - D*_M - log(1 - exp(D* - D*_M - eps)). With
+    gamma = 0, sigmoid(F) = exp(D* - D*_M) up to eps: the exact rejection-sampling probability."""
+    delta = logit - max_logit
+    return delta - torch.log1p(-torch.exp(delta - EPS))
+
+
 class DRS(Remedy):
     build_order = 95  # after every change of D (packing, heads, spectral norm, noise): it scores the final D
 
@@ -135,8 +142,7 @@ class DRS(Remedy):
             # D*_M rises as soon as a higher logit is seen: a running maximum in candidate order.
             running = torch.maximum(torch.cummax(d, dim=0).values, max_logit)
             max_logit = running[-1]
-            delta = d - running
-            f = delta - torch.log1p(-torch.exp(delta - EPS))
+            f = acceptance_score(d, running)
             gamma = (torch.quantile(f, self.gamma_percentile / 100) if self.gamma_percentile is not None
                      else self.gamma)
             p = torch.sigmoid(f - gamma)
@@ -169,7 +175,7 @@ class DRS(Remedy):
             out = torch.cat([out, spare_x[:n - n_accepted]])
         return out
 
-    def eval_metrics(self, G, D, data, z, fake):
+    def eval_metrics(self, G, D, data, z, fake, real):
         return {} if self.last_acceptance is None else {"drs_acceptance": self.last_acceptance}
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
 from ganlab.losses import Loss, MinimaxGAN, NonSaturatingGAN
-from ganlab.remedies.base import InputTransform, Remedy
+from ganlab.remedies.base import Remedy, unwrap
 
 
 class EnergyMarginLoss(Loss):
@@ -90,10 +90,8 @@ def pull_away(codes: Tensor) -> Tensor:
 def energy_and_code(D: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """The autoencoder's (energy, code) of x, through any input transforms wrapped around it
     (instance noise), applied as D's forward would."""
-    while isinstance(D, InputTransform):
-        x = D.transform(x)
-        D = D.inner
-    return D.energy_and_code(x)
+    core, x = unwrap(D, x)
+    return core.energy_and_code(x)
 
 
 class EBGAN(Remedy):

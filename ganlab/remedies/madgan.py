@@ -4,11 +4,16 @@ k generators and a D with k + 1 outputs: a softmax over "made by G_i" (i < k) an
 class). D learns which generator made a sample, so two generators that land on the same mode are
 easy to tell apart, and the generators are pushed to different modes.
 
-- D's objective: cross-entropy to each sample's source.
+- D's objective: cross-entropy to each sample's source, as the mean over the real batch plus the
+  mean over the fake batch (each generator makes 1/k of it). The real class thus has prior 1/2, as
+  in a plain GAN; summing a full expectation per generator, as the paper's objective is written,
+  would give it 1/(k+1). The optimum (every p_gi = p_data) is the same.
 - Generator i's objective: log(1 - D_{k+1}(G_i(z))), in its non-saturating form -log D_{k+1}(G_i(z)).
 - Samples come from every generator in equal shares: a batch of codes is split into k consecutive
   chunks, chunk i through G_i (so evaluation is uniform over the generators, exactly).
-- `share_weights`: the generators share every layer but the first, as in the paper.
+- `share`: the generators share every layer but the first (`all_but_first`, as the issue reads
+  the paper, and as MGAN, Hoang et al. 2018, does) or every layer but the last (`all_but_last`);
+  the paper's text was not at hand to settle which it uses.
 - `diversity_weight` > 0: the seeds' variant, a penalty on the mean cosine similarity between the
   generators' samples of the same code.
 """
@@ -16,6 +21,7 @@ easy to tell apart, and the generators are pushed to different modes.
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +30,22 @@ from torch import Tensor, nn
 from ganlab.errors import ConfigError
 from ganlab.losses import MinimaxGAN
 from ganlab.metrics.modes import HQ_THRESHOLD
-from ganlab.remedies.base import InputTransform, Remedy, replace_head
+from ganlab.remedies.base import Remedy, replace_head, unwrap
 
 
 class MultiGenerator(nn.Module):
     """k generators behind one module: the i-th of k consecutive chunks of a batch of codes goes
-    through G_i. With `trunk`, each G_i is its own first layer followed by one shared trunk."""
+    through G_i. With `shared` layers, each G_i is its own first layer followed by the shared ones,
+    or (`shared_first`) the shared layers followed by its own last layer."""
 
-    def __init__(self, heads: list[nn.Module], trunk: nn.Module | None = None, out_shape: tuple[int, ...] = ()):
+    def __init__(self, parts: list[nn.Module], shared: nn.Module | None = None, shared_first: bool = False,
+                 latent_dim: int | None = None, out_shape: tuple[int, ...] = ()):
         super().__init__()
-        self.generators = nn.ModuleList(heads)
-        self.trunk = trunk
-        self.out_shape = tuple(out_shape)
-        self.k = len(heads)
+        self.generators = nn.ModuleList(parts)  # the whole generators, or each one's own layer
+        self.shared = shared                    # the layers they share, before or after their own
+        self.shared_first = shared_first
+        self.latent_dim, self.out_shape = latent_dim, tuple(out_shape)
+        self.k = len(parts)
 
     def sizes(self, n: int) -> list[int]:
         """How many of n samples each generator makes (as equal as n allows)."""
@@ -52,15 +61,19 @@ class MultiGenerator(nn.Module):
         return [self._through(i, z) for i in range(self.k)]
 
     def _through(self, i: int, z: Tensor) -> Tensor:
-        out = self.generators[i](z)
-        return out if self.trunk is None else self.trunk(out).view(-1, *self.out_shape)
+        return self._finish([self.generators[i]], [z])
+
+    def _finish(self, parts: list[nn.Module], inputs: list[Tensor]) -> Tensor:
+        if self.shared is None:
+            return torch.cat([g(x) for g, x in zip(parts, inputs)])
+        if self.shared_first:  # one pass through the shared layers, then each generator's last layer
+            hidden = self.shared(torch.cat(inputs)).split([len(x) for x in inputs])
+            return torch.cat([g(h) for g, h in zip(parts, hidden)]).view(-1, *self.out_shape)
+        # each generator's first layer, then one pass through the shared rest
+        return self.shared(torch.cat([g(x) for g, x in zip(parts, inputs)])).view(-1, *self.out_shape)
 
     def forward(self, z: Tensor) -> Tensor:
-        chunks = z.tensor_split(self.k)
-        if self.trunk is None:
-            return torch.cat([g(c) for g, c in zip(self.generators, chunks)])
-        # Shared trunk: one pass over all chunks' first-layer outputs.
-        return self.trunk(torch.cat([g(c) for g, c in zip(self.generators, chunks)])).view(-1, *self.out_shape)
+        return self._finish(list(self.generators), list(z.tensor_split(self.k)))
 
 
 class SourceClassifier(nn.Module):
@@ -84,20 +97,20 @@ class SourceClassifier(nn.Module):
 
 def class_logits(D: nn.Module, x: Tensor) -> Tensor:
     """The k + 1 logits of a SourceClassifier under any input wrappers (instance noise)."""
-    while isinstance(D, InputTransform):
-        x, D = D.transform(x), D.inner
-    return D.class_logits(x)
+    core, x = unwrap(D, x)
+    return core.class_logits(x)
 
 
 class MADGAN(Remedy):
     build_order = 35  # a head change after the minibatch layers, so that combining them is refused by name
 
-    def __init__(self, k: int = 4, share_weights: bool = False, diversity_weight: float = 0.0):
+    def __init__(self, k: int = 4, share: Literal["none", "all_but_first", "all_but_last"] = "none",
+                 diversity_weight: float = 0.0):
         if k < 2:
             raise ConfigError(f"remedy.madgan.k must be >= 2 generators, got {k}")
         if diversity_weight < 0:
             raise ConfigError(f"remedy.madgan.diversity_weight must be >= 0, got {diversity_weight}")
-        self.k, self.share_weights, self.diversity_weight = k, share_weights, diversity_weight
+        self.k, self.share, self.diversity_weight = k, share, diversity_weight
 
     def check(self, loss, batch_size):
         if not isinstance(loss, MinimaxGAN):
@@ -107,18 +120,33 @@ class MADGAN(Remedy):
             raise ConfigError(f"batch_size={batch_size} is smaller than remedy.madgan.k={self.k}: "
                               "every generator needs samples in each batch")
 
+    def check_partners(self, others):
+        for name, other in others.items():
+            if other.overrides("adapt_loss"):
+                raise ConfigError(f"madgan replaces the loss's objective with its own cross-entropy, so {name}'s change "
+                                  "of the loss would have no effect; drop one of them")
+            if other.overrides("sample"):
+                raise ConfigError(f"madgan labels each sample with the generator that made it; {name} redraws the "
+                                  "samples, so the labels would be wrong; drop one of them")
+
     def build(self, G, D, make):
         if getattr(D, "samples_per_score", 1) > 1:
             raise ConfigError("madgan's D classifies single samples by their generator; it cannot be packed (pacgan)")
         generators = [G, *(make.G() for _ in range(self.k - 1))]
-        if self.share_weights:
-            if not all(isinstance(getattr(g, "net", None), nn.Sequential) for g in generators):
-                raise ConfigError("remedy.madgan.share_weights needs generators built as `net` = nn.Sequential "
-                                  "(models/mlp.py); set share_weights=false for this model")
-            # Each generator keeps its own first layer; the rest is generator 0's, shared.
-            G = MultiGenerator([g.net[0] for g in generators], trunk=generators[0].net[1:], out_shape=G.out_shape)
+        latent_dim, out_shape = make.latent_dim, make.data_shape
+        if self.share == "none":
+            G = MultiGenerator(generators, latent_dim=latent_dim, out_shape=out_shape)
         else:
-            G = MultiGenerator(generators)
+            if not all(isinstance(getattr(g, "net", None), nn.Sequential) for g in generators):
+                raise ConfigError(f"remedy.madgan.share={self.share} needs generators built as `net` = nn.Sequential "
+                                  "(models/mlp.py); set share=none for this model")
+            # Each generator keeps its own first (or last) layer; the rest is generator 0's, shared.
+            if self.share == "all_but_first":
+                G = MultiGenerator([g.net[0] for g in generators], shared=generators[0].net[1:],
+                                   latent_dim=latent_dim, out_shape=out_shape)
+            else:
+                G = MultiGenerator([g.net[-1] for g in generators], shared=generators[0].net[:-1], shared_first=True,
+                                   latent_dim=latent_dim, out_shape=out_shape)
         replace_head(D, lambda width: nn.Linear(width, self.k + 1), "madgan")
         return G, SourceClassifier(D, self.k)
 
@@ -147,7 +175,7 @@ class MADGAN(Remedy):
     def sample_sources(self, G, z):
         return G.source(len(z), z.device)
 
-    def eval_metrics(self, G, D, data, z, fake):
+    def eval_metrics(self, G, D, data, z, fake, real):
         """Per generator: the modes it captures, and the modes it owns (has the most high-quality
         samples of). Toy data only: it needs the mixture's centres."""
         if not hasattr(data, "centers"):

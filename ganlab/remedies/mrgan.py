@@ -62,7 +62,6 @@ class MRGAN(Remedy):
                 raise ConfigError(f"remedy.mrgan.{key} must be a finite number >= 0, got {value}")
         self.lambda1, self.lambda2, self.manifold_diffusion = lambda1, lambda2, manifold_diffusion
         self.E: nn.Module | None = None
-        self._eval_rng: torch.Generator | None = None
 
     def build(self, G, D, make):
         self.E = make.encoder(out_dim=make.latent_dim)
@@ -81,16 +80,8 @@ class MRGAN(Remedy):
         return (loss.g_loss(D(G(z))) + self.lambda1 * distance(real, reconstructed).mean()
                 + self.lambda2 * self.mode_term(D, loss, reconstructed))
 
-    def before_eval(self, G, D, data, generator):
-        # The evaluation's own real batch is not passed to eval_metrics: draw one from an RNG
-        # derived from the evaluation's seed, so it never shifts the evaluation's own draws.
-        self._eval_rng = torch.Generator(device=generator.device)
-        self._eval_rng.manual_seed((generator.initial_seed() * 6364136223846793005 + 1442695040888963407) % 2**63)
-
     @torch.no_grad()
-    def eval_metrics(self, G, D, data, z, fake):
-        rng = self._eval_rng if self._eval_rng is not None else torch.Generator(device=z.device).manual_seed(0)
-        real = data.sample(len(z), generator=rng)
+    def eval_metrics(self, G, D, data, z, fake, real):
         return {"mrgan_recon": float(distance(real, G(self.E(real))).mean())}
 
 
@@ -106,6 +97,14 @@ class ManifoldDiffusionGAN(MRGAN):
             raise ConfigError(f"remedy.mrgan.manifold_diffusion: {type(loss).__name__} changes D after each step "
                               "(weight clipping), which the loop does to the main D only, not to the manifold D; "
                               "use wgan_gp or a GAN loss")
+
+    def check_partners(self, others):
+        # The manifold D is built from the model config: a partner's change of D (spectral norm,
+        # noise, packing, heads) would reach the main D only, and half of the game would lack it.
+        for name, other in others.items():
+            if other.overrides("build"):
+                raise ConfigError(f"remedy.mrgan.manifold_diffusion: {name} changes the networks, and would not reach "
+                                  "the second (manifold) discriminator; drop one of them")
 
     def build(self, G, D, make):
         G, D = super().build(G, D, make)

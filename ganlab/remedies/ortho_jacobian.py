@@ -12,6 +12,8 @@ slice of it otherwise, so it scales to image generators.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +50,17 @@ class OrthoJacobian(Remedy):
         self.weight, self.directions, self.samples = weight, directions, samples
         self.scale = JacobianScale(scale, learn_scale)
 
+    def build(self, G, D, make):
+        out_dim = math.prod(make.data_shape)
+        if make.latent_dim > out_dim:
+            raise ConfigError(f"ortho_jacobian: J^T J has rank <= {out_dim} (the data's size), so it cannot approach "
+                              f"the identity of latent_dim={make.latent_dim}; use model.latent_dim <= {out_dim}")
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules()):
+            raise ConfigError("ortho_jacobian takes dG/dz per sample; batch norm in G (model.g.batch_norm) ties the "
+                              "samples of a batch together (and cannot run under forward-mode jvp): set "
+                              "model.g.batch_norm=false")
+        return G, D
+
     def extra_networks(self):
         # The learned scale is trained with G (it only enters G's loss), with G's optimizer settings.
         return {"scale": (self.scale, "g")} if self.scale.log_scale.requires_grad else {}
@@ -66,5 +79,5 @@ class OrthoJacobian(Remedy):
     def g_loss(self, G, D, loss, real, z):
         return super().g_loss(G, D, loss, real, z) + self.weight * self.penalty(G, z)
 
-    def eval_metrics(self, G, D, data, z, fake):
+    def eval_metrics(self, G, D, data, z, fake, real):
         return {"ortho_scale": float(self.scale())}

@@ -4,7 +4,7 @@ Each selected remedy config lands under its own key (`remedy.pacgan`, `remedy.sp
 `cfg.remedy` maps names to remedy objects. A stack chains the hooks every remedy may add to (check,
 adapt_loss, build, extra_networks, prepare, begin_step, before_eval, eval_metrics) and delegates
 each step hook to the one remedy that replaces it; two remedies replacing the same step hook are
-refused at start-up.
+refused at start-up, and each remedy may refuse its partners (`check_partners`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class RemedyStack(Remedy):
                                   f"{_HOOK_MEANING[hook]}, so they cannot be combined; drop one")
             if owners:
                 self._owner[hook] = self.remedies[owners[0]]
+        for name, remedy in self.remedies.items():
+            remedy.check_partners({n: r for n, r in self.remedies.items() if n != name})
         # Bind each step hook once, so that a step costs one call, not a lookup per remedy.
         for hook, remedy in self._owner.items():
             setattr(self, hook, getattr(remedy, hook))
@@ -66,9 +68,9 @@ class RemedyStack(Remedy):
         for remedy in self.remedies.values():
             remedy.before_eval(G, D, data, generator)
 
-    def eval_metrics(self, G, D, data, z, fake):
+    def eval_metrics(self, G, D, data, z, fake, real):
         return {key: value for remedy in self.remedies.values()
-                for key, value in remedy.eval_metrics(G, D, data, z, fake).items()}
+                for key, value in remedy.eval_metrics(G, D, data, z, fake, real).items()}
 
 
 def combine(remedies: dict[str, Remedy]) -> Remedy:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
 from ganlab.losses import Loss, MinimaxGAN
-from ganlab.remedies.base import InputTransform, Remedy
+from ganlab.remedies.base import Remedy, unwrap
 
 
 class PairDiscriminator(nn.Module):
@@ -60,9 +60,8 @@ class PairDiscriminator(nn.Module):
 def pair_scores(D: nn.Module, z: Tensor, x: Tensor) -> Tensor:
     """D's score of the pairs (z, x), through any input wrappers around the PairDiscriminator
     (instance noise changes x, not z)."""
-    while isinstance(D, InputTransform):
-        x, D = D.transform(x), D.inner
-    return D.score(z, x)
+    core, x = unwrap(D, x)
+    return core.score(z, x)
 
 
 def latent_error(z: Tensor, z_hat: Tensor) -> Tensor:
@@ -115,6 +114,6 @@ class VEEGAN(Remedy):
         return latent_error(z, self.F(G(z)))
 
     @torch.no_grad()
-    def eval_metrics(self, G, D, data, z, fake):
+    def eval_metrics(self, G, D, data, z, fake, real):
         # G(z) again rather than `fake`: a sampler combined with veegan may not draw fake from z.
         return {"veegan_latent_recon": float(self.reconstruction(G, z).mean())}
