@@ -95,6 +95,14 @@ def diagnostics(group: Group) -> str:
     return "; ".join(f"{key} {statistics.mean(v):.3g}" for key, v in sorted(values.items()))
 
 
+def identical(a: Group | None, b: Group | None) -> bool | None:
+    """Whether two groups of runs have the very same mean metrics (None when one is missing)."""
+    if a is None or b is None:
+        return None
+    return all(a.stats[m].mean == b.stats[m].mean for m in ("modes_captured", "high_quality_pct", "reverse_kl",
+                                                             "wasserstein1"))
+
+
 def read_parts(root: Path) -> dict[str, dict]:
     """The parts reproduce_toy.sh finished: {name: {wall, steps, jobs}}, from PART/.complete."""
     parts = {}
@@ -155,6 +163,12 @@ def main() -> None:
          "G 1e-3 / D 1e-4, beta1 0.5, batch 256: `configs/experiment/veegan_setup.yaml`). VEEGAN's 2-D networks "
          "are not given here; the Unrolled-GAN notebook's networks do not collapse with a plain GAN (8/8 ring "
          "modes at 25k steps, one seed, in the project's design notes; not re-measured for this table)."),
+        ("- **The VEEGAN row** is `remedy=veegan` in the same setup: its reconstructor is `model.encoder` (3x128 "
+         "ReLU), its (z, x) discriminator `model.d` with a 4-wide input; VEEGAN's own 2-D networks and training "
+         "length are not in our notes."),
+        ("- **The remedies that add networks** (`remedies2` part: madgan, mrgan, veegan, ortho_jacobian, drs, ebgan) "
+         "use their YAML defaults in the same setup; MRGAN's weights (0.2, 0.4) and EBGAN's margin (0.25) are "
+         "our choices (see configs/remedy/), not numbers from those papers' 2-D experiments."),
         ("- **PacGAN rows** use PacGAN's networks and optimizer (G 4x400 ReLU + batch norm, D 3x200 maxout with 5 "
          "pieces, latent 2, Adam 1e-4, beta1 0.8) with 100 packs per minibatch (batch_size = 100 m samples)."),
         "- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05; PacGAN's geometry up to scale.",
@@ -216,6 +230,19 @@ def main() -> None:
                          + f" | {g.all_modes_text()} | {outcome(g)} | {steps_per_second(g) or 0:.1f} |")
             if method != "GAN" and base is not None and (mean(g) or 0) > (mean(base) or 0):
                 better[ds].append(f"{method} ({mean(g):.1f})")
+
+    same = {ds: identical(rows.get(("veegan", ds, "GAN")), rows.get(("veegan", ds, "GAN (re-run)")))
+            for ds in ("ring", "grid")}
+    lines += ["", ("- **GAN (re-run)** is the baseline trained again, with the same seeds, in the `remedies2` part, by the "
+                   "code that added the remedies of that part. Its modes, HQ %, reverse KL and W1 are "
+                   + ", ".join(f"{'identical to' if same[ds] else 'NOT identical to'} the GAN row's on the {ds}"
+                               if same[ds] is not None else f"not comparable on the {ds} (missing runs)"
+                               for ds in ("ring", "grid"))
+                   + ". σ_min(dG/dz) (`jacobian_sigma_min`: the smallest singular value of G's Jacobian, a "
+                   "local-collapse indicator) exists only for the runs of that part: '–' elsewhere."),
+              ("- **drs** trains exactly as the GAN (a test checks the weights are bit-identical); its row differs from "
+               "the GAN's only in how the evaluation's samples are drawn: rejection sampling can drop samples but not "
+               "add modes that G does not produce.")]
 
     lines += ["", "## The remedies' own diagnostics (mean over seeds, final evaluation)", "",
               ("MAD-GAN: modes each generator captures and owns (has the most high-quality samples of); DRS: the "
