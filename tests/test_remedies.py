@@ -495,13 +495,13 @@ def test_ortho_jacobian_trains_its_scale_with_g_and_checkpoints_it(tmp_path):
     exp = built("remedy=ortho_jacobian", "batch_size=16")
     assert list(exp.extras) == ["scale"] and exp.extra_sides == {"scale": "g"}
     assert len(exp.optimizers("g")) == 2 and len(exp.optimizers("d")) == 1
-    before = float(exp.remedy.scale())
+    before = exp.remedy.scale().item()
     for opt in exp.optimizers("g"):
         opt.zero_grad()
     exp.remedy.g_loss(exp.G, exp.D, exp.loss, None, torch.randn(16, 2)).backward()
     for opt in exp.optimizers("g"):
         opt.step()
-    assert float(exp.remedy.scale()) != before
+    assert exp.remedy.scale().item() != before
     fixed = built("remedy=ortho_jacobian", "remedy.ortho_jacobian.learn_scale=false")
     assert fixed.extras == {}
 
