@@ -75,10 +75,16 @@ def preflight(overrides: list[str], multirun: bool) -> int:
         jobs = [[o.input_line for o in ours]]
     import torch
 
-    from ganlab.train import build
+    from omegaconf import OmegaConf
+
+    from ganlab.checkpoint import find
+    from ganlab.train import build, restore
 
     for job in jobs:
-        build(compose_checked(job), torch.device("cpu"))  # constructors check their own values
+        cfg = compose_checked(job)
+        exp = build(cfg, torch.device("cpu"))  # constructors check their own values
+        if cfg.resume and not multirun:  # a bad checkpoint or a changed config: say so before Hydra starts
+            restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return len(jobs)
 
 
@@ -192,6 +198,18 @@ def _train_job(cfg: DictConfig) -> dict | None:
                 handler.setFormatter(handler.formatter.inner)
 
 
+def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
+    """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
+    None. Raises GanlabError for a path that holds no run."""
+    from ganlab.checkpoint import find
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    values = [o for o in parsed if o.get_key_element() == "resume" and not o.is_sweep_override()]
+    if multirun or not values or values[-1].value() in (None, "null"):
+        return None
+    return find(str(values[-1].value())).parent
+
+
 def _insert_override(args: list[str], overrides: list[str], extra: str) -> list[str]:
     """`args` with `extra` added to its overrides, which Hydra's parser wants in one run of words."""
     n = len(overrides)
@@ -208,8 +226,15 @@ def train(args: list[str]) -> None:
     if not asks_for_help:
         try:
             n_jobs = preflight(parsed.overrides, parsed.multirun)
-        except ConfigError as exc:
-            fail(str(exc))
+            resumed = resume_run_dir(parsed.overrides, parsed.multirun)
+        except GanlabError as exc:
+            fail(str(exc), exc.exit_code)
+        if resumed is not None:
+            # Continue in the run's own directory; Hydra's record of this invocation goes beside
+            # the original's (.hydra/), which stays as it was.
+            for extra in (f"hydra.run.dir={resumed}", "hydra.output_subdir=.hydra_resume"):
+                args = _insert_override(args, parsed.overrides, extra)
+                parsed.overrides.append(extra)
     _job_failures.clear()
     _sweep_dirs.clear()
     if parsed.multirun and not asks_for_help:

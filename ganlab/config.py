@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -56,6 +56,11 @@ class LogConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 1000
+
+
+@dataclass
 class TrainConfig:
     # Group options are free-form here; `validate` checks them against their `_target_` signatures.
     dataset: Any = MISSING
@@ -70,6 +75,9 @@ class TrainConfig:
     cpu_threads: int = 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: Optional[str] = None   # a run directory or checkpoint to continue (ganlab train resume=PATH)
+    resume_force: bool = False     # resume even when the config differs from the checkpoint's
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
@@ -88,7 +96,7 @@ OmegaConf.register_new_resolver("remedy_label", remedy_label, replace=True)
 # key -> (smallest, largest) allowed integer
 _RANGES = {"seed": (0, 2**32 - 1), "steps": (1, None), "batch_size": (1, None), "eval.every": (1, None),
            "eval.samples": (2, None), "eval.w_samples": (2, None), "log.every": (1, None),
-           "cpu_threads": (0, None), "model.latent_dim": (1, None)}
+           "cpu_threads": (0, None), "model.latent_dim": (1, None), "checkpoint.every": (1, None)}
 W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
 
 

@@ -38,7 +38,9 @@ SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
 # only in these are replicates of one configuration: the thread count and the device change the
 # speed (and floating-point rounding), eval.background only moves W1/W2 and the pictures into a
 # worker process, log.every only sets how often scalars are read (the trajectory is the same).
-BOOKKEEPING_KEYS = ("cpu_threads", "device", "eval.background", "log.every")
+# checkpoint.every and resume only say when state was saved and where a run continued from.
+BOOKKEEPING_KEYS = ("cpu_threads", "device", "eval.background", "log.every", "checkpoint.every", "resume",
+                    "resume_force")
 
 REPORT_FILES = ("report.md", "report.csv", "report_modes.png")
 

@@ -56,11 +56,12 @@ class Tracker:
     """
 
     def __init__(self, run_dir: Path, total_steps: int, hparams: dict, metric_keys: tuple[str, ...],
-                 progress: bool | None = None):
+                 progress: bool | None = None, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.hparams = hparams
         self.metric_keys = metric_keys
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        # purge_step (a resumed run): TensorBoard hides what earlier files logged at steps >= it.
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self.console = get_console()  # the console RichHandler logs to, so log lines print above the bar
         # A bar only on a terminal: in files and CI logs it would be thousands of lines of noise.
         # progress=False turns it off there too: parallel jobs (joblib) share one terminal.
@@ -101,6 +102,10 @@ class Tracker:
     def finish(self, summary: dict) -> None:
         """Write summary.json, the HParams entry of this run, and print the final table."""
         write_json_atomic(self.run_dir / "summary.json", summary)
+        if summary["status"] == "interrupted":  # the resumed run writes the final entries
+            self.writer.flush()
+            self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
+            return
         # The same keys in every run (NaN where a diverged run has none), for the HParams table.
         final = {f"final/{k}": float(summary["metrics"].get(k, math.nan)) for k in self.metric_keys}
         final["final/diverged"] = float(summary["status"] == "diverged")

@@ -6,9 +6,11 @@ The loop knows no loss and no remedy by name: it calls the loss object and the r
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ganlab import checkpoint
 from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import METRIC_KEYS, Evaluation, evaluate, protocol
@@ -121,6 +124,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
+class Interrupted(GanlabError):
+    """SIGINT or SIGTERM: the run saved its state and stopped; exit status 128 + the signal's number."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; its checkpoint is "
+                         f"saved: continue with `ganlab train resume={run_dir}`")
+
+
+class StopRequest:
+    """While active, SIGINT and SIGTERM only set `signum`: the loop finishes its step, writes a
+    checkpoint and stops (a laptop lid, a preempted SLURM job). Outside the main thread, where
+    Python cannot install handlers, it does nothing."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple[int, dict]:
+    """Load a checkpoint into a freshly built experiment for a resume: networks, optimizers and
+    RNG states; return its step and the loop's bookkeeping. Refuse a checkpoint whose config differs
+    in more than run-length keys, unless resume_force=true."""
+    state = checkpoint.read(path)
+    if "config" not in state or "rng" not in state:
+        raise GanlabError(f"checkpoint {path} holds no RNG state or config (written before full-state checkpoints); "
+                          "it can be evaluated (`ganlab eval`) but not resumed")
+    differ = checkpoint.differing_keys(json.loads(state["config"]), config)
+    if differ and not cfg.resume_force:
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {shown}; resume with the same "
+                          "settings, or add resume_force=true")
+    checkpoint.load_into(state, exp, path)
+    step = int(state["step"])
+    if step >= cfg.steps:
+        raise ConfigError(f"resume: {path} is at step {step}, and steps={cfg.steps}: nothing left to train "
+                          "(raise steps to train on)")
+    checkpoint.set_rng_state(state["rng"])
+    return step, state["loop"]
+
+
 def eval_seed(seed: int, step: int) -> int:
     """The seed of the evaluation RNG at `step`: an evaluation of a step always draws the same samples."""
     return seed * 1_000_003 + step
@@ -153,15 +211,19 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
+    resume = checkpoint.find(cfg.resume) if cfg.resume else None
     try:
         exp = build(cfg, device)
     except BaseException as exc:
-        # Leave a trace for the sweep's report: this run was attempted and failed at start-up.
-        write_json_atomic(run_dir / "summary.json", {"status": "failed", "step": 0, "error": str(exc),
-                                                     "labels": labels, "seed": cfg.seed, "metrics": {},
-                                                     "config": config, "wall_seconds": 0.0,
-                                                     "steps_per_second": 0.0})
+        # Leave a trace for the sweep's report: this run was attempted and failed at start-up (a
+        # resumed run keeps the summary it has).
+        if resume is None:
+            write_json_atomic(run_dir / "summary.json", {"status": "failed", "step": 0, "error": str(exc),
+                                                         "labels": labels, "seed": cfg.seed, "metrics": {},
+                                                         "config": config, "wall_seconds": 0.0,
+                                                         "steps_per_second": 0.0})
         raise
+    start_step, loop = (0, {}) if resume is None else restore(resume, exp, cfg, config)
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
     # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
     # never changes the training trajectory, nor the samples an eval at a given step draws.
@@ -175,16 +237,18 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                "device": str(device), "n_modes": data.n_modes,
                "metrics": {}, "config": config,
                "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, loss)}
-    history_steps: list[int] = []
-    history_counts: list[list[int]] = []
+    history_steps: list[int] = [int(s) for s in loop.get("history_steps", [])]
+    history_counts: list[list[int]] = [[int(c) for c in counts] for counts in loop.get("history_counts", [])]
     last: Evaluation | None = None
-    final_extra: dict = {}  # the offloaded metrics (W1, W2) of the latest finished evaluation
+    final_extra: dict = dict(loop.get("final_extra", {}))  # offloaded metrics (W1, W2) of the latest evaluation
     # Detached losses since the last log tick: appending costs no kernel and no host sync.
-    recent_d: list[torch.Tensor] = []
-    recent_g: list[torch.Tensor] = []
+    recent_d: list[torch.Tensor] = [torch.tensor(v, device=device) for v in loop.get("recent_d", [])]
+    recent_g: list[torch.Tensor] = [torch.tensor(v, device=device) for v in loop.get("recent_g", [])]
+    wall_before = float(loop.get("wall_seconds", 0.0))  # time spent in earlier segments of a resumed run
     start = time.perf_counter()
-    step = 0
-    log.info("run directory: %s (device %s)", run_dir, device)
+    step = start_step
+    log.info("run directory: %s (device %s)%s", run_dir, device,
+             f"; resumed from step {start_step}" if start_step else "")
 
     def write_offloaded(results) -> None:
         for result in results:
@@ -192,15 +256,28 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
             tracker.images(result.step, result.images)
             final_extra.update(result.scalars)
 
-    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS, progress=progress) as tracker:
+    def save_state(at_step: int) -> None:
+        """The full state after `at_step`: what a resume needs to continue bit-identically."""
+        write_offloaded(offloader.drain())  # the pending W1/W2 and pictures belong to steps <= at_step
+        state = {"history_steps": history_steps, "history_counts": history_counts, "final_extra": final_extra,
+                 "recent_d": [float(v) for v in recent_d], "recent_g": [float(v) for v in recent_g],
+                 "wall_seconds": wall_before + time.perf_counter() - start}
+        tracker.writer.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
+        checkpoint.save(run_dir / checkpoint.NAME, exp, at_step, state, config)
+
+    # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
+    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS, progress=progress,
+                 purge_step=start_step + 1 if start_step else None) as tracker, StopRequest() as stop:
         offloader = Offloader(background=cfg.eval.background)
         # Plain ints: reading a DictConfig costs ~18 us, about 3 % of a step at these sizes.
         steps, batch, latent_dim = cfg.steps, cfg.batch_size, exp.latent_dim
         eval_every, log_every, n_critic = cfg.eval.every, cfg.log.every, loss.n_critic
+        checkpoint_every = cfg.checkpoint.every
         # A remedy's extra networks are zeroed and stepped with the side they belong to.
         d_opts, g_opts = exp.optimizers("d"), exp.optimizers("g")
+        tracker.advance(start_step, "")
         try:
-            for step in range(1, steps + 1):
+            for step in range(start_step + 1, steps + 1):
                 remedy.begin_step(step)
                 eval_now = step % eval_every == 0 or step == steps
                 log_now = eval_now or step % log_every == 0
@@ -227,92 +304,84 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                 g_loss.backward()
                 for opt in g_opts:
                     opt.step()
-
                 recent_g.append(g_loss.detach())
-                if not log_now:
-                    continue
 
-                # Log tick: the only host syncs in the loop are here and in the eval below.
-                d_mean, g_mean = torch.stack([torch.stack(recent_d).mean(), torch.stack(recent_g).mean()]).tolist()
-                recent_d.clear()
-                recent_g.clear()
-                if not (np.isfinite(d_mean) and np.isfinite(g_mean)):
-                    raise Diverged(f"the losses became non-finite (D {d_mean}, G {g_mean})")
-                tracker.scalars(step, {"loss/d": d_mean, "loss/g": g_mean,
-                                       "grad_norm/d": d_grad.item(), "grad_norm/g": grad_norm(G).item()})
-                write_offloaded(offloader.ready())
-                info = f"D {d_mean:.3f}  G {g_mean:.3f}"
+                if log_now:
+                    # Log tick: the only host syncs in the loop are here and in the eval below.
+                    d_mean, g_mean = torch.stack([torch.stack(recent_d).mean(),
+                                                  torch.stack(recent_g).mean()]).tolist()
+                    recent_d.clear()
+                    recent_g.clear()
+                    if not (np.isfinite(d_mean) and np.isfinite(g_mean)):
+                        raise Diverged(f"the losses became non-finite (D {d_mean}, G {g_mean})")
+                    tracker.scalars(step, {"loss/d": d_mean, "loss/g": g_mean,
+                                           "grad_norm/d": d_grad.item(), "grad_norm/g": grad_norm(G).item()})
+                    write_offloaded(offloader.ready())
+                    info = f"D {d_mean:.3f}  G {g_mean:.3f}"
 
-                if eval_now:
-                    eval_rng.manual_seed(eval_seed(cfg.seed, step))
-                    last = evaluate(G, D, remedy, data, latent_dim, cfg.eval.samples, eval_rng, limits)
-                    m = last.metrics
-                    history_steps.append(step)
-                    history_counts.append(m["mode_counts"])
-                    tracker.scalars(step, {f"metrics/{k}": v for k, v in m.items() if k != "mode_counts"})
-                    offloader.submit(EvalJob(step, last.fake, last.real, last.d_grid, centers, limits,
-                                             {k: v for k, v in m.items() if k != "mode_counts"},
-                                             list(history_steps), list(history_counts), cfg.eval.w_samples,
-                                             last.source))
-                    info += f"  modes {m['modes_captured']}/{data.n_modes}  HQ {m['high_quality_pct']:.0f}%"
-                tracker.advance(step, info)
+                    if eval_now:
+                        eval_rng.manual_seed(eval_seed(cfg.seed, step))
+                        last = evaluate(G, D, remedy, data, latent_dim, cfg.eval.samples, eval_rng, limits)
+                        m = last.metrics
+                        history_steps.append(step)
+                        history_counts.append(m["mode_counts"])
+                        tracker.scalars(step, {f"metrics/{k}": v for k, v in m.items() if k != "mode_counts"})
+                        offloader.submit(EvalJob(step, last.fake, last.real, last.d_grid, centers, limits,
+                                                 {k: v for k, v in m.items() if k != "mode_counts"},
+                                                 list(history_steps), list(history_counts), cfg.eval.w_samples,
+                                                 last.source))
+                        info += f"  modes {m['modes_captured']}/{data.n_modes}  HQ {m['high_quality_pct']:.0f}%"
+                    tracker.advance(step, info)
+
+                # Periodic and on-signal checkpoints (the final one is written below, with the samples).
+                if step < steps and (stop.signum is not None or step % checkpoint_every == 0):
+                    save_state(step)
+                    if stop.signum is not None:
+                        raise Interrupted(stop.signum, step, run_dir)
             write_offloaded(offloader.drain())
             summary["status"] = "completed"
         except Diverged as exc:
+            # The last periodic checkpoint is kept: it is the last good state.
             summary.update(status="diverged", diverged_step=step, error=str(exc))
+        except Interrupted as exc:
+            summary.update(status="interrupted", error=str(exc))
+            raise
         except BaseException as exc:
             summary["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             offloader.close()
-            wall = time.perf_counter() - start
-            summary.update(step=step, wall_seconds=wall, steps_per_second=step / wall if wall > 0 else 0.0)
+            segment = time.perf_counter() - start
+            summary.update(step=step, wall_seconds=wall_before + segment,
+                           steps_per_second=(step - start_step) / segment if segment > 0 else 0.0)
+            if start_step:
+                summary["resumed_from_step"] = start_step
             if last is not None:
                 summary["metrics"] = {k: v for k, v in last.metrics.items() if k != "mode_counts"}
                 if summary["status"] == "completed":
                     summary["metrics"].update(final_extra)
                 summary["mode_counts"] = last.metrics["mode_counts"]
+            if history_steps:
                 summary["mode_history"] = {"steps": history_steps, "counts": history_counts}
+            unsaved = None
             if summary["status"] == "completed":
                 # The final metrics are computed on exactly these samples.
                 np.savez(run_dir / "samples.npz", x=last.fake, real=last.real)
-                save_checkpoint(run_dir / "checkpoint.pt", exp, step)
+                try:
+                    save_state(step)
+                except GanlabError as exc:  # a full disk: the summary says so, the old checkpoint stays
+                    summary.update(status="failed", error=str(exc))
+                    unsaved = exc
             tracker.finish(summary)
+    if unsaved is not None:
+        raise unsaved
     if summary["status"] == "diverged":
         raise Diverged(f"run diverged at step {step}: {summary['error']}; see {run_dir / 'summary.json'}")
     return summary
 
 
-def save_checkpoint(path: Path, exp: Experiment, step: int) -> None:
-    """Every network (the remedy's extra networks included) and every optimizer, written atomically
-    (temporary file, then rename). Plain state dicts only, so `torch.load(weights_only=True)` reads it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"step": step, "G": exp.G.state_dict(), "D": exp.D.state_dict(),
-                "g_opt": exp.g_opt.state_dict(), "d_opt": exp.d_opt.state_dict(),
-                "extras": {name: module.state_dict() for name, module in exp.extras.items()},
-                "extra_opts": {name: opt.state_dict() for name, opt in exp.extra_opts.items()}}, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path, exp: Experiment) -> int:
-    """Load a checkpoint written by `save_checkpoint` into a freshly built experiment; return its step."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GanlabError(f"no checkpoint at {path}") from None
-    except Exception as exc:  # truncated or not a torch file: say so in one line
-        raise GanlabError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    missing = sorted(set(exp.extras) ^ set(state.get("extras", {})))
-    if missing:
-        raise GanlabError(f"checkpoint {path} does not match the run's remedy: extra networks {missing} differ")
-    try:
-        exp.G.load_state_dict(state["G"])
-        exp.D.load_state_dict(state["D"])
-        exp.g_opt.load_state_dict(state["g_opt"])
-        exp.d_opt.load_state_dict(state["d_opt"])
-        for name, module in exp.extras.items():
-            module.load_state_dict(state["extras"][name])
-            exp.extra_opts[name].load_state_dict(state["extra_opts"][name])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise GanlabError(f"checkpoint {path} does not match the run's config: {str(exc).splitlines()[0]}") from None
+    """Load a checkpoint's networks and optimizers into a freshly built experiment; return its step."""
+    state = checkpoint.read(path)
+    checkpoint.load_into(state, exp, path)
     return int(state["step"])

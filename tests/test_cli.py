@@ -55,7 +55,8 @@ def test_a_run_writes_everything_the_run_directory_promises(tmp_path):
     import torch
 
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert set(checkpoint) == {"step", "G", "D", "g_opt", "d_opt", "extras", "extra_opts"} and checkpoint["step"] == 20
+    assert set(checkpoint) == {"format", "step", "G", "D", "g_opt", "d_opt", "extras", "extra_opts", "rng", "loop",
+                               "config"} and checkpoint["step"] == 20
     assert checkpoint["extras"] == {} and checkpoint["extra_opts"] == {}  # remedy=none adds no networks
     from ganlab.models.mlp import Generator
 

@@ -1,0 +1,171 @@
+"""Interrupted and resumed runs, end to end in subprocesses: SIGTERM (the run saves and stops) and
+kill -9 (resumed from the last periodic checkpoint) must end bit-identical to an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ganlab, make_cfg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ganlab.errors import ConfigError, GanlabError
+from ganlab.train import run
+
+# Long enough that a signal sent after the first periodic checkpoint lands mid-run; cheap evaluations.
+RUN = ["steps=160", "checkpoint.every=40", "eval.every=80", "log.every=20", "eval.samples=300",
+       "eval.w_samples=100", "eval.background=false", "batch_size=64"]
+SETUPS = {
+    "gan": [],
+    "wgan_gp": ["loss=wgan_gp"],
+    "extra_networks": ["remedy=mrgan"],   # an encoder with its own optimizer
+    "unrolled": ["remedy=unrolled", "remedy.unrolled.k=2"],
+}
+
+
+def start(run_dir, *overrides) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ganlab", "train", *RUN, *overrides, f"hydra.run.dir={run_dir}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir, after_ns: int = 0, timeout: float = 120) -> None:
+    """Until the run writes a checkpoint (newer than `after_ns`, a modification time)."""
+    path, deadline = run_dir / "checkpoint.pt", time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_mtime_ns > after_ns):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """The uninterrupted run of each setup, trained once, in-process (the same computation as the CLI's)."""
+    made = {}
+
+    def reference(setup: str):
+        if setup not in made:
+            run_dir = tmp_path_factory.mktemp(f"reference_{setup}")
+            run(make_cfg(*RUN, *SETUPS[setup]), run_dir)
+            made[setup] = outcome(run_dir)
+        return made[setup]
+    return reference
+
+
+def outcome(run_dir) -> tuple[np.ndarray, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return np.load(run_dir / "samples.npz")["x"], summary
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_a_killed_then_terminated_then_resumed_run_is_bit_identical(tmp_path, references, setup):
+    """One chain per setup: kill -9 after the first periodic checkpoint, resume through the CLI,
+    SIGTERM after the next checkpoint, resume again (in-process): the end must equal the
+    uninterrupted run's, bit for bit."""
+    overrides, run_dir = SETUPS[setup], tmp_path / "run"
+
+    first = start(run_dir, *overrides)
+    wait_for_checkpoint(first, run_dir)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+    assert killed_at == 40  # the last periodic checkpoint: what kill -9 leaves
+
+    written = (run_dir / "checkpoint.pt").stat().st_mtime_ns
+    second = start(run_dir, *overrides, f"resume={run_dir}")  # the CLI continues in the run's directory
+    wait_for_checkpoint(second, run_dir, after_ns=written)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 128 + signal.SIGTERM, err
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["step"] == stopped_at and 40 < stopped_at < 160
+    assert "interrupted by SIGTERM" in summary["error"] and f"resume={run_dir}" in summary["error"]
+    assert "SIGTERM" in out + err
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / ".hydra_resume" / "config.yaml").exists()
+
+    run(make_cfg(*RUN, *overrides, f"resume={run_dir}"), run_dir)
+    x_ref, s_ref = references(setup)
+    x, s = outcome(run_dir)
+    assert np.array_equal(x, x_ref)                       # bit-identical final samples
+    assert s["metrics"] == s_ref["metrics"]               # and metrics
+    assert s["mode_history"] == s_ref["mode_history"]
+    assert s["status"] == "completed" and s["resumed_from_step"] == stopped_at
+    # TensorBoard: what a segment logged after its checkpoint is purged, so every scalar has each
+    # step once, in order (kill -9 leaves points past the checkpoint in the first file).
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    assert [e.step for e in events.Scalars("loss/d")] == list(range(20, 161, 20))
+
+
+TINY_RUN = ["steps=40", "checkpoint.every=20", "eval.every=20", "eval.samples=200", "eval.w_samples=100",
+            "eval.background=false", "batch_size=32"]
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A run that stopped at step 20 of 40 (as if killed after its first periodic checkpoint)."""
+    run_dir = tmp_path / "run"
+    run(make_cfg(*TINY_RUN, "steps=20"), run_dir)
+    return run_dir
+
+
+def snapshot(run_dir):
+    return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+
+def test_a_resume_with_a_different_config_is_refused_naming_the_keys(finished):
+    before = snapshot(finished)
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in loss._target_.*resume_force=true"):
+        run(make_cfg(*TINY_RUN, "loss=lsgan", f"resume={finished}"), finished)
+    assert snapshot(finished) == before  # nothing written
+    # Run-length keys may change; resume_force=true overrides the check.
+    summary = run(make_cfg(*TINY_RUN, "eval.every=10", "optim.g.lr=5e-4", "resume_force=true",
+                           f"resume={finished}"), finished)
+    assert summary["status"] == "completed" and summary["resumed_from_step"] == 20
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "is truncated or corrupt"),
+    (lambda path: path.write_bytes(b"not a checkpoint"), "is truncated or corrupt"),
+])
+def test_a_corrupt_checkpoint_is_refused_in_one_line_and_nothing_is_touched(finished, damage, message):
+    damage(finished / "checkpoint.pt")
+    before = snapshot(finished)
+    result = ganlab("train", *TINY_RUN, f"resume={finished}", cwd=finished.parent)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ganlab: error:")]
+    assert len(errors) == 1 and message in errors[0] and str(finished / "checkpoint.pt") in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert snapshot(finished) == before
+
+
+def test_a_checkpoint_of_another_model_and_a_missing_run_are_refused(finished, tmp_path):
+    with pytest.raises(GanlabError, match="does not match the run's model"):
+        run(make_cfg(*TINY_RUN, "model.g.width=64", "resume_force=true", f"resume={finished}"), finished)
+    result = ganlab("train", f"resume={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ganlab: error: resume: no run directory or checkpoint at {tmp_path / 'nowhere'}"]
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(finished, monkeypatch):
+    import errno
+
+    from ganlab import checkpoint
+
+    before = (finished / "checkpoint.pt").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(GanlabError, match="cannot write checkpoint .*No space left on device.*previous checkpoint"):
+        run(make_cfg(*TINY_RUN, f"resume={finished}"), finished)
+    assert (finished / "checkpoint.pt").read_bytes() == before
+    assert not list(finished.glob(".checkpoint.pt.tmp"))
