@@ -62,7 +62,7 @@ def preflight(overrides: list[str], multirun: bool) -> int:
     for o in parsed:
         if o.get_key_element().lstrip("+") == dir_key and not o.is_sweep_override():
             target = Path(str(o.value()))
-            if any(target.rglob("summary.json")):
+            if any(target.rglob("summary.json")) and "resume=auto" not in overrides:
                 raise ConfigError(f"{dir_key}={target} already holds a run; pick a new directory "
                                   "(nothing there was touched)")
     ours = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
@@ -73,17 +73,17 @@ def preflight(overrides: list[str], multirun: bool) -> int:
         if sweeps:
             raise ConfigError(f"{sweeps[0]} is a sweep; add -m (multirun) to run one job per value")
         jobs = [[o.input_line for o in ours]]
-    import torch
+    configs = [compose_checked(job) for job in jobs]  # config errors first: most need no torch
 
+    import torch
     from omegaconf import OmegaConf
 
     from ganlab.checkpoint import find
     from ganlab.train import build, restore
 
-    for job in jobs:
-        cfg = compose_checked(job)
+    for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
-        if cfg.resume and not multirun:  # a bad checkpoint or a changed config: say so before Hydra starts
+        if cfg.resume and cfg.resume != "auto" and not multirun:  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return len(jobs)
 
@@ -172,8 +172,9 @@ def _record_exit_code(run_dir: Path, code: int) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def _train_job(cfg: DictConfig) -> dict | None:
-    from ganlab.train import (
-        run,  # torch is imported only when a job runs, so --help stays fast
+    from ganlab.train import (  # torch is imported only when a job runs, so --help stays fast
+        Interrupted,
+        run,
     )
 
     hydra_cfg = HydraConfig.get()
@@ -186,6 +187,11 @@ def _train_job(cfg: DictConfig) -> dict | None:
             handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
     try:
         return run(cfg, run_dir, labels, progress=False if parallel else None)
+    except Interrupted as exc:
+        # Stop the whole sweep: the signal was meant for all of it. A re-run with resume=auto
+        # resumes this job and starts the ones after it.
+        log.error("%s", exc)
+        sys.exit(exc.exit_code)
     except GanlabError as exc:
         # The run's summary.json already says what happened; a multirun goes on with the next job.
         log.error("%s", exc)
@@ -198,6 +204,22 @@ def _train_job(cfg: DictConfig) -> dict | None:
                 handler.setFormatter(handler.formatter.inner)
 
 
+def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun")) -> Path | None:
+    """For `ganlab train -m ... resume=auto`: the newest sweep directory under `root` that the same
+    command (the same overrides) wrote, so that a re-run continues it; None if there is none."""
+    import yaml
+
+    same = []
+    for recorded in root.glob("*/*/multirun.yaml"):
+        try:
+            task = yaml.safe_load(recorded.read_text())["hydra"]["overrides"]["task"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        if sorted(task) == sorted(overrides):
+            same.append(recorded.parent)
+    return max(same, key=lambda d: d.stat().st_mtime, default=None)
+
+
 def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
     None. Raises GanlabError for a path that holds no run."""
@@ -205,7 +227,7 @@ def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     values = [o for o in parsed if o.get_key_element() == "resume" and not o.is_sweep_override()]
-    if multirun or not values or values[-1].value() in (None, "null"):
+    if multirun or not values or values[-1].value() in (None, "null", "auto"):
         return None
     return find(str(values[-1].value())).parent
 
@@ -229,6 +251,14 @@ def train(args: list[str]) -> None:
             resumed = resume_run_dir(parsed.overrides, parsed.multirun)
         except GanlabError as exc:
             fail(str(exc), exc.exit_code)
+        if parsed.multirun and "resume=auto" in parsed.overrides and not any(
+                o.startswith("hydra.sweep.dir=") for o in parsed.overrides):
+            sweep = previous_sweep([o for o in parsed.overrides if not o.startswith("hydra")])
+            if sweep is not None:
+                log.info("resume=auto: continuing the sweep in %s", sweep)
+                extra = f"hydra.sweep.dir={sweep}"
+                args = _insert_override(args, parsed.overrides, extra)
+                parsed.overrides.append(extra)
         if resumed is not None:
             # Continue in the run's own directory; Hydra's record of this invocation goes beside
             # the original's (.hydra/), which stays as it was.

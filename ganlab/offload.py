@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ganlab import pictures
-from ganlab.metrics.wasserstein import empirical_wasserstein
 
 
 @dataclass
@@ -47,6 +45,11 @@ class EvalResult:
 
 def complete(job: EvalJob) -> EvalResult:
     """Exact Wasserstein distances and the three pictures of one evaluation."""
+    # Imported here: matplotlib and POT take ~1 s to load, which every run start (and every
+    # --help or config error) would pay, while only evaluations need them.
+    from ganlab import pictures
+    from ganlab.metrics.wasserstein import empirical_wasserstein
+
     n = job.w_samples
     if np.isfinite(job.fake).all():
         scalars = empirical_wasserstein(job.fake[:n], job.real[:n])

@@ -157,6 +157,20 @@ class StopRequest:
         return False
 
 
+def _completed_summary(run_dir: Path) -> dict | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "completed" else None
+
+
+def auto_checkpoint(run_dir: Path) -> Path | None:
+    """resume=auto: the run directory's own checkpoint, if it has one (else the run starts afresh)."""
+    path = run_dir / checkpoint.NAME
+    return path if path.is_file() else None
+
+
 def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple[int, dict]:
     """Load a checkpoint into a freshly built experiment for a resume: networks, optimizers and
     RNG states; return its step and the loop's bookkeeping. Refuse a checkpoint whose config differs
@@ -211,7 +225,12 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
-    resume = checkpoint.find(cfg.resume) if cfg.resume else None
+    if cfg.resume == "auto":  # a sweep re-run: skip what completed, resume what was interrupted
+        done = _completed_summary(run_dir)
+        if done is not None:
+            log.info("%s: already completed (step %s); skipped", run_dir, done.get("step"))
+            return done
+    resume = auto_checkpoint(run_dir) if cfg.resume == "auto" else checkpoint.find(cfg.resume) if cfg.resume else None
     try:
         exp = build(cfg, device)
     except BaseException as exc:

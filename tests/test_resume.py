@@ -169,3 +169,36 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(finished, monkeypatch)
         run(make_cfg(*TINY_RUN, f"resume={finished}"), finished)
     assert (finished / "checkpoint.pt").read_bytes() == before
     assert not list(finished.glob(".checkpoint.pt.tmp"))
+
+
+def test_a_sweep_rerun_with_resume_auto_skips_completed_resumes_interrupted_and_starts_the_rest(tmp_path):
+    sweep = ["-m", "seed=0,1,2", "resume=auto", "steps=60", "checkpoint.every=20", "eval.every=60", "log.every=20",
+             "eval.samples=200", "eval.w_samples=100", "eval.background=false", "batch_size=32"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *sweep], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Interrupt the sweep while its second job is under way (after that job's first checkpoint).
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("outputs/multirun/*/*/1_*/checkpoint.pt")):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM  # the whole sweep stops
+    (sweep_dir,) = tmp_path.glob("outputs/multirun/*/*")
+    jobs = {p.name.split("_")[0]: p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit()}
+    assert set(jobs) == {"0", "1"}  # the third job never started
+    done_before = (jobs["0"] / "summary.json").read_bytes()
+    interrupted = json.loads((jobs["1"] / "summary.json").read_text())
+    assert interrupted["status"] == "interrupted"
+
+    second = ganlab("train", *sweep, cwd=tmp_path, timeout=300)  # the same command again
+    assert second.returncode == 0, second.stderr
+    assert list(tmp_path.glob("outputs/multirun/*/*")) == [sweep_dir]  # the same sweep continued
+    assert (jobs["0"] / "summary.json").read_bytes() == done_before  # skipped
+    resumed = json.loads((jobs["1"] / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == interrupted["step"]
+    (third,) = sweep_dir.glob("2_*")
+    started = json.loads((third / "summary.json").read_text())
+    assert started["status"] == "completed" and "resumed_from_step" not in started
