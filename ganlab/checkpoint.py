@@ -122,14 +122,24 @@ def load_into(state: dict, exp, path: Path) -> None:
     try:
         exp.G.load_state_dict(state["G"])
         exp.D.load_state_dict(state["D"])
-        exp.g_opt.load_state_dict(state["g_opt"])
-        exp.d_opt.load_state_dict(state["d_opt"])
+        _load_optimizer(exp.g_opt, state["g_opt"])
+        _load_optimizer(exp.d_opt, state["d_opt"])
         for name, module in exp.extras.items():
             module.load_state_dict(state["extras"][name])
-            exp.extra_opts[name].load_state_dict(state["extra_opts"][name])
+            _load_optimizer(exp.extra_opts[name], state["extra_opts"][name])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise GanlabError(f"checkpoint {path} does not match the run's model or config: "
                           f"{str(exc).splitlines()[0][:200]}") from None
+
+
+def _load_optimizer(opt, state: dict) -> None:
+    """The optimizer's moments and step counts from the checkpoint, its settings (lr, betas, ...)
+    from the config: they are equal unless resume_force=true let the config change them, and then
+    the new settings are what the user asked for (torch alone would restore the old ones)."""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, fresh in zip(opt.param_groups, settings):
+        group.update(fresh)
 
 
 def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RUN_LENGTH_KEYS) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -220,6 +221,21 @@ def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun")) 
     return max(same, key=lambda d: d.stat().st_mtime, default=None)
 
 
+def check_writable(overrides: list[str], multirun: bool) -> None:
+    """Fail in one line, before any job starts, when the output directory cannot be written (no
+    permission, a read-only or full file system, a file in the way)."""
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [o[len(key):] for o in overrides if o.startswith(key)]
+    directory = Path(given[-1]) if given else Path("outputs")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ganlab_write_test"):
+            pass
+    except OSError as exc:
+        raise GanlabError(f"cannot write to the output directory {directory}: {exc.strerror or exc}; choose a "
+                          f"writable one with {key}PATH") from None
+
+
 def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
     None. Raises GanlabError for a path that holds no run."""
@@ -249,6 +265,7 @@ def train(args: list[str]) -> None:
         try:
             n_jobs = preflight(parsed.overrides, parsed.multirun)
             resumed = resume_run_dir(parsed.overrides, parsed.multirun)
+            check_writable(parsed.overrides, parsed.multirun)
         except GanlabError as exc:
             fail(str(exc), exc.exit_code)
         if parsed.multirun and "resume=auto" in parsed.overrides and not any(

@@ -276,7 +276,11 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
             final_extra.update(result.scalars)
 
     def save_state(at_step: int) -> None:
-        """The full state after `at_step`: what a resume needs to continue bit-identically."""
+        """The full state after `at_step`: what a resume needs to continue bit-identically. Only a
+        good state is saved: losses that turned non-finite since the last log tick stop the run
+        here, so the checkpoint on disk stays the last good one."""
+        if recent_d and not bool(torch.isfinite(torch.stack(recent_d + recent_g)).all()):
+            raise Diverged(f"the losses became non-finite (found at step {at_step}, before its checkpoint)")
         write_offloaded(offloader.drain())  # the pending W1/W2 and pictures belong to steps <= at_step
         state = {"history_steps": history_steps, "history_counts": history_counts, "final_extra": final_extra,
                  "recent_d": [float(v) for v in recent_d], "recent_g": [float(v) for v in recent_g],

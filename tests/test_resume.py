@@ -15,7 +15,7 @@ from conftest import ganlab, make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ganlab.errors import ConfigError, GanlabError
-from ganlab.train import run
+from ganlab.train import Diverged, run
 
 # Long enough that a signal sent after the first periodic checkpoint lands mid-run; cheap evaluations.
 RUN = ["steps=160", "checkpoint.every=40", "eval.every=80", "log.every=20", "eval.samples=300",
@@ -165,9 +165,12 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(finished, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(GanlabError, match="cannot write checkpoint .*No space left on device.*previous checkpoint"):
+    with pytest.raises(GanlabError, match="cannot write checkpoint .*No space left on device.*previous checkpoint") as failed:
         run(make_cfg(*TINY_RUN, f"resume={finished}"), finished)
+    assert failed.value.exit_code == 2  # the CLI prints the message as one line and exits with it
     assert (finished / "checkpoint.pt").read_bytes() == before
+    summary = json.loads((finished / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["error"]
     assert not list(finished.glob(".checkpoint.pt.tmp"))
 
 
@@ -202,3 +205,24 @@ def test_a_sweep_rerun_with_resume_auto_skips_completed_resumes_interrupted_and_
     (third,) = sweep_dir.glob("2_*")
     started = json.loads((third / "summary.json").read_text())
     assert started["status"] == "completed" and "resumed_from_step" not in started
+
+
+def test_a_diverging_run_keeps_its_last_good_checkpoint(finished):
+    good = (finished / "checkpoint.pt").read_bytes()
+    # From the good state at step 20, an absurd D learning rate makes the losses non-finite.
+    with pytest.raises(Diverged):
+        run(make_cfg(*TINY_RUN, "optim.d.lr=1e30", "resume_force=true", f"resume={finished}"), finished)
+    assert (finished / "checkpoint.pt").read_bytes() == good
+    summary = json.loads((finished / "summary.json").read_text())
+    assert summary["status"] == "diverged" and 20 < summary["diverged_step"] <= 40
+
+
+def test_an_output_directory_that_cannot_be_written_is_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    result = ganlab("train", *TINY_RUN, f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ganlab: error:")]
+    assert len(errors) == 1 and f"cannot write to the output directory {blocker / 'run'}" in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert blocker.read_text() == "keep me"
