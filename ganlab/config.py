@@ -76,7 +76,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: Optional[str] = None   # a run directory or checkpoint to continue (ganlab train resume=PATH)
+    resume: Optional[str] = None  # noqa: UP045 - OmegaConf reads Optional, not `str | None`; a run dir or checkpoint to continue
     resume_force: bool = False     # resume even when the config differs from the checkpoint's
 
 
