@@ -227,13 +227,22 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     given = [o[len(key):] for o in overrides if o.startswith(key)]
     directory = Path(given[-1]) if given else Path("outputs")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ganlab_write_test"):
-            pass
-    except OSError as exc:
-        raise GanlabError(f"cannot write to the output directory {directory}: {exc.strerror or exc}; choose a "
-                          f"writable one with {key}PATH") from None
+    # Nothing is created here: the nearest existing directory on the way must take new entries.
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    else:
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".ganlab_write_test"):
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    if problem:
+        raise GanlabError(f"cannot write to the output directory {directory}: {problem}; choose a "
+                          f"writable one with {key}PATH")
 
 
 def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
@@ -265,7 +274,8 @@ def train(args: list[str]) -> None:
         try:
             n_jobs = preflight(parsed.overrides, parsed.multirun)
             resumed = resume_run_dir(parsed.overrides, parsed.multirun)
-            check_writable(parsed.overrides, parsed.multirun)
+            if not parsed.cfg:  # printing the config writes nothing
+                check_writable(parsed.overrides, parsed.multirun)
         except GanlabError as exc:
             fail(str(exc), exc.exit_code)
         if parsed.multirun and "resume=auto" in parsed.overrides and not any(
