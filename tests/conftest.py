@@ -19,6 +19,29 @@ def make_cfg(*overrides: str):
         return compose(CONFIG_NAME, overrides=list(overrides))
 
 
+# Remedy tests: parameters before a step, whether a step changed them, an experiment built from overrides.
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    import torch
+
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def built(*overrides):
+    """The experiment of `overrides` on the CPU, seeded, at its first step (schedules started)."""
+    import torch
+
+    from ganlab.train import build, seed_everything
+
+    seed_everything(0)
+    exp = build(make_cfg(*overrides), torch.device("cpu"))
+    exp.remedy.begin_step(1)
+    return exp
+
+
 def ganlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the installed CLI in a subprocess, the way a user does."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}

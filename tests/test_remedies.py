@@ -3,33 +3,18 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, ganlab, make_cfg
+from conftest import TINY, built, changed, ganlab, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
 from ganlab.losses import WGANGP, NonSaturatingGAN
 from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
-from ganlab.train import build, run, seed_everything
+from ganlab.train import build, run
 
 REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
             "feature_matching", "label_smoothing", "spectral_norm", "instance_noise", "madgan", "ortho_jacobian"]
 # Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations).
 NO_WGAN = ("label_smoothing", "madgan")
-
-
-def snapshot(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def changed(before, module):
-    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
-
-
-def built(*overrides):
-    seed_everything(0)
-    exp = build(make_cfg(*overrides), torch.device("cpu"))
-    exp.remedy.begin_step(1)
-    return exp
 
 
 @pytest.mark.parametrize("remedy, loss", [(r, loss) for r in REMEDIES for loss in ("nsgan", "wgan_gp")
@@ -347,7 +332,7 @@ def test_every_replayed_optimizer_matches_torch_over_steps(make_opt):
 def test_gradient_penalty_of_a_packed_d_is_over_whole_packs(loss_cls):
     """For a linear critic w . (packed x) the input gradient is w, whatever the point: the penalty
     must be (||w|| - 1)^2 over the pack's 2m inputs, not over each sample's slice of w."""
-    import ganlab.losses as losses
+    from ganlab import losses
     from ganlab.remedies.pacgan import PackedDiscriminator
 
     m = 4

@@ -5,7 +5,7 @@ loop takes them, the property that defines each, checkpoints, refused combinatio
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, make_cfg
+from conftest import TINY, built, changed, make_cfg, snapshot
 
 from ganlab.errors import ConfigError
 from ganlab.remedies.base import NetworkFactory
@@ -27,21 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def built(*overrides):
-    seed_everything(0)
-    exp = build(make_cfg(*overrides), torch.device("cpu"))
-    exp.remedy.begin_step(1)
-    return exp
-
-
-def snapshot(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def changed(before, module):
-    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
 def step(exp, side, real, z):

@@ -7,28 +7,13 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, make_cfg
+from conftest import TINY, built, changed, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
 from ganlab.remedies.drs import DRS
 from ganlab.remedies.ebgan import EnergyAutoencoder, EnergyMarginLoss, pull_away
-from ganlab.train import build, run, seed_everything
-
-
-def snapshot(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def changed(before, module):
-    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
-
-
-def built(*overrides):
-    seed_everything(0)
-    exp = build(make_cfg(*overrides), torch.device("cpu"))
-    exp.remedy.begin_step(1)
-    return exp
+from ganlab.train import build, run
 
 
 def one_d_step_and_one_g_step(exp, n=16):

@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY, make_cfg
 
 from ganlab.errors import ConfigError
 from ganlab.train import Diverged, run
-
-from conftest import TINY, make_cfg
 
 
 def comparable(summary):
@@ -52,7 +51,6 @@ def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
 
 def test_cuda_request_is_refused_before_any_work(tmp_path):
     import torch
-
     from conftest import ganlab
 
     if torch.cuda.is_available():
