@@ -107,9 +107,7 @@ class Remedy:
 
     def d_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         fake = G(z).detach()  # D's step must not push gradients into G
-        value = loss.d_loss(D(real), D(fake))
-        penalty = loss.penalty(D, real, fake)
-        return value if penalty is None else value + penalty
+        return discriminator_loss(D, loss, real, fake)
 
     def g_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         return loss.g_loss(D(G(z)))
@@ -158,6 +156,23 @@ class InputTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(self.transform(x))
+
+
+def discriminator_loss(D: nn.Module, loss: Loss, real: Tensor, fake: Tensor) -> Tensor:
+    """The loss's D objective on fixed real and fake batches, with its penalty if it has one."""
+    value = loss.d_loss(D(real), D(fake))
+    penalty = loss.penalty(D, real, fake)
+    return value if penalty is None else value + penalty
+
+
+def refuse_partners(others: dict[str, Remedy], hook: str, why: str) -> None:
+    """For `check_partners`: refuse, in one line, a partner remedy that replaces `hook`. `why` may
+    name the partner as {name}."""
+    for name, other in others.items():
+        if other.overrides(hook):
+            from ganlab.errors import ConfigError
+
+            raise ConfigError(f"{why.format(name=name)}; drop one of them")
 
 
 def unwrap(D: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:

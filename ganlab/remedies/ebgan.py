@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
 from ganlab.losses import Loss, MinimaxGAN, NonSaturatingGAN
-from ganlab.remedies.base import Remedy, unwrap
+from ganlab.remedies.base import Remedy, refuse_partners, unwrap
 
 
 class EnergyMarginLoss(Loss):
@@ -44,14 +44,6 @@ class EnergyMarginLoss(Loss):
 
     def g_loss(self, d_fake):
         return d_fake.mean()
-
-    def __setattr__(self, name, value):
-        # label_smoothing sets `real_target` on a copy of the loss; the margin objective has no target
-        # to smooth, so say so instead of silently ignoring it (the other order: EBGAN.adapt_loss).
-        if name == "real_target":
-            raise ConfigError("ebgan brings its own margin objective, which has no real-sample target: "
-                              "label_smoothing cannot apply to it; drop one of them")
-        super().__setattr__(name, value)
 
 
 class EnergyAutoencoder(nn.Module):
@@ -118,10 +110,12 @@ class EBGAN(Remedy):
             raise ConfigError(f"ebgan brings its own margin objective, which would silently replace "
                               f"{type(loss).__name__}; use the default loss=nsgan")
 
+    def check_partners(self, others):
+        # A partner's change of the loss (label smoothing's real target) would be dropped by adapt_loss.
+        refuse_partners(others, "adapt_loss", "ebgan brings its own margin objective, which has no real-sample "
+                                              "target: {name} cannot apply to it")
+
     def adapt_loss(self, loss):
-        if getattr(loss, "real_target", 1.0) != 1.0:
-            raise ConfigError("ebgan brings its own margin objective, which has no real-sample target: "
-                              "label_smoothing cannot apply to it; drop one of them")
         return EnergyMarginLoss(self.margin, loss.n_critic)
 
     def build(self, G, D, make):

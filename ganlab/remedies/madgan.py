@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ganlab.errors import ConfigError
 from ganlab.losses import MinimaxGAN
 from ganlab.metrics.modes import HQ_THRESHOLD
-from ganlab.remedies.base import Remedy, replace_head, unwrap
+from ganlab.remedies.base import Remedy, refuse_partners, replace_head, unwrap
 
 
 class MultiGenerator(nn.Module):
@@ -121,13 +121,10 @@ class MADGAN(Remedy):
                               "every generator needs samples in each batch")
 
     def check_partners(self, others):
-        for name, other in others.items():
-            if other.overrides("adapt_loss"):
-                raise ConfigError(f"madgan replaces the loss's objective with its own cross-entropy, so {name}'s change "
-                                  "of the loss would have no effect; drop one of them")
-            if other.overrides("sample"):
-                raise ConfigError(f"madgan labels each sample with the generator that made it; {name} redraws the "
-                                  "samples, so the labels would be wrong; drop one of them")
+        refuse_partners(others, "adapt_loss", "madgan replaces the loss's objective with its own cross-entropy, "
+                                              "so {name}'s change of the loss would have no effect")
+        refuse_partners(others, "sample", "madgan labels each sample with the generator that made it; {name} "
+                                          "redraws the samples, so the labels would be wrong")
 
     def build(self, G, D, make):
         if getattr(D, "samples_per_score", 1) > 1:

@@ -36,18 +36,12 @@ from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
 from ganlab.losses import Loss, MinimaxGAN
-from ganlab.remedies.base import Remedy
+from ganlab.remedies.base import Remedy, discriminator_loss, refuse_partners
 
 
 def distance(x: Tensor, y: Tensor) -> Tensor:
     """Squared l2 distance per sample (images: over all pixels)."""
     return (x - y).flatten(1).pow(2).sum(dim=1)
-
-
-def discriminator_loss(D: nn.Module, loss: Loss, real: Tensor, fake: Tensor) -> Tensor:
-    value = loss.d_loss(D(real), D(fake))
-    penalty = loss.penalty(D, real, fake)
-    return value if penalty is None else value + penalty
 
 
 class MRGAN(Remedy):
@@ -101,10 +95,8 @@ class ManifoldDiffusionGAN(MRGAN):
     def check_partners(self, others):
         # The manifold D is built from the model config: a partner's change of D (spectral norm,
         # noise, packing, heads) would reach the main D only, and half of the game would lack it.
-        for name, other in others.items():
-            if other.overrides("build"):
-                raise ConfigError(f"remedy.mrgan.manifold_diffusion: {name} changes the networks, and would not reach "
-                                  "the second (manifold) discriminator; drop one of them")
+        refuse_partners(others, "build", "remedy.mrgan.manifold_diffusion: {name} changes the networks, and would "
+                                         "not reach the second (manifold) discriminator")
 
     def build(self, G, D, make):
         G, D = super().build(G, D, make)
