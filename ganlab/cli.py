@@ -31,6 +31,7 @@ COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
     "eval": "evaluate a finished run again from its checkpoint: ganlab eval RUN_DIR [--samples N]",
     "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
+    "classifier": "train the mode classifier that image metrics use: ganlab classifier dataset=mnist|fashion_mnist",
 }
 
 # Exit codes of the jobs of this process that ended badly (a multirun runs on past them).
@@ -80,10 +81,13 @@ def preflight(overrides: list[str], multirun: bool) -> int:
     from omegaconf import OmegaConf
 
     from ganlab.checkpoint import find
+    from ganlab.evaluation import make_evaluator
     from ganlab.train import build, restore
 
     for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
+        # What evaluations need (a mode classifier, Inception weights) is there, or said now.
+        make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
         if cfg.resume and cfg.resume != "auto" and not multirun:  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return len(jobs)
@@ -322,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         from ganlab.report import main as report
 
         report(rest)
+    elif command == "classifier":
+        from ganlab.classifier import main as classifier
+
+        classifier(rest)
     else:
         fail(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
 

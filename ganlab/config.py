@@ -48,6 +48,42 @@ class EvalConfig:
     samples: int = 2500
     w_samples: int = 1000
     background: bool = True
+    batch: int = 1000          # samples per forward pass in an evaluation (images)
+    grid: int = 64             # samples in the sample-grid picture, from fixed codes
+
+
+class Precision(str, enum.Enum):
+    none = "none"
+    bf16 = "bf16"
+
+
+class Switch(str, enum.Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+@dataclass
+class FidConfig:
+    weights: Optional[str] = None  # noqa: UP045 - pt_inception-2015-12-05-6726825d.pth; default: the cache
+
+
+@dataclass
+class MetricsConfig:
+    inception: Switch = Switch.auto  # Inception FID and IS; auto: when the weights file is found
+    fid: FidConfig = field(default_factory=FidConfig)
+    prdc_samples: int = 5000         # precision/recall, density/coverage: k-NN on this many samples per side
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    swd_projections: int = 512       # random directions of the sliced Wasserstein distance
+
+
+@dataclass
+class SpeedConfig:
+    amp: Precision = Precision.none  # bf16 autocast of the training steps (no loss scaling needed)
+    channels_last: bool = False      # NHWC memory format for conv networks
+    compile: bool = False            # torch.compile G and D for the training steps
+    cudnn_benchmark: bool = True     # let cuDNN pick the fastest conv algorithms (fixed shapes)
 
 
 @dataclass
@@ -76,6 +112,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     resume: Optional[str] = None  # noqa: UP045 - OmegaConf reads Optional, not `str | None`; a run dir or checkpoint to continue
     resume_force: bool = False     # resume even when the config differs from the checkpoint's
 
@@ -96,7 +134,9 @@ OmegaConf.register_new_resolver("remedy_label", remedy_label, replace=True)
 # key -> (smallest, largest) allowed integer
 _RANGES = {"seed": (0, 2**32 - 1), "steps": (1, None), "batch_size": (1, None), "eval.every": (1, None),
            "eval.samples": (2, None), "eval.w_samples": (2, None), "log.every": (1, None),
-           "cpu_threads": (0, None), "model.latent_dim": (1, None), "checkpoint.every": (1, None)}
+           "cpu_threads": (0, None), "model.latent_dim": (1, None), "checkpoint.every": (1, None),
+           "eval.batch": (1, None), "eval.grid": (1, 1024), "metrics.prdc_samples": (6, None),
+           "metrics.kid_subsets": (1, None), "metrics.kid_subset_size": (2, None), "metrics.swd_projections": (1, None)}
 W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
 
 

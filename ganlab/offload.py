@@ -34,6 +34,9 @@ class EvalJob:
     w_samples: int
     source: np.ndarray | None = None  # which generator made each sample, for a picture by generator
 
+    def complete(self) -> EvalResult:
+        return _complete_toy(self)
+
 
 @dataclass
 class EvalResult:
@@ -42,7 +45,13 @@ class EvalResult:
     images: dict[str, bytes]     # PNG
 
 
-def complete(job: EvalJob) -> EvalResult:
+def complete(job) -> EvalResult:
+    """The background part of one evaluation: `job.complete()` (a toy EvalJob here, an image job in
+    ganlab.image_jobs); both modules import no torch, so the worker starts quickly."""
+    return job.complete()
+
+
+def _complete_toy(job: EvalJob) -> EvalResult:
     """Exact Wasserstein distances and the three pictures of one evaluation."""
     # Imported here: matplotlib and POT take ~1 s to load, which every run start (and every
     # --help or config error) would pay, while only evaluations need them.
@@ -109,7 +118,7 @@ class Offloader:
                 self.results.put(exc if not isinstance(exc, EOFError) else EOFError("the worker stopped"))
                 return
 
-    def submit(self, job: EvalJob) -> None:
+    def submit(self, job) -> None:
         self.submitted += 1
         if self.worker is None:
             self.results.put(complete(job))

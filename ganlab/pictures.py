@@ -81,3 +81,63 @@ def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) 
     ax.set(xlabel="step", ylabel="mode", title=title)
     fig.tight_layout()
     return _to_png(fig)
+
+
+def tile(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
+    """uint8 images N x C x H x W -> one H' x W' x C mosaic, `columns` per row (default: square-ish)."""
+    n, c, h, w = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    canvas = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, k = divmod(i, columns)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = image.transpose(1, 2, 0)
+    return canvas
+
+
+def image_grid_picture(images: np.ndarray, title: str, columns: int | None = None) -> bytes:
+    """A sample grid (uint8 N x C x H x W), drawn at twice the pixel size so digits stay legible."""
+    mosaic = tile(images, columns)
+    height, width = mosaic.shape[:2]
+    fig, ax = plt.subplots(figsize=(2 * width / _DPI, 2 * height / _DPI + 0.3), dpi=_DPI)
+    ax.imshow(mosaic[..., 0] if mosaic.shape[2] == 1 else mosaic, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return _to_png(fig)
+
+
+def occupancy_picture(counts: np.ndarray, title: str) -> bytes:
+    """Stacked data's 1,000 modes as 10 panels (first digit) of 10 x 10 cells (second x third digit),
+    each cell the number of samples of that triple, on a log scale: empty cells (missed modes) are
+    black, a collapsed G lights a few cells."""
+    cube = np.asarray(counts, dtype=np.float64).reshape(10, 10, 10)
+    fig, axes = plt.subplots(2, 5, figsize=(7.5, 3.6), dpi=_DPI)
+    vmax = max(cube.max(), 1.0)
+    norm = matplotlib.colors.LogNorm(vmin=1, vmax=max(vmax, 2.0))
+    for first, ax in enumerate(axes.flat):
+        shown = np.ma.masked_equal(cube[first], 0)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="black")
+        mesh = ax.imshow(shown, cmap=cmap, norm=norm, origin="upper", interpolation="nearest")
+        ax.set_title(f"first = {first}", fontsize=7)
+        ax.set_xticks([0, 9], ["0", "9"], fontsize=6)
+        ax.set_yticks([0, 9], ["0", "9"], fontsize=6)
+    fig.supxlabel("third label", fontsize=7)
+    fig.supylabel("second label", fontsize=7)
+    fig.colorbar(mesh, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="samples (black: none)")
+    fig.suptitle(title, fontsize=8)
+    return _to_png(fig)
+
+
+def class_histogram_picture(counts: np.ndarray, title: str) -> bytes:
+    """The share of generated samples per class against the uniform share of the data."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = counts / max(counts.sum(), 1)
+    fig, ax = plt.subplots(figsize=(4.5, 2.8), dpi=_DPI)
+    ax.bar(np.arange(len(share)), share, color="tab:blue", label="generated")
+    ax.axhline(1 / len(share), color="black", linestyle="--", linewidth=1, label="data (uniform)")
+    ax.set(xlabel="class (mode classifier)", ylabel="share of samples", title=title, xticks=range(len(share)))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _to_png(fig)

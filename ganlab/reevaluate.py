@@ -16,8 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ganlab.errors import GanlabError
-from ganlab.evaluation import evaluate, protocol
-from ganlab.metrics.wasserstein import empirical_wasserstein
+from ganlab.evaluation import make_evaluator, scalars
 from ganlab.tracking import write_json_atomic
 from ganlab.train import build, eval_seed, load_checkpoint
 
@@ -41,12 +40,12 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     step = load_checkpoint(run_dir / "checkpoint.pt", exp)
     n = samples or cfg.eval.samples
     rng = torch.Generator(device).manual_seed(eval_seed(cfg.seed, step))
-    result = evaluate(exp.G, exp.D, exp.remedy, exp.data, exp.latent_dim, n, rng, exp.data.plot_limits())
-    metrics = {k: v for k, v in result.metrics.items() if k != "mode_counts"}
-    w_n = min(cfg.eval.w_samples, n)
-    metrics.update(empirical_wasserstein(result.fake[:w_n], result.real[:w_n]))
-    record = {"run_dir": str(run_dir), "step": step, "metrics": metrics, "mode_counts": result.metrics["mode_counts"],
-              "protocol": protocol(n, w_n, exp.loss)}
+    evaluator = make_evaluator(exp.data, exp.latent_dim, OmegaConf.merge(cfg.eval, {"samples": n}), exp.loss, device,
+                               cfg.get("metrics"))
+    result = evaluator.evaluate(exp.G, exp.D, exp.remedy, rng)
+    metrics = {**scalars(result), **evaluator.offline_metrics(result)}
+    record = {"run_dir": str(run_dir), "step": step, "metrics": metrics,
+              "mode_counts": result.metrics.get("mode_counts"), "protocol": evaluator.protocol()}
     write_json_atomic(run_dir / "eval.json", record)
     return record
 

@@ -25,12 +25,13 @@ from torch import nn
 from ganlab import checkpoint
 from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
-from ganlab.evaluation import METRIC_KEYS, Evaluation, evaluate, protocol
+from ganlab.evaluation import Evaluation, make_evaluator, scalars
 from ganlab.losses import Loss
-from ganlab.offload import EvalJob, Offloader
+from ganlab.offload import Offloader
 from ganlab.remedies import Remedy
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.stack import combine
+from ganlab.speed import Speed
 from ganlab.tracking import Tracker, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def _instantiate(node: DictConfig, key: str, *args, **kwargs):
         made = instantiate(node, **kwargs)
         return made(*args) if args else made
     except InstantiationException as exc:
+        if isinstance(exc.__cause__, GanlabError) and not isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None  # a missing or corrupt data file: its own one-line message
         if isinstance(exc.__cause__, (ConfigError, ValueError, TypeError)):
             raise ConfigError(f"{key}: {str(exc.__cause__).splitlines()[0]}") from None
         raise
@@ -244,18 +247,18 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         raise
     start_step, loop = (0, {}) if resume is None else restore(resume, exp, cfg, config)
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
+    speed = Speed(cfg.speed, device)
+    speed.prepare(G, D)
     # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
     # never changes the training trajectory, nor the samples an eval at a given step draws.
     eval_rng = torch.Generator(device)
-    limits = data.plot_limits()
-    centers = data.centers.cpu().numpy()
+    evaluator = make_evaluator(data, exp.latent_dim, cfg.eval, loss, device, cfg.metrics)
 
     hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
                "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
     summary = {"status": "failed", "step": 0, "run_dir": str(run_dir), "labels": labels, "seed": cfg.seed,
-               "device": str(device), "n_modes": data.n_modes,
-               "metrics": {}, "config": config,
-               "protocol": protocol(cfg.eval.samples, cfg.eval.w_samples, loss)}
+               "device": str(device), "n_modes": evaluator.n_modes,
+               "metrics": {}, "config": config, "protocol": evaluator.protocol()}
     history_steps: list[int] = [int(s) for s in loop.get("history_steps", [])]
     history_counts: list[list[int]] = [[int(c) for c in counts] for counts in loop.get("history_counts", [])]
     last: Evaluation | None = None
@@ -289,7 +292,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         checkpoint.save(run_dir / checkpoint.NAME, exp, at_step, state, config)
 
     # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
-    with Tracker(run_dir, cfg.steps, hparams, METRIC_KEYS, progress=progress,
+    with Tracker(run_dir, cfg.steps, hparams, evaluator.metric_keys, progress=progress,
                  purge_step=start_step + 1 if start_step else None) as tracker, StopRequest() as stop:
         offloader = Offloader(background=cfg.eval.background)
         # Plain ints: reading a DictConfig costs ~18 us, about 3 % of a step at these sizes.
@@ -307,27 +310,29 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
 
                 # D phase: n_critic steps, each on fresh real and fake batches.
                 for _ in range(n_critic):
-                    real = data.sample(batch)
+                    real = speed.batch(data.sample(batch))
                     z = torch.randn(batch, latent_dim, device=device)
                     for opt in d_opts:
                         opt.zero_grad(set_to_none=True)
-                    d_loss = remedy.d_loss(G, D, loss, real, z)
+                    with speed.autocast():
+                        d_loss = remedy.d_loss(G, D, loss, real, z)
                     d_loss.backward()
                     for opt in d_opts:
                         opt.step()
                     loss.after_d_step(D)
-                    recent_d.append(d_loss.detach())
+                    recent_d.append(d_loss.detach().float())  # a no-op for float32; bf16 under amp
                 d_grad = grad_norm(D) if log_now else None  # before the G step adds to D's grads
 
                 # G phase
                 z = torch.randn(batch, latent_dim, device=device)
                 for opt in g_opts:
                     opt.zero_grad(set_to_none=True)
-                g_loss = remedy.g_loss(G, D, loss, real, z)
+                with speed.autocast():
+                    g_loss = remedy.g_loss(G, D, loss, real, z)
                 g_loss.backward()
                 for opt in g_opts:
                     opt.step()
-                recent_g.append(g_loss.detach())
+                recent_g.append(g_loss.detach().float())
 
                 if log_now:
                     # Log tick: the only host syncs in the loop are here and in the eval below.
@@ -344,16 +349,13 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
 
                     if eval_now:
                         eval_rng.manual_seed(eval_seed(cfg.seed, step))
-                        last = evaluate(G, D, remedy, data, latent_dim, cfg.eval.samples, eval_rng, limits)
-                        m = last.metrics
-                        history_steps.append(step)
-                        history_counts.append(m["mode_counts"])
-                        tracker.scalars(step, {f"metrics/{k}": v for k, v in m.items() if k != "mode_counts"})
-                        offloader.submit(EvalJob(step, last.fake, last.real, last.d_grid, centers, limits,
-                                                 {k: v for k, v in m.items() if k != "mode_counts"},
-                                                 list(history_steps), list(history_counts), cfg.eval.w_samples,
-                                                 last.source))
-                        info += f"  modes {m['modes_captured']}/{data.n_modes}  HQ {m['high_quality_pct']:.0f}%"
+                        last = evaluator.evaluate(G, D, remedy, eval_rng)
+                        if "mode_counts" in last.metrics:
+                            history_steps.append(step)
+                            history_counts.append(last.metrics["mode_counts"])
+                        tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(last).items()})
+                        offloader.submit(evaluator.job(step, last, history_steps, history_counts))
+                        info += evaluator.headline(last.metrics)
                     tracker.advance(step, info)
 
                 # Periodic and on-signal checkpoints (the final one is written below, with the samples).
@@ -380,16 +382,17 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
             if start_step:
                 summary["resumed_from_step"] = start_step
             if last is not None:
-                summary["metrics"] = {k: v for k, v in last.metrics.items() if k != "mode_counts"}
+                summary["metrics"] = scalars(last)
                 if summary["status"] == "completed":
                     summary["metrics"].update(final_extra)
-                summary["mode_counts"] = last.metrics["mode_counts"]
+                if "mode_counts" in last.metrics:
+                    summary["mode_counts"] = last.metrics["mode_counts"]
             if history_steps:
                 summary["mode_history"] = {"steps": history_steps, "counts": history_counts}
             unsaved = None
             if summary["status"] == "completed":
                 # The final metrics are computed on exactly these samples.
-                np.savez(run_dir / "samples.npz", x=last.fake, real=last.real)
+                np.savez(run_dir / "samples.npz", **evaluator.saved_samples(last))
                 try:
                     save_state(step)
                 except GanlabError as exc:  # a full disk: the summary says so, the old checkpoint stays

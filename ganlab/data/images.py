@@ -1,0 +1,230 @@
+"""Image datasets: MNIST, Fashion-MNIST, CIFAR-10 and their stacked 1,000-mode versions (DESIGN 3).
+
+Each is held on the training device as uint8 and sampled by random index there (DESIGN 4): no
+DataLoader, no per-step host-to-device copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import pickle
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ganlab.data.files import data_root, fetch
+from ganlab.errors import ConfigError, GanlabError
+
+NAMES = ("mnist", "fashion_mnist", "cifar10")
+SPLITS = ("train", "test")
+_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_CIFAR_TAR, _CIFAR_DIR = "cifar-10-python.tar.gz", "cifar-10-batches-py"
+_CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def _corrupt(path: Path | str, problem: str) -> GanlabError:
+    return GanlabError(f"data file {path} is corrupt or truncated ({problem}); delete it so that it is fetched again")
+
+
+def read_idx(path: str | Path) -> Tensor:
+    """An IDX file (gzipped or raw) of unsigned bytes, as a uint8 tensor of its dims."""
+    path = Path(path)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off gzip, EOFError
+        raise _corrupt(path, str(exc)) from None
+    if len(data) < 4 or data[:3] != b"\0\0\x08":  # magic: 0, 0, type 0x08 (uint8), number of dims
+        raise _corrupt(path, "not an IDX file of unsigned bytes")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise _corrupt(path, "bad IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) != header + int(np.prod(dims)):
+        raise _corrupt(path, f"{len(data) - header} bytes of data for dims {dims}")
+    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy())
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only what numpy arrays need, so a planted file cannot run code.
+    (Python 3's protocol 2 writes bytes through _codecs.encode.)"""
+
+    _ALLOWED = frozenset({("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                          ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                          ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")})
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _sources(name: str, split: str, root: str | None) -> list[Path]:
+    """The files a split is read from, fetched if missing (this is where an offline start fails)."""
+    if name not in NAMES:
+        raise ConfigError(f"unknown image dataset {name!r}; choose one of {', '.join(NAMES)}")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: choose train or test")
+    if name == "cifar10":
+        extracted = data_root(root) / "cifar10" / _CIFAR_DIR
+        return [extracted] if extracted.is_dir() else [fetch("cifar10", _CIFAR_TAR, root)]
+    return [fetch(name, f, root) for f in _IDX[split]]
+
+
+def _read(name: str, split: str, sources: list[Path]) -> tuple[Tensor, Tensor]:
+    if name == "cifar10":
+        return _read_cifar(sources[0], split)
+    images, labels = (read_idx(p) for p in sources)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or not len(labels) or labels.max() > 9:
+        raise _corrupt(sources[0].parent, f"images {tuple(images.shape)} and labels {tuple(labels.shape)} in "
+                                          "0..9 do not match")
+    return images.unsqueeze(1), labels.long()
+
+
+def _read_cifar(source: Path, split: str) -> tuple[Tensor, Tensor]:
+    """The python batches, from the extracted directory or straight from the tar.gz."""
+    images, labels = [], []
+    try:
+        with (contextlib.nullcontext() if source.is_dir() else tarfile.open(source, "r:gz")) as tar:
+            for batch in _CIFAR_BATCHES[split]:
+                if tar is None:
+                    blob = (source / batch).read_bytes()
+                else:
+                    member = tar.extractfile(f"{_CIFAR_DIR}/{batch}")
+                    blob = member.read() if member else b""
+                entry = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+                data, batch_labels = np.asarray(entry[b"data"], np.uint8), np.asarray(entry[b"labels"], np.int64)
+                if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
+                    raise ValueError(f"{batch} holds data {data.shape} and {len(batch_labels)} labels")
+                images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R, G, B planes
+                labels.append(torch.from_numpy(batch_labels))
+    except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError, pickle.UnpicklingError,
+            tarfile.TarError, zlib.error) as exc:
+        raise _corrupt(source, f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+    return torch.cat(images), torch.cat(labels)
+
+
+def load_split(name: str, split: str, root: str | None = None) -> tuple[Tensor, Tensor]:
+    """One split of `name` ("mnist", "fashion_mnist", "cifar10"): uint8 images (N, C, H, W) and
+    int64 labels (N,), on the CPU. Fetches missing files into `data_root(root)`."""
+    return _read(name, split, _sources(name, split, root))
+
+
+def mode_ids(labels: Tensor) -> Tensor:
+    """One mode id per sample: the label, or 100*l0 + 10*l1 + l2 for a stacked triple (n, 3)."""
+    if labels.ndim == 1:
+        return labels
+    return labels[:, 0] * 100 + labels[:, 1] * 10 + labels[:, 2]
+
+
+class ImageDataset:
+    """A real image dataset held on `device` as uint8, sampled at random indices there.
+
+    The interface of `GaussianMixture`: `shape`, `n_modes`, `device`, `sample(n, generator)`.
+    Files are resolved (and fetched) at construction, so a missing file fails at start-up; the
+    pixels are read on first use, so building every job of a sweep beforehand stays cheap.
+    A stacked dataset (`stack_n` > 0) puts three base digits in the RGB channels, drawn from a
+    fixed table of `stack_n` index triples: the base images plus the table are gathered at
+    sample time, far smaller than the materialized stack (128k x 3 x 28 x 28 = 301 MB).
+    """
+
+    def __init__(self, base: str, split: str = "train", root: str | None = None, device: str | torch.device = "cpu",
+                 pad_to_32: bool = False, stack_n: int = 0, stack_seed: int = 0):
+        if stack_n < 0 or (stack_n and split != "train"):
+            raise ConfigError(f"a stacked dataset needs n >= 1 triples from the train split, got n={stack_n}")
+        if pad_to_32 and base == "cifar10":
+            raise ConfigError("pad_to_32 is for 28x28 data; CIFAR-10 is already 32x32")
+        self._sources = _sources(base, split, root)
+        self.base, self.split, self.device = base, split, torch.device(device)
+        self.stacked, self.pad_to_32 = stack_n > 0, pad_to_32
+        self.stack_n, self.stack_seed = stack_n, stack_seed
+        self.name = ("stacked_" if self.stacked else "") + base
+        side = 32 if pad_to_32 or base == "cifar10" else 28
+        self.shape = (3 if self.stacked or base == "cifar10" else 1, side, side)
+        self.n_modes = 1000 if self.stacked else 10
+        self._images: Tensor | None = None  # (N, C, H, W), or (N, H, W) base digits when stacked
+        self._labels: Tensor | None = None
+        self._table: Tensor | None = None  # (stack_n, 3) indices into the base set
+
+    def _load(self) -> tuple[Tensor, Tensor]:
+        if self._images is None:
+            images, labels = _read(self.base, self.split, self._sources)
+            if self.pad_to_32:
+                images = F.pad(images, (2, 2, 2, 2))
+            if self.stacked:
+                images = images[:, 0]
+                # Generated on the CPU with its own generator: the same triples on every machine and device.
+                cpu = torch.Generator().manual_seed(self.stack_seed)
+                self._table = torch.randint(0, len(images), (self.stack_n, 3), generator=cpu).to(self.device)
+            self._images, self._labels = images.to(self.device), labels.to(self.device)
+        return self._images, self._labels
+
+    def __len__(self) -> int:
+        return self.stack_n if self.stacked else len(self._load()[0])
+
+    def sample_with_labels(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n images in [-1, 1], float32 (n, C, H, W), and their labels: (n,), or (n, 3) when stacked."""
+        images, labels = self._load()
+        idx = torch.randint(0, len(self), (n,), device=self.device, generator=generator)
+        if self.stacked:
+            idx = self._table[idx]  # (n, 3): gathering (n, 3, H, W) puts the three digits in the channels
+        return images[idx].float().div_(127.5).sub_(1.0), labels[idx]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_with_labels(n, generator)[0]
+
+    mode_ids = staticmethod(mode_ids)
+
+    def memory_bytes(self) -> int:
+        """Device memory held now (0 until first use): images, labels and the stacked table."""
+        held = (self._images, self._labels, self._table)
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
+
+
+def _mnist_like(base, root, split, pad_to_32, device) -> ImageDataset:
+    return ImageDataset(base, split, root, device, pad_to_32=pad_to_32)
+
+
+def _stacked(base, root, n, seed, pad_to_32, device) -> ImageDataset:
+    if n < 1:
+        raise ConfigError(f"n={n}: a stacked dataset needs n >= 1 triples (128000 in the usual protocol)")
+    return ImageDataset(base, "train", root, device, pad_to_32=pad_to_32, stack_n=n, stack_seed=seed)
+
+
+# Builders for Hydra `_target_`s (configs/dataset/*.yaml). `root: null` means $GANLAB_DATA or ~/.cache/ganlab/data.
+def mnist(root: str | None = None, split: str = "train", pad_to_32: bool = False, device="cpu") -> ImageDataset:
+    """MNIST digits, 1x28x28 (1x32x32 zero-padded with pad_to_32), 10 modes."""
+    return _mnist_like("mnist", root, split, pad_to_32, device)
+
+
+def fashion_mnist(root: str | None = None, split: str = "train", pad_to_32: bool = False,
+                  device="cpu") -> ImageDataset:
+    """Fashion-MNIST, 1x28x28 (1x32x32 with pad_to_32), 10 modes; Debian's copy is used if installed."""
+    return _mnist_like("fashion_mnist", root, split, pad_to_32, device)
+
+
+def cifar10(root: str | None = None, split: str = "train", device="cpu") -> ImageDataset:
+    """CIFAR-10, 3x32x32, 10 classes."""
+    return ImageDataset("cifar10", split, root, device)
+
+
+def stacked_mnist(root: str | None = None, n: int = 128000, seed: int = 0, pad_to_32: bool = False,
+                  device="cpu") -> ImageDataset:
+    """Stacked MNIST: three MNIST training digits as the RGB channels, 3x28x28, 1,000 modes."""
+    return _stacked("mnist", root, n, seed, pad_to_32, device)
+
+
+def stacked_fashion_mnist(root: str | None = None, n: int = 128000, seed: int = 0, pad_to_32: bool = False,
+                          device="cpu") -> ImageDataset:
+    """Stacked Fashion-MNIST: the same construction over Fashion-MNIST, a 1,000-mode benchmark offline."""
+    return _stacked("fashion_mnist", root, n, seed, pad_to_32, device)

@@ -1,0 +1,273 @@
+"""The image protocol (DESIGN 3): one evaluation of an image GAN, batched on the training device.
+
+What it measures depends on what the dataset offers:
+- MNIST-like and stacked data: the project's mode classifier labels every generated sample
+  (each channel of a stacked sample), giving modes captured and KL(p_gen || uniform) over 10 classes
+  or 1,000 triples; its penultimate features give the *domain* FID, KID, precision/recall,
+  density/coverage and the sliced Wasserstein distance.
+- With the Inception weights (metrics.inception): Inception FID and IS. `auto` turns them on for
+  CIFAR-10 when the weights file is found (on the CPU they cost minutes per evaluation elsewhere).
+- Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
+
+The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
+a fixed seed; its statistics are cached on disk under (dataset, extractor and its hash, n, seed).
+Pictures (sample grids from fixed codes, mode occupancy, class histograms) are drawn by the
+background worker from what `job` hands it (ganlab/image_jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ganlab.evaluation import Evaluation, eval_mode, scalars
+from ganlab.losses import Wasserstein
+from ganlab.metrics.jacobian import smallest_singular_value
+from ganlab.remedies import Remedy
+
+log = logging.getLogger(__name__)
+
+REFERENCE_SEED = 20_170_101  # the real reference sample: the same images in every run and every evaluation
+GRID_SEED = 0                # the codes of the sample grid: the same z in every evaluation and every run
+JACOBIAN_SAMPLES = 16        # z points for sigma_min(dG/dz): latent_dim G passes each, so fewer than on 2-D
+REMEDY_METRIC_SAMPLES = 1000  # remedies' own evaluation metrics (reconstruction, ...) on the first samples
+KID_KEYS = ("kid", "kid_std")
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(size, n - start)
+
+
+class ImageEvaluator:
+    def __init__(self, data, latent_dim: int, eval_cfg, loss, device: torch.device, metrics_cfg=None):
+        from ganlab.config import MetricsConfig
+
+        self.data, self.latent_dim, self.cfg, self.loss, self.device = data, latent_dim, eval_cfg, loss, device
+        self.mcfg = metrics_cfg if metrics_cfg is not None else MetricsConfig()
+        self.n_modes = data.n_modes
+        self.classifier, self.classifier_info = self._load_classifier()
+        self.inception = self._load_inception()
+        self.z_grid = torch.randn(eval_cfg.grid, latent_dim, device=device,
+                                  generator=torch.Generator(device).manual_seed(GRID_SEED))
+        self._reference: dict | None = None  # real features and statistics, computed at the first evaluation
+        keys = ["critic_gap", "jacobian_sigma_min", "eval_seconds"]
+        if self.classifier is not None:
+            keys += ["modes_captured", "reverse_kl", "domain_fid", *KID_KEYS, *PRDC_KEYS, "swd"]
+        else:
+            keys += ["swd_pixels"]
+        if self.inception is not None:
+            keys += ["fid", "inception_score", "inception_score_std"]
+        self.metric_keys = tuple(keys)
+
+    # --- what is available -------------------------------------------------------------------------
+
+    def _load_classifier(self):
+        if self.data.base not in ("mnist", "fashion_mnist"):
+            return None, None
+        from ganlab.classifier import load_classifier
+
+        model, info = load_classifier(self.data.base, self.device)
+        return model.eval(), info
+
+    def _load_inception(self):
+        from ganlab.metrics import inception
+
+        choice = str(getattr(self.mcfg.inception, "value", self.mcfg.inception))
+        weights = self.mcfg.fid.weights
+        if choice == "off":
+            return None
+        if choice == "auto":
+            found = bool(weights) or inception.weights_cache_path().is_file()
+            if self.data.base != "cifar10" or not found:
+                return None
+        return inception.load_fid_inception(weights, self.device)
+
+    # --- features ----------------------------------------------------------------------------------
+
+    def _for_classifier(self, x: Tensor) -> Tensor:
+        """28 x 28 inputs for the classifier: padded 32 x 32 data is cropped back."""
+        return x[..., 2:30, 2:30] if x.shape[-1] == 32 else x
+
+    @torch.no_grad()
+    def _classify(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Labels ((n,) or (n, 3) for stacked data) and penultimate features ((n, 128) or (n, 384))."""
+        labels, feats = [], []
+        for start, size in _chunks(len(x), self.cfg.batch):
+            chunk = self._for_classifier(x[start:start + size])
+            c = chunk.shape[1]
+            flat = chunk.reshape(-1, 1, *chunk.shape[2:])  # each channel is one digit
+            labels.append(self.classifier(flat).argmax(dim=1).view(len(chunk), c))
+            feats.append(self.classifier.penultimate(flat).reshape(len(chunk), -1))
+        labels = torch.cat(labels)
+        return (labels if self.data.stacked else labels[:, 0]), torch.cat(feats)
+
+    @torch.no_grad()
+    def _inception(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from ganlab.metrics import inception
+
+        return inception.features(self.inception, inception.quantize(x), batch_size=min(self.cfg.batch, 200),
+                                  return_logits=True)
+
+    def _mode_metrics(self, labels: Tensor) -> dict:
+        from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
+
+        if self.data.stacked:
+            return stacked_mode_metrics(labels)
+        out = class_metrics(labels, n_classes=self.n_modes)
+        out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
+        return out
+
+    def _reference_sample(self, n: int) -> dict:
+        """The real side: features and statistics of n reference images (cached on disk)."""
+        if self._reference is not None and self._reference["n"] == n:
+            return self._reference
+        from ganlab.metrics.feature_cache import cached_statistics
+
+        rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
+        real = torch.cat([self.data.sample(size, generator=rng) for _, size in _chunks(n, self.cfg.batch)])
+        key = {"dataset": self.data.name, "split": self.data.split, "shape": list(self.data.shape),
+               "n": n, "seed": REFERENCE_SEED, "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
+        ref: dict = {"n": n, "pixels": real.flatten(1)}
+        if self.classifier is not None:
+            labels, _ = self._classify(real)
+            ref["modes"] = self._mode_metrics(labels)
+            ref["mu"], ref["sigma"], ref["features"] = cached_statistics(
+                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"},
+                lambda: self._classify(real)[1].double().cpu().numpy())
+            if ref["features"] is None:
+                ref["features"] = self._classify(real)[1].float().cpu().numpy()
+        if self.inception is not None:
+            ref["inception_mu"], ref["inception_sigma"], _ = cached_statistics(
+                {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
+        self._reference = ref
+        return ref
+
+    # --- the evaluation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
+                 n: int | None = None) -> Evaluation:
+        n = n or self.cfg.samples
+        start = time.perf_counter()
+        ref = self._reference_sample(n)
+        with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
+            remedy.before_eval(G, D, self.data, generator)
+            z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+            fake = torch.cat([remedy.sample(G, D, z[s:s + size], generator) for s, size in _chunks(n, self.cfg.batch)])
+            real = self.data.sample(n, generator=generator)
+            d_real = torch.cat([D(real[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
+            d_fake = torch.cat([D(fake[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
+            metrics: dict = {"critic_gap": float(d_real.float().mean() - d_fake.float().mean())}
+            metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
+            k = min(n, REMEDY_METRIC_SAMPLES)
+            metrics.update(remedy.eval_metrics(G, D, self.data, z[:k], fake[:k], real[:k]))
+            grid = G(self.z_grid)  # G itself at fixed codes (a sampler's choices would change the picture)
+            source = remedy.sample_sources(G, self.z_grid)
+        fake = fake.float()
+        if self.classifier is not None:
+            labels, feats = self._classify(fake)
+            metrics.update(self._mode_metrics(labels))
+            metrics.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
+        else:
+            from ganlab.metrics.sliced import sliced_wasserstein
+
+            metrics["swd_pixels"] = sliced_wasserstein(fake.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
+        if self.inception is not None:
+            from ganlab.metrics.feature_cache import fid_from_features
+            from ganlab.metrics.inception_score import inception_score
+
+            feats, logits = self._inception(fake)
+            metrics["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
+            metrics["inception_score"], metrics["inception_score_std"] = inception_score(logits)
+        metrics["eval_seconds"] = time.perf_counter() - start
+        log.debug("evaluation of %d samples: %.1f s", n, metrics["eval_seconds"])
+        return Evaluation(metrics, _to_uint8(fake), _to_uint8(real), None,
+                          None if source is None else source.cpu().numpy(), grid=_to_uint8(grid.float()))
+
+    def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
+        from ganlab.metrics.feature_cache import fid_from_features
+        from ganlab.metrics.kid import kernel_inception_distance
+        from ganlab.metrics.prdc import density_coverage, precision_recall
+        from ganlab.metrics.sliced import sliced_wasserstein
+
+        real = np.asarray(ref["features"], np.float64)
+        out = {"domain_fid": fid_from_features(fake, ref["mu"], ref["sigma"], what="domain FID")}
+        out["kid"], out["kid_std"] = kernel_inception_distance(fake, real, self.mcfg.kid_subsets,
+                                                               self.mcfg.kid_subset_size)
+        m = min(self.mcfg.prdc_samples, len(fake), len(real))
+        out.update(precision_recall(real[:m], fake[:m], k=3))
+        out.update(density_coverage(real[:m], fake[:m], k=5))
+        out["swd"] = sliced_wasserstein(fake, real, self.mcfg.swd_projections)["sw1"]
+        return out
+
+    # --- what the loop needs besides the numbers -----------------------------------------------------
+
+    def protocol(self) -> dict:
+        n = self.cfg.samples
+        out = {
+            "samples": n,
+            "reference": f"{n} real {self.data.name} ({self.data.split} split) images drawn with seed {REFERENCE_SEED}, "
+                         "the same in every evaluation",
+            "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples: "
+                          + ("a Wasserstein estimate (Lipschitz critic)" if isinstance(self.loss, Wasserstein)
+                             else f"the D gap of {type(self.loss).__name__}, not a Wasserstein estimate"),
+            "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz",
+            "remedy_metrics": f"on the first {REMEDY_METRIC_SAMPLES} evaluation samples",
+        }
+        if self.classifier is not None:
+            from ganlab.classifier import describe
+
+            unit = "each channel" if self.data.stacked else "each sample"
+            out["classifier"] = describe(self.classifier_info)
+            out["mode_metrics"] = (f"the classifier labels {unit}; modes_captured = distinct "
+                                   + ("label triples out of 1000" if self.data.stacked else "classes out of 10")
+                                   + "; reverse_kl = KL(p_gen(mode) || uniform), natural log, 0 log 0 = 0")
+            out["domain_features"] = ("the classifier's penultimate layer" + (", the three channels' features concatenated"
+                                      if self.data.stacked else "") + ": domain_fid, kid, precision/recall, "
+                                      "density/coverage and swd are on these features, NOT Inception features")
+            out["kid"] = (f"unbiased MMD^2, cubic polynomial kernel, mean and std over {self.mcfg.kid_subsets} subsets "
+                          f"of {self.mcfg.kid_subset_size}")
+            out["prdc"] = f"precision/recall k=3, density/coverage k=5, on the first {min(n, self.mcfg.prdc_samples)} samples per side"
+            out["swd"] = f"sliced W1 over {self.mcfg.swd_projections} random directions (seed 0)"
+            if self._reference is not None and "modes" in self._reference:
+                ref = self._reference["modes"]
+                out["reference_modes"] = {"modes_captured": ref["modes_captured"], "reverse_kl": ref["reverse_kl"]}
+        else:
+            out["swd_pixels"] = f"sliced W1 on raw pixels over {self.mcfg.swd_projections} random directions (seed 0)"
+        if self.inception is not None:
+            out["fid"] = (f"Inception FID ({self.inception.extractor_id()}), pytorch-fid preprocessing, "
+                          f"{n} generated vs {n} reference images")
+            out["inception_score"] = "IS over 10 splits of the generated samples"
+        return out
+
+    def job(self, step: int, ev: Evaluation, history_steps: list[int], history_counts: list[list[int]]):
+        from ganlab.image_jobs import ImageEvalJob
+
+        return ImageEvalJob(step, ev.grid, scalars(ev), ev.metrics.get("mode_counts"), self.n_modes,
+                            bool(self.data.stacked), list(history_steps), list(history_counts), ev.source)
+
+    def headline(self, metrics: dict) -> str:
+        if "modes_captured" in metrics:
+            return f"  modes {metrics['modes_captured']}/{self.n_modes}  KL {metrics['reverse_kl']:.2f}"
+        if "fid" in metrics:
+            return f"  FID {metrics['fid']:.1f}"
+        return f"  SWD(px) {metrics['swd_pixels']:.3f}"
+
+    def offline_metrics(self, ev: Evaluation) -> dict:
+        return {}
+
+    def saved_samples(self, ev: Evaluation) -> dict:
+        """samples.npz: the first 1,000 generated and real images of the final evaluation, as uint8
+        (all 26k would take 61 MB per run); `ganlab eval` draws any number again from the checkpoint."""
+        return {"x": ev.fake[:1000], "real": ev.real[:1000]}
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """[-1, 1] images -> uint8 levels, N x C x H x W (what a PNG would hold)."""
+    return torch.floor((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,136 @@
+"""Benchmark: image GAN training speed under each speed switch, ganlab's loop against a bare PyTorch
+loop with the same networks and the same switch, in one process.
+
+For every setting (none, cudnn_benchmark, channels_last, amp=bf16, compile, all of them) it prints
+images per second (generated + real images through G and D steps: batch x steps / seconds, the D and
+G step of one iteration counted once), for ganlab's `run` and for the bare loop, and their ratio.
+ganlab's figure includes its log ticks and one small evaluation at the end; the bare loop does only
+the steps. Then it times one evaluation at the protocol's sample count (26,000 for Stacked MNIST).
+
+    python scripts/bench_images.py [--steps 200] [--settings none,amp,...] [--eval-samples 26000] [overrides...]
+
+Defaults: DCGAN on Stacked Fashion-MNIST, NS-GAN, batch 64, on CUDA when present. The mode
+classifier must be trained first (`ganlab classifier dataset=fashion_mnist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from ganlab.config import CONFIG_DIR, CONFIG_NAME, resolve_device
+from ganlab.evaluation import make_evaluator
+from ganlab.speed import Speed
+from ganlab.train import build, run, seed_everything
+
+SETTINGS = {
+    "none": ["speed.cudnn_benchmark=false"],
+    "cudnn_benchmark": ["speed.cudnn_benchmark=true"],
+    "channels_last": ["speed.cudnn_benchmark=false", "speed.channels_last=true"],
+    "amp": ["speed.cudnn_benchmark=false", "speed.amp=bf16"],
+    "compile": ["speed.cudnn_benchmark=false", "speed.compile=true"],
+    "all": ["speed.cudnn_benchmark=true", "speed.channels_last=true", "speed.amp=bf16", "speed.compile=true"],
+}
+DEFAULTS = ["dataset=stacked_fashion_mnist", "model=dcgan", "loss=nsgan", "remedy=none", "batch_size=64",
+            "cpu_threads=0", "metrics.inception=off"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop(cfg, steps: int, warmup: int) -> float:
+    """The same step written plainly, with the same switches; images per second."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    exp = build(cfg, device)
+    speed = Speed(cfg.speed, device)
+    speed.prepare(exp.G, exp.D)
+    G, D, data, g_opt, d_opt, n, zdim = exp.G, exp.D, exp.data, exp.g_opt, exp.d_opt, cfg.batch_size, exp.latent_dim
+
+    def step():
+        real = speed.batch(data.sample(n))
+        with speed.autocast():
+            fake = G(torch.randn(n, zdim, device=device)).detach()
+            d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        with speed.autocast():
+            g_loss = F.softplus(-D(G(torch.randn(n, zdim, device=device)))).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+
+    for _ in range(warmup):  # compilation and cuDNN's algorithm search happen here, as in ganlab's first steps
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return n * steps / (time.perf_counter() - start)
+
+
+def ganlab_loop(cfg) -> float:
+    """`run` as `ganlab train` does it (log ticks, one small evaluation at the end); images per second."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = run(cfg, run_dir, progress=False)
+    return cfg.batch_size * summary["steps_per_second"]
+
+
+def evaluation_seconds(cfg, samples: int) -> float:
+    device = resolve_device(cfg.device)
+    exp = build(cfg, device)
+    evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, device, cfg.metrics)
+    rng = torch.Generator(device).manual_seed(0)
+    evaluator.evaluate(exp.G, exp.D, exp.remedy, rng, n=samples)  # the first one also computes the real reference
+    _sync(device)
+    start = time.perf_counter()
+    evaluator.evaluate(exp.G, exp.D, exp.remedy, rng, n=samples)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10, help="bare-loop steps before the clock starts")
+    ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--eval-samples", type=int, default=26000, help="0: skip the evaluation timing")
+    ap.add_argument("overrides", nargs="*", help="config overrides, as for `ganlab train`")
+    args = ap.parse_args()
+    rows = []
+    for name in args.settings.split(","):
+        if name not in SETTINGS:
+            ap.error(f"unknown setting {name}; choose from {', '.join(SETTINGS)}")
+        overrides = [*DEFAULTS, f"steps={args.steps}", f"eval.every={args.steps}", f"log.every={max(args.steps // 4, 1)}",
+                     "eval.samples=256", "eval.w_samples=256", "eval.background=false", "metrics.prdc_samples=256",
+                     "metrics.kid_subsets=10", "metrics.kid_subset_size=100", *SETTINGS[name], *args.overrides]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(CONFIG_NAME, overrides=overrides)
+        bare = bare_loop(cfg, args.steps, args.warmup)
+        ours = ganlab_loop(cfg)
+        rows.append((name, ours, bare))
+        print(f"{name:>16}: ganlab {ours:9.1f} img/s   bare {bare:9.1f} img/s   ratio {ours / bare:.3f}", flush=True)
+    device = resolve_device(cfg.device)
+    print(f"\ndevice {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+          f"{cfg.model.g._target_.rsplit('.', 2)[-2]} on {cfg.dataset._target_.rsplit('.', 1)[-1]}, batch {cfg.batch_size}, "
+          f"{args.steps} steps; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("| setting | ganlab img/s | bare img/s | ratio |\n|---|---|---|---|")
+    for name, ours, bare in rows:
+        print(f"| {name} | {ours:.1f} | {bare:.1f} | {ours / bare:.3f} |")
+    if args.eval_samples:
+        seconds = evaluation_seconds(cfg, args.eval_samples)
+        print(f"\none evaluation of {args.eval_samples} samples (classifier labels and features, domain FID, KID, "
+              f"PRDC on {cfg.metrics.prdc_samples}, SWD): {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The mode classifier (ganlab.classifier) and the label-based mode metrics (ganlab.metrics.classes)."""
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganlab import classifier as clf
+from ganlab.errors import GanlabError
+from ganlab.metrics.classes import class_metrics, classify_channels, stacked_mode_metrics
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+# --- metrics on hand-computed cases -----------------------------------------------------------------
+
+def test_stacked_one_triple_is_one_mode_with_kl_log_1000():
+    m = stacked_mode_metrics(torch.tensor([[1, 2, 3]] * 50))
+    assert m["modes_captured"] == 1 and m["modes_above_share"] == 1
+    assert m["reverse_kl"] == pytest.approx(math.log(1000))
+    assert len(m["mode_counts"]) == 1000 and m["mode_counts"][123] == 50 and sum(m["mode_counts"]) == 50
+
+
+def test_stacked_uniform_over_all_triples_has_kl_0():
+    triples = torch.cartesian_prod(*[torch.arange(10)] * 3)  # (1000, 3), every triple once
+    m = stacked_mode_metrics(triples.repeat(2, 1))
+    assert m["modes_captured"] == 1000 and m["modes_above_share"] == 1000
+    assert m["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert m["mode_counts"] == [2] * 1000
+    assert m["mode_counts"][100 * 4 + 10 * 0 + 7] == 2  # index 100a + 10b + c
+
+
+def test_stacked_half_half():
+    triples = torch.tensor([[0, 0, 0]] * 3 + [[9, 9, 9]] * 3)
+    m = stacked_mode_metrics(triples)
+    assert m["modes_captured"] == 2
+    assert m["reverse_kl"] == pytest.approx(math.log(500))  # 2 * 0.5 * log(1000 * 0.5)
+    assert m["mode_counts"][0] == 3 and m["mode_counts"][999] == 3
+
+
+def test_class_metrics_counts_kl_and_share():
+    m = class_metrics(torch.tensor([0] * 5 + [1] * 5))
+    assert m["class_counts"] == [5, 5] + [0] * 8
+    assert m["modes_captured"] == 2 and m["reverse_kl"] == pytest.approx(math.log(5))
+    uniform = class_metrics(torch.arange(10).repeat(3))
+    assert uniform["modes_captured"] == 10 and uniform["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+    # 1,000 samples over 10 classes: the share threshold is 10 % of 100 = 10 samples.
+    stray = class_metrics(torch.tensor([0] * 991 + [1] * 9))
+    assert stray["modes_captured"] == 2 and stray["modes_above_share"] == 1
+    kept = class_metrics(torch.tensor([0] * 990 + [1] * 10))
+    assert kept["modes_above_share"] == 2
+    assert class_metrics(torch.tensor([0, 1, 2]), n_classes=3)["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_metrics_reject_bad_labels():
+    with pytest.raises(ValueError):
+        stacked_mode_metrics(torch.tensor([[0, 1, 10]]))
+    with pytest.raises(ValueError):
+        stacked_mode_metrics(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError):
+        class_metrics(torch.tensor([0, 10]))
+
+
+class MeanBucket:
+    """A stub classifier: the label is the image's mean pixel in [-1, 1] cut into 10 buckets."""
+
+    def predict(self, x, batch_size):
+        assert x.shape[1:] == (1, 28, 28) and batch_size == 7
+        return ((x.mean(dim=(1, 2, 3)) + 1) / 2 * 10).clamp(0, 9).long()
+
+
+def _label_value(label):
+    return (label + 0.5) / 10 * 2 - 1  # the centre of the label's bucket
+
+
+@pytest.mark.parametrize("side", [28, 32])
+def test_classify_channels_keeps_the_channel_order(side):
+    labels = torch.tensor([[1, 2, 3], [9, 0, 5], [4, 4, 7]])
+    x = torch.full((3, 3, side, side), 1.0)  # a 32x32 border of +1 would shift every bucket if not cropped
+    off = (side - 28) // 2
+    x[:, :, off:off + 28, off:off + 28] = _label_value(labels.double()).float()[:, :, None, None]
+    assert torch.equal(classify_channels(MeanBucket(), x, batch_size=7), labels)
+
+
+# --- the network and its cache ---------------------------------------------------------------------
+
+def test_network_shapes_and_batched_predict():
+    torch.manual_seed(0)
+    model = clf.ModeClassifier()
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    assert model(x).shape == (5, 10) and model.penultimate(x).shape == (5, 128)
+    model.train()
+    labels = model.predict(x, batch_size=2)
+    assert model.training  # predict leaves the mode as it found it
+    model.eval()
+    assert torch.equal(labels, model(x).argmax(1))
+    assert torch.allclose(model.features(x, batch_size=3), model.penultimate(x), atol=1e-6)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _saved(dataset="fashion_mnist", accuracy=0.912):
+    torch.manual_seed(1)
+    model = clf.ModeClassifier().eval()
+    path = clf.save_classifier(model, dataset, accuracy, {"epochs": 1, "seed": 0})
+    return model, path
+
+
+def test_cache_round_trip(cache):
+    model, path = _saved()
+    assert path == cache / "classifiers" / "fashion_mnist.pt"
+    assert not list(path.parent.glob(".*.tmp"))
+    loaded, info = clf.load_classifier("fashion_mnist")
+    assert info == {"dataset": "fashion_mnist", "accuracy": 0.912, "hash": clf.state_hash(model.state_dict()),
+                    "path": str(path), "below_target": False}
+    assert not loaded.training
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    assert torch.equal(loaded(x), model(x))
+    assert clf.describe(info) == f"fashion_mnist CNN sha256:{info['hash'][:8]} (test acc 91.2%)"
+    saved = torch.load(path, weights_only=True)
+    assert saved["settings"]["epochs"] == 1 and saved["architecture"] == clf.ARCHITECTURE
+
+
+def test_below_target_is_stored_and_described(cache):
+    _saved("mnist", accuracy=0.97)
+    _, info = clf.load_classifier("mnist")
+    assert info["below_target"] and "below the 98.5% target" in clf.describe(info)
+
+
+def _one_line_error(match, dataset="fashion_mnist"):
+    with pytest.raises(GanlabError, match=match) as caught:
+        clf.load_classifier(dataset)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_missing_classifier_names_the_command(cache):
+    message = _one_line_error("no mode classifier for mnist", "mnist")
+    assert "`ganlab classifier dataset=mnist`" in message and str(cache / "classifiers" / "mnist.pt") in message
+
+
+def test_truncated_classifier_is_an_error(cache):
+    _, path = _saved()
+    path.write_bytes(path.read_bytes()[:1000])
+    message = _one_line_error("truncated or corrupt")
+    assert str(path) in message and "ganlab classifier dataset=fashion_mnist" in message
+
+
+def test_tampered_weights_fail_the_hash_check(cache):
+    _, path = _saved()
+    saved = torch.load(path, weights_only=True)
+    saved["state_dict"]["head.1.bias"][3] += 1.0  # the recorded hash is kept
+    torch.save(saved, path)
+    message = _one_line_error("fails its SHA-256 check")
+    assert str(path) in message and "ganlab classifier dataset=fashion_mnist" in message
+
+
+def test_unknown_dataset_is_an_error(cache):
+    with pytest.raises(GanlabError, match="choose one of mnist, fashion_mnist"):
+        clf.load_classifier("cifar10")
+
+
+# --- `ganlab classifier` ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, says", [
+    (["dataset=cifar10"], "dataset=cifar10: choose one of mnist, fashion_mnist"),
+    ([], "dataset= is required"),
+    (["dataset=mnist", "epochs=0"], "epochs=0: must be >= 1"),
+    (["dataset=mnist", "lr=0.1"], "'lr=0.1': expected key=value with key one of"),
+    (["dataset=mnist", "force=maybe"], "force=maybe: expected true or false"),
+    (["dataset=mnist", "device=tpu"], "device=tpu: choose auto, cpu or cuda"),
+])
+def test_main_rejects_bad_arguments(argv, says, cache, capsys):
+    with pytest.raises(SystemExit) as exited:
+        clf.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+
+
+def test_main_reports_a_cached_classifier(cache, capsys):
+    _saved()
+    clf.main(["dataset=fashion_mnist"])
+    out = capsys.readouterr().out
+    assert "fashion_mnist CNN sha256:" in out and "force=true" in out
+
+
+def test_main_reports_a_corrupt_classifier_in_one_line(cache, capsys):
+    _, path = _saved()
+    path.write_bytes(b"junk")
+    with pytest.raises(SystemExit) as exited:
+        clf.main(["dataset=fashion_mnist"])
+    assert exited.value.code == 2 and "truncated or corrupt" in capsys.readouterr().err
+
+
+def _synthetic_split(name, split, root=None):
+    """Ten easy classes: a bright 7x7 square at one of ten places, with noise."""
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    n = 384 if split == "train" else 200
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        r, c = 3 + 14 * (label // 5), 2 + 5 * (label % 5)
+        images[i, 0, r:r + 7, c:c + 7] = 255
+    return images, labels
+
+
+def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeypatch, capsys):
+    import ganlab.data.images
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    a, acc_a = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    b, acc_b = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    assert acc_a == acc_b and clf.state_hash(a.state_dict()) == clf.state_hash(b.state_dict())
+    c, _ = clf.train_classifier("mnist", None, epochs=1, seed=4, device="cpu", batch_size=32, progress=False)
+    assert clf.state_hash(c.state_dict()) != clf.state_hash(a.state_dict())
+
+    monkeypatch.setattr(clf, "BATCH_SIZE", 32)
+    clf.main(["dataset=mnist", "epochs=1", "device=cpu"])  # 12 steps: far below MNIST's 98.5 % target
+    captured = capsys.readouterr()
+    assert "wrote " + str(cache / "classifiers" / "mnist.pt") in captured.out
+    assert "warning: below the protocol's target of 98.5%" in captured.err
+    saved = torch.load(cache / "classifiers" / "mnist.pt", weights_only=True)
+    assert saved["below_target"] and saved["settings"]["epochs"] == 1
+
+
+# --- real data -----------------------------------------------------------------------------------------
+
+def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
+    """A short training on Debian's Fashion-MNIST, scored on the whole 10k test set."""
+    if not all((DEBIAN_FASHION / f).is_file() for f in FASHION_FILES):
+        if os.environ.get("GANLAB_REQUIRE_DEBIAN_FASHION") == "1":
+            pytest.fail(f"GANLAB_REQUIRE_DEBIAN_FASHION=1 but {DEBIAN_FASHION} lacks the Fashion-MNIST files")
+        pytest.skip(f"Debian's Fashion-MNIST is not installed at {DEBIAN_FASHION} (apt install dataset-fashion-mnist)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # an empty data root: the files come from the Debian copy, nothing is downloaded
+        _, acc = clf.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
+                                      limit=30000, augment=False, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert acc >= 0.88

@@ -1,0 +1,149 @@
+"""Image GANs end to end: every loss x remedy steps on a tiny image batch (or is refused exactly as on
+2-D data), a tiny stacked run evaluates and draws its pictures, and the speed switches run."""
+
+import json
+
+import pytest
+import torch
+from conftest import TINY, built, changed, make_cfg, snapshot
+from test_image_data import fake_mnist
+
+from ganlab.classifier import ModeClassifier, save_classifier
+from ganlab.errors import ConfigError
+from ganlab.train import run
+
+LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
+REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std", "feature_matching",
+            "label_smoothing", "spectral_norm", "instance_noise", "madgan", "mrgan", "veegan", "ortho_jacobian", "drs",
+            "ebgan"]
+# A DCGAN of 4 base channels, batch 8: the smallest image GAN that exercises every layer type.
+TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.encoder.width=4", "batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    """Tiny MNIST-format files, so these tests need no real data."""
+    root = tmp_path_factory.mktemp("data")
+    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
+    return root
+
+
+def _build_or_refusal(*overrides):
+    """(the experiment, None), or (None, the one-line reason) when the combination is refused."""
+    try:
+        return built(*overrides), None
+    except ConfigError as exc:
+        return None, str(exc)
+
+
+def _remedy_overrides(remedy):
+    extra = {"pacgan": ["remedy.pacgan.m=2"],
+             "ortho_jacobian": ["model.g.batch_norm=false"]}  # forward-mode products need per-sample G layers
+    return [f"remedy={remedy}", *extra.get(remedy, [])]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_remedy_steps_on_images_or_is_refused_as_on_2d(loss, image_root):
+    """One D step and one G step of each remedy with this loss on 3x28x28 images. A combination may be
+    refused only when it is refused on 2-D data too (an objective that does not fit), or when the
+    remedy is defined on vectors only (veegan's (z, x) pairs): the refusal is one line."""
+    data = ["dataset=stacked_fashion_mnist", f"dataset.root={image_root}", "dataset.n=100"]
+    refused = {}
+    for remedy in REMEDIES:
+        overrides = [*data, *TINY_DCGAN, f"loss={loss}", *_remedy_overrides(remedy)]
+        exp, why = _build_or_refusal(*overrides)
+        if why is not None:
+            assert "\n" not in why
+            refused[remedy] = why
+            continue
+        G, D = exp.G, exp.D
+        real, z = exp.data.sample(8), torch.randn(8, exp.latent_dim)
+        assert G(z).shape == (8, 3, 28, 28)
+        g_before, d_before = snapshot(G), snapshot(D)
+        for opt in exp.optimizers("d"):
+            opt.zero_grad()
+        d_loss = exp.remedy.d_loss(G, D, exp.loss, real, z)
+        d_loss.backward()
+        for opt in exp.optimizers("d"):
+            opt.step()
+        assert torch.isfinite(d_loss), remedy
+        assert changed(d_before, D) and not changed(g_before, G), remedy
+        for opt in exp.optimizers("g"):
+            opt.zero_grad()
+        g_loss = exp.remedy.g_loss(G, D, exp.loss, real, torch.randn(8, exp.latent_dim))
+        g_loss.backward()
+        for opt in exp.optimizers("g"):
+            opt.step()
+        assert torch.isfinite(g_loss) and changed(g_before, G), remedy
+    on_2d = {r for r in REMEDIES if _build_or_refusal(f"loss={loss}", *_remedy_overrides(r), "batch_size=8")[1]}
+    assert set(refused) == on_2d | {"veegan"}, refused
+    assert "images" in refused["veegan"] or "veegan" in refused["veegan"]
+
+
+@pytest.fixture
+def classifier_cache(tmp_path, monkeypatch):
+    """An (untrained) mode classifier in a private cache: the metrics run; their values are not the point here."""
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    save_classifier(ModeClassifier(), "fashion_mnist", 0.5, {"epochs": 0})
+    return tmp_path / "cache"
+
+
+IMAGE_TINY = [o for o in TINY if not o.startswith(("batch_size", "eval.samples", "eval.w_samples"))] + [
+    "eval.samples=64", "eval.w_samples=64", "eval.batch=32", "eval.grid=16", "metrics.prdc_samples=32",
+    "metrics.kid_subsets=5", "metrics.kid_subset_size=16", "metrics.swd_projections=16", "steps=6", "eval.every=3"]
+
+
+def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, classifier_cache, tmp_path):
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
+                   "dataset.n=100")
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["n_modes"] == 1000
+    m = summary["metrics"]
+    assert 1 <= m["modes_captured"] <= 64 and 0 <= m["reverse_kl"] <= torch.log(torch.tensor(1000.0)).item() + 1e-9
+    for key in ("domain_fid", "kid", "precision", "recall", "density", "coverage", "swd", "critic_gap", "eval_seconds"):
+        assert key in m and m[key] == m[key], key  # present and not NaN
+    assert len(summary["mode_counts"]) == 1000 and sum(summary["mode_counts"]) == 64
+    assert "fashion_mnist CNN sha256:" in summary["protocol"]["classifier"]
+    assert "NOT Inception" in summary["protocol"]["domain_features"]
+    assert summary["mode_history"]["steps"] == [3, 6]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0}).Reload()
+    assert {"samples", "mode_occupancy", "mode_histogram"} <= set(events.Tags()["images"])
+    assert "metrics/modes_captured" in events.Tags()["scalars"]
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["metrics"]["modes_captured"] == m["modes_captured"]
+
+
+def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_path):
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["n_modes"] == 10
+    assert len(summary["mode_counts"]) == 10 and 1 <= summary["metrics"]["modes_captured"] <= 10
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0}).Reload()
+    assert {"samples", "class_histogram"} <= set(events.Tags()["images"])
+
+
+def test_a_missing_classifier_is_one_line_naming_the_command(image_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "empty"))
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
+    with pytest.raises(Exception, match="ganlab classifier dataset=fashion_mnist"):
+        run(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("switch", [["speed.channels_last=true"], ["speed.amp=bf16"]])
+def test_speed_switches_train_on_the_cpu(switch, image_root, classifier_cache, tmp_path):
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}", *switch)
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["metrics"]["critic_gap"] == summary["metrics"]["critic_gap"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast and torch.compile on the GPU)")
+def test_speed_switches_on_cuda(image_root, classifier_cache, tmp_path):
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}", "device=cuda",
+                   "speed.amp=bf16", "speed.channels_last=true", "speed.compile=true")
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["device"].startswith("cuda")
