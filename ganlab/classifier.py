@@ -109,10 +109,16 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
                      progress: bool | None = None) -> tuple[ModeClassifier, float]:
     """Train on `dataset`'s train split (its first `limit` images if given); return the model (in
     eval mode, on `device`) and its accuracy on the whole test split. Deterministic for a seed:
-    batches are random indices from a seeded generator (no DataLoader), AdamW with a one-cycle
+    batches are a seeded random permutation of the in-memory images (no DataLoader), AdamW with a one-cycle
     learning rate (peak `lr`), light augmentation. A rich bar on a terminal, a log line per epoch."""
     from rich import get_console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from ganlab.data.images import load_split
 
@@ -124,7 +130,8 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, x_test = _to_float(x_train, device), _to_float(x_test, device)
     y_train, y_test = y_train.to(device), y_test.to(device)
-    steps_per_epoch = max(1, len(x_train) // batch_size)
+    batch_size = min(batch_size, len(x_train))
+    steps_per_epoch = len(x_train) // batch_size
     total = epochs * steps_per_epoch
     # The caller's RNG streams are left as they were; ours come from `seed` alone.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -141,8 +148,8 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
             task = bar.add_task(f"classifier {dataset}", total=total, info="")
             for epoch in range(1, epochs + 1):
                 model.train()
-                for _ in range(steps_per_epoch):
-                    idx = torch.randint(0, len(x_train), (batch_size,), generator=generator).to(device)
+                order = torch.randperm(len(x_train), generator=generator).to(device)  # each image once an epoch
+                for idx in order[:steps_per_epoch * batch_size].view(steps_per_epoch, -1):
                     x = _augment(x_train[idx], FLIP[dataset], generator) if augment else x_train[idx]
                     loss = F.cross_entropy(model(x), y_train[idx])
                     opt.zero_grad(set_to_none=True)
@@ -293,6 +300,7 @@ def _parse(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from rich import get_console
     from rich.logging import RichHandler
 
     from ganlab.cli import fail
@@ -310,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         if args["cpu_threads"] > 0:
             torch.set_num_threads(args["cpu_threads"])
         if not logging.getLogger().handlers:  # the epoch lines, above the progress bar
-            logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+            logging.basicConfig(level=logging.INFO, format="%(message)s",
+                                handlers=[RichHandler(console=get_console(), show_path=False)])
         epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
         start = time.monotonic()
         model, test_acc = train_classifier(dataset, args["data.root"], epochs, args["seed"], device,

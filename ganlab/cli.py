@@ -29,7 +29,7 @@ log = logging.getLogger("ganlab")
 
 COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
-    "eval": "evaluate a finished run again from its checkpoint: ganlab eval RUN_DIR [--samples N]",
+    "eval": "evaluate a run again from its checkpoint: ganlab eval RUN_DIR [--samples N] [metrics.inception=true ...]",
     "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
     "classifier": "train the mode classifier that image metrics use: ganlab classifier dataset=mnist|fashion_mnist",
 }
@@ -51,7 +51,7 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def preflight(overrides: list[str], multirun: bool) -> int:
+def preflight(overrides: list[str], multirun: bool, training: bool = True) -> int:
     """Compose and validate the config of every job the command would run; raise ConfigError.
     Return the number of jobs."""
     try:
@@ -87,7 +87,8 @@ def preflight(overrides: list[str], multirun: bool) -> int:
     for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
         # What evaluations need (a mode classifier, Inception weights) is there, or said now.
-        make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
+        if training:
+            make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
         if cfg.resume and cfg.resume != "auto" and not multirun:  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return len(jobs)
@@ -276,7 +277,7 @@ def train(args: list[str]) -> None:
     n_jobs = 1
     if not asks_for_help:
         try:
-            n_jobs = preflight(parsed.overrides, parsed.multirun)
+            n_jobs = preflight(parsed.overrides, parsed.multirun, training=not parsed.cfg)
             resumed = resume_run_dir(parsed.overrides, parsed.multirun)
             if not parsed.cfg:  # printing the config writes nothing
                 check_writable(parsed.overrides, parsed.multirun)

@@ -57,12 +57,6 @@ class Precision(str, enum.Enum):
     bf16 = "bf16"
 
 
-class Switch(str, enum.Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
 @dataclass
 class FidConfig:
     weights: Optional[str] = None  # noqa: UP045 - pt_inception-2015-12-05-6726825d.pth; default: the cache
@@ -70,7 +64,7 @@ class FidConfig:
 
 @dataclass
 class MetricsConfig:
-    inception: Switch = Switch.auto  # Inception FID and IS; auto: when the weights file is found
+    inception: Any = "auto"          # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
     fid: FidConfig = field(default_factory=FidConfig)
     prdc_samples: int = 5000         # precision/recall, density/coverage: k-NN on this many samples per side
     kid_subsets: int = 100
@@ -158,6 +152,8 @@ def validate(cfg: DictConfig) -> None:
         lr = OmegaConf.select(cfg, f"optim.{net}.lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError(f"optim.{net}.lr={lr} is out of range: it must be a number > 0")
+    if cfg.metrics.inception not in (True, False, "auto"):
+        raise ConfigError(f"metrics.inception={cfg.metrics.inception!r}: choose true, false or auto")
     resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)

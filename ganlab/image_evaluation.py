@@ -78,9 +78,8 @@ class ImageEvaluator:
     def _load_inception(self):
         from ganlab.metrics import inception
 
-        choice = str(getattr(self.mcfg.inception, "value", self.mcfg.inception))
-        weights = self.mcfg.fid.weights
-        if choice == "off":
+        choice, weights = self.mcfg.inception, self.mcfg.fid.weights
+        if choice is False:
             return None
         if choice == "auto":
             found = bool(weights) or inception.weights_cache_path().is_file()

@@ -21,7 +21,10 @@ from ganlab.tracking import write_json_atomic
 from ganlab.train import build, eval_seed, load_checkpoint
 
 
-def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | None = None,
+                 overrides: list[str] | None = None) -> dict:
+    """Evaluate the run's checkpoint; `overrides` (`metrics.inception=true`, `eval.batch=500`) change how
+    the metrics are taken, never the networks."""
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not run_dir.is_dir():
@@ -36,6 +39,7 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GanlabError(f"the run was trained on {device}, and this machine has no CUDA; pass --device cpu "
                           "(the samples, and so the numbers, will differ from the summary's)")
+    cfg = _with_overrides(cfg, overrides or [])
     exp = build(cfg, device)
     step = load_checkpoint(run_dir / "checkpoint.pt", exp)
     n = samples or cfg.eval.samples
@@ -50,11 +54,32 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     return record
 
 
+EVAL_KEYS = ("metrics.", "eval.batch", "eval.grid")  # what `ganlab eval` may change: how metrics are measured
+
+
+def _with_overrides(cfg, overrides: list[str]):
+    from ganlab.config import MetricsConfig
+
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.startswith(EVAL_KEYS):
+            raise GanlabError(f"{item!r}: ganlab eval takes key=value overrides of {', '.join(EVAL_KEYS)}* only "
+                              "(e.g. metrics.inception=true)")
+    if "metrics" not in cfg:  # a run from before the image metrics existed
+        cfg.metrics = OmegaConf.structured(MetricsConfig)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's parse and merge errors alike
+        raise GanlabError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganlab eval", description=__doc__.split("\n\n")[0])
     p.add_argument("path", help="a run directory (with summary.json and checkpoint.pt)")
     p.add_argument("--samples", type=int, default=None, help="samples to evaluate (default: the run's eval.samples)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on)")
+    p.add_argument("overrides", nargs="*", help="how to measure: metrics.inception=true (Inception FID and IS), "
+                   "metrics.prdc_samples=10000, eval.batch=500, ...")
     return p
 
 
@@ -65,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples is not None and args.samples < 1:
         fail(f"--samples must be >= 1, got {args.samples}")
     try:
-        record = evaluate_run(args.path, args.samples, args.device)
+        record = evaluate_run(args.path, args.samples, args.device, args.overrides)
     except GanlabError as exc:
         fail(str(exc), exc.exit_code)
     for key, value in record["metrics"].items():

@@ -37,7 +37,7 @@ SETTINGS = {
     "all": ["speed.cudnn_benchmark=true", "speed.channels_last=true", "speed.amp=bf16", "speed.compile=true"],
 }
 DEFAULTS = ["dataset=stacked_fashion_mnist", "model=dcgan", "loss=nsgan", "remedy=none", "batch_size=64",
-            "cpu_threads=0", "metrics.inception=off"]
+            "cpu_threads=0", "metrics.inception=false"]
 
 
 def _sync(device: torch.device) -> None:

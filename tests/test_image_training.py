@@ -147,3 +147,21 @@ def test_speed_switches_on_cuda(image_root, classifier_cache, tmp_path):
                    "speed.amp=bf16", "speed.channels_last=true", "speed.compile=true")
     summary = run(cfg, tmp_path / "run")
     assert summary["status"] == "completed" and summary["device"].startswith("cuda")
+
+
+def test_ganlab_eval_takes_any_sample_count_and_metric_settings(image_root, classifier_cache, tmp_path):
+    from ganlab.errors import GanlabError
+    from ganlab.reevaluate import evaluate_run
+
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
+                   "dataset.n=100")
+    summary = run(cfg, tmp_path / "run")
+    again = evaluate_run(tmp_path / "run")  # the final evaluation's samples, drawn again
+    assert again["metrics"]["modes_captured"] == summary["metrics"]["modes_captured"]
+    assert again["metrics"]["domain_fid"] == pytest.approx(summary["metrics"]["domain_fid"], rel=1e-9)
+    more = evaluate_run(tmp_path / "run", samples=96, overrides=["metrics.prdc_samples=48", "metrics.inception=false"])
+    record = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert record["protocol"]["samples"] == 96 and "first 48 samples" in record["protocol"]["prdc"]
+    assert sum(more["mode_counts"]) == 96 and "classifier" in record["protocol"]
+    with pytest.raises(GanlabError, match="metrics"):
+        evaluate_run(tmp_path / "run", overrides=["steps=5"])
