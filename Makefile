@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test sweep tensorboard bench reproduce-toy clean
+.PHONY: setup run test sweep tensorboard bench bench-images reproduce-toy reproduce-stacked clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ bench: setup
 # Parts and knobs: make reproduce-toy ARGS="pacgan" (see scripts/reproduce_toy.sh).
 reproduce-toy: setup
 	scripts/reproduce_toy.sh $(ARGS)
+
+# Stacked Fashion-MNIST: DCGAN, pacgan and unrolled over 3 seeds: docs/results/stacked.md.
+reproduce-stacked: setup
+	scripts/reproduce_stacked.sh $(ARGS)
+
+# Image training speed under each speed switch, against a bare PyTorch loop (run it on a GPU).
+bench-images: setup
+	$(BIN)/python scripts/bench_images.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

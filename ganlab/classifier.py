@@ -324,14 +324,15 @@ def main(argv: list[str] | None = None) -> None:
         start = time.monotonic()
         model, test_acc = train_classifier(dataset, args["data.root"], epochs, args["seed"], device,
                                            batch_size=BATCH_SIZE, lr=LR)
-        settings = {"epochs": epochs, "seed": args["seed"], "batch_size": BATCH_SIZE, "lr": LR, "augment": True, "device": str(device),
-                    "seconds": round(time.monotonic() - start, 1)}
+        seconds = time.monotonic() - start
+        settings = {"epochs": epochs, "seed": args["seed"], "batch_size": BATCH_SIZE, "lr": LR, "augment": True,
+                    "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 1)}
         path = save_classifier(model, dataset, test_acc, settings)
+        _, info = load_classifier(dataset)  # what later metrics will load, hash checked
     except GanlabError as exc:
         fail(str(exc), exc.exit_code)
-    _, info = load_classifier(dataset)
-    print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({settings['seconds']:.0f} s); wrote {path}")
+    print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({seconds:.0f} s); wrote {path}")
     print(f"classifier: {describe(info)}")
     if info["below_target"]:
         print(f"warning: below the protocol's target of {100 * TARGETS[dataset]:g}% for {dataset}; metrics computed "
-              "with it are marked so. Train longer (epochs=) with force=true", file=sys.stderr)
+              "with it say so. Train longer (epochs=) with force=true", file=sys.stderr)
