@@ -249,7 +249,7 @@ def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
     torch.set_num_threads(2)
     try:  # an empty data root: the files come from the Debian copy, nothing is downloaded
         _, acc = clf.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
-                                      limit=30000, augment=False, progress=False)
+                                      limit=30000, progress=False)
     finally:
         torch.set_num_threads(threads)
     assert acc >= 0.88

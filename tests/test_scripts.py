@@ -28,3 +28,28 @@ def test_bench_remedies_prints_a_row_per_remedy():
             if line.split() and line.split()[0] in ("none", "pacgan", "drs")}
     assert set(rows) == {"none", "pacgan", "drs"} and rows["none"][1] == "1.00"
     assert all(float(row[2]) > 0 for row in rows.values())  # the evaluation time column
+
+
+def test_bench_images_prints_a_row_per_setting(tmp_path):
+    import os
+
+    import torch
+    from test_image_data import fake_mnist
+
+    from ganlab.classifier import ModeClassifier, save_classifier
+
+    fake_mnist(tmp_path / "data", "fashion_mnist", n_train=40, n_test=10)
+    os.environ["GANLAB_CACHE"] = str(tmp_path / "cache")
+    try:
+        torch.manual_seed(0)
+        save_classifier(ModeClassifier(), "fashion_mnist", 0.5, {"epochs": 0})
+        out = script("scripts/bench_images.py", "--steps", "3", "--warmup", "1", "--settings", "none,channels_last,amp",
+                     "--eval-samples", "64", f"dataset.root={tmp_path / 'data'}", "dataset.n=100", "model.g.width=4",
+                     "model.d.width=4", "batch_size=8", "eval.batch=32", "eval.grid=4", "cpu_threads=1")
+    finally:
+        del os.environ["GANLAB_CACHE"]
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+    assert [r.split("|")[1].strip() for r in rows] == ["none", "channels_last", "amp"]
+    assert all(float(r.split("|")[4]) > 0 for r in rows)  # the ratio column
+    assert re.search(r"one evaluation of 64 samples .*: \d+\.\d s", out.stdout)
