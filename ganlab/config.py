@@ -69,7 +69,7 @@ class MetricsConfig:
     prdc_samples: int = 5000         # precision/recall, density/coverage: k-NN on this many samples per side
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    swd_projections: int = 512       # random directions of the sliced Wasserstein distance
+    swd_projections: int = 128       # random directions of the sliced Wasserstein distance
 
 
 @dataclass

@@ -100,9 +100,11 @@ class ImageEvaluator:
         for start, size in _chunks(len(x), self.cfg.batch):
             chunk = self._for_classifier(x[start:start + size])
             c = chunk.shape[1]
-            flat = chunk.reshape(-1, 1, *chunk.shape[2:])  # each channel is one digit
-            labels.append(self.classifier(flat).argmax(dim=1).view(len(chunk), c))
-            feats.append(self.classifier.penultimate(flat).reshape(len(chunk), -1))
+            # Each channel is one digit; NHWC is the classifier's faster layout on the CPU.
+            flat = chunk.reshape(-1, 1, *chunk.shape[2:]).contiguous(memory_format=torch.channels_last)
+            hidden = self.classifier.penultimate(flat)  # once: the labels come from its head
+            labels.append(self.classifier.head(hidden).argmax(dim=1).view(len(chunk), c))
+            feats.append(hidden.reshape(len(chunk), -1))
         labels = torch.cat(labels)
         return (labels if self.data.stacked else labels[:, 0]), torch.cat(feats)
 
@@ -134,13 +136,12 @@ class ImageEvaluator:
                "n": n, "seed": REFERENCE_SEED, "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
-            labels, _ = self._classify(real)
+            labels, feats = self._classify(real)
             ref["modes"] = self._mode_metrics(labels)
-            ref["mu"], ref["sigma"], ref["features"] = cached_statistics(
-                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"},
-                lambda: self._classify(real)[1].double().cpu().numpy())
-            if ref["features"] is None:
-                ref["features"] = self._classify(real)[1].float().cpu().numpy()
+            features = feats.double().cpu().numpy()
+            ref["mu"], ref["sigma"], _ = cached_statistics(
+                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
+            ref["features"] = features
         if self.inception is not None:
             ref["inception_mu"], ref["inception_sigma"], _ = cached_statistics(
                 {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
@@ -192,7 +193,7 @@ class ImageEvaluator:
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
         from ganlab.metrics.feature_cache import fid_from_features
         from ganlab.metrics.kid import kernel_inception_distance
-        from ganlab.metrics.prdc import density_coverage, precision_recall
+        from ganlab.metrics.prdc import prdc
         from ganlab.metrics.sliced import sliced_wasserstein
 
         real = np.asarray(ref["features"], np.float64)
@@ -200,8 +201,7 @@ class ImageEvaluator:
         out["kid"], out["kid_std"] = kernel_inception_distance(fake, real, self.mcfg.kid_subsets,
                                                                self.mcfg.kid_subset_size)
         m = min(self.mcfg.prdc_samples, len(fake), len(real))
-        out.update(precision_recall(real[:m], fake[:m], k=3))
-        out.update(density_coverage(real[:m], fake[:m], k=5))
+        out.update(prdc(real[:m], fake[:m], k_pr=3, k_dc=5))
         out["swd"] = sliced_wasserstein(fake, real, self.mcfg.swd_projections)["sw1"]
         return out
 
