@@ -242,14 +242,14 @@ def describe(info: dict) -> str:
 # --- `ganlab classifier` ---------------------------------------------------------------------------
 
 USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
-         "[data.root=PATH] [cpu_threads=0] [force=true]")
-_KEYS = ("dataset", "epochs", "seed", "device", "data.root", "cpu_threads", "force")
+         "[dataset.root=PATH] [cpu_threads=0] [force=true]")
+_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "force")
 
 
 def _parse(argv: list[str]) -> dict:
     from ganlab.cli import fail
 
-    args: dict = {"seed": 0, "device": "auto", "data.root": None, "cpu_threads": 0, "force": False}
+    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "force": False}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if arg in ("-h", "--help"):
@@ -276,7 +276,7 @@ def _parse(argv: list[str]) -> dict:
             if value not in TARGETS:
                 fail(f"dataset={value}: choose one of {', '.join(TARGETS)}")
             args[key] = value
-        else:  # data.root
+        else:  # dataset.root
             args[key] = None if value in ("", "null") else value
     if "dataset" not in args:
         fail(f"dataset= is required ({', '.join(TARGETS)}); usage: {USAGE}")
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
                                 handlers=[RichHandler(console=get_console(), show_path=False)])
         epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
         start = time.monotonic()
-        model, test_acc = train_classifier(dataset, args["data.root"], epochs, args["seed"], device,
+        model, test_acc = train_classifier(dataset, args["dataset.root"], epochs, args["seed"], device,
                                            batch_size=BATCH_SIZE, lr=LR)
         seconds = time.monotonic() - start
         settings = {"epochs": epochs, "seed": args["seed"], "batch_size": BATCH_SIZE, "lr": LR,

@@ -35,6 +35,7 @@ REFERENCE_SEED = 20_170_101  # the real reference sample: the same images in eve
 GRID_SEED = 0                # the codes of the sample grid: the same z in every evaluation and every run
 JACOBIAN_SAMPLES = 16        # z points for sigma_min(dG/dz): latent_dim G passes each, so fewer than on 2-D
 REMEDY_METRIC_SAMPLES = 1000  # remedies' own evaluation metrics (reconstruction, ...) on the first samples
+SAVED_SAMPLES = 1000          # generated and real images kept in samples.npz (all 26k would be 61 MB per run)
 KID_KEYS = ("kid", "kid_std")
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 
@@ -186,8 +187,9 @@ class ImageEvaluator:
             metrics["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
             metrics["inception_score"], metrics["inception_score_std"] = inception_score(logits)
         metrics["eval_seconds"] = time.perf_counter() - start
-        log.debug("evaluation of %d samples: %.1f s", n, metrics["eval_seconds"])
-        return Evaluation(metrics, _to_uint8(fake), _to_uint8(real), None,
+        log.info("evaluation of %d samples: %.1f s", n, metrics["eval_seconds"])
+        # Only what samples.npz keeps leaves the device: the first SAVED_SAMPLES of each side, as uint8.
+        return Evaluation(metrics, _to_uint8(fake[:SAVED_SAMPLES]), _to_uint8(real[:SAVED_SAMPLES]), None,
                           None if source is None else source.cpu().numpy(), grid=_to_uint8(grid.float()))
 
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
@@ -262,9 +264,9 @@ class ImageEvaluator:
         return {}
 
     def saved_samples(self, ev: Evaluation) -> dict:
-        """samples.npz: the first 1,000 generated and real images of the final evaluation, as uint8
-        (all 26k would take 61 MB per run); `ganlab eval` draws any number again from the checkpoint."""
-        return {"x": ev.fake[:1000], "real": ev.real[:1000]}
+        """samples.npz: the first SAVED_SAMPLES generated and real images of the final evaluation, as
+        uint8; `ganlab eval` draws any number again from the checkpoint."""
+        return {"x": ev.fake, "real": ev.real}
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:

@@ -28,7 +28,8 @@ def test_train_help_lists_groups_and_options(tmp_path):
     out = ganlab("train", "--help", cwd=tmp_path)
     assert out.returncode == 0
     assert "loss: dragan, gan, hinge, lsgan, nsgan, wgan, wgan_gp" in out.stdout
-    for line in ("dataset: grid, ring", "model: mlp, pacgan_mlp", "optim: adam, rmsprop",
+    for line in ("dataset: cifar10, fashion_mnist, grid, mnist, ring, stacked_fashion_mnist, stacked_mnist",
+                 "model: dcgan, dcgan_d_half, dcgan_d_quarter, mlp, pacgan_mlp, resnet", "optim: adam, rmsprop",
                  "remedy: drs, ebgan, feature_matching, instance_noise, label_smoothing, madgan, minibatch_disc, "
                  "minibatch_std, mrgan, none, ortho_jacobian, pacgan, spectral_norm, unrolled, unrolled_surrogate, "
                  "veegan", "experiment: pacgan_grid_gan,",
