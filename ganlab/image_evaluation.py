@@ -125,7 +125,7 @@ class ImageEvaluator:
         out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
         return out
 
-    def _reference_sample(self, n: int) -> dict:
+    def reference_sample(self, n: int) -> dict:
         """The real side: features and statistics of n reference images (cached on disk)."""
         if self._reference is not None and self._reference["n"] == n:
             return self._reference
@@ -156,7 +156,7 @@ class ImageEvaluator:
                  n: int | None = None) -> Evaluation:
         n = n or self.cfg.samples
         start = time.perf_counter()
-        ref = self._reference_sample(n)
+        ref = self.reference_sample(n)
         with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
             remedy.before_eval(G, D, self.data, generator)
             z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)

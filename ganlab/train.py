@@ -381,6 +381,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                            steps_per_second=(step - start_step) / segment if segment > 0 else 0.0)
             if start_step:
                 summary["resumed_from_step"] = start_step
+            summary["protocol"] = evaluator.protocol()  # now with what evaluations learnt (the real reference's modes)
             if last is not None:
                 summary["metrics"] = scalars(last)
                 if summary["status"] == "completed":

@@ -22,6 +22,21 @@ def summaries(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
 
 
+def reference_modes(config: dict) -> dict:
+    """The real data's modes and KL under the runs' protocol (for runs whose summary predates the
+    `reference_modes` record): the evaluator's own reference sample, classified."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ganlab.image_evaluation import ImageEvaluator
+    from ganlab.train import build
+
+    cfg = OmegaConf.create(config)
+    exp = build(cfg, torch.device("cpu"))
+    evaluator = ImageEvaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
+    return evaluator.reference_sample(cfg.eval.samples)["modes"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path, help="the reproduce_stacked.sh output directory")
@@ -67,7 +82,7 @@ def main() -> None:
         seeds = f"{group.n_seeds}" + (f" ({group.n_completed} completed)" if group.n_completed != group.n_seeds else "")
         rate = f"{statistics.median(speed):.1f}" if speed else "–"
         lines.append(f"| {remedy} | {seeds} | " + " | ".join(cells) + f" | {rate} |")
-    ref = first["protocol"].get("reference_modes")
+    ref = first["protocol"].get("reference_modes") or reference_modes(config)
     lines += [
         "",
         "The domain FID, KID, precision/recall, coverage and SWD are computed on the mode classifier's "

@@ -106,6 +106,7 @@ def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, clas
     assert len(summary["mode_counts"]) == 1000 and sum(summary["mode_counts"]) == 64
     assert "fashion_mnist CNN sha256:" in summary["protocol"]["classifier"]
     assert "NOT Inception" in summary["protocol"]["domain_features"]
+    assert 1 <= summary["protocol"]["reference_modes"]["modes_captured"] <= 64  # the real data under the same protocol
     assert summary["mode_history"]["steps"] == [3, 6]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

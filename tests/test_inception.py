@@ -180,6 +180,20 @@ def test_forward_gives_pool3_features_and_1008_logits():
         features(model, images * 2 - 1)
 
 
+def test_fid_of_a_set_with_itself_is_zero_and_of_a_shifted_set_is_not():
+    """FID(x, x) through the whole pipeline (quantize, resize, the network with random weights, float64
+    statistics): 0 up to rounding; a brighter copy of the same images scores clearly above it."""
+    torch.manual_seed(0)
+    model = FIDInceptionV3().eval()
+    images = torch.rand(4, 3, 28, 28) * 2 - 1  # generator-style output in [-1, 1]
+    real = features(model, inception.quantize(images))
+    mu, sigma = feature_statistics(real)
+    same = fid_from_features(real, mu, sigma)
+    shifted = fid_from_features(features(model, inception.quantize((images + 0.5).clamp(-1, 1))), mu, sigma)
+    # Random weights give tiny features (trace of sigma ~1e-15), so compare with the scale they set.
+    assert shifted > 0.1 * float(np.trace(sigma)) and abs(same) < 1e-6 * shifted
+
+
 def test_state_dict_round_trips_strictly_and_loads_without_num_batches_tracked(weights_file, tmp_path):
     path, _, state = weights_file
     model = FIDInceptionV3()
