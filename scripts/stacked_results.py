@@ -99,9 +99,9 @@ def main() -> None:
             parts.append(f"{word} {diff:+.3g} ± {se:.2g} ({verdict})")
         lines.append(f"- {remedy} vs none: " + "; ".join(parts) + ".")
     if all(g.stats["recall"].mean == 0 for g in report.groups):
-        lines += ["", "Recall is 0 in every run: no real sample's features lie within the 3-nearest-neighbour ball of "
+        lines += ["", ("Recall is 0 in every run: no real sample's features lie within the 3-nearest-neighbour ball of "
                   "any generated sample. The generated features sit far tighter together than the real ones at this "
-                  "training length (precision, the converse, is near 1)."]
+                  "training length (precision, the converse, is near 1).")]
     ref = first["protocol"].get("reference_modes") or reference_modes(config)
     lines += [
         "",
