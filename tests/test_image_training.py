@@ -75,8 +75,11 @@ def test_every_remedy_steps_on_images_or_is_refused_as_on_2d(loss, image_root):
         for opt in exp.optimizers("g"):
             opt.step()
         assert torch.isfinite(g_loss) and changed(g_before, G), remedy
-    on_2d = {r for r in REMEDIES if _build_or_refusal(f"loss={loss}", *_remedy_overrides(r), "batch_size=8")[1]}
-    assert set(refused) == on_2d | {"veegan"}, refused
+    # Each refusal on images must be one on 2-D data too (veegan aside): built there, it would mean the
+    # image models broke a combination that works.
+    built_on_2d = {r for r in refused if r != "veegan"
+                   and _build_or_refusal(f"loss={loss}", *_remedy_overrides(r), "batch_size=8")[1] is None}
+    assert "veegan" in refused and not built_on_2d, refused
     assert "images" in refused["veegan"] or "veegan" in refused["veegan"]
 
 
