@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab.errors import GanlabError
+from ganlab.metrics.feature_cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,8 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
 
 # --- the cache -------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GANLAB_CACHE") or "~/.cache/ganlab").expanduser()
-
-
 def classifier_path(dataset: str) -> Path:
-    return cache_dir() / "classifiers" / f"{dataset}.pt"
+    return cache_root() / "classifiers" / f"{dataset}.pt"
 
 
 def state_hash(state: dict[str, Tensor]) -> str:

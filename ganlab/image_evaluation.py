@@ -270,5 +270,7 @@ class ImageEvaluator:
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
-    """[-1, 1] images -> uint8 levels, N x C x H x W (what a PNG would hold)."""
-    return torch.floor((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
+    """[-1, 1] images -> uint8 levels, N x C x H x W: FID's quantization (what a PNG would hold)."""
+    from ganlab.metrics.inception import quantize
+
+    return (quantize(x) * 255).round().to(torch.uint8).cpu().numpy()
