@@ -25,8 +25,11 @@ from ganlab.remedies import Remedy
 GRID_RESOLUTION = 120  # D heatmap: points per side
 # What every evaluation reports (the offloaded ones included): the final metrics of every run, so
 # the runs of a sweep share one set of HParams columns.
-METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2",
-               "jacobian_sigma_min")
+METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "critic_gap", "wasserstein1",
+               "wasserstein2", "jacobian_sigma_min")
+# The distributions every run is measured against (summary.json `references`, DESIGN 3): what the
+# metrics give to a G that learned nothing, to a blob that knows only where the data is, and to the data.
+REFERENCES = {"untrained": "untrained G", "gaussian": "Gaussian fit", "data": "real data"}
 JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
 
 
@@ -46,7 +49,13 @@ def protocol(n: int, w_n: int, loss: Wasserstein | object) -> dict:
         "samples": n,
         "mode_metrics": "nearest mode by ||x - mu_k|| / std over all samples (VEEGAN/PacGAN protocol)",
         "high_quality_threshold_std": HQ_THRESHOLD,
-        "reverse_kl": "KL(p_gen(mode) || uniform), p over all samples, 0 log 0 = 0",
+        "reverse_kl": "KL(p_gen(mode) || uniform), p over all samples (nearest mode), 0 log 0 = 0",
+        "reverse_kl_hq": "the same KL with p over the high-quality samples only (PacGAN's logger); "
+                         "undefined (null) when no sample is high quality",
+        "references": "untrained: this run's G before its first step (every metric); gaussian: n samples of "
+                      "N(mean, covariance) of the data, exact moments of the mixture; data: n fresh data samples "
+                      "(the ceiling). The same evaluator, sample count and real set; critic_gap and "
+                      "jacobian_sigma_min need a G and D, so only `untrained` has them",
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
                        "(exact optimal transport, Euclidean ground metric)",
@@ -118,6 +127,19 @@ class ToyEvaluator:
 
         return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
                        list(history_steps), list(history_counts), self.cfg.w_samples, ev.source)
+
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+        """The reference rows: {name: metrics} for the untrained G (call before the first step), a
+        Gaussian fit to the data and fresh data, each measured like the run's own evaluations."""
+        untrained = self.evaluate(G, D, remedy, generator)
+        out = {"untrained": {**scalars(untrained), **self.offline_metrics(untrained)}}
+        n = self.cfg.samples
+        for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
+            metrics = mode_coverage(x, self.data.centers, self.data.std)
+            del metrics["mode_counts"]
+            ev = Evaluation(metrics, x.cpu().numpy(), untrained.real, None)  # the same real set as `untrained`
+            out[name] = {**metrics, **self.offline_metrics(ev)}
+        return out
 
     def headline(self, metrics: dict) -> str:
         return f"  modes {metrics['modes_captured']}/{self.n_modes}  HQ {metrics['high_quality_pct']:.0f}%"

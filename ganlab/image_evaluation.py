@@ -192,6 +192,34 @@ class ImageEvaluator:
         return Evaluation(metrics, _to_uint8(fake[:SAVED_SAMPLES]), _to_uint8(real[:SAVED_SAMPLES]), None,
                           None if source is None else source.cpu().numpy(), grid=_to_uint8(grid.float()))
 
+    @torch.no_grad()
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+        """The reference rows (DESIGN 3): the untrained G (call before the first step), and a second real
+        sample, drawn from `generator`, through the same classifier and features (the ceiling). No
+        Gaussian fit: a Gaussian in pixel space says nothing a reader could use."""
+        untrained = scalars(self.evaluate(G, D, remedy, generator))
+        untrained.pop("eval_seconds", None)
+        n = self.cfg.samples
+        ref = self.reference_sample(n)
+        real = torch.cat([self.data.sample(size, generator=generator) for _, size in _chunks(n, self.cfg.batch)]).float()
+        data: dict = {}
+        if self.classifier is not None:
+            labels, feats = self._classify(real)
+            data.update({k: v for k, v in self._mode_metrics(labels).items() if k != "mode_counts"})
+            data.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
+        else:
+            from ganlab.metrics.sliced import sliced_wasserstein
+
+            data["swd_pixels"] = sliced_wasserstein(real.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
+        if self.inception is not None:
+            from ganlab.metrics.feature_cache import fid_from_features
+            from ganlab.metrics.inception_score import inception_score
+
+            feats, logits = self._inception(real)
+            data["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
+            data["inception_score"], data["inception_score_std"] = inception_score(logits)
+        return {"untrained": untrained, "data": data}
+
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
         from ganlab.metrics.feature_cache import fid_from_features
         from ganlab.metrics.kid import kernel_inception_distance
@@ -220,6 +248,8 @@ class ImageEvaluator:
                              else f"the D gap of {type(self.loss).__name__}, not a Wasserstein estimate"),
             "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz",
             "remedy_metrics": f"on the first {REMEDY_METRIC_SAMPLES} evaluation samples",
+            "references": "untrained: this run's G before its first step; data: a second real sample of the "
+                          "same size through the same classifier and features (the ceiling)",
         }
         if self.classifier is not None:
             from ganlab.classifier import describe

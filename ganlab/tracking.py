@@ -26,14 +26,14 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 log = logging.getLogger(__name__)
 
 
-def _finite_or_none(value):
+def finite_or_none(value):
     """Standard JSON has no NaN or Infinity: write null (a diverged run's missing metric)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 
@@ -41,7 +41,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temporary file in the same directory, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
-        json.dump(_finite_or_none(data), f, indent=2, allow_nan=False)
+        json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

@@ -32,7 +32,7 @@ from ganlab.remedies import Remedy
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.stack import combine
 from ganlab.speed import Speed
-from ganlab.tracking import Tracker, write_json_atomic
+from ganlab.tracking import Tracker, finite_or_none, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,25 @@ def eval_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
+def measure_references(evaluator, exp: Experiment, seed: int) -> dict:
+    """The evaluator's reference rows for the freshly built (untrained) G. They draw from an RNG of
+    their own (the evaluation seed of step 0, which no evaluation uses), and every global RNG is put
+    back afterwards: measuring them never changes the training trajectory."""
+    saved = checkpoint.rng_state()
+    try:
+        rng = torch.Generator(next(exp.G.parameters()).device).manual_seed(eval_seed(seed, 0))
+        return evaluator.references(exp.G, exp.D, exp.remedy, rng)
+    finally:
+        checkpoint.set_rng_state(saved)
+
+
+def columns(history: dict[int, dict]) -> dict:
+    """{step: {metric: value}} -> {"steps": [...], "metrics": {metric: [value or None per step]}}."""
+    steps = sorted(history)
+    names = list(dict.fromkeys(k for s in steps for k in history[s]))
+    return {"steps": steps, "metrics": {k: [history[s].get(k) for s in steps] for k in names}}
+
+
 def grad_norm(module: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -245,22 +264,27 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                                                          "config": config, "wall_seconds": 0.0,
                                                          "steps_per_second": 0.0})
         raise
+    evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, device, cfg.metrics)
+    # The reference rows, measured on this run's G before its first step (a resumed run keeps them).
+    references = measure_references(evaluator, exp, cfg.seed) if resume is None else {}
     start_step, loop = (0, {}) if resume is None else restore(resume, exp, cfg, config)
+    references = references or dict(loop.get("references", {}))
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D
     speed = Speed(cfg.speed, device)
     speed.prepare(G, D)
     # Evaluation draws from its own RNG, reseeded from (seed, step) at each eval: the eval cadence
     # never changes the training trajectory, nor the samples an eval at a given step draws.
     eval_rng = torch.Generator(device)
-    evaluator = make_evaluator(data, exp.latent_dim, cfg.eval, loss, device, cfg.metrics)
 
     hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
                "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
     summary = {"status": "failed", "step": 0, "run_dir": str(run_dir), "labels": labels, "seed": cfg.seed,
                "device": str(device), "n_modes": evaluator.n_modes,
-               "metrics": {}, "config": config, "protocol": evaluator.protocol()}
+               "metrics": {}, "references": references, "config": config, "protocol": evaluator.protocol()}
     history_steps: list[int] = [int(s) for s in loop.get("history_steps", [])]
     history_counts: list[list[int]] = [[int(c) for c in counts] for counts in loop.get("history_counts", [])]
+    # Every evaluation's scalars, for the convergence figures of `ganlab report` (step -> metrics).
+    metric_history: dict[int, dict] = {int(k): dict(v) for k, v in loop.get("metric_history", {}).items()}
     last: Evaluation | None = None
     final_extra: dict = dict(loop.get("final_extra", {}))  # offloaded metrics (W1, W2) of the latest evaluation
     # Detached losses since the last log tick: appending costs no kernel and no host sync.
@@ -277,6 +301,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
             tracker.scalars(result.step, {f"metrics/{k}": v for k, v in result.scalars.items()})
             tracker.images(result.step, result.images)
             final_extra.update(result.scalars)
+            metric_history.setdefault(result.step, {}).update(result.scalars)
 
     def save_state(at_step: int) -> None:
         """The full state after `at_step`: what a resume needs to continue bit-identically. Only a
@@ -286,6 +311,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
             raise Diverged(f"the losses became non-finite (found at step {at_step}, before its checkpoint)")
         write_offloaded(offloader.drain())  # the pending W1/W2 and pictures belong to steps <= at_step
         state = {"history_steps": history_steps, "history_counts": history_counts, "final_extra": final_extra,
+                 "metric_history": metric_history, "references": references,
                  "recent_d": [float(v) for v in recent_d], "recent_g": [float(v) for v in recent_g],
                  "wall_seconds": wall_before + time.perf_counter() - start}
         tracker.writer.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
@@ -302,6 +328,9 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         # A remedy's extra networks are zeroed and stepped with the side they belong to.
         d_opts, g_opts = exp.optimizers("d"), exp.optimizers("g")
         tracker.advance(start_step, "")
+        if not start_step:  # once per run, at step 0; a resumed run logged them in its first segment
+            tracker.scalars(0, {f"reference/{name}/{k}": v for name, metrics in references.items()
+                                for k, v in metrics.items()})
         try:
             for step in range(start_step + 1, steps + 1):
                 remedy.begin_step(step)
@@ -354,6 +383,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                             history_steps.append(step)
                             history_counts.append(last.metrics["mode_counts"])
                         tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(last).items()})
+                        metric_history.setdefault(step, {}).update(scalars(last))
                         offloader.submit(evaluator.job(step, last, history_steps, history_counts))
                         info += evaluator.headline(last.metrics)
                     tracker.advance(step, info)
@@ -390,6 +420,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                     summary["mode_counts"] = last.metrics["mode_counts"]
             if history_steps:
                 summary["mode_history"] = {"steps": history_steps, "counts": history_counts}
+            if metric_history:
+                summary["history"] = columns(metric_history)
             unsaved = None
             if summary["status"] == "completed":
                 # The final metrics are computed on exactly these samples.
@@ -404,7 +436,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         raise unsaved
     if summary["status"] == "diverged":
         raise Diverged(f"run diverged at step {step}: {summary['error']}; see {run_dir / 'summary.json'}")
-    return summary
+    return finite_or_none(summary)  # as summary.json holds it: null, not NaN, for an undefined metric
 
 
 def load_checkpoint(path: Path, exp: Experiment) -> int:

@@ -1,56 +1,72 @@
 #!/usr/bin/env bash
-# `make reproduce-toy`: the VEEGAN and PacGAN Table 1 rows on the ring and the grid, and every
-# remedy of ganlab in the VEEGAN-row setup against the same-setup GAN, over 5 seeds each; then
-# `ganlab report` over all of it, and docs/results/toy.md (ours next to the papers', with wall time).
+# `make reproduce-toy`: the VEEGAN and PacGAN Table 1 rows on the ring and the grid at a length where
+# the runs have converged, 5 seeds each; then `ganlab report` over all of it, and docs/results/toy.md
+# (ours next to the papers', reference rows, verdicts over seeds, training length, machine time).
 #
-#   scripts/reproduce_toy.sh [veegan] [pacgan] [remedies] [remedies2]   # the parts to run; default: all
+#   scripts/reproduce_toy.sh [veegan] [pacgan] [pacgan34] [remedies] [remedies2]   # default: veegan pacgan
 #
-# Each part is one multirun into $OUT/PART. A finished part leaves $OUT/PART/.complete (its wall
-# time in seconds and step count) and is skipped when the script runs again with the same OUT, so
-# an interrupted reproduction continues with the parts that are missing.
+# The parts:
+#   veegan     GAN, VEEGAN and Unrolled GAN (k = 5) in the VEEGAN-row setup, ring and grid (the Unrolled-GAN
+#              notebook's length, 25,000 steps);
+#   pacgan     GAN and PacGAN2 in PacGAN's setup, ring and grid;
+#   pacgan34   PacGAN3 and PacGAN4 (not in the default: the machine time);
+#   remedies, remedies2   every other remedy in the VEEGAN-row setup (not in the default).
 #
-# Knobs (environment): SEEDS (default 0,1,2,3,4); STEPS, the steps of the veegan and remedies runs
-# (default 1000) and PACGAN_STEPS, of the pacgan runs (default 2000: PacGAN's lr 1e-4 needs more
-# steps to place its samples) - what 2 CPU cores allow, see toy.md; JOBS (parallel jobs through the
-# joblib launcher, default 2); OUT (the output directory); DOC (default docs/results/toy.md).
+# Runs in parts, across sessions if need be: every multirun runs with resume=auto into $OUT/PART, so
+# running the script again with the same OUT skips the runs that completed and resumes the ones that
+# were interrupted (from their last checkpoint, every checkpoint.every steps) or never started. A part
+# whose runs all completed leaves $OUT/PART/.complete. Each segment's wall time is appended to
+# $OUT/PART/.segments; the doc sums the runs' own training time (summary.json wall_seconds).
+#
+# Knobs (environment): SEEDS (default 0,1,2,3,4); STEPS (veegan, remedies parts; default 25000);
+# PACGAN_STEPS (default 25000); EVERY (evaluation cadence, default 500); JOBS (parallel jobs through
+# the joblib launcher, default 2); OUT (default $HOME/ganlab-runs/reproduce_toy: outside the checkout,
+# so a fresh clone of the work tree does not lose it); DOC (default docs/results/toy.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SEEDS=${SEEDS:-0,1,2,3,4}
-STEPS=${STEPS:-1000}
-PACGAN_STEPS=${PACGAN_STEPS:-2000}
+STEPS=${STEPS:-25000}
+PACGAN_STEPS=${PACGAN_STEPS:-25000}
+EVERY=${EVERY:-500}
 JOBS=${JOBS:-2}
-OUT=${OUT:-outputs/reproduce_toy/$(date +%Y-%m-%d_%H-%M-%S)}
+OUT=${OUT:-$HOME/ganlab-runs/reproduce_toy}
 DOC=${DOC:-docs/results/toy.md}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(veegan pacgan remedies remedies2)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(veegan pacgan)
 
-part() {  # part NAME STEPS OVERRIDES...: one multirun into $OUT/NAME, skipped when already complete
+part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
   local name=$1 steps=$2; shift 2
   if [ -f "$OUT/$name/.complete" ]; then echo "== $name: already complete in $OUT/$name"; return; fi
   echo "== $name ($steps steps): $*"
-  local start; start=$(date +%s)
+  mkdir -p "$OUT/$name"
+  local start status=0; start=$(date +%s)
   # W1/W2 and pictures inline (no worker process per job: the joblib jobs already fill the cores).
   # Failed or diverged jobs do not stop the rest: the report counts them.
-  "$GANLAB" train -m "$@" seed="$SEEDS" steps="$steps" eval.every=$(( steps / 4 > 0 ? steps / 4 : 1 )) \
+  "$GANLAB" train -m "$@" seed="$SEEDS" steps="$steps" eval.every="$EVERY" resume=auto \
     eval.background=false hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT/$name" \
-    || echo "== $name: some jobs failed or diverged (exit $?); the report counts them"
-  echo "$(( $(date +%s) - start )) $steps $JOBS" > "$OUT/$name/.complete"
+    || status=$?
+  echo "$(( $(date +%s) - start )) $steps $JOBS $status" >> "$OUT/$name/.segments"
+  if [ "$status" -eq 0 ]; then
+    touch "$OUT/$name/.complete"
+  else
+    echo "== $name: some jobs failed, diverged or were interrupted (exit $status); run the script again to resume"
+  fi
 }
 
 for name in "${PARTS[@]}"; do
   case $name in
-    veegan) part veegan "$STEPS" experiment=veegan_ring_gan,veegan_ring_unrolled,veegan_grid_gan,veegan_grid_unrolled ;;
-    pacgan) part pacgan "$PACGAN_STEPS" experiment=pacgan_ring_gan,pacgan_ring_pac2,pacgan_ring_pac3,pacgan_ring_pac4,pacgan_grid_gan,pacgan_grid_pac2,pacgan_grid_pac3,pacgan_grid_pac4 ;;
-    # The same setup as the VEEGAN GAN rows, which are its remedy=none baseline (same config, one group).
+    # Experiment first, seed second: Hydra runs the cheap GAN rows of every seed before the unrolled ones.
+    veegan) part veegan "$STEPS" experiment=veegan_ring_gan,veegan_grid_gan,veegan_ring_veegan,veegan_grid_veegan,veegan_ring_unrolled,veegan_grid_unrolled ;;
+    pacgan) part pacgan "$PACGAN_STEPS" experiment=pacgan_grid_gan,pacgan_grid_pac2,pacgan_ring_gan,pacgan_ring_pac2 ;;
+    pacgan34) part pacgan34 "$PACGAN_STEPS" experiment=pacgan_grid_pac3,pacgan_grid_pac4,pacgan_ring_pac3,pacgan_ring_pac4 ;;
+    # The same setup as the VEEGAN GAN rows, which are its remedy=none baseline.
     remedies) part remedies "$STEPS" experiment=veegan_setup dataset=ring,grid \
         remedy=unrolled_surrogate,pacgan,minibatch_disc,minibatch_std,feature_matching,label_smoothing,spectral_norm,instance_noise ;;
-    # The remedies that add networks or change sampling (MAD-GAN, MRGAN, VEEGAN, ...), same setup, and
-    # the baseline again (the metrics added since, and a check that its training did not change).
     remedies2) part remedies2 "$STEPS" experiment=veegan_setup dataset=ring,grid \
-        remedy=none,madgan,mrgan,veegan,ortho_jacobian,drs,ebgan ;;
-    *) echo "unknown part '$name': choose from veegan, pacgan, remedies, remedies2" >&2; exit 2 ;;
+        remedy=madgan,mrgan,ortho_jacobian,drs,ebgan ;;
+    *) echo "unknown part '$name': choose from veegan, pacgan, pacgan34, remedies, remedies2" >&2; exit 2 ;;
   esac
 done
 

@@ -65,9 +65,11 @@ def test_every_loss_trains_end_to_end(tmp_path, loss):
     summary = run(make_cfg(*TINY, f"loss={loss}", "steps=10", "eval.every=10"), tmp_path)
     assert summary["status"] == "completed" and summary["step"] == 10
     metrics = summary["metrics"]
-    assert set(metrics) == {"modes_captured", "high_quality_pct", "reverse_kl", "critic_gap",
+    assert set(metrics) == {"modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "critic_gap",
                             "wasserstein1", "wasserstein2", "jacobian_sigma_min"}
-    assert all(np.isfinite(v) for v in metrics.values())
+    # reverse_kl_hq is undefined (null) when no sample is high quality, as after 10 steps
+    assert (metrics["reverse_kl_hq"] is None) == (metrics["high_quality_pct"] == 0)
+    assert all(np.isfinite(v) for k, v in metrics.items() if k != "reverse_kl_hq")
     assert metrics["wasserstein1"] > 0 and metrics["wasserstein2"] >= metrics["wasserstein1"]  # W1 <= W2
     lipschitz = loss in ("wgan", "wgan_gp")
     assert ("not a Wasserstein estimate" not in summary["protocol"]["critic_gap"]) == lipschitz
@@ -94,6 +96,9 @@ def test_eval_reloads_every_network_and_reproduces_the_final_metrics(tmp_path):
     assert record["step"] == 20 and record["mode_counts"] == summary["mode_counts"]
     assert record["metrics"].keys() == summary["metrics"].keys()
     for key, value in summary["metrics"].items():
+        if value is None:  # undefined in both (reverse_kl_hq without a high-quality sample)
+            assert record["metrics"][key] is None, key
+            continue
         assert record["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert "ortho_scale" in result.stdout and "eval.json" in result.stdout
 

@@ -33,6 +33,21 @@ class GaussianMixture:
         noise = torch.randn(n, *self.shape, device=self.device, generator=generator)
         return self.centers[idx] + self.std * noise
 
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """The mixture's exact mean and covariance: the centres' mean, and their spread plus std^2 I."""
+        mean = self.centers.double().mean(dim=0)
+        spread = self.centers.double() - mean
+        cov = spread.T @ spread / self.n_modes + self.std**2 * torch.eye(self.shape[0], dtype=torch.float64,
+                                                                         device=self.device)
+        return mean, cov
+
+    def gaussian_fit(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n samples of the Gaussian with the mixture's mean and covariance: a blob that knows where the
+        data is but nothing of its modes (the reference a remedy must beat, DESIGN 3)."""
+        mean, cov = self.moments()
+        noise = torch.randn(n, *self.shape, device=self.device, generator=generator, dtype=torch.float64)
+        return (mean + noise @ torch.linalg.cholesky(cov).T).float()
+
     def plot_limits(self, margin: float = 0.5) -> tuple[float, float]:
         """Fixed axes for pictures: the centres' extent plus a margin, the same for x and y."""
         extent = self.centers.abs().max().item() + max(margin, 6 * self.std)
