@@ -18,6 +18,7 @@ from torch import nn
 
 from ganlab.data.toy import GaussianMixture
 from ganlab.losses import Wasserstein
+from ganlab.metrics import TOY_METRICS
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
@@ -25,11 +26,7 @@ from ganlab.remedies import Remedy
 GRID_RESOLUTION = 120  # D heatmap: points per side
 # What every evaluation reports (the offloaded ones included): the final metrics of every run, so
 # the runs of a sweep share one set of HParams columns.
-METRIC_KEYS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "critic_gap", "wasserstein1",
-               "wasserstein2", "jacobian_sigma_min")
-# The distributions every run is measured against (summary.json `references`, DESIGN 3): what the
-# metrics give to a G that learned nothing, to a blob that knows only where the data is, and to the data.
-REFERENCES = {"untrained": "untrained G", "gaussian": "Gaussian fit", "data": "real data"}
+METRIC_KEYS = TOY_METRICS
 JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
 
 

@@ -6,8 +6,16 @@ gives for each group and metric the mean and the standard error over the complet
 many runs diverged or failed, and the fraction of seeds that captured every mode. Runs that did
 not complete are counted and listed, never dropped.
 
+A number alone is not a claim (DESIGN 3), so the report also gives:
+- reference rows under the table: what the runs' untrained G, a Gaussian fit to the data and the
+  real data score under the same protocol (summary.json `references`);
+- a verdict per metric against a baseline group (`--baseline remedy=none` by default), from Welch's
+  t-test over seeds (ganlab/verdicts.py), and a flag on rows indistinguishable from the Gaussian blob;
+- convergence: each metric against the step (mean ± s.e. over seeds, report_convergence.png), and a
+  flag on rows whose metrics were still moving at the end.
+
 `build_report()` is the pure part (read, group, compute); `Report` renders the result (rich
-tables, Markdown, CSV, the mode-coverage figure); `main()` is the CLI shell around both.
+tables, Markdown, CSV, figures in ganlab/report_figures.py); `main()` is the CLI shell around both.
 """
 
 from __future__ import annotations
@@ -24,14 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganlab import verdicts
 from ganlab.config import GROUPS
 from ganlab.errors import ConfigError, GanlabError
+from ganlab.metrics import REFERENCES, TOY_METRICS
+from ganlab.verdicts import Movement, Verdict
 
-# The metrics a run writes into summary.json (ganlab/metrics); any other metric found in the
-# summaries is accepted too, so a new metric needs no change here.
-METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "critic_gap", "wasserstein1", "wasserstein2",
-           "jacobian_sigma_min")
-DEFAULT_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "wasserstein1")
+# The metrics a 2-D run writes into summary.json (ganlab/evaluation.py); any other metric found in
+# the summaries is accepted too, so a new metric needs no change here.
+METRICS = TOY_METRICS
+DEFAULT_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1")
+DEFAULT_BASELINE = ("remedy", "none")  # when the runs have such a group and others to compare with it
+# The Gaussian-blob flag: a row whose mode metrics are within 2 s.e. of the Gaussian fit's.
+BLOB_METRICS = ("modes_captured", "reverse_kl")
+BLOB_FLAG = "indistinguishable from a Gaussian blob"
 
 SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
 # Config keys that say how a run was executed, not which experiment it is, so runs that differ
@@ -42,7 +56,8 @@ SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
 BOOKKEEPING_KEYS = ("cpu_threads", "device", "eval.background", "log.every", "checkpoint.every", "resume",
                     "resume_force")
 
-REPORT_FILES = ("report.md", "report.csv", "report_modes.png")
+REPORT_FILES = ("report.md", "report.csv", "report_modes.png")  # always written
+CONVERGENCE_FILE = "report_convergence.png"  # written when the runs logged their evaluations (summary history)
 
 _MISSING = "<missing>"  # the value of a key that a config does not have (hashable, sorts as text)
 
@@ -51,6 +66,14 @@ CAPTION = ("mean ± standard error over the completed runs of each configuration
            "configuration, diverged and failed included. all modes: the fraction of those runs that "
            "captured every mode (modes_captured = n_modes); diverged and failed runs count in the "
            "denominator, as runs that did not.")
+VERDICT_CAPTION = ("vs {baseline}: Welch's t-test over the completed seeds of the row and of its baseline "
+                   "(the {baseline} group with the same dataset and the most config in common), α = 0.05, "
+                   "two-sided p; better/worse by each metric's better side, higher/lower where it has none; "
+                   "n/a with fewer than 2 seeds.")
+FLAG_CAPTION = (f"flags: '{BLOB_FLAG}' when modes_captured and reverse_kl are both within 2 s.e. of the "
+                "difference from the Gaussian-fit reference of the same runs; 'still moving: METRIC' when the "
+                "metric's mean change over the last 20 % of the evaluations exceeds 2 s.e. of that change "
+                "(per-seed changes; report_convergence.png draws every row against the step).")
 
 
 @dataclass
@@ -68,6 +91,8 @@ class Run:
     n_modes: int | None
     error: str | None = None
     diverged_step: int | None = None
+    references: dict = field(default_factory=dict)  # name -> metrics (untrained, gaussian, data)
+    history: dict | None = None  # {"steps": [...], "metrics": {name: [value per step]}}
 
     @property
     def outcome(self) -> str:
@@ -102,6 +127,24 @@ class Group:
     stats: dict[str, Stat] = field(default_factory=dict)
     n_all_modes: int = 0           # runs that completed with modes_captured == n_modes
     all_modes_fraction: float | None = None  # over all runs; None if n_modes is unknown
+    baseline: Group | None = None  # the group the verdicts compare with (None: no verdicts)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    movement: dict[str, Movement] = field(default_factory=dict)
+    reference_stats: dict[str, dict[str, Stat]] = field(default_factory=dict)  # name -> metric -> Stat
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[Run]:
+        return [r for r in self.runs if r.outcome == "completed"]
+
+    def values(self, metric: str) -> list:
+        return [r.metrics.get(metric) for r in self.completed]
+
+    def verdict_text(self, metric: str) -> str:
+        if self.baseline is self:
+            return "baseline"
+        verdict = self.verdicts.get(metric)
+        return verdict.text() if verdict else ""
 
     @property
     def n_seeds(self) -> int:
@@ -134,6 +177,17 @@ class Group:
 
 
 @dataclass
+class ReferenceRow:
+    """One reference distribution, pooled over the runs that measured it (same dataset; for the
+    untrained G, also the same model)."""
+
+    label: str                 # "reference: untrained G", with a qualifier when several exist
+    name: str                  # untrained | gaussian | data
+    n: int                     # the runs it is pooled over
+    stats: dict[str, Stat]
+
+
+@dataclass
 class Report:
     root: Path
     metrics: list[str]
@@ -141,6 +195,16 @@ class Report:
     groups: list[Group]
     runs: list[Run]
     notes: list[str] = field(default_factory=list)
+    baseline: tuple[str, str] | None = None  # (key, value) of the baseline groups; None: no verdicts
+    reference_rows: list[ReferenceRow] = field(default_factory=list)
+
+    @property
+    def has_verdicts(self) -> bool:
+        return self.baseline is not None and any(g.baseline is not None for g in self.groups)
+
+    @property
+    def baseline_text(self) -> str:
+        return "=".join(self.baseline) if self.baseline else ""
 
     @property
     def problems(self) -> list[Run]:
@@ -149,17 +213,39 @@ class Report:
 
     # ---- rendering -------------------------------------------------------------------------
     def header(self) -> list[str]:
-        return ["configuration", "seeds", "diverged", "failed", "all modes", *self.metrics]
+        verdict_columns = [f"{m} vs {self.baseline_text}" for m in self.metrics] if self.has_verdicts else []
+        return ["configuration", "seeds", "diverged", "failed", "all modes", *self.metrics, *verdict_columns, "flags"]
 
     def rows(self) -> list[list[str]]:
-        return [[g.label, str(g.n_seeds), str(g.n_diverged), str(g.n_failed), g.all_modes_text(),
-                 *(g.stats[m].text(g.n_completed) for m in self.metrics)] for g in self.groups]
+        rows = []
+        for g in self.groups:
+            verdict_cells = [g.verdict_text(m) for m in self.metrics] if self.has_verdicts else []
+            rows.append([g.label, str(g.n_seeds), str(g.n_diverged), str(g.n_failed), g.all_modes_text(),
+                         *(g.stats[m].text(g.n_completed) for m in self.metrics), *verdict_cells, "; ".join(g.flags)])
+        return rows
+
+    def reference_cells(self) -> list[list[str]]:
+        """The reference rows, in the table's columns: what the protocol gives a distribution that
+        learned nothing, a blob, and the data."""
+        blank = ["" for _ in self.metrics] if self.has_verdicts else []
+        return [[ref.label, str(ref.n), "", "", "", *(ref.stats[m].text(ref.n) if m in ref.stats else "–"
+                                                      for m in self.metrics), *blank, ""]
+                for ref in self.reference_rows]
 
     def caption(self) -> str:
         text = CAPTION
         if self.by:
             text += f" Grouped by {', '.join(self.by)} only: runs that differ in other settings are pooled."
-        return text
+        if self.reference_rows:
+            text += (" reference rows: the same evaluator and sample count on this run's G before its first step "
+                     "(untrained G), on a Gaussian with the data's mean and covariance (Gaussian fit) and on fresh "
+                     "data (real data), mean ± s.e. over the runs that measured them (seeds column).")
+        if "reverse_kl" in self.metrics or "reverse_kl_hq" in self.metrics:
+            text += (" reverse_kl: KL(p_gen(mode) || uniform) with p the nearest-mode histogram of all samples; "
+                     "reverse_kl_hq: of the high-quality samples only (PacGAN's logger), undefined without one.")
+        if self.has_verdicts:
+            text += " " + VERDICT_CAPTION.format(baseline=self.baseline_text)
+        return text + " " + FLAG_CAPTION
 
     def problem_rows(self) -> list[list[str]]:
         rows = []
@@ -184,6 +270,10 @@ class Report:
             table.add_column(name, justify="right")
         for row in self.rows():
             table.add_row(*map(Text, row))
+        if self.reference_rows:
+            table.add_section()  # a rule between the runs and the references
+        for row in self.reference_cells():
+            table.add_row(*(Text(cell, style="dim") for cell in row))
         tables = [table]
         if self.problems:
             problems = Table(title="runs that did not complete (counted above, not in the means)")
@@ -202,6 +292,7 @@ class Report:
         out = [f"# ganlab report: {self.root}", "", line(header),
                "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         out += [line(row) for row in self.rows()]
+        out += [line(row) for row in self.reference_cells()]
         out += ["", self.caption()]
         if self.problems:
             out += ["", "## Runs that did not complete", "",
@@ -217,7 +308,8 @@ class Report:
         columns = ["configuration", *keys, "n_seeds", "n_completed", "n_diverged", "n_failed", "n_modes",
                    "n_all_modes", "all_modes_fraction"]
         for m in self.metrics:
-            columns += [f"{m}_mean", f"{m}_se", f"{m}_n"]
+            columns += [f"{m}_mean", f"{m}_se", f"{m}_n", f"{m}_verdict", f"{m}_p"]
+        columns += ["baseline", "flags"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -227,19 +319,37 @@ class Report:
                    g.n_failed, _blank(g.n_modes), g.n_all_modes, _blank(g.all_modes_fraction)]
             for m in self.metrics:
                 s = g.stats[m]
-                row += [_blank(s.mean), _blank(s.se), s.n]
+                verdict = g.verdicts.get(m)
+                word = g.verdict_text(m) if g.baseline is g else (verdict.word if verdict else "")
+                row += [_blank(s.mean), _blank(s.se), s.n, word, _blank(verdict.p if verdict else None)]
+            row += ["" if g.baseline is None else g.baseline.label, "; ".join(g.flags)]
             writer.writerow(row)
+        for ref in self.reference_rows:  # the same columns; the counts are the runs it is pooled over
+            row = [ref.label, *("" for _ in keys), ref.n, ref.n, "", "", "", "", ""]
+            for m in self.metrics:
+                s = ref.stats.get(m, Stat(None, None, 0))
+                row += [_blank(s.mean), _blank(s.se), s.n, "", ""]
+            writer.writerow(row + ["", ""])
         return buffer.getvalue()
 
     def write(self, directory: str | Path | None = None) -> list[Path]:
-        """Write report.md, report.csv and report_modes.png (atomically) into `directory`
-        (default: the report's root); return their paths."""
+        """Write report.md, report.csv, report_modes.png and, when the runs logged their evaluations,
+        report_convergence.png (atomically) into `directory` (default: the report's root); return
+        their paths."""
+        from ganlab.report_figures import convergence_figure, modes_figure
+
         directory = Path(directory) if directory is not None else self.root
         md, csv_path, png = (directory / name for name in REPORT_FILES)
+        convergence = directory / CONVERGENCE_FILE
         _write_atomic(md, self.markdown().encode())
         _write_atomic(csv_path, self.csv().encode())
         _write_atomic(png, modes_figure(self))
-        return [md, csv_path, png]
+        written = [md, csv_path, png]
+        figure = convergence_figure(self)
+        if figure is not None:
+            _write_atomic(convergence, figure)
+            written.append(convergence)
+        return written
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -303,9 +413,15 @@ def read_run(summary_path: Path, root: Path) -> Run:
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
     n_modes = _int_or_none(summary.get("n_modes"))
     error = summary.get("error")
+    references = summary.get("references") if isinstance(summary.get("references"), dict) else {}
+    history = summary.get("history")
+    if not (isinstance(history, dict) and isinstance(history.get("steps"), list)
+            and isinstance(history.get("metrics"), dict)):
+        history = None
     return Run(run_dir, name, str(summary.get("status", "failed")), _int_or_none(summary.get("step")), seed,
                labels, config, metrics, n_modes, error=None if error is None else str(error),
-               diverged_step=_int_or_none(summary.get("diverged_step")))
+               diverged_step=_int_or_none(summary.get("diverged_step")),
+               references={k: v for k, v in references.items() if isinstance(v, dict)}, history=history)
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -414,16 +530,9 @@ def _check_by(runs: list[Run], by: list[str]) -> None:
 
 
 def _by_groups(runs: list[Run], by: list[str]) -> tuple[list[list[Run]], list[list[tuple[str, str]]]]:
-    def value(run: Run, key: str) -> Any:
-        if key in run.labels:
-            return run.labels[key]
-        if _is_target(key) and key.split(".")[0] in run.labels:  # loss._target_ -> labels["loss"]
-            return run.labels[key.split(".")[0]]
-        return run.config.get(key, _MISSING)
-
     buckets: dict[tuple, list[Run]] = {}
     for run in runs:
-        buckets.setdefault(tuple(value(run, k) for k in by), []).append(run)
+        buckets.setdefault(tuple(_value(run, k) for k in by), []).append(run)
     groups = list(buckets.values())
     items = []
     for key, members in zip(buckets, groups):
@@ -453,9 +562,128 @@ def _stat(values: list[Any]) -> Stat:
     return Stat(mean, math.sqrt(variance / n), n)
 
 
-def build_report(path: str | Path, metrics: list[str] | None = None, by: list[str] | None = None) -> Report:
-    """Read every run under `path`, group them and compute the statistics. Raises ConfigError for
-    a path without runs, an unknown metric or an unknown --by key."""
+def _value(run: Run, key: str) -> Any:
+    """A run's value of `key`: its label (`remedy` -> `pacgan`), else its config value."""
+    if key in run.labels:
+        return run.labels[key]
+    if _is_target(key) and key.split(".")[0] in run.labels:  # loss._target_ -> labels["loss"]
+        return run.labels[key.split(".")[0]]
+    return run.config.get(key, _MISSING)
+
+
+def _items(runs: list[Run], prefix: str) -> frozenset:
+    """The config items under `prefix` (e.g. "dataset.") of these runs, pooled."""
+    return frozenset((k, v) for r in runs for k, v in r.config.items() if k.startswith(prefix))
+
+
+def parse_baseline(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ConfigError(f"--baseline {text!r}: give KEY=VALUE, e.g. --baseline remedy=none")
+    return key.strip(), value.strip()
+
+
+def _assign_baselines(groups: list[Group], metrics: list[str], spec: tuple[str, str], explicit: bool) -> bool:
+    """Give every group its baseline and verdicts; False when there is nothing to compare."""
+    key, value = spec
+    bases = [g for g in groups if all(_shown(_value(r, key)) == value for r in g.runs)]
+    if not bases:
+        if explicit:
+            raise ConfigError(f"--baseline {key}={value}: no group has it; the groups are: "
+                              + "; ".join(g.label for g in groups))
+        return False
+    if len(bases) == len(groups) and not explicit:
+        return False  # every group is a baseline: nothing to compare
+    axis = (key, f"{key}.") if not _is_target(key) else (key.split(".")[0], f"{key.split('.')[0]}.")
+    ignored = {SEED_KEY, *BOOKKEEPING_KEYS}
+
+    def distance(a: Group, b: Group) -> int:
+        """The config keys in which two groups differ, the compared axis (remedy.*) set aside."""
+        ca, cb = a.runs[0].config, b.runs[0].config
+        keys = (set(ca) | set(cb)) - ignored
+        return sum(ca.get(k, _MISSING) != cb.get(k, _MISSING) for k in keys
+                   if k != axis[0] and not k.startswith(axis[1]))
+
+    for g in groups:
+        if g in bases:
+            g.baseline = g
+            continue
+        # A verdict across datasets means nothing: the baseline has the group's dataset config, and
+        # of those the most config in common (PacGAN's GAN row for PacGAN's rows, not the VEEGAN setup's).
+        candidates = [b for b in bases if _items(b.runs, "dataset.") == _items(g.runs, "dataset.")]
+        if not candidates:
+            g.verdicts = {m: Verdict("n/a", None, "no baseline on this dataset") for m in metrics}
+            continue
+        g.baseline = min(candidates, key=lambda b: distance(g, b))
+        g.verdicts = {m: verdicts.compare(m, g.values(m), g.baseline.values(m)) for m in metrics}
+    return True
+
+
+def curves(group: Group, metric: str) -> tuple[list[int], list[list]]:
+    """The completed runs' values of `metric` at the evaluation steps they all logged."""
+    runs = [r for r in group.completed if r.history and metric in r.history["metrics"]]
+    if not runs:
+        return [], []
+    common = set(runs[0].history["steps"])
+    for r in runs[1:]:
+        common &= set(r.history["steps"])
+    steps = sorted(common)
+    out = []
+    for r in runs:
+        at = dict(zip(r.history["steps"], r.history["metrics"][metric]))
+        out.append([at[s] if at[s] is not None else math.nan for s in steps])
+    return steps, out
+
+
+def _flags(group: Group, metrics: list[str]) -> list[str]:
+    flags = []
+    gauss = group.reference_stats.get("gaussian", {})
+    if all(m in gauss and gauss[m].mean is not None and group.stats.get(m) is not None
+           and group.stats[m].mean is not None for m in BLOB_METRICS) and all(
+            verdicts.within(group.stats[m].mean, group.stats[m].se, gauss[m].mean, gauss[m].se) for m in BLOB_METRICS):
+        flags.append(BLOB_FLAG)
+    moving = [m for m in metrics if group.movement.get(m) and group.movement[m].moving]
+    if moving:
+        flags.append("still moving: " + ", ".join(moving))
+    return flags
+
+
+def _reference_rows(groups: list[Group], metrics: list[str]) -> list[ReferenceRow]:
+    """Pool each reference over the runs that measured it: the Gaussian fit and the data per dataset
+    config, the untrained G per dataset and model config (an untrained MLP is not an untrained DCGAN)."""
+    pools: dict[tuple, list[Run]] = {}
+    first: dict[tuple, Group] = {}
+    order = list(REFERENCES)
+    for g in groups:
+        for r in g.runs:
+            for name in r.references:
+                if name not in REFERENCES:
+                    continue
+                model = _items([r], "model.") if name == "untrained" else frozenset()
+                key = (_items([r], "dataset."), order.index(name), model)
+                pools.setdefault(key, []).append(r)
+                first.setdefault(key, g)
+    datasets = list(dict.fromkeys(k[0] for k in pools))
+    rows = []
+    for key in sorted(pools, key=lambda k: (datasets.index(k[0]), k[1])):
+        runs, name = pools[key], order[key[1]]
+        qualifiers = []
+        if len(datasets) > 1:
+            qualifiers.append(f"dataset={runs[0].labels.get('dataset') or _short(runs[0].config.get('dataset._target_'))}")
+        if name == "untrained" and sum(k[0] == key[0] and k[1] == key[1] for k in pools) > 1:
+            qualifiers.append(f"the model of {first[key].label}")
+        label = f"reference: {REFERENCES[name]}" + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
+        stats = {m: _stat([r.references[name].get(m) for r in runs]) for m in metrics}
+        rows.append(ReferenceRow(label, name, len(runs), stats))
+    return rows
+
+
+def build_report(path: str | Path, metrics: list[str] | None = None, by: list[str] | None = None,
+                 baseline: str | None = None) -> Report:
+    """Read every run under `path`, group them and compute the statistics, the verdicts against
+    `baseline` ("KEY=VALUE"; default remedy=none where the runs have it) and the reference rows.
+    Raises ConfigError for a path without runs, an unknown metric, an unknown --by key or a
+    baseline no group has."""
     root = Path(path)
     if not root.exists():
         raise ConfigError(f"{root} does not exist; give a run directory or a folder of runs (a multirun)")
@@ -467,6 +695,7 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
 
     readable = [r for r in runs if r.status != "unreadable"]
     known = list(dict.fromkeys([*METRICS, *(m for r in readable for m in r.metrics)]))
+    spec = parse_baseline(baseline) if baseline is not None else DEFAULT_BASELINE
     metrics = list(DEFAULT_METRICS) if metrics is None else list(dict.fromkeys(metrics))
     if not metrics:
         raise ConfigError(f"--metrics is empty; choose from: {', '.join(known)}")
@@ -510,6 +739,12 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
                                 for r in completed)
         if all(r.n_modes is not None for r in completed):
             group.all_modes_fraction = group.n_all_modes / len(members)
+        for name in REFERENCES:
+            if any(name in r.references for r in completed):
+                group.reference_stats[name] = {m: _stat([r.references.get(name, {}).get(m) for r in completed])
+                                               for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
+        group.movement = {m: verdicts.still_moving(*curves(group, m)) for m in metrics}
+        group.flags = _flags(group, metrics)
         report.groups.append(group)
         # Within one config a repeated seed is a repeated run (two sweeps into one folder?); with
         # --by, configs that share seeds are pooled on purpose.
@@ -517,71 +752,13 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
         repeated = sorted(str(s) for s, c in seeds.items() if c > 1)
         if repeated:
             report.notes.append(f"{label}: seed {', '.join(repeated)} appears more than once; each run counts")
+    if _assign_baselines(report.groups, metrics, spec, explicit=baseline is not None):
+        report.baseline = spec
+    report.reference_rows = _reference_rows(report.groups, metrics)
     unreadable = len(runs) - len(readable)
     if unreadable:
         report.notes.append(f"{unreadable} summary.json could not be read; listed with the runs that did not complete")
     return report
-
-
-# ---- the figure ----------------------------------------------------------------------------
-
-
-def modes_figure(report: Report) -> bytes:
-    """Modes captured per configuration, one jittered point per completed seed, the group mean as a
-    bar and a dashed line at the number of modes. PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
-
-    groups = report.groups
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 1.5), 4.5), dpi=100)
-    rng = np.random.default_rng(0)  # the same jitter every time the report is made
-    all_modes = {r.n_modes for g in groups for r in g.runs if r.n_modes is not None}
-    if len(all_modes) == 1:
-        ax.axhline(all_modes.pop(), color="tab:red", linestyle="--", linewidth=1, label="n_modes")
-    first = {"seed": True, "mean": True, "n_modes": True}
-
-    def once(name: str) -> str | None:
-        shown, first[name] = first[name], False
-        return {"seed": "one seed", "mean": "mean", "n_modes": "n_modes"}[name] if shown else None
-
-    ticks = []
-    for i, g in enumerate(groups):
-        ys = [float(r.metrics["modes_captured"]) for r in g.runs if r.outcome == "completed"
-              and isinstance(r.metrics.get("modes_captured"), (int, float))
-              and math.isfinite(r.metrics["modes_captured"])]
-        if ys:
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(ys)), ys, s=28, alpha=0.7, color="tab:blue",
-                       linewidths=0, zorder=3, label=once("seed"))
-            ax.hlines(sum(ys) / len(ys), i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4,
-                      label=once("mean"))
-        modes = {r.n_modes for r in g.runs if r.n_modes is not None}
-        if len(all_modes) > 1 or len(modes) > 1:  # configurations with different datasets
-            for n in sorted(modes):
-                ax.hlines(n, i - 0.4, i + 0.4, color="tab:red", linestyle="--", linewidth=1, label=once("n_modes"))
-        tick = g.label.replace(" ", "\n")
-        missing = [f"{n} {what}" for n, what in ((g.n_diverged, "diverged"), (g.n_failed, "failed")) if n]
-        if missing:
-            tick += f"\n(+{', '.join(missing)}; not plotted)"
-        ticks.append(tick)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(ticks, fontsize=8)
-    ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.set_ylim(bottom=-0.5)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("modes captured")
-    ax.set_title("Mode coverage per configuration (completed runs, one point per seed)", fontsize=10)
-    if groups:
-        ax.legend(loc="best", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -630,6 +807,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", metavar="A,B", type=_names,
                    help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
                         f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
+    p.add_argument("--baseline", metavar="KEY=VALUE",
+                   help="the groups every other group is compared with, by Welch's t-test over seeds "
+                        f"(default: {'='.join(DEFAULT_BASELINE)}, where the runs have such a group and others); "
+                        "each group is compared with the baseline group of its dataset that shares the most config")
     p.add_argument("--by", metavar="KEY,KEY", type=_names,
                    help="group by these keys only, pooling runs that differ elsewhere: option names "
                         "(dataset, loss, remedy, ...) or dotted config keys (loss._target_, optim.d.lr)")
@@ -644,7 +825,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser().parse_args(argv)
     try:
-        report = build_report(args.path, metrics=args.metrics, by=args.by)
+        report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
         written = report.write()
     except GanlabError as exc:
         fail(str(exc), exc.exit_code)
