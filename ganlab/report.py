@@ -834,7 +834,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = report.tables()
     console = Console()
     if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns
-        roomy = console.options.update_width(250)
+        roomy = console.options.update_width(1000)
         console = Console(width=max(console.width, *(Measurement.get(console, roomy, t).maximum for t in tables)))
     for table in tables:
         console.print(table)

@@ -1,6 +1,7 @@
 """`ganlab report`: grouping over seeds, the statistics, the runs that did not complete, the files."""
 
 import csv
+import io
 import json
 import math
 
@@ -8,22 +9,26 @@ import pytest
 from conftest import TINY, ganlab, make_cfg
 
 from ganlab.errors import ConfigError
-from ganlab.report import BOOKKEEPING_KEYS, DEFAULT_METRICS, REPORT_FILES, build_report
+from ganlab.report import BLOB_FLAG, BOOKKEEPING_KEYS, CONVERGENCE_FILE, DEFAULT_METRICS, REPORT_FILES, build_report
 
 LOSS_TARGETS = {"nsgan": "ganlab.losses.NonSaturatingGAN", "wgan_gp": "ganlab.losses.WGANGP"}
 
 
+DATASETS = {"ring": {"_target_": "ganlab.data.toy.ring", "modes": 8, "std": 0.02},
+            "grid": {"_target_": "ganlab.data.toy.grid", "side": 5, "std": 0.05}}
+
+
 def write_summary(run_dir, seed, status="completed", loss="nsgan", lr=1e-3, metrics=None, n_modes=8,
-                  with_config=True, remedy=None, **extra):
+                  with_config=True, remedy=None, dataset="ring", **extra):
     """A summary.json as ganlab/train.py `run()` writes it, cut down to what the report reads."""
     config = {"seed": seed, "steps": 100, "cpu_threads": 1, "device": "auto",
-              "dataset": {"_target_": "ganlab.data.toy.ring", "modes": 8, "std": 0.02},
+              "dataset": DATASETS[dataset],
               "loss": {"_target_": LOSS_TARGETS[loss], "n_critic": 1 if loss == "nsgan" else 5},
               "remedy": remedy or {"none": {"_target_": "ganlab.remedies.none.NoRemedy"}},
               "optim": {"g": {"_target_": "torch.optim.Adam", "lr": lr, "betas": [0.5, 0.999]}},
               "eval": {"every": 50, "background": True}, "log": {"every": 10}}
     summary = {"status": status, "step": 100, "seed": seed, "metrics": metrics or {},
-               "labels": {"dataset": "ring", "loss": loss, "remedy": "+".join(remedy or ["none"])},
+               "labels": {"dataset": dataset, "loss": loss, "remedy": "+".join(remedy or ["none"])},
                "wall_seconds": 1.0, "steps_per_second": 100.0, **extra}
     if with_config:
         summary["config"] = config
@@ -322,3 +327,131 @@ def test_cli_help(tmp_path):
     assert out.returncode == 0 and out.stdout.startswith("usage: ganlab report")
     assert "--metrics" in out.stdout and "--by" in out.stdout
     assert "report" in ganlab("--help", cwd=tmp_path).stdout
+
+
+# ---- reference rows, verdicts, flags, convergence --------------------------------------------------
+
+PACGAN = {"pacgan": {"_target_": "ganlab.remedies.pacgan.PacGAN", "m": 2}}
+
+
+def references(gauss_modes=18.0, gauss_kl=0.05, seed=0):
+    """summary.json `references`, as a 2-D run writes them (numbers of the grid's protocol)."""
+    return {"untrained": {"modes_captured": 0, "high_quality_pct": 0.0, "reverse_kl": 2.5 + 0.01 * seed},
+            "gaussian": {"modes_captured": gauss_modes + seed % 2, "high_quality_pct": 1.5, "reverse_kl": gauss_kl},
+            "data": {"modes_captured": 25, "high_quality_pct": 98.9, "reverse_kl": 0.004}}
+
+
+def history(values, metric="modes_captured"):
+    return {"steps": [100 * (i + 1) for i in range(len(values))], "metrics": {metric: values}}
+
+
+@pytest.fixture
+def ring_and_grid(tmp_path):
+    """none and pacgan on the ring and on the grid, 5 seeds each."""
+    root = tmp_path / "ring_and_grid"
+    for dataset, none_modes, pacgan_modes in (("ring", [1, 0, 2, 1, 0], [8, 8, 7, 8, 8]),
+                                              ("grid", [3, 5, 4, 6, 2], [18, 19, 17, 18, 19])):
+        for seed in range(5):
+            write_summary(root / f"{dataset}_none_s{seed}", seed, dataset=dataset, references=references(seed=seed),
+                          metrics=metrics(none_modes[seed], rkl=1.5 + 0.1 * seed),
+                          history=history([0, none_modes[seed], none_modes[seed]]))
+            write_summary(root / f"{dataset}_pacgan_s{seed}", seed, dataset=dataset, remedy=PACGAN,
+                          references=references(seed=seed), metrics=metrics(pacgan_modes[seed], rkl=0.05 + 0.001 * seed),
+                          history=history([2, 10 + seed, 12 + 2 * seed, pacgan_modes[seed]]))
+    return root
+
+
+def test_ring_and_grid_rows_get_verdicts_against_their_own_baseline(ring_and_grid):
+    report = build_report(ring_and_grid)
+    assert report.baseline == ("remedy", "none")
+    rows = {g.label: g for g in report.groups}
+    for dataset in ("ring", "grid"):
+        pac, none = rows[f"dataset={dataset} remedy=pacgan"], rows[f"dataset={dataset} remedy=none"]
+        assert pac.baseline is none and none.baseline is none
+        assert pac.verdicts["modes_captured"].word == "better" and pac.verdicts["reverse_kl"].word == "better"
+        assert pac.verdicts["modes_captured"].p < 0.001
+        assert none.verdict_text("modes_captured") == "baseline"
+    md = report.markdown()
+    assert "modes_captured vs remedy=none" in md and "better (p<0.001)" in md
+    assert "Welch's t-test" in md
+
+
+def test_reference_rows_are_labelled_and_pooled_per_dataset(ring_and_grid):
+    report = build_report(ring_and_grid)
+    labels = [r.label for r in report.reference_rows]
+    assert labels == [f"reference: {what} (dataset={ds})" for ds in ("grid", "ring")
+                      for what in ("untrained G", "Gaussian fit", "real data")]
+    gauss = report.reference_rows[1]
+    assert gauss.n == 10 and gauss.stats["modes_captured"].mean == pytest.approx(18.4)  # 5 runs of each group
+    md = report.markdown()
+    for label in labels:
+        assert f"| {label} | 10 |" in md
+    rows = list(csv.DictReader(io.StringIO(report.csv())))
+    assert rows[-1]["configuration"] == "reference: real data (dataset=ring)" and rows[-1]["modes_captured_mean"] == "25.0"
+
+
+def test_blob_flag_needs_both_modes_and_kl_within_two_standard_errors(tmp_path):
+    for seed in range(4):
+        write_summary(tmp_path / f"none_s{seed}", seed, dataset="grid", references=references(gauss_kl=0.05),
+                      metrics=metrics(17 + seed % 3, rkl=0.04 + 0.01 * (seed % 3)))
+        write_summary(tmp_path / f"pacgan_s{seed}", seed, dataset="grid", remedy=PACGAN,
+                      references=references(gauss_kl=0.05), metrics=metrics(24 + seed % 2, rkl=0.02))
+    rows = {g.label: g for g in build_report(tmp_path).groups}
+    assert BLOB_FLAG in rows["remedy=none"].flags and BLOB_FLAG not in rows["remedy=pacgan"].flags
+    assert BLOB_FLAG in build_report(tmp_path).markdown()
+
+
+def test_still_moving_rows_are_flagged_and_drawn(ring_and_grid):
+    report = build_report(ring_and_grid)
+    rows = {g.label: g for g in report.groups}
+    # pacgan's modes rose in every seed over the last evaluations; none's stayed where they were
+    assert "still moving: modes_captured" in rows["dataset=ring remedy=pacgan"].flags
+    assert not any(f.startswith("still moving") for f in rows["dataset=ring remedy=none"].flags)
+    written = report.write()
+    assert ring_and_grid / CONVERGENCE_FILE in written
+    png = (ring_and_grid / CONVERGENCE_FILE).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20000
+
+
+def test_explicit_baseline_and_its_errors(ring_and_grid, mixed):
+    report = build_report(ring_and_grid, baseline="remedy=pacgan")
+    rows = {g.label: g for g in report.groups}
+    assert rows["dataset=ring remedy=none"].verdicts["modes_captured"].word == "worse"
+    with pytest.raises(ConfigError, match="--baseline remedy=madgan: no group has it; the groups are: "):
+        build_report(ring_and_grid, baseline="remedy=madgan")
+    with pytest.raises(ConfigError, match="give KEY=VALUE"):
+        build_report(ring_and_grid, baseline="remedy")
+    # a sweep over losses: compared with the nsgan group on request; one wgan_gp seed gives n/a
+    by_loss = {g.label: g for g in build_report(mixed, baseline="loss=nsgan").groups}
+    assert by_loss["loss=wgan_gp"].verdict_text("modes_captured") == "n/a (fewer than 2 seeds)"
+    assert build_report(mixed).has_verdicts is False  # every group is remedy=none: nothing to compare
+    out = ganlab("report", str(ring_and_grid), "--baseline", "remedy=madgan", cwd=ring_and_grid)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_verdict_never_crosses_datasets(tmp_path):
+    for seed in range(3):
+        write_summary(tmp_path / f"ring_none_s{seed}", seed, dataset="ring", metrics=metrics(1 + seed))
+        write_summary(tmp_path / f"grid_pacgan_s{seed}", seed, dataset="grid", remedy=PACGAN, metrics=metrics(20 + seed))
+    rows = {g.label: g for g in build_report(tmp_path).groups}
+    grid = rows["dataset=grid remedy=pacgan"]
+    assert grid.baseline is None and grid.verdict_text("modes_captured") == "n/a (no baseline on this dataset)"
+
+
+def test_sweep_of_remedies_reports_references_and_verdicts(tmp_path):
+    """Done-when of issue 12: a fresh `ganlab train -m remedy=none,pacgan seed=0,1` then `ganlab report`."""
+    sweep = tmp_path / "sweep"
+    out = ganlab("train", "-m", "remedy=none,pacgan", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for summary_path in sweep.rglob("summary.json"):
+        refs = json.loads(summary_path.read_text())["references"]
+        assert set(refs) == {"untrained", "gaussian", "data"}
+        assert refs["data"]["modes_captured"] == 8 and refs["untrained"]["critic_gap"] is not None
+        assert {"modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1"} <= set(refs["gaussian"])
+    report = ganlab("report", str(sweep), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    text = " ".join(report.stdout.split())
+    for label in ("reference: untrained G", "reference: Gaussian fit", "reference: real data"):
+        assert label in text
+    assert "vs remedy=none" in text and "baseline" in text and ("(p=" in text or "(p<" in text)
+    assert (sweep / CONVERGENCE_FILE).exists()
