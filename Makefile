@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/ganlab train $(ARGS)
 
+# Two worker processes (pytest-xdist): the suite is CPU-bound and the machine has 2 cores.
 test: setup
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 sweep: setup
 	$(BIN)/ganlab train -m loss=nsgan,wgan_gp seed=0,1,2 $(ARGS)
