@@ -27,6 +27,7 @@ from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import Evaluation, make_evaluator, scalars
 from ganlab.losses import Loss
+from ganlab.metrics import REFERENCES
 from ganlab.offload import Offloader
 from ganlab.remedies import Remedy
 from ganlab.remedies.base import NetworkFactory
@@ -213,6 +214,17 @@ def measure_references(evaluator, exp: Experiment, seed: int) -> dict:
         checkpoint.set_rng_state(saved)
 
 
+def reference_headlines(evaluator, references: dict) -> str:
+    """One line of what the protocol gives the reference distributions (a scale for the run's numbers)."""
+    parts = []
+    for name, metrics in references.items():
+        try:
+            parts.append(f"  {REFERENCES.get(name, name)}:{evaluator.headline(metrics)}")
+        except (KeyError, TypeError):  # a reference without the headline's metrics: summary.json has it all
+            continue
+    return ";".join(parts)
+
+
 def columns(history: dict[int, dict]) -> dict:
     """{step: {metric: value}} -> {"steps": [...], "metrics": {metric: [value or None per step]}}."""
     steps = sorted(history)
@@ -295,6 +307,8 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
     step = start_step
     log.info("run directory: %s (device %s)%s", run_dir, device,
              f"; resumed from step {start_step}" if start_step else "")
+    if references and not start_step:
+        log.info("reference rows:%s", reference_headlines(evaluator, references))
 
     def write_offloaded(results) -> None:
         for result in results:

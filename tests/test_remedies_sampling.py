@@ -213,7 +213,9 @@ def test_a_tiny_run_completes(remedy, tmp_path):
         assert 0 < saved["metrics"]["drs_acceptance"] <= 1
         assert isinstance(build(make_cfg("remedy=drs"), torch.device("cpu")).remedy, DRS)
     else:
-        assert all(math.isfinite(v) for v in saved["metrics"].values())  # no NaN metric from the energy D
+        metrics = saved["metrics"]  # no NaN metric from the energy D; reverse_kl_hq is null without an HQ sample
+        assert (metrics["reverse_kl_hq"] is None) == (metrics["high_quality_pct"] == 0)
+        assert all(math.isfinite(v) for k, v in metrics.items() if k != "reverse_kl_hq")
 
 
 def test_drs_acceptance_is_exact_rejection_sampling_at_gamma_zero():
