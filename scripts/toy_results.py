@@ -34,6 +34,7 @@ PAPER_LENGTH = {
                              "not in our notes; this is the length the VEEGAN rows are held to)"),
     "pacgan": (400 * 100_000, "PacGAN's 2-D code: 400 epochs of 100,000 samples (400,000 steps at batch 100)"),
 }
+DEFAULT_PARTS = ("veegan", "pacgan")  # what reproduce_toy.sh runs by default
 METRICS = ["modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1"]
 HEADLINE = ["modes_captured", "high_quality_pct", "reverse_kl"]  # the convergence figure
 SHORT = {"modes_captured": "modes", "high_quality_pct": "HQ %", "reverse_kl": "KL", "reverse_kl_hq": "KL (HQ)",
@@ -165,9 +166,15 @@ def machine_time(root: Path, runs: list[Run]) -> list[str]:
                     segments.append((float(wall), int(jobs), status[0] if status else "0"))
         wall = sum(s[0] for s in segments)
         done = sum(r.status == "completed" for r in members)
-        lines.append(f"- `{part}`: {len(members)} runs ({done} completed), {seconds / 3600:.2f} h of training time "
-                     f"(the sum of the runs' own wall_seconds); {len(segments)} segment(s) of the script, "
+        state = "complete" if (root / part / ".complete").exists() else (
+            "**incomplete**: `make reproduce-toy` run again continues it (rows with fewer seeds than the others are "
+            "not finished)")
+        lines.append(f"- `{part}` ({state}): {len(members)} runs ({done} completed), {seconds / 3600:.2f} h of training "
+                     f"time (the sum of the runs' own wall_seconds); {len(segments)} segment(s) of the script, "
                      f"{wall / 3600:.2f} h wall-clock with {max((s[1] for s in segments), default=0)} jobs at a time.")
+    for part in DEFAULT_PARTS:
+        if part not in parts:
+            lines.append(f"- `{part}`: **not run yet**; its rows are missing below.")
     lines.insert(0, f"- **Machine time: {total / 3600:.2f} h** of training time over all runs (2 CPU cores, "
                     "2 joblib jobs at a time, 1 torch thread each; the machine also ran development work at "
                     "times, so per-run times are upper bounds).")
