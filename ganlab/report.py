@@ -42,9 +42,12 @@ from ganlab.verdicts import Movement, Verdict
 # the summaries is accepted too, so a new metric needs no change here.
 METRICS = TOY_METRICS
 DEFAULT_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1")
+# Image runs' headline metrics: shown by default where the summaries have them (and the 2-D ones they lack are not).
+IMAGE_DEFAULT_METRICS = ("domain_fid", "fid", "swd_pixels")
 DEFAULT_BASELINE = ("remedy", "none")  # when the runs have such a group and others to compare with it
-# The Gaussian-blob flag: a row whose mode metrics are within 2 s.e. of the Gaussian fit's.
-BLOB_METRICS = ("modes_captured", "reverse_kl")
+# The Gaussian-blob flag: a row whose mode metrics are all within 2 s.e. of the Gaussian fit's. HQ %
+# is among them, so that a GAN on the blob's number of modes with sharp samples is not called a blob.
+BLOB_METRICS = ("modes_captured", "reverse_kl", "high_quality_pct")
 BLOB_FLAG = "indistinguishable from a Gaussian blob"
 
 SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
@@ -70,10 +73,10 @@ VERDICT_CAPTION = ("vs {baseline}: Welch's t-test over the completed seeds of th
                    "(the {baseline} group with the same dataset and the most config in common), α = 0.05, "
                    "two-sided p; better/worse by each metric's better side, higher/lower where it has none; "
                    "n/a with fewer than 2 seeds.")
-FLAG_CAPTION = (f"flags: '{BLOB_FLAG}' when modes_captured and reverse_kl are both within 2 s.e. of the "
-                "difference from the Gaussian-fit reference of the same runs; 'still moving: METRIC' when the "
-                "metric's mean change over the last 20 % of the evaluations exceeds 2 s.e. of that change "
-                "(per-seed changes; report_convergence.png draws every row against the step).")
+FLAG_CAPTION = (f"flags: '{BLOB_FLAG}' when {', '.join(BLOB_METRICS)} are all within 2 s.e. of the difference "
+                "from the Gaussian-fit reference of the same runs; 'still moving: METRIC' when the seeds' changes "
+                "of the metric over the last 20 % of the evaluations differ from 0 (one-sample t-test, α = 0.05: "
+                "more than about 2 s.e.; report_convergence.png draws every row against the step).")
 
 
 @dataclass
@@ -183,7 +186,7 @@ class ReferenceRow:
 
     label: str                 # "reference: untrained G", with a qualifier when several exist
     name: str                  # untrained | gaussian | data
-    n: int                     # the runs it is pooled over
+    n: int                     # the seeds it is pooled over (one run per seed)
     stats: dict[str, Stat]
 
 
@@ -239,7 +242,8 @@ class Report:
         if self.reference_rows:
             text += (" reference rows: the same evaluator and sample count on this run's G before its first step "
                      "(untrained G), on a Gaussian with the data's mean and covariance (Gaussian fit) and on fresh "
-                     "data (real data), mean ± s.e. over the runs that measured them (seeds column).")
+                     "data (real data), mean ± s.e. over the seeds that measured them (seeds column; one run per seed, "
+                     "as the runs of one seed draw the same reference samples).")
         if "reverse_kl" in self.metrics or "reverse_kl_hq" in self.metrics:
             text += (" reverse_kl: KL(p_gen(mode) || uniform) with p the nearest-mode histogram of all samples; "
                      "reverse_kl_hq: of the high-quality samples only (PacGAN's logger), undefined without one.")
@@ -650,9 +654,12 @@ def _flags(group: Group, metrics: list[str]) -> list[str]:
 
 def _reference_rows(groups: list[Group], metrics: list[str]) -> list[ReferenceRow]:
     """Pool each reference over the runs that measured it: the Gaussian fit and the data per dataset
-    config, the untrained G per dataset and model config (an untrained MLP is not an untrained DCGAN)."""
+    config, the untrained G per dataset and model config (an untrained MLP is not an untrained DCGAN).
+    One run per seed: the references of a seed are the same draws in every group of a sweep (the
+    same model, data and evaluation seed), so counting each group's copy would shrink the s.e."""
     pools: dict[tuple, list[Run]] = {}
     first: dict[tuple, Group] = {}
+    seen: set = set()
     order = list(REFERENCES)
     for g in groups:
         for r in g.runs:
@@ -661,6 +668,9 @@ def _reference_rows(groups: list[Group], metrics: list[str]) -> list[ReferenceRo
                     continue
                 model = _items([r], "model.") if name == "untrained" else frozenset()
                 key = (_items([r], "dataset."), order.index(name), model)
+                if (key, r.seed) in seen:
+                    continue
+                seen.add((key, r.seed))
                 pools.setdefault(key, []).append(r)
                 first.setdefault(key, g)
     datasets = list(dict.fromkeys(k[0] for k in pools))
@@ -696,7 +706,11 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
     readable = [r for r in runs if r.status != "unreadable"]
     known = list(dict.fromkeys([*METRICS, *(m for r in readable for m in r.metrics)]))
     spec = parse_baseline(baseline) if baseline is not None else DEFAULT_BASELINE
-    metrics = list(DEFAULT_METRICS) if metrics is None else list(dict.fromkeys(metrics))
+    present = {m for r in readable for m in r.metrics}
+    if metrics is None:  # the headline metrics these runs have (2-D or image), else the 2-D ones
+        metrics = [m for m in (*DEFAULT_METRICS, *IMAGE_DEFAULT_METRICS) if m in present] or list(DEFAULT_METRICS)
+    else:
+        metrics = list(dict.fromkeys(metrics))
     if not metrics:
         raise ConfigError(f"--metrics is empty; choose from: {', '.join(known)}")
     for m in metrics:
@@ -734,7 +748,8 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
     for members, pairs, label in zip(groups, items, labels):
         group = Group(label, pairs, members)
         completed = [r for r in members if r.outcome == "completed"]
-        group.stats = {m: _stat([r.metrics.get(m) for r in completed]) for m in metrics}
+        # The blob flag's metrics are computed whether shown or not (rows show `metrics` only).
+        group.stats = {m: _stat([r.metrics.get(m) for r in completed]) for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
         group.n_all_modes = sum(r.n_modes is not None and r.metrics.get("modes_captured") == r.n_modes
                                 for r in completed)
         if all(r.n_modes is not None for r in completed):

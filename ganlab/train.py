@@ -267,6 +267,9 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
     resume = auto_checkpoint(run_dir) if cfg.resume == "auto" else checkpoint.find(cfg.resume) if cfg.resume else None
     try:
         exp = build(cfg, device)
+        evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, device, cfg.metrics)
+        # The reference rows, measured on this run's G before its first step (a resumed run keeps them).
+        references = measure_references(evaluator, exp, cfg.seed) if resume is None else {}
     except BaseException as exc:
         # Leave a trace for the sweep's report: this run was attempted and failed at start-up (a
         # resumed run keeps the summary it has).
@@ -276,9 +279,6 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                                                          "config": config, "wall_seconds": 0.0,
                                                          "steps_per_second": 0.0})
         raise
-    evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, device, cfg.metrics)
-    # The reference rows, measured on this run's G before its first step (a resumed run keeps them).
-    references = measure_references(evaluator, exp, cfg.seed) if resume is None else {}
     start_step, loop = (0, {}) if resume is None else restore(resume, exp, cfg, config)
     references = references or dict(loop.get("references", {}))
     data, loss, remedy, G, D = exp.data, exp.loss, exp.remedy, exp.G, exp.D

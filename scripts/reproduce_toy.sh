@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make reproduce-toy`: the VEEGAN and PacGAN Table 1 rows on the ring and the grid at a length where
-# the runs have converged, 5 seeds each; then `ganlab report` over all of it, and docs/results/toy.md
-# (ours next to the papers', reference rows, verdicts over seeds, training length, machine time).
+# `make reproduce-toy`: the VEEGAN and PacGAN Table 1 rows on the ring and the grid at the Unrolled-GAN
+# notebook's step count (25,000), 5 seeds each; then `ganlab report` over all of it, and
+# docs/results/toy.md (ours next to the papers', reference rows, verdicts over seeds, training length
+# against the paper's, whether each row was still moving, machine time).
 #
 #   scripts/reproduce_toy.sh [veegan] [pacgan] [pacgan34] [remedies] [remedies2]   # default: veegan pacgan
 #
@@ -15,8 +16,9 @@
 # Runs in parts, across sessions if need be: every multirun runs with resume=auto into $OUT/PART, so
 # running the script again with the same OUT skips the runs that completed and resumes the ones that
 # were interrupted (from their last checkpoint, every checkpoint.every steps) or never started. A part
-# whose runs all completed leaves $OUT/PART/.complete. Each segment's wall time is appended to
-# $OUT/PART/.segments; the doc sums the runs' own training time (summary.json wall_seconds).
+# whose runs all completed leaves $OUT/PART/.complete with the knobs it ran with; a later run with
+# other STEPS, EVERY or SEEDS into the same OUT is refused (use another OUT). Each segment's wall time
+# is appended to $OUT/PART/.segments; the doc sums the runs' own training time (summary.json wall_seconds).
 #
 # Knobs (environment): SEEDS (default 0,1,2,3,4); STEPS (veegan, remedies parts; default 25000);
 # PACGAN_STEPS (default 25000); EVERY (evaluation cadence, default 500); JOBS (parallel jobs through
@@ -38,7 +40,14 @@ PARTS=("$@")
 
 part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
   local name=$1 steps=$2; shift 2
-  if [ -f "$OUT/$name/.complete" ]; then echo "== $name: already complete in $OUT/$name"; return; fi
+  local knobs="steps=$steps every=$EVERY seeds=$SEEDS"
+  if [ -f "$OUT/$name/.complete" ]; then
+    if [ "$(cat "$OUT/$name/.complete")" != "$knobs" ]; then
+      echo "reproduce_toy: $OUT/$name was completed with $(cat "$OUT/$name/.complete"), not $knobs; choose another OUT" >&2
+      exit 2
+    fi
+    echo "== $name: already complete in $OUT/$name"; return
+  fi
   echo "== $name ($steps steps): $*"
   mkdir -p "$OUT/$name"
   local start status=0; start=$(date +%s)
@@ -49,7 +58,7 @@ part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
     || status=$?
   echo "$(( $(date +%s) - start )) $steps $JOBS $status" >> "$OUT/$name/.segments"
   if [ "$status" -eq 0 ]; then
-    touch "$OUT/$name/.complete"
+    echo "$knobs" > "$OUT/$name/.complete"
   else
     echo "== $name: some jobs failed, diverged or were interrupted (exit $status); run the script again to resume"
   fi

@@ -17,6 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
+from ganlab.metrics import REFERENCES
 from ganlab.report import Group, Run, build_report
 from ganlab.report_figures import convergence_figure
 from ganlab.verdicts import compare, p_text, within
@@ -39,8 +40,6 @@ METRICS = ["modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", 
 HEADLINE = ["modes_captured", "high_quality_pct", "reverse_kl"]  # the convergence figure
 SHORT = {"modes_captured": "modes", "high_quality_pct": "HQ %", "reverse_kl": "KL", "reverse_kl_hq": "KL (HQ)",
          "wasserstein1": "W1"}
-REFERENCE_NAMES = {"untrained": "reference: untrained G", "gaussian": "reference: Gaussian fit",
-                   "data": "reference: real data"}
 COLLAPSED = 0.9  # a run is fully collapsed at an evaluation whose reverse KL is at least 90 % of log K
 
 
@@ -82,7 +81,7 @@ def samples_seen(group: Group) -> int:
 
 
 def length_text(group: Group, setup: str) -> str:
-    """'25,000 x 256 = 50 % of the paper's' - the row's training against the paper's."""
+    """'25,000 × 256 (50 % of the paper's)': the row's steps × batch against the paper's samples seen."""
     config = group.runs[0].config
     share = samples_seen(group) / PAPER_LENGTH[setup][0]
     return f"{int(config['steps']):,} × {int(config['batch_size'])} ({100 * share:.3g} % of the paper's)"
@@ -107,7 +106,8 @@ def reproduced(group: Group | None, setup: str, metric: str, paper: float, paper
 def reference_lines(base: Group, columns: list[str], width: int) -> list[str]:
     """The reference rows of a table section, from its baseline group's runs (same model, same data)."""
     lines = []
-    for name, label in REFERENCE_NAMES.items():
+    for name, what in REFERENCES.items():
+        label = f"reference: {what}"
         stats = base.reference_stats.get(name)
         if not stats:
             continue
@@ -141,8 +141,9 @@ def persists(gan: Group) -> str:
              f"{v.word}" + (f" ({p_text(v.p)})" if v.p is not None else "") for m, v in verdicts.items()]
     n_modes = next((r.n_modes for r in gan.completed if r.n_modes), None)
     collapsed = sum(1 for r in gan.completed if n_modes and (r.metrics.get("reverse_kl") or 0) >= COLLAPSED * math.log(n_modes))
-    still = verdicts["modes_captured"].word == "worse"
-    head = ("**a collapsing baseline at the end**: fewer modes than the data" if still else
+    word = verdicts["modes_captured"].word
+    head = ("**a collapsing baseline at the end**: fewer modes than the data" if word == "worse" else
+            f"**cannot tell** ({verdicts['modes_captured'].why or 'no test'})" if word == "n/a" else
             "**not a collapsing baseline at the end**: no significant difference from the data's modes")
     return (f"{head}; fully collapsed at the end in {collapsed} of {gan.n_completed} seeds; " + "; ".join(parts) + ".")
 
@@ -176,8 +177,8 @@ def machine_time(root: Path, runs: list[Run]) -> list[str]:
         if part not in parts:
             lines.append(f"- `{part}`: **not run yet**; its rows are missing below.")
     lines.insert(0, f"- **Machine time: {total / 3600:.2f} h** of training time over all runs (2 CPU cores, "
-                    "2 joblib jobs at a time, 1 torch thread each; the machine also ran development work at "
-                    "times, so per-run times are upper bounds).")
+                    "joblib jobs side by side, 1 torch thread each). The runs record their own time, not what else "
+                    "the machine ran, so per-run times are upper bounds of the cost on an idle machine.")
     return lines
 
 
@@ -204,7 +205,12 @@ def main() -> None:
     figures.mkdir(parents=True, exist_ok=True)
 
     report = build_report(root, metrics=METRICS)
-    rows = {classify(g): g for g in report.groups}
+    rows: dict[tuple[str, str, str], Group] = {}
+    for g in report.groups:  # two configurations that classify alike (pacgan m=2 and m=3 in the VEEGAN setup) stay apart
+        key = classify(g)
+        if key in rows:
+            key = (key[0], key[1], f"{key[2]} [{g.label}]")
+        rows[key] = g
     n_seeds = len(args.seeds.split(","))
     lines = [
         "# Toy reproduction: VEEGAN and PacGAN Table 1 on the ring and the grid",
@@ -229,7 +235,7 @@ def main() -> None:
     ]
 
     # ---- the baseline, and how the setups were chosen -------------------------------------------------
-    lines += ["## The GAN baseline over training: collapse, then recovery", "",
+    lines += ["## The GAN baseline over training", "",
               ("The tables compare remedies with a plain GAN, so the GAN row must be a baseline that collapses at the "
                "length the table is run at. Each GAN run below, from its evaluation every "
                f"{_every(report)} steps: when it was fully collapsed (reverse KL ≥ {COLLAPSED:g} log K, i.e. nearly all "
@@ -352,7 +358,7 @@ def _paper_text(value) -> str:
 
 
 def _mode_history_figures(rows: dict, figures: Path) -> list[tuple[str, str]]:
-    """The mode histogram over training of each dataset's first VEEGAN-setup GAN seed: the transient."""
+    """The mode histogram over training of the first two VEEGAN-setup GAN seeds on each dataset: the transient."""
     from ganlab.pictures import mode_history_picture
     import json
 

@@ -255,7 +255,7 @@ def test_metrics_selects_the_columns(mixed):
     report = build_report(mixed, metrics=["critic_gap", "wasserstein2"])
     # no remedy other than none among these runs: no verdict columns, only the flags after the metrics
     assert report.header()[-3:] == ["critic_gap", "wasserstein2", "flags"] and len(report.header()) == 8
-    assert set(report.groups[0].stats) == {"critic_gap", "wasserstein2"}
+    assert {"critic_gap", "wasserstein2"} <= set(report.groups[0].stats)  # + the blob flag's, not shown
     header = report.csv().splitlines()[0].split(",")
     assert "critic_gap_mean" in header and "wasserstein2_se" in header and "reverse_kl_mean" not in header
     with pytest.raises(ConfigError, match="unknown metric 'fid' for --metrics; choose from: modes_captured"):
@@ -382,10 +382,11 @@ def test_reference_rows_are_labelled_and_pooled_per_dataset(ring_and_grid):
     assert labels == [f"reference: {what} (dataset={ds})" for ds in ("grid", "ring")
                       for what in ("untrained G", "Gaussian fit", "real data")]
     gauss = report.reference_rows[1]
-    assert gauss.n == 10 and gauss.stats["modes_captured"].mean == pytest.approx(18.4)  # 5 runs of each group
+    # one run per seed: both groups' runs of a seed drew the same reference samples
+    assert gauss.n == 5 and gauss.stats["modes_captured"].mean == pytest.approx(18.4)
     md = report.markdown()
     for label in labels:
-        assert f"| {label} | 10 |" in md
+        assert f"| {label} | 5 |" in md
     rows = list(csv.DictReader(io.StringIO(report.csv())))
     assert rows[-1]["configuration"] == "reference: real data (dataset=ring)" and rows[-1]["modes_captured_mean"] == "25.0"
 
@@ -393,12 +394,21 @@ def test_reference_rows_are_labelled_and_pooled_per_dataset(ring_and_grid):
 def test_blob_flag_needs_both_modes_and_kl_within_two_standard_errors(tmp_path):
     for seed in range(4):
         write_summary(tmp_path / f"none_s{seed}", seed, dataset="grid", references=references(gauss_kl=0.05),
-                      metrics=metrics(17 + seed % 3, rkl=0.04 + 0.01 * (seed % 3)))
+                      metrics=metrics(17 + seed % 3, hq=1.4 + 0.1 * (seed % 3), rkl=0.04 + 0.01 * (seed % 3)))
         write_summary(tmp_path / f"pacgan_s{seed}", seed, dataset="grid", remedy=PACGAN,
                       references=references(gauss_kl=0.05), metrics=metrics(24 + seed % 2, rkl=0.02))
     rows = {g.label: g for g in build_report(tmp_path).groups}
     assert BLOB_FLAG in rows["remedy=none"].flags and BLOB_FLAG not in rows["remedy=pacgan"].flags
     assert BLOB_FLAG in build_report(tmp_path).markdown()
+    # computed whatever metrics are shown
+    assert BLOB_FLAG in {g.label: g for g in build_report(tmp_path, metrics=["critic_gap"]).groups}["remedy=none"].flags
+
+
+def test_sharp_samples_on_the_blobs_number_of_modes_are_not_a_blob(tmp_path):
+    for seed in range(4):  # the blob's modes and KL, but 90 % of the samples high quality
+        write_summary(tmp_path / f"s{seed}", seed, dataset="grid", references=references(gauss_kl=0.05),
+                      metrics=metrics(17 + seed % 3, hq=90.0 + seed, rkl=0.04 + 0.01 * (seed % 3)))
+    assert BLOB_FLAG not in build_report(tmp_path).groups[0].flags
 
 
 def test_still_moving_rows_are_flagged_and_drawn(ring_and_grid):

@@ -108,3 +108,22 @@ def test_eval_reloads_every_network_and_reproduces_the_final_metrics(tmp_path):
     missing = ganlab("eval", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [f"ganlab: error: no run directory at {tmp_path / 'nowhere'}"]
+
+
+def test_reference_rows_leave_the_training_trajectory_unchanged(tmp_path, monkeypatch):
+    """The references are measured before the first step from an RNG of their own; without them the
+    run trains to the very same samples (drs too: its evaluation calibrates on the untrained G)."""
+    import ganlab.train as train
+
+    for remedy in ("none", "drs"):
+        extra = ["remedy.drs.calibration_samples=500", "remedy.drs.burn_in=1000"] if remedy == "drs" else []
+        cfg = [*TINY, f"remedy={remedy}", *extra]
+        with_refs = run(make_cfg(*cfg), tmp_path / f"{remedy}_with")
+        assert set(with_refs["references"]) == {"untrained", "gaussian", "data"}
+        monkeypatch.setattr(train, "measure_references", lambda *args: {})
+        without = run(make_cfg(*cfg), tmp_path / f"{remedy}_without")
+        monkeypatch.undo()
+        assert without["references"] == {}
+        assert with_refs["metrics"] == without["metrics"]
+        a, b = (np.load(tmp_path / f"{remedy}_{k}" / "samples.npz")["x"] for k in ("with", "without"))
+        assert np.array_equal(a, b)

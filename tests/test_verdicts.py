@@ -58,13 +58,24 @@ def test_within_two_standard_errors_of_the_difference():
 
 
 def test_still_moving_looks_at_the_last_fifth_of_the_evaluations():
-    steps = list(range(500, 10001, 500))  # 20 evaluations: the window is the last 4
+    steps = list(range(500, 10001, 500))  # 20 evaluations: the window is 8,000 to 10,000 (20 % of the span)
     # settled: each seed wanders a little, the changes over the window average to 0
     flat = [[5.0] * 16 + [5.0, 5.1, 4.9, 5.0 + change] for change in (0.2, -0.2, 0.1, -0.1, 0.0)]
     settled = still_moving(steps, flat)
-    assert settled.moving is False and settled.since_step == steps[-4]
+    assert settled.moving is False and settled.since_step == 8000
     rising = [[float(i) + 0.1 * s for i in range(20)] for s in range(5)]
     moving = still_moving(steps, rising)
-    assert moving.moving is True and moving.change == pytest.approx(3.0)
+    assert moving.moving is True and moving.change == pytest.approx(4.0)
     assert still_moving(steps, rising[:1]).moving is None  # one seed: no s.e., cannot tell
     assert still_moving([500], [[1.0]]).moving is None
+
+
+def test_still_moving_is_judged_like_the_verdicts_not_by_a_bare_two_se():
+    steps = [1, 2, 3, 4, 5, 6]  # the window is steps 4 to 6
+    # mean change 1.0 with s.e. 0.45 (t = 2.2, 4 df): beyond 2 s.e., but p = 0.09 > 0.05
+    changes = [0.0, 2.0, 0.0, 2.0, 1.0]
+    curves = [[0, 0, 0, 0, 0, c] for c in changes]
+    assert still_moving(steps, curves).moving is False
+    curves = [[0, 0, 0, 0, 0, c + 0.5] for c in changes]  # mean 1.5: t = 3.4, p = 0.03
+    assert still_moving(steps, curves).moving is True
+    assert compare("modes_captured", [8.0, 8.0], [math.nan, 1.0]).word == "n/a"
