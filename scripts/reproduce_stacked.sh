@@ -7,9 +7,12 @@
 #
 # One evaluation per run, at the end (26,000 samples: about 1.5 min on one CPU core).
 # Knobs (environment): SEEDS (0,1,2), STEPS (2000), REMEDIES (none,pacgan,unrolled), JOBS (2 joblib
-# jobs), DATASET (stacked_fashion_mnist; stacked_mnist needs the MNIST files), OUT, DOC. A finished
-# sweep leaves $OUT/.complete with its wall time and is not re-run; an interrupted one continues
-# (resume=auto: completed runs are skipped, interrupted ones resume from their checkpoints).
+# jobs), DATASET (stacked_fashion_mnist; stacked_mnist needs the MNIST files), OUT (default
+# $HOME/ganlab-runs/reproduce_stacked: outside the checkout), DOC. A finished sweep leaves
+# $OUT/.complete with its wall time and is not re-run; an interrupted one continues when the script
+# runs again with the same OUT (resume=auto: completed runs are skipped, interrupted ones resume from
+# their checkpoints). Every run also measures its reference rows before its first step (the untrained
+# G, and a second real sample through the same classifier): two more evaluations per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +21,7 @@ STEPS=${STEPS:-2000}
 REMEDIES=${REMEDIES:-none,pacgan,unrolled}
 JOBS=${JOBS:-2}
 DATASET=${DATASET:-stacked_fashion_mnist}
-OUT=${OUT:-outputs/reproduce_stacked/$(date +%Y-%m-%d_%H-%M-%S)}
+OUT=${OUT:-$HOME/ganlab-runs/reproduce_stacked}
 DOC=${DOC:-docs/results/stacked.md}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 BASE=${DATASET#stacked_}
