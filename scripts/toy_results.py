@@ -262,6 +262,7 @@ def main() -> None:
     columns = METRICS
     header = "| method | " + " | ".join(SHORT[m] for m in columns) + " | vs GAN: modes | vs GAN: KL | training (steps × batch) | flags | runs |"
     rule = "|" + "---|" * (len(columns) + 6)
+    # Any other remedy run in a setup (the remedies parts) gets a row in that setup's table too.
     for setup, title, paper in (("veegan", "VEEGAN Table 1 rows (VEEGAN-row setup)", VEEGAN),
                                 ("pacgan", "PacGAN Table 1 rows (PacGAN's setup)", PACGAN)):
         present = {(d, m): g for (s, d, m), g in rows.items() if s == setup}
