@@ -121,6 +121,32 @@ def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, clas
     assert saved["metrics"]["modes_captured"] == m["modes_captured"]
 
 
+def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, classifier_cache, tmp_path):
+    """scripts/stacked_results.py on a tiny sweep: the untrained G and real data rows, Welch verdicts
+    against remedy=none, and the training length against the paper's."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path / "sweep"
+    for i, (remedy, seed) in enumerate([("none", 0), ("none", 1), ("pacgan", 0), ("pacgan", 1)]):
+        cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
+                       "dataset.n=100", f"remedy={remedy}", f"seed={seed}")
+        summary = run(cfg, root / f"{i}_{remedy}_s{seed}")
+        assert set(summary["references"]) == {"untrained", "data"}
+        assert {"modes_captured", "reverse_kl", "domain_fid"} <= set(summary["references"]["data"])
+    doc = tmp_path / "stacked.md"
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out", str(doc)],
+                         capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
+    assert out.returncode == 0, out.stderr
+    text = doc.read_text()
+    assert "| reference: untrained G | 2 runs |" in text and "| reference: real data | 2 runs |" in text
+    assert "- pacgan vs none: modes_captured " in text and ("(p=" in text or "n/a (" in text)
+    assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
+
+
 def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_path):
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
     summary = run(cfg, tmp_path / "run")
