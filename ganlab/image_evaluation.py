@@ -171,21 +171,7 @@ class ImageEvaluator:
             grid = G(self.z_grid)  # G itself at fixed codes (a sampler's choices would change the picture)
             source = remedy.sample_sources(G, self.z_grid)
         fake = fake.float()
-        if self.classifier is not None:
-            labels, feats = self._classify(fake)
-            metrics.update(self._mode_metrics(labels))
-            metrics.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
-        else:
-            from ganlab.metrics.sliced import sliced_wasserstein
-
-            metrics["swd_pixels"] = sliced_wasserstein(fake.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
-        if self.inception is not None:
-            from ganlab.metrics.feature_cache import fid_from_features
-            from ganlab.metrics.inception_score import inception_score
-
-            feats, logits = self._inception(fake)
-            metrics["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
-            metrics["inception_score"], metrics["inception_score_std"] = inception_score(logits)
+        metrics.update(self._sample_metrics(fake, ref))
         metrics["eval_seconds"] = time.perf_counter() - start
         log.info("evaluation of %d samples: %.1f s", n, metrics["eval_seconds"])
         # Only what samples.npz keeps leaves the device: the first SAVED_SAMPLES of each side, as uint8.
@@ -202,23 +188,29 @@ class ImageEvaluator:
         n = self.cfg.samples
         ref = self.reference_sample(n)
         real = torch.cat([self.data.sample(size, generator=generator) for _, size in _chunks(n, self.cfg.batch)]).float()
-        data: dict = {}
+        data = {k: v for k, v in self._sample_metrics(real, ref).items() if k != "mode_counts"}
+        return {"untrained": untrained, "data": data}
+
+    def _sample_metrics(self, x: Tensor, ref: dict) -> dict:
+        """Every metric of a batch of images against the reference sample: classifier modes and feature
+        metrics (or pixel SWD without a classifier), and Inception FID/IS when enabled."""
+        out: dict = {}
         if self.classifier is not None:
-            labels, feats = self._classify(real)
-            data.update({k: v for k, v in self._mode_metrics(labels).items() if k != "mode_counts"})
-            data.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
+            labels, feats = self._classify(x)
+            out.update(self._mode_metrics(labels))
+            out.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
         else:
             from ganlab.metrics.sliced import sliced_wasserstein
 
-            data["swd_pixels"] = sliced_wasserstein(real.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
+            out["swd_pixels"] = sliced_wasserstein(x.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
         if self.inception is not None:
             from ganlab.metrics.feature_cache import fid_from_features
             from ganlab.metrics.inception_score import inception_score
 
-            feats, logits = self._inception(real)
-            data["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
-            data["inception_score"], data["inception_score_std"] = inception_score(logits)
-        return {"untrained": untrained, "data": data}
+            feats, logits = self._inception(x)
+            out["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
+            out["inception_score"], out["inception_score_std"] = inception_score(logits)
+        return out
 
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
         from ganlab.metrics.feature_cache import fid_from_features
