@@ -25,6 +25,8 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
 def modes_figure(report: Report) -> bytes:
     """Modes captured per configuration, one jittered point per completed seed, the group mean as a
     bar and a dashed line at the number of modes. PNG bytes."""
@@ -133,5 +135,3 @@ def convergence_figure(report: Report) -> bytes | None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _png(fig)
-
-

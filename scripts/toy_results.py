@@ -31,8 +31,8 @@ PACGAN = {("ring", "GAN"): "6.3±0.5 / 98.2±0.2 / 0.45±0.09", ("ring", "PacGAN
           ("grid", "PacGAN3"): "24.6±0.4 / 94.2±0.4 / 0.06±0.02", ("grid", "PacGAN4"): "24.8±0.2 / 93.6±0.6 / 0.04±0.01"}
 # Training length in samples (steps x batch) in the papers' own code, and where it comes from.
 PAPER_LENGTH = {
-    "veegan": (25_000 * 512, "the Unrolled-GAN 2-D notebook's 25,000 steps at batch 512 (VEEGAN's own 2-D length is "
-                             "not in our notes; this is the length the VEEGAN rows are held to)"),
+    "veegan": (25_000 * 512, ("the Unrolled-GAN 2-D notebook's 25,000 steps at batch 512 (VEEGAN's own 2-D length is "
+                              "not in our notes; this is the length the VEEGAN rows are held to)")),
     "pacgan": (400 * 100_000, "PacGAN's 2-D code: 400 epochs of 100,000 samples (400,000 steps at batch 100)"),
 }
 DEFAULT_PARTS = ("veegan", "pacgan")  # what reproduce_toy.sh runs by default
@@ -163,7 +163,7 @@ def machine_time(root: Path, runs: list[Run]) -> list[str]:
         if marker.is_file():
             for line in marker.read_text().split("\n"):
                 if line.strip():
-                    wall, steps, jobs, *status = line.split()
+                    wall, _steps, jobs, *status = line.split()
                     segments.append((float(wall), int(jobs), status[0] if status else "0"))
         wall = sum(s[0] for s in segments)
         done = sum(r.status == "completed" for r in members)
@@ -367,8 +367,9 @@ def _paper_text(value) -> str:
 
 def _mode_history_figures(rows: dict, figures: Path) -> list[tuple[str, str]]:
     """The mode histogram over training of the first two VEEGAN-setup GAN seeds on each dataset: the transient."""
-    from ganlab.pictures import mode_history_picture
     import json
+
+    from ganlab.pictures import mode_history_picture
 
     made = []
     for (setup, dataset, method), g in sorted(rows.items()):

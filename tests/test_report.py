@@ -9,7 +9,14 @@ import pytest
 from conftest import TINY, ganlab, make_cfg
 
 from ganlab.errors import ConfigError
-from ganlab.report import BLOB_FLAG, BOOKKEEPING_KEYS, CONVERGENCE_FILE, DEFAULT_METRICS, REPORT_FILES, build_report
+from ganlab.report import (
+    BLOB_FLAG,
+    BOOKKEEPING_KEYS,
+    CONVERGENCE_FILE,
+    DEFAULT_METRICS,
+    REPORT_FILES,
+    build_report,
+)
 
 LOSS_TARGETS = {"nsgan": "ganlab.losses.NonSaturatingGAN", "wgan_gp": "ganlab.losses.WGANGP"}
 

@@ -113,7 +113,7 @@ def test_eval_reloads_every_network_and_reproduces_the_final_metrics(tmp_path):
 def test_reference_rows_leave_the_training_trajectory_unchanged(tmp_path, monkeypatch):
     """The references are measured before the first step from an RNG of their own; without them the
     run trains to the very same samples (drs too: its evaluation calibrates on the untrained G)."""
-    import ganlab.train as train
+    from ganlab import train
 
     for remedy in ("none", "drs"):
         extra = ["remedy.drs.calibration_samples=500", "remedy.drs.burn_in=1000"] if remedy == "drs" else []

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ganlab.verdicts import compare, decide, still_moving, welch_p, welch_p_from_stats, within
+from ganlab.verdicts import (
+    compare,
+    decide,
+    still_moving,
+    welch_p,
+    welch_p_from_stats,
+    within,
+)
 
 
 def sample_with(mean, se, n, seed=0):
