@@ -13,8 +13,8 @@ the statistics support it:
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import statistics
 from pathlib import Path
 
 from ganlab.metrics import REFERENCES
@@ -183,15 +183,8 @@ def machine_time(root: Path, runs: list[Run]) -> list[str]:
 
 
 def _summary_number(run: Run, key: str) -> float:
-    import json
-
     value = json.loads((run.path / "summary.json").read_text()).get(key)
     return float(value) if isinstance(value, (int, float)) else 0.0
-
-
-def steps_per_second(group: Group) -> float | None:
-    values = [_summary_number(r, "steps_per_second") for r in group.completed]
-    return statistics.median(values) if values else None
 
 
 def main() -> None:
