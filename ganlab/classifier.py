@@ -229,6 +229,30 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     return model.to(device).eval(), info
 
 
+def train_and_save(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device) -> tuple[Path, float, float]:
+    """Train the classifier at the protocol's settings and cache it; return (path, test accuracy, seconds)."""
+    start = time.monotonic()
+    model, test_acc = train_classifier(dataset, root, epochs, seed, device, batch_size=BATCH_SIZE, lr=LR)
+    seconds = time.monotonic() - start
+    settings = {"epochs": epochs, "seed": seed, "batch_size": BATCH_SIZE, "lr": LR, "device": str(device),
+                "threads": torch.get_num_threads(), "seconds": round(seconds, 1)}
+    return save_classifier(model, dataset, test_acc, settings), test_acc, seconds
+
+
+def ensure_classifier(dataset: str, root: str | None, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
+    """`load_classifier`, after training the classifier on first use when the cache has none (as FID
+    tools fetch their weights on first use): every later run, and `ganlab eval`, reuse it."""
+    _check_dataset(dataset)
+    path = classifier_path(dataset)
+    if not path.exists():
+        log.warning("no mode classifier for %s yet: training one now, once (about %d minutes on 2 CPU cores); "
+                    "it is cached at %s for every later run", dataset, MINUTES[dataset], path)
+        _, test_acc, seconds = train_and_save(dataset, root, DEFAULT_EPOCHS[dataset], 0, torch.device("cpu"))
+        log.warning("mode classifier for %s: test accuracy %.2f%% after %.0f s; cached at %s", dataset,
+                    100 * test_acc, seconds, path)
+    return load_classifier(dataset, device)
+
+
 def describe(info: dict) -> str:
     """The classifier as a metric's protocol names it: 'fashion_mnist CNN sha256:ab12cd34 (test acc 91.2%)'."""
     note = f", below the {100 * TARGETS[info['dataset']]:g}% target" if info.get("below_target") else ""
@@ -301,13 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             logging.basicConfig(level=logging.INFO, format="%(message)s",
                                 handlers=[RichHandler(console=get_console(), show_path=False)])
         epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
-        start = time.monotonic()
-        model, test_acc = train_classifier(dataset, args["dataset.root"], epochs, args["seed"], device,
-                                           batch_size=BATCH_SIZE, lr=LR)
-        seconds = time.monotonic() - start
-        settings = {"epochs": epochs, "seed": args["seed"], "batch_size": BATCH_SIZE, "lr": LR,
-                    "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 1)}
-        path = save_classifier(model, dataset, test_acc, settings)
+        path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
         _, info = load_classifier(dataset)  # what later metrics will load, hash checked
     except GanlabError as exc:
         fail(str(exc), exc.exit_code)

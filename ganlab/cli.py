@@ -6,10 +6,15 @@ bad value ends with one line naming the key, exit status 2, and no traceback, ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import tempfile
+import threading
+import traceback
 from pathlib import Path
 
 import hydra
@@ -40,7 +45,8 @@ _job_failures: list[int] = []
 
 def usage() -> str:
     lines = ["usage: ganlab <command> [overrides]", "", "commands:"]
-    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2  # the longest name and two spaces: "classifier" is 10 long
+    lines += [f"  {name:<{width}}{text}" for name, text in COMMANDS.items()]
     lines += ["", "`ganlab train --help` lists the config groups and their options;",
               "`ganlab train --cfg job` prints the composed config."]
     return "\n".join(lines)
@@ -51,24 +57,84 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def preflight(overrides: list[str], multirun: bool, training: bool = True) -> int:
-    """Compose and validate the config of every job the command would run; raise ConfigError.
-    Return the number of jobs."""
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of the overrides; a malformed one is named in one line, with the syntax."""
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as exc:
-        raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from None
-    # Hydra's own keys (hydra.*, hydra/launcher=...) are checked by Hydra itself, except an
-    # explicit output directory: the default names are unique (microseconds), a given one may not be.
+        return parser.parse_overrides(overrides)
+    except HydraException:
+        pass
+    for line in overrides:  # find the culprit: Hydra's message names the parser state, not the override
+        try:
+            parser.parse_overrides([line])
+        except HydraException:
+            odd = sorted({c for c in line if not c.isascii() or not c.isprintable()})
+            if odd:
+                reason = f"{', '.join(map(repr, odd))} is not allowed in an unquoted value"
+            elif any(line.count(a) != line.count(b) for a, b in ("[]", "{}", "()")):
+                reason = "its brackets do not pair up"
+            elif special := sorted({c for c in line.partition("=")[2] if c in "'\"#;~$:@!\\ ="}):
+                reason = f"{' '.join(special)} must stand inside a quoted value"
+            else:
+                reason = "it does not follow the override syntax"
+            raise ConfigError(f"cannot read the override {line!r}: {reason}; write key=value, group=option, "
+                              "key=[a,b], or quote the value: key='...'") from None
+    raise ConfigError(f"cannot parse the overrides {' '.join(overrides)!r}")
+
+
+def check_override_values(parsed: list) -> None:
+    """What Hydra accepts but cannot mean what the user wants: an empty output directory (the run
+    would land in the current directory), an empty or repeating remedy list."""
+    for o in parsed:
+        key = o.get_key_element().lstrip("+~")
+        if not key:
+            raise ConfigError(f"the override {o.input_line!r} names no key; write key=value or group=option")
+        empty = str(o.value() if o.value() is not None else "").strip() == ""
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() and empty:
+            raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
+        if key == "remedy" and not o.is_sweep_override() and isinstance(o.value(), list):
+            names = [str(v) for v in o.value()]
+            if not names:
+                raise ConfigError("remedy=[] chooses no remedy; use remedy=none for the plain GAN")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"{o.input_line} lists {', '.join(twice)} more than once; list each remedy once")
+
+
+def check_run_dir_free(directory: Path, key: str, resuming: bool) -> None:
+    """An explicit output directory must not be in use by a running ganlab, and must hold no run
+    unless this command continues it (resume)."""
+    from ganlab.runlock import holder, in_use_message
+
+    for candidate in [directory, *(p for p in directory.glob("*") if p.is_dir())] if directory.is_dir() else []:
+        pid = holder(candidate)
+        if pid is not None:
+            raise ConfigError(in_use_message(candidate, pid))
+    if resuming or not directory.is_dir():
+        return
+    markers = ("summary.json", "checkpoint.pt", ".hydra")
+    if any(next(directory.rglob(m), None) is not None for m in markers):
+        raise ConfigError(f"{key}={directory} already holds a run; pick a new directory (nothing there was touched)")
+
+
+def preflight(overrides: list[str], multirun: bool, training: bool = True) -> list[dict]:
+    """Compose and validate the config of every job the command would run; raise ConfigError.
+    Return the jobs' resolved configs."""
+    parsed = parse_overrides(overrides)
+    check_override_values(parsed)
     dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    resuming = any(o.get_key_element() == "resume" and o.value() not in (None, "null") for o in parsed)
     for o in parsed:
         if o.get_key_element().lstrip("+") == dir_key and not o.is_sweep_override():
-            target = Path(str(o.value()))
-            if any(target.rglob("summary.json")) and "resume=auto" not in overrides:
-                raise ConfigError(f"{dir_key}={target} already holds a run; pick a new directory "
-                                  "(nothing there was touched)")
+            check_run_dir_free(Path(str(o.value())), dir_key, resuming)
     ours = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
     if multirun:
+        if any(o.get_key_element() == "resume" and not o.is_sweep_override()
+               and o.value() not in (None, "null", "auto") for o in ours):
+            raise ConfigError("resume=PATH continues one run: drop -m, or continue a sweep with resume=auto")
+        # Hydra composes the overrides as given once before it splits them into jobs: a bad value
+        # that a later override of the same key replaces in every job still stops it there.
+        compose_checked([o.input_line for o in ours if not o.is_sweep_override()])
         jobs = [job for batch in BasicSweeper.split_arguments(ours, None) for job in batch]
     else:
         sweeps = [o.input_line for o in ours if o.is_sweep_override()]
@@ -81,17 +147,91 @@ def preflight(overrides: list[str], multirun: bool, training: bool = True) -> in
     from omegaconf import OmegaConf
 
     from ganlab.checkpoint import find
+    from ganlab.config import resolve_device
     from ganlab.evaluation import make_evaluator
+    from ganlab.memory import check_fits
     from ganlab.train import build, restore
 
     for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
-        # What evaluations need (a mode classifier, Inception weights) is there, or said now.
         if training:
+            # Sizes that cannot fit (batch_size=1e8) fail now, not minutes into the run.
+            check_fits(exp, cfg, resolve_device(cfg.device))
+            # What evaluations need (a mode classifier, Inception weights) is there, or said now.
             make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
-        if cfg.resume and cfg.resume != "auto" and not multirun:  # a bad checkpoint or a changed config: say so now
+        if cfg.resume and cfg.resume != "auto":  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
-    return len(jobs)
+    return [OmegaConf.to_container(cfg, resolve=True) for cfg in configs]
+
+
+def check_auto_resume(directory: Path, configs: list[dict]) -> None:
+    """resume=auto into `directory`: every run already there must be one of the jobs asked for now
+    (a completed run may have fewer steps: it trains on). Otherwise the sweep would skip it as
+    'already completed' and report numbers of another config."""
+    from ganlab.checkpoint import RUN_LENGTH_KEYS, differing_keys
+    from ganlab.train import AUTO_RESUME_IGNORED, differs_from_completed
+
+    for path in sorted(directory.rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
+            continue
+        if summary.get("status") == "completed":
+            differences = [differs_from_completed(summary, c) for c in configs]
+        else:  # an interrupted run resumes: run-length keys may change, as for resume=PATH
+            ignored = (*AUTO_RESUME_IGNORED, *RUN_LENGTH_KEYS)
+            differences = [differing_keys(summary["config"], c, ignore=ignored) for c in configs]
+        closest = min(differences, key=len)
+        if closest:
+            shown = ", ".join(closest[:5]) + (f" and {len(closest) - 5} more" if len(closest) > 5 else "")
+            raise ConfigError(f"resume=auto: {path.parent} holds a {summary.get('status', 'run')} run whose config "
+                              f"differs from every job of this command in {shown}; choose a new directory, or "
+                              "repeat the settings it was run with")
+
+
+def started_overrides(run_dir: Path) -> list[str] | None:
+    """The overrides a run directory's run was last started (or resumed) with, from Hydra's record;
+    None for a run started without the CLI (ganlab.train.run from Python)."""
+    import yaml
+
+    for record in (run_dir / ".hydra_resume" / "overrides.yaml", run_dir / ".hydra" / "overrides.yaml"):
+        try:
+            recorded = yaml.safe_load(record.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(recorded, list):
+            keys = ("resume", "resume_force")
+            return [str(o) for o in recorded
+                    if str(o).split("=", 1)[0].lstrip("+~") not in keys and not str(o).startswith("hydra")]
+    return None
+
+
+def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
+    """`ganlab train resume=DIR [steps=N ...]`: the run's own overrides, then the user's, which may
+    only change how long and how often (steps, eval/log/checkpoint cadence) unless resume_force=true.
+    Repeating the run's own settings is fine: only a change of the config is refused."""
+    from omegaconf import OmegaConf
+
+    from ganlab.checkpoint import RUN_LENGTH_KEYS, differing_keys
+
+    original = started_overrides(run_dir)
+    if original is None:  # no record: the user's overrides must give the same config (restore checks)
+        return overrides
+    merged = [*original, *overrides]
+    if any(o.get_key_element() == "resume_force" and o.value() is True for o in parse_overrides(overrides)):
+        return merged
+    ours = [o for o in merged if not o.lstrip("+~").startswith("hydra")]
+    before = OmegaConf.to_container(compose_checked(original), resolve=True)
+    after = OmegaConf.to_container(compose_checked(ours), resolve=True)
+    differ = differing_keys(before, after)
+    if differ:
+        allowed = ", ".join(k for k in RUN_LENGTH_KEYS if not k.startswith("resume"))
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise ConfigError(f"resume: the overrides would change the run's config in {shown}; a resumed run keeps "
+                          f"the config it was started with (only {allowed} may change), or add resume_force=true")
+    return merged
 
 
 class SweepRecorder(Callback):
@@ -100,7 +240,7 @@ class SweepRecorder(Callback):
     (or on other machines), so `_job_failures` of this process never hears of them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        _sweep_dirs.append(Path(str(config.hydra.sweep.dir)))  # resolved as the sweeper resolves it
+        _sweep_dirs.append(Path(str(config.hydra.sweep.dir)).absolute())  # absolute: the closing line is for copying
 
 
 # Hydra instantiates callbacks from its config; added to a multirun's overrides by `train`.
@@ -132,11 +272,12 @@ def sweep_exit_code(sweep_dir: Path, n_jobs: int) -> int:
     if missing > 0:
         code = max(code, 1)
         outcomes["without summary.json"] = [f"{missing} job(s)"]
-    if code:
-        # print, not log: after in-process jobs the logging config is the last job's (its train.log).
-        parts = [f"{len(names)} {status}" + ("" if status == "completed" else f" ({', '.join(names)})")
-                 for status, names in outcomes.items()]
-        print(f"ganlab: sweep {sweep_dir}: {'; '.join(parts)}", file=sys.stderr)
+    # print, not log: after in-process jobs the logging config is the last job's (its train.log).
+    # Unwrapped, on one line: the directory is for copying.
+    parts = [f"{len(names)} {status}" + ("" if status == "completed" else f" ({', '.join(names)})")
+             for status, names in outcomes.items()]
+    line = f"ganlab: sweep {sweep_dir}: {'; '.join(parts) or 'no runs'}; compare them with `ganlab report {sweep_dir}`"
+    print(line, file=sys.stderr if code else sys.stdout, flush=True)
     return code
 
 
@@ -173,7 +314,8 @@ def _record_exit_code(run_dir: Path, code: int) -> None:
     except (OSError, ValueError):
         return
     if isinstance(summary, dict) and summary.get("status") == "failed":
-        write_json_atomic(path, {**summary, "exit_code": code})
+        with contextlib.suppress(GanlabError):  # a full disk: the exit status still says it
+            write_json_atomic(path, {**summary, "exit_code": code})
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
@@ -200,9 +342,22 @@ def _train_job(cfg: DictConfig) -> dict | None:
         sys.exit(exc.exit_code)
     except GanlabError as exc:
         # The run's summary.json already says what happened; a multirun goes on with the next job.
-        log.error("%s", exc)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            log.error("%s", exc)  # named by job when jobs run in parallel
+        else:  # a single run ends as every user error does: one line on stderr (and in train.log)
+            with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
+                f.write(f"ganlab: error: {exc}\n")
+            print(f"ganlab: error: {exc}", file=sys.stderr, flush=True)
         _job_failures.append(exc.exit_code)
         _record_exit_code(run_dir, exc.exit_code)
+        return None
+    except Exception as exc:  # noqa: BLE001 - a bug or a resource error: this job failed, a sweep goes on
+        with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
+            traceback.print_exc(file=f)
+        log.error("%s failed: %s: %s (the traceback is in %s)", run_dir.name, type(exc).__name__,
+                  str(exc).splitlines()[0] if str(exc) else "", run_dir / "train.log")
+        _job_failures.append(1)
+        _record_exit_code(run_dir, 1)
         return None
     finally:
         for handler in consoles:
@@ -255,54 +410,66 @@ def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     None. Raises GanlabError for a path that holds no run."""
     from ganlab.checkpoint import find
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     values = [o for o in parsed if o.get_key_element() == "resume" and not o.is_sweep_override()]
     if multirun or not values or values[-1].value() in (None, "null", "auto"):
         return None
     return find(str(values[-1].value())).parent
 
 
-def _insert_override(args: list[str], overrides: list[str], extra: str) -> list[str]:
-    """`args` with `extra` added to its overrides, which Hydra's parser wants in one run of words."""
-    n = len(overrides)
+def _replace_overrides(args: list[str], old: list[str], new: list[str]) -> list[str]:
+    """`args` with its run of overrides `old` replaced by `new` (Hydra wants them as one run of words)."""
+    n = len(old)
     for i in range(len(args) - n, -1, -1) if n else ():
-        if args[i:i + n] == overrides:
-            return [*args[:i + n], extra, *args[i + n:]]
-    return [extra, *args]
+        if args[i:i + n] == old:
+            return [*args[:i], *new, *args[i + n:]]
+    return [*new, *args]
 
 
 def train(args: list[str]) -> None:
     parsed, _ = get_args_parser().parse_known_args(args)
     asks_for_help = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
     n_jobs = 1
+    overrides = list(parsed.overrides)
     if not asks_for_help:
         try:
-            n_jobs = preflight(parsed.overrides, parsed.multirun, training=not parsed.cfg)
-            resumed = resume_run_dir(parsed.overrides, parsed.multirun)
+            resumed = resume_run_dir(overrides, parsed.multirun)
+            if resumed is not None:
+                # The run's own overrides, then the user's run-length ones; continue in the run's
+                # directory, with Hydra's record of this invocation beside the original's (.hydra/).
+                overrides = [*resume_overrides(resumed, overrides), f"hydra.run.dir={resumed}",
+                             "hydra.output_subdir=.hydra_resume"]
+            auto = "resume=auto" in overrides
+            if parsed.multirun and auto and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+                sweep = previous_sweep([o for o in overrides if not o.startswith("hydra")])
+                if sweep is not None:
+                    log.info("resume=auto: continuing the sweep in %s", sweep)
+                    overrides.append(f"hydra.sweep.dir={sweep}")
+            configs = preflight(overrides, parsed.multirun, training=not parsed.cfg)
+            n_jobs = len(configs)
+            if auto:
+                key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
+                given = [o[len(key):] for o in overrides if o.startswith(key)]
+                if given and Path(given[-1]).is_dir():
+                    check_auto_resume(Path(given[-1]), configs)
             if not parsed.cfg:  # printing the config writes nothing
-                check_writable(parsed.overrides, parsed.multirun)
+                check_writable(overrides, parsed.multirun)
         except GanlabError as exc:
             fail(str(exc), exc.exit_code)
-        if parsed.multirun and "resume=auto" in parsed.overrides and not any(
-                o.startswith("hydra.sweep.dir=") for o in parsed.overrides):
-            sweep = previous_sweep([o for o in parsed.overrides if not o.startswith("hydra")])
-            if sweep is not None:
-                log.info("resume=auto: continuing the sweep in %s", sweep)
-                extra = f"hydra.sweep.dir={sweep}"
-                args = _insert_override(args, parsed.overrides, extra)
-                parsed.overrides.append(extra)
-        if resumed is not None:
-            # Continue in the run's own directory; Hydra's record of this invocation goes beside
-            # the original's (.hydra/), which stays as it was.
-            for extra in (f"hydra.run.dir={resumed}", "hydra.output_subdir=.hydra_resume"):
-                args = _insert_override(args, parsed.overrides, extra)
-                parsed.overrides.append(extra)
     _job_failures.clear()
     _sweep_dirs.clear()
     if parsed.multirun and not asks_for_help:
-        args = _insert_override(args, parsed.overrides, _RECORDER)
-    sys.argv = ["ganlab-train", *args]
-    _train_job()
+        overrides.append(_RECORDER)
+    sys.argv = ["ganlab-train", *_replace_overrides(args, parsed.overrides, overrides)]
+    # Errors outside our job function (Hydra writing .hydra/ onto a full disk) come back to us raw,
+    # instead of as Hydra's trimmed traceback: a file-system error is the user's to fix, in one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _train_job()
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable directory "
+             "(hydra.run.dir=PATH)", 1)
     # A multirun's outcome comes from its jobs' summary.json files, wherever the jobs ran; the
     # failures of in-process jobs (a single run, the basic launcher) are known here directly.
     codes = [*_job_failures, *(sweep_exit_code(d, n_jobs) for d in _sweep_dirs)]
@@ -310,7 +477,45 @@ def train(args: list[str]) -> None:
         sys.exit(max(codes))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a run's loop (start-up, a report): stops like Ctrl-C, exit status 143."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_thread_errors(args) -> None:
+    """A library's writer thread that hits a full disk (TensorBoard's) must not print a traceback:
+    the main thread meets the same error at its next write and says it in one line."""
+    if not issubclass(args.exc_type, OSError):
+        threading.__excepthook__(args)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # A log handler that cannot write (a full disk under train.log) drops the line, without a traceback.
+    saved = logging.raiseExceptions, threading.excepthook
+    logging.raiseExceptions = False
+    threading.excepthook = _quiet_thread_errors
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        _main(argv)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM before a run's loop took over the signal (start-up, a report): nothing
+        # half-written stays behind (every file is written atomically), so one line says it all.
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"ganlab: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:  # as they were: main() is also called in-process (tests, notebooks)
+        logging.raiseExceptions, threading.excepthook = saved
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

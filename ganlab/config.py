@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -125,13 +126,16 @@ def remedy_label(remedies: Any) -> str:
 # recorded in Hydra's runtime choices, so the name is derived from the composed config.
 OmegaConf.register_new_resolver("remedy_label", remedy_label, replace=True)
 
+# A billion steps is years of GPU time for the networks here; more is a typo, not a plan.
+MAX_STEPS = 10**9
 # key -> (smallest, largest) allowed integer
-_RANGES = {"seed": (0, 2**32 - 1), "steps": (1, None), "batch_size": (1, None), "eval.every": (1, None),
+_RANGES = {"seed": (0, 2**32 - 1), "steps": (1, MAX_STEPS), "batch_size": (1, None), "eval.every": (1, None),
            "eval.samples": (2, None), "eval.w_samples": (2, None), "log.every": (1, None),
            "cpu_threads": (0, None), "model.latent_dim": (1, None), "checkpoint.every": (1, None),
            "eval.batch": (1, None), "eval.grid": (1, 1024), "metrics.prdc_samples": (6, None),
            "metrics.kid_subsets": (1, None), "metrics.kid_subset_size": (2, None), "metrics.swd_projections": (1, None)}
 W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
+_warned_w_samples: set[int] = set()
 
 
 def validate(cfg: DictConfig) -> None:
@@ -143,20 +147,57 @@ def validate(cfg: DictConfig) -> None:
         if value < low or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ConfigError(f"{key}={value} is out of range: it must be an integer {bounds}")
-    if cfg.eval.w_samples < W_SAMPLES_PROTOCOL:
+    if cfg.eval.w_samples < W_SAMPLES_PROTOCOL and cfg.eval.w_samples not in _warned_w_samples:
+        _warned_w_samples.add(cfg.eval.w_samples)  # once per process: validate runs for every job and check
         log.warning("eval.w_samples=%d is below the protocol's %d: W1/W2 are biased upward",
                     cfg.eval.w_samples, W_SAMPLES_PROTOCOL)
     if cfg.eval.w_samples > cfg.eval.samples:
         raise ConfigError(f"eval.w_samples={cfg.eval.w_samples} must be <= eval.samples={cfg.eval.samples}")
+    _check_numbers(cfg, "")
     for net in ("g", "d"):
         lr = OmegaConf.select(cfg, f"optim.{net}.lr")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+            raise ConfigError(f"optim.{net}.lr={lr!r}: expected a number > 0")
+        if lr <= 0:
             raise ConfigError(f"optim.{net}.lr={lr} is out of range: it must be a number > 0")
+        betas = OmegaConf.select(cfg, f"optim.{net}.betas")
+        if betas is not None and (not isinstance(betas, ListConfig) or len(betas) != 2):
+            raise ConfigError(f"optim.{net}.betas={_shown(betas)}: expected two numbers in [0, 1), "
+                              "e.g. optim.{net}.betas=[0.5,0.999]".replace("{net}", net))
     if cfg.metrics.inception not in (True, False, "auto"):
         raise ConfigError(f"metrics.inception={cfg.metrics.inception!r}: choose true, false or auto")
     resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MAX = 2**63 - 1
+
+
+def _shown(value: Any) -> str:
+    return str(OmegaConf.to_container(value)) if isinstance(value, (DictConfig, ListConfig)) else repr(value)
+
+
+def _check_numbers(node: Any, path: str) -> None:
+    """Every number in the config is finite and fits what torch computes in: a non-finite value
+    (inf, nan, 1e400) or one beyond float32 (a learning rate of 1e39) would only surface as a
+    diverged or crashed run, after the run directory was written."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+        for key, value in items:
+            _check_numbers(value, f"{path}.{key}" if path and isinstance(key, str) else
+                           f"{path}[{key}]" if path else str(key))
+        return
+    if isinstance(node, bool):
+        return
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            raise ConfigError(f"{path}={node}: expected a finite number")
+        if abs(node) > FLOAT32_MAX:
+            raise ConfigError(f"{path}={node:g} is beyond float32's range (±3.4e38), which the networks compute in")
+    elif isinstance(node, int) and abs(node) > INT64_MAX:
+        raise ConfigError(f"{path}={node} is too large for a 64-bit integer")
 
 
 def resolve_device(name: Device | str):
@@ -236,6 +277,9 @@ def _type_problem(value: Any, expected: Any) -> str | None:
     return None
 
 
+_KINDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
 def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     """Turn Hydra's multi-line composition error into one line naming the key and the fix."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
@@ -247,25 +291,33 @@ def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else "?"
         parent, _, _ = key.rpartition(".")
-        return f"unknown key '{key}'; {_known_keys(parent)}"
+        return f"unknown key '{key}'; {_known_keys(parent, overrides)}"
     if cause is not None:
         key = getattr(cause, "full_key", None) or "?"
         reason = str(cause).splitlines()[0]
+        kind = reason.rpartition("could not be converted to ")[2]
+        if kind in _KINDS and "Value '" in reason:  # OmegaConf's "Value 'x' of type 'str' could not be ..."
+            value = reason.split("Value '", 1)[1].split("' of type", 1)[0]
+            return f"bad value for '{key}': {key}={value!r} is not {_KINDS[kind]}"
         return f"bad value for '{key}': {reason}"
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _known_keys(parent: str) -> str:
-    """The keys that exist at `parent` in the default config, for error messages."""
+def _known_keys(parent: str, overrides: list[str] = ()) -> str:
+    """The keys that exist at `parent` in the config the other overrides compose, for error messages."""
     from hydra import compose, initialize_config_dir
 
+    others = [o for o in overrides if not o.lstrip("+~").startswith(f"{parent}.") and not o.startswith("hydra")]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(CONFIG_NAME)
+            cfg = compose(CONFIG_NAME, overrides=others)
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if isinstance(node, DictConfig):
-            return (f"'{parent}' has: " if parent else "the top-level keys are: ") + ", ".join(k for k in node if not k.startswith("_"))
-    except Exception:
+            keys = [k for k in node if not k.startswith("_")]
+            if not keys:
+                return f"'{parent}' takes no options"
+            return (f"'{parent}' has: " if parent else "the top-level keys are: ") + ", ".join(keys)
+    except Exception:  # noqa: BLE001 - only an error message's hint: never a second error
         pass
     return "see `ganlab train --cfg job` for the keys"
 
@@ -277,7 +329,13 @@ def compose_checked(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(CONFIG_NAME, overrides=overrides)
-    except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException) as exc:
+    except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(explain_compose_error(exc, overrides)) from None
-    validate(cfg)
+    try:
+        # Resolve every interpolation now: `seed=${oops}` must fail here, not inside a running job.
+        OmegaConf.to_container(cfg, resolve=True)
+        validate(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"bad value for '{key}': {str(exc).splitlines()[0]}") from None
     return cfg

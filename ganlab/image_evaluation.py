@@ -71,9 +71,9 @@ class ImageEvaluator:
     def _load_classifier(self):
         if self.data.base not in ("mnist", "fashion_mnist"):
             return None, None
-        from ganlab.classifier import load_classifier
+        from ganlab.classifier import ensure_classifier
 
-        model, info = load_classifier(self.data.base, self.device)
+        model, info = ensure_classifier(self.data.base, getattr(self.data, "root", None), self.device)
         return model.eval(), info
 
     def _load_inception(self):

@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ganlab import verdicts
+from ganlab.argparsing import Parser
+from ganlab.atomic import write_atomic
 from ganlab.config import GROUPS
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, TOY_METRICS
@@ -788,36 +789,20 @@ def _blank(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename: never a half-written report."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Never a half-written report: ganlab.atomic's temporary file and rename, one line on failure."""
+    write_atomic(path, lambda f: f.write(data), "report file")
 
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like every other ganlab error
-        from ganlab.cli import fail
-
-        fail(f"{message} (see `ganlab report --help`)")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ganlab report",
-                description="Compare the runs under PATH: group them by config (seed aside), and print "
-                            "mean ± standard error over seeds of each metric, the diverged and failed "
-                            "counts and the fraction of seeds that captured all modes. Also writes "
-                            "report.md, report.csv and report_modes.png into PATH.")
+    p = Parser(prog="ganlab report",
+               description="Compare the runs under PATH: group them by config (seed aside), and print "
+                           "mean ± standard error over seeds of each metric, the diverged and failed "
+                           "counts and the fraction of seeds that captured all modes. Also writes "
+                           "report.md, report.csv and report_modes.png into PATH.")
     p.add_argument("path", metavar="PATH", help="a run directory, a multirun directory, or any folder of runs")
     p.add_argument("--metrics", metavar="A,B", type=_names,
                    help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
@@ -855,4 +840,5 @@ def main(argv: list[str] | None = None) -> None:
         console.print(table)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False,
+                  soft_wrap=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
+from collections import Counter
 
 from ganlab.report import Report, curves
 
@@ -27,16 +29,43 @@ def _pyplot():
     return plt
 
 
+def _fit_title(fig, title: str, fontsize: float):
+    """The figure's title (a suptitle, centred on the figure), wrapped onto as many lines as it takes
+    to lie within the figure's width: matplotlib never wraps, and draws a long title past the edges,
+    cut off. The constrained layout then makes room for its lines."""
+    paragraphs = title.split("\n")
+    artist = fig.suptitle(title, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    width = max(map(len, paragraphs))
+    while True:
+        artist.set_text("\n".join(textwrap.fill(p, width) for p in paragraphs))
+        if artist.get_window_extent(renderer).width <= 0.95 * fig.bbox.width or width <= 20:
+            return artist
+        width = int(width * 0.9)
+
+
+def spread(ys: list[float], half_width: float = 0.15, max_step: float = 0.1) -> list[float]:
+    """Horizontal offsets for one group's points: seeds with the same value (equal mode counts are
+    common) are set side by side, evenly, in the order given; a value of its own stays centred.
+    Deterministic: the same report draws the same figure."""
+    counts, seen = Counter(ys), Counter()
+    offsets = []
+    for y in ys:
+        k = counts[y]
+        step = min(2 * half_width / (k - 1), max_step) if k > 1 else 0.0
+        offsets.append((seen[y] - (k - 1) / 2) * step)
+        seen[y] += 1
+    return offsets
+
+
 def modes_figure(report: Report) -> bytes:
-    """Modes captured per configuration, one jittered point per completed seed, the group mean as a
-    bar and a dashed line at the number of modes. PNG bytes."""
-    import numpy as np
+    """Modes captured per configuration, one point per completed seed (seeds at the same value side
+    by side), the group mean as a bar and a dashed line at the number of modes. PNG bytes."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     groups = report.groups
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 1.5), 4.5), dpi=100)
-    rng = np.random.default_rng(0)  # the same jitter every time the report is made
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 1.5), 4.5), dpi=100, layout="constrained")
     all_modes = {r.n_modes for g in groups for r in g.runs if r.n_modes is not None}
     if len(all_modes) == 1:
         ax.axhline(all_modes.pop(), color="tab:red", linestyle="--", linewidth=1, label="n_modes")
@@ -52,7 +81,7 @@ def modes_figure(report: Report) -> bytes:
               and isinstance(r.metrics.get("modes_captured"), (int, float))
               and math.isfinite(r.metrics["modes_captured"])]
         if ys:
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(ys)), ys, s=28, alpha=0.7, color="tab:blue",
+            ax.scatter([i + dx for dx in spread(ys)], ys, s=28, alpha=0.7, color="tab:blue",
                        linewidths=0, zorder=3, label=once("seed"))
             ax.hlines(sum(ys) / len(ys), i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4,
                       label=once("mean"))
@@ -71,11 +100,10 @@ def modes_figure(report: Report) -> bytes:
     ax.set_ylim(bottom=-0.5)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("modes captured")
-    ax.set_title("Mode coverage per configuration (completed runs, one point per seed)", fontsize=10)
+    _fit_title(fig, "Mode coverage per configuration (completed runs, one point per seed)", fontsize=10)
     if groups:
         ax.legend(loc="best", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -97,7 +125,7 @@ def convergence_figure(report: Report) -> bytes | None:
     plt = _pyplot()
     shown = rows[:MAX_ROWS]
     fig, axes = plt.subplots(len(shown), len(metrics), figsize=(3.4 * len(metrics), 2.3 * len(shown) + 0.6),
-                             dpi=90, squeeze=False)
+                             dpi=90, squeeze=False, layout="constrained")
     for i, g in enumerate(shown):
         for j, m in enumerate(metrics):
             ax = axes[i][j]
@@ -132,6 +160,5 @@ def convergence_figure(report: Report) -> bytes | None:
     title = "Convergence: each row's metrics against the step (mean ± s.e. over seeds; lines: reference rows)"
     if len(rows) > len(shown):
         title += f"\n{len(rows) - len(shown)} more rows not drawn: report a subset of the runs to see them"
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    _fit_title(fig, title, fontsize=9)
     return _png(fig)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import struct
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
+from google.protobuf import struct_pb2
 from rich import get_console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,9 +22,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from ganlab.atomic import describe
+from ganlab.errors import GanlabError
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +46,13 @@ def finite_or_none(value):
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file in the same directory, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `data` as JSON, atomically (ganlab.atomic): never a half-written file; a failed write
+    (full disk, read-only directory) is one GanlabError line and leaves the old file as it was."""
+    from ganlab.atomic import write_atomic
+
+    # Encoded before the file is opened: a value JSON cannot hold is a bug, not a failed write.
+    text = json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n"
+    write_atomic(Path(path), lambda f: f.write(text.encode()))
 
 
 class Tracker:
@@ -68,10 +75,11 @@ class Tracker:
         show_bar = progress is not False and sys.stdout.isatty()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             console=self.console, disable=not show_bar,
         )
         self.task = self.progress.add_task("train", total=total_steps, info="")
+        self.headline = ""  # the latest evaluation's headline, shown until the next one
 
     def __enter__(self):
         self.progress.start()
@@ -83,7 +91,17 @@ class Tracker:
 
     def close(self) -> None:
         self.progress.stop()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError:  # a full disk: the error that stopped the run (if any) is the one to report
+            pass
+
+    def flush(self) -> None:
+        """TensorBoard's events on disk now; a full disk is one GanlabError line."""
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            raise GanlabError(f"cannot write TensorBoard events in {self.run_dir}: {describe(exc)}") from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():
@@ -96,29 +114,105 @@ class Tracker:
             image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
             self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
-    def advance(self, step: int, info: str) -> None:
-        self.progress.update(self.task, completed=step, info=info)
+    def advance(self, step: int, info: str, headline: str | None = None) -> None:
+        """Move the bar to `step`; `info` (the losses) is replaced at every call, while `headline`
+        (an evaluation's metrics) stays shown until the next evaluation gives another."""
+        if headline is not None:
+            self.headline = headline
+        # refresh: drawn now, not at the next tick of the bar's timer (a log tick is rare: log.every steps)
+        self.progress.update(self.task, completed=step, info=info + self.headline, refresh=True)
 
     def finish(self, summary: dict) -> None:
         """Write summary.json, the HParams entry of this run, and print the final table."""
         write_json_atomic(self.run_dir / "summary.json", summary)
+        # The bar's last state stays on screen, and what follows prints below it, not above.
+        self.progress.stop()
         if summary["status"] == "interrupted":  # the resumed run writes the final entries
-            self.writer.flush()
-            self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
+            self.flush()
+            self.console.print(f"run directory: {self.run_dir}", soft_wrap=True, markup=False)
             return
-        # The same keys in every run (NaN where a diverged run has none), for the HParams table.
-        final = {f"final/{k}": float(summary["metrics"].get(k, math.nan)) for k in self.metric_keys}
-        final["final/diverged"] = float(summary["status"] == "diverged")
-        # hparams() builds the three HParams protos; writing them to this run's own file writer
-        # (not add_hparams, which opens a sub-run per call) keeps one run per directory.
-        for proto in hparams_summary(self.hparams, final):
+        # Written to this run's own file writer (not add_hparams, which opens a sub-run per call):
+        # one run per directory.
+        for proto in hparams_summaries(self.hparams, self.metric_keys, summary["status"]):
             self.writer.file_writer.add_summary(proto)
-        step = summary["step"]
-        for tag, value in final.items():
-            self.writer.add_scalar(tag, value, step)
-        self.writer.flush()
+        self.flush()
         self.console.print(summary_table(summary))
-        self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
+        # soft_wrap: never broken over lines by rich, so a copied path is whole.
+        self.console.print(f"run directory: {self.run_dir}", soft_wrap=True, markup=False)
+
+
+# TensorBoard's HParams dashboard ticks the first five hparam columns, after a stable sort that puts
+# those marked `differs` first (tf-hparams-query-pane, `Math.min(5, ...)`); the backend hands them
+# over sorted by (not differs, name) (backend_context._sort_and_reduce_to_hparams_limit). It reads
+# the Experiment of ONE run for the whole logdir, so a run cannot know what differs across runs:
+# torch's hparams() leaves `differs` false everywhere, and the six columns sorted by name put
+# `steps` sixth, unticked. Here `differs` marks the first five hparams in the order given (the
+# caller's ordering says what is shown), and the rest stay a click away.
+SHOWN_HPARAMS = 5
+
+
+def _hparam_value(value) -> struct_pb2.Value:
+    # torch's hparams() writes an int as number_value with DATA_TYPE_FLOAT64 (the protos have no
+    # integer type: string, bool, float64 only), and the HParams table prints every number with 5
+    # significant digits (JS toPrecision(5): seed 0 as 0.0000, batch_size 256 as 256.00). A string
+    # is shown as written: an integer goes in as its decimal string (its column then filters and
+    # sorts as text, which for a seed, a step count or a batch size loses little).
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, int):
+        return struct_pb2.Value(string_value=str(value))
+    if isinstance(value, float):
+        return struct_pb2.Value(number_value=value)
+    return struct_pb2.Value(string_value=str(value))
+
+
+_DATA_TYPES = {"bool_value": api_pb2.DATA_TYPE_BOOL, "number_value": api_pb2.DATA_TYPE_FLOAT64,
+               "string_value": api_pb2.DATA_TYPE_STRING}
+
+
+def hparams_summaries(hparams: dict, metric_keys: tuple[str, ...], status: str) -> list[Summary]:
+    """The three HParams summaries of a run: the experiment (columns), the session start (this
+    run's values) and the session end (its status).
+
+    The metric columns are the `metrics/*` scalars the loop writes at every evaluation: HParams
+    shows each one's last value, and their scalar cards have the whole curve (a `final/*` scalar
+    written once draws no line). A diverged or failed run ends with STATUS_FAILURE, so the
+    dashboard's Status checkboxes filter it out."""
+    values = {k: _hparam_value(v) for k, v in hparams.items() if v is not None}
+    infos = [api_pb2.HParamInfo(name=k, type=_DATA_TYPES[v.WhichOneof("kind")], differs=i < SHOWN_HPARAMS)
+             for i, (k, v) in enumerate(values.items())]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"metrics/{k}")) for k in metric_keys]
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for k, v in values.items():
+        start.hparams[k].CopyFrom(v)
+    end = plugin_data_pb2.SessionEndInfo(
+        status=api_pb2.STATUS_SUCCESS if status == "completed" else api_pb2.STATUS_FAILURE,
+        end_time_secs=time.time())
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    data = [(hparams_metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
+            (hparams_metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+            (hparams_metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))]
+    return [Summary(value=[Summary.Value(tag=tag, metadata=hparams_metadata.create_summary_metadata(content))])
+            for tag, content in data]
+
+
+class LogHandler(RichHandler):
+    """RichHandler (time, level, highlighted message) whose lines rich never wraps: RichHandler lays
+    a record out in a table that folds a long message at the terminal's width, so a run directory
+    or a `ganlab train resume=...` hint would be copied in pieces. Here a line is one line, however
+    narrow the terminal (the terminal may fold it on screen; a copy of it is whole)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Time and level as RichHandler shows them, the message unfolded; public API only.
+        line = Text(datetime.fromtimestamp(record.created).strftime("[%x %X] "), style="log.time")
+        line.append_text(self.get_level_text(record))
+        line.append(" ")
+        message = self.render_message(record, self.format(record))
+        line.append_text(message if isinstance(message, Text) else Text(str(message)))
+        try:
+            self.console.print(line, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging's contract: a failed emit never raises
+            self.handleError(record)
 
 
 def summary_table(summary: dict) -> Table:

@@ -6,6 +6,7 @@ The loop knows no loss and no remedy by name: it calls the loss object and the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganlab import checkpoint
+from ganlab.atomic import write_atomic
 from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import Evaluation, make_evaluator, scalars
@@ -32,6 +34,7 @@ from ganlab.offload import Offloader
 from ganlab.remedies import Remedy
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.stack import combine
+from ganlab.runlock import RunLock
 from ganlab.speed import Speed
 from ganlab.tracking import Tracker, finite_or_none, write_json_atomic
 
@@ -247,10 +250,32 @@ def default_labels(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         progress: bool | None = None) -> dict:
     """Train one GAN as `cfg` says; write events, pictures, checkpoint, samples and summary.json
-    into `run_dir`; return the summary. A diverged run still writes its summary."""
+    into `run_dir`; return the summary. A diverged run still writes its summary. The run directory
+    is locked while the run trains: a second run into it is refused."""
     validate(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _run(cfg, run_dir, labels, progress)
+
+
+def differs_from_completed(summary: dict, config: dict) -> list[str]:
+    """For resume=auto: the keys in which a completed run's config differs from the config asked for
+    now, other than a larger `steps` (the run then trains on). Empty: the run is what was asked for."""
+    saved = summary.get("config")
+    if not isinstance(saved, dict):
+        return ["config (summary.json holds none)"]
+    differ = checkpoint.differing_keys(saved, config, ignore=AUTO_RESUME_IGNORED)
+    if differ == ["steps"] and isinstance(saved.get("steps"), int) and saved["steps"] < config["steps"]:
+        return []
+    return differ
+
+
+# Keys a resume=auto re-run may change without making a completed run a different one.
+AUTO_RESUME_IGNORED = ("resume", "resume_force", "eval.background")
+
+
+def _run(cfg: DictConfig, run_dir: Path, labels: dict | None, progress: bool | None) -> dict:
     # Hydra records no choice for a list (`remedy=[a,b]`): keep our own label where it gives None.
     labels = {**default_labels(cfg), **{k: v for k, v in (labels or {}).items() if v is not None}}
     # The whole resolved config goes into summary.json: `ganlab report` groups runs by it.
@@ -262,8 +287,14 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
     if cfg.resume == "auto":  # a sweep re-run: skip what completed, resume what was interrupted
         done = _completed_summary(run_dir)
         if done is not None:
-            log.info("%s: already completed (step %s); skipped", run_dir, done.get("step"))
-            return done
+            differ = differs_from_completed(done, config)
+            if differ:  # never report a run as done that is not the one asked for
+                raise ConfigError(f"resume=auto: {run_dir} holds a completed run whose config differs in "
+                                  f"{', '.join(differ[:5])}; choose another directory, or repeat its settings")
+            if done.get("step", 0) >= cfg.steps:
+                log.info("%s: already completed (step %s); skipped", run_dir, done.get("step"))
+                return done
+            log.info("%s: completed at step %s; training on to steps=%d", run_dir, done.get("step"), cfg.steps)
     resume = auto_checkpoint(run_dir) if cfg.resume == "auto" else checkpoint.find(cfg.resume) if cfg.resume else None
     try:
         exp = build(cfg, device)
@@ -274,10 +305,12 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
         # Leave a trace for the sweep's report: this run was attempted and failed at start-up (a
         # resumed run keeps the summary it has).
         if resume is None:
-            write_json_atomic(run_dir / "summary.json", {"status": "failed", "step": 0, "error": str(exc),
-                                                         "labels": labels, "seed": cfg.seed, "metrics": {},
-                                                         "config": config, "wall_seconds": 0.0,
-                                                         "steps_per_second": 0.0})
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(GanlabError):  # a full disk must not hide the error that got us here
+                write_json_atomic(run_dir / "summary.json", {"status": status, "step": 0, "error": str(exc),
+                                                             "labels": labels, "seed": cfg.seed, "metrics": {},
+                                                             "config": config, "wall_seconds": 0.0,
+                                                             "steps_per_second": 0.0})
         raise
     start_step, loop = (0, {}) if resume is None else restore(resume, exp, cfg, config)
     references = references or dict(loop.get("references", {}))
@@ -319,16 +352,20 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
 
     def save_state(at_step: int) -> None:
         """The full state after `at_step`: what a resume needs to continue bit-identically. Only a
-        good state is saved: losses that turned non-finite since the last log tick stop the run
-        here, so the checkpoint on disk stays the last good one."""
+        good state is saved: losses that turned non-finite since the last log tick, or weights that
+        blew up while the losses stayed finite, stop the run here, so the checkpoint on disk stays
+        the last good one."""
         if recent_d and not bool(torch.isfinite(torch.stack(recent_d + recent_g)).all()):
             raise Diverged(f"the losses became non-finite (found at step {at_step}, before its checkpoint)")
+        problem = checkpoint.unhealthy(exp)
+        if problem is not None:
+            raise Diverged(f"{problem} (found at step {at_step}, before its checkpoint)")
         write_offloaded(offloader.drain())  # the pending W1/W2 and pictures belong to steps <= at_step
         state = {"history_steps": history_steps, "history_counts": history_counts, "final_extra": final_extra,
                  "metric_history": metric_history, "references": references,
                  "recent_d": [float(v) for v in recent_d], "recent_g": [float(v) for v in recent_g],
                  "wall_seconds": wall_before + time.perf_counter() - start}
-        tracker.writer.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
+        tracker.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
         checkpoint.save(run_dir / checkpoint.NAME, exp, at_step, state, config)
 
     # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
@@ -389,8 +426,14 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                                            "grad_norm/d": d_grad.item(), "grad_norm/g": grad_norm(G).item()})
                     write_offloaded(offloader.ready())
                     info = f"D {d_mean:.3f}  G {g_mean:.3f}"
+                    headline = None  # between evaluations the bar keeps showing the latest one
 
                     if eval_now:
+                        # Weights that blew up while the losses stayed finite (lr=1e30) would crash
+                        # the metrics (an SVD of non-finite values): that is a divergence.
+                        problem = checkpoint.unhealthy(exp)
+                        if problem is not None:
+                            raise Diverged(problem)
                         eval_rng.manual_seed(eval_seed(cfg.seed, step))
                         last = evaluator.evaluate(G, D, remedy, eval_rng)
                         if "mode_counts" in last.metrics:
@@ -399,8 +442,10 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                         tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(last).items()})
                         metric_history.setdefault(step, {}).update(scalars(last))
                         offloader.submit(evaluator.job(step, last, history_steps, history_counts))
-                        info += evaluator.headline(last.metrics)
-                    tracker.advance(step, info)
+                        headline = evaluator.headline(last.metrics)
+                        # One line per evaluation: train.log tells the run's story.
+                        log.info("step %d of %d  %s%s", step, steps, info, headline)
+                    tracker.advance(step, info, headline)
 
                 # Periodic and on-signal checkpoints (the final one is written below, with the samples).
                 if step < steps and (stop.signum is not None or step % checkpoint_every == 0):
@@ -438,10 +483,12 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None,
                 summary["history"] = columns(metric_history)
             unsaved = None
             if summary["status"] == "completed":
-                # The final metrics are computed on exactly these samples.
-                np.savez(run_dir / "samples.npz", **evaluator.saved_samples(last))
                 try:
+                    # The final metrics are computed on exactly these samples.
+                    write_atomic(run_dir / "samples.npz", lambda f: np.savez(f, **evaluator.saved_samples(last)))
                     save_state(step)
+                except Diverged as exc:  # weights that blew up since the last log tick
+                    summary.update(status="diverged", diverged_step=step, error=str(exc))
                 except GanlabError as exc:  # a full disk: the summary says so, the old checkpoint stays
                     summary.update(status="failed", error=str(exc))
                     unsaved = exc

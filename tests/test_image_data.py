@@ -142,7 +142,20 @@ def local_mirror(monkeypatch, tmp_path, payload: bytes, sha256: str | None) -> t
     patched = dataclasses.replace(remote, mirrors=(mirror.as_uri() + "/",),
                                   files={**remote.files, "train-labels-idx1-ubyte.gz": sha256})
     monkeypatch.setitem(files.REGISTRY, "mnist", patched)
+    (tmp_path / "root").mkdir()
     return mirror.as_uri() + "/train-labels-idx1-ubyte.gz", tmp_path / "root"
+
+
+def test_a_data_root_that_does_not_exist_is_refused_and_not_created(monkeypatch, tmp_path):
+    _, root = local_mirror(monkeypatch, tmp_path, b"bytes", hashlib.sha256(b"bytes").hexdigest())
+    missing = root / "typo"
+    with pytest.raises(GanlabError, match=f"dataset.root={missing} does not exist; create it first"):
+        files.fetch("mnist", "train-labels-idx1-ubyte.gz", missing)
+    assert not missing.exists()
+    monkeypatch.setenv("GANLAB_DATA", str(missing))
+    with pytest.raises(GanlabError, match=r"\$GANLAB_DATA=.* does not exist"):
+        files.fetch("mnist", "train-labels-idx1-ubyte.gz")
+    assert not missing.exists()
 
 
 def test_fetch_verifies_and_places_the_file(monkeypatch, tmp_path):

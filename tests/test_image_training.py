@@ -158,11 +158,25 @@ def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_
     assert {"samples", "class_histogram"} <= set(events.Tags()["images"])
 
 
-def test_a_missing_classifier_is_one_line_naming_the_command(image_root, tmp_path, monkeypatch):
+def test_a_missing_classifier_is_trained_on_first_use_and_cached(image_root, tmp_path, monkeypatch, caplog):
+    import ganlab.classifier as clf
+
     monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setitem(clf.DEFAULT_EPOCHS, "fashion_mnist", 1)  # the tiny files: one epoch is the point
+    monkeypatch.setattr(clf, "BATCH_SIZE", 8)
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
-    with pytest.raises(Exception, match="ganlab classifier dataset=fashion_mnist"):
-        run(cfg, tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        summary = run(cfg, tmp_path / "run")
+    cached = tmp_path / "empty" / "classifiers" / "fashion_mnist.pt"
+    assert summary["status"] == "completed" and cached.is_file()
+    assert f"training one now, once (about 4 minutes on 2 CPU cores); it is cached at {cached}" in caplog.text
+    saved = torch.load(cached, weights_only=True)
+    assert saved["settings"]["epochs"] == 1 and saved["dataset"] == "fashion_mnist"
+    assert summary["protocol"]["classifier"].startswith("fashion_mnist CNN sha256:" + saved["hash"][:8])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run(cfg, tmp_path / "again")  # the second run reuses it
+    assert "training one now" not in caplog.text
 
 
 @pytest.mark.parametrize("switch", [["speed.channels_last=true"], ["speed.amp=bf16"]])

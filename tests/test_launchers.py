@@ -11,7 +11,7 @@ from conftest import TINY, ganlab, ganlab_on_terminal, run_dirs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ganlab.cli import _insert_override, _runs_in_parallel, main, sweep_exit_code
+from ganlab.cli import _replace_overrides, _runs_in_parallel, main, sweep_exit_code
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
 
 SEEDS = ["0_ring_nsgan_none_s0", "1_ring_nsgan_none_s1"]
@@ -148,11 +148,13 @@ def test_slurm_and_local_presets():
     assert local["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
 
 
-def test_the_sweep_recorder_joins_the_overrides_hydra_parses():
+def test_added_overrides_join_the_overrides_hydra_parses():
     from hydra._internal.utils import get_args_parser
 
     extra = "++hydra.callbacks.x._target_=y"
-    for args in (["-m", "seed=0,1"], ["seed=0,1", "-m", "-cd", "conf"], ["-m"], ["-m", "-cd", "conf"]):
+    for args in (["-m", "seed=0,1"], ["seed=0,1", "-m", "-cd", "conf"], ["-m"], ["-m", "-cd", "conf"],
+                 ["--cfg", "job", "seed=1"], ["seed=1", "--cfg", "job"]):
         overrides = get_args_parser().parse_args(args).overrides
-        again = get_args_parser().parse_args(_insert_override(args, overrides, extra))
-        assert again.overrides == [*overrides, extra] and again.multirun
+        again = get_args_parser().parse_args(_replace_overrides(args, overrides, ["a=1", *overrides, extra]))
+        assert again.overrides == ["a=1", *overrides, extra]
+        assert again.multirun == ("-m" in args) and again.cfg == ("job" if "--cfg" in args else None)

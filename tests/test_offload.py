@@ -62,3 +62,100 @@ def test_run_from_a_script_without_a_main_guard(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("status completed") == 1
+
+
+def test_the_worker_ignores_sigint_and_keeps_serving(capfd):
+    """Ctrl-C reaches the whole process group; the training process handles it and still needs
+    the worker (its last checkpoint drains the pending results)."""
+    import os
+    import signal
+    import time
+
+    offloader = Offloader(background=True)
+    try:
+        offloader.submit(job(10))
+        assert [r.step for r in offloader.drain()] == [10]  # the worker is serving
+        for _ in range(3):
+            os.kill(offloader.worker.pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert offloader.worker.poll() is None
+        offloader.submit(job(20))
+        assert [r.step for r in offloader.drain()] == [20]
+    finally:
+        offloader.close()
+    assert offloader.worker.returncode == 0  # closing its input ended it normally
+    err = capfd.readouterr().err  # the worker writes to this process's stderr (fd 2)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+SLOW_JOB = """
+import time
+class SlowJob:
+    def complete(self):
+        time.sleep(120)
+"""
+
+PARENT = """
+import sys, time
+from slow_job import SlowJob
+from ganlab.offload import Offloader
+offloader = Offloader(background=True)
+offloader.submit(SlowJob())
+print(offloader.worker.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_worker_dies_with_a_killed_parent_silently(tmp_path):
+    """kill -9 of the training process while the worker is busy with a long job (two minutes):
+    the kernel ends the worker at once (it would otherwise finish the job, then hit a broken pipe)."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "slow_job.py").write_text(SLOW_JOB)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the worker unpickles the job and sleeps in it
+        assert _alive(worker)
+        parent.kill()
+        # The worker shares the parent's stderr pipe: its end closes only when the worker is gone.
+        _, err = parent.communicate(timeout=20)
+        deadline = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+        assert "Traceback" not in err and "Error" not in err, err
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):  # a failed test leaves no two-minute sleeper
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_whose_answers_nobody_reads_exits_silently():
+    """The training process stopped reading (it died): the worker's write fails with a broken pipe,
+    and it exits without a traceback, and without Python's 'Exception ignored' at shutdown."""
+    import pickle
+
+    worker = subprocess.Popen([sys.executable, "-m", "ganlab.offload"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker.stdout.close()  # nobody reads the answers
+    pickle.dump(job(10), worker.stdin)
+    worker.stdin.close()
+    err = worker.stderr.read().decode()
+    assert worker.wait(timeout=60) == 0
+    assert err == ""

@@ -472,3 +472,41 @@ def test_sweep_of_remedies_reports_references_and_verdicts(tmp_path):
         assert label in text
     assert "vs remedy=none" in text and "baseline" in text and ("(p=" in text or "(p<" in text)
     assert (sweep / CONVERGENCE_FILE).exists()
+
+
+def drawn(monkeypatch, make, report):
+    """The matplotlib figure that `make(report)` turns into PNG bytes, laid out as in the PNG."""
+    from ganlab import report_figures
+
+    figures = []
+    monkeypatch.setattr(report_figures, "_png", lambda fig: figures.append(fig) or b"")
+    make(report)
+    (fig,) = figures
+    fig.savefig(io.BytesIO(), format="png")  # the layout is made when the figure is drawn
+    return fig
+
+
+def test_figure_titles_fit_and_seeds_at_one_value_are_drawn_apart(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from ganlab.report_figures import convergence_figure, modes_figure
+
+    # One configuration: the narrowest figures (5 and 3.4 inches), whose long titles were cut off.
+    for seed, modes in enumerate([7, 7, 7, 7, 7, 5]):  # five seeds at one value: common for mode counts
+        write_summary(tmp_path / f"s{seed}", seed, metrics=metrics(modes), history=history([0, modes, modes]))
+    report = build_report(tmp_path)
+    modes_fig = drawn(monkeypatch, modes_figure, report)
+    (ax,) = modes_fig.axes
+    (points,) = [c for c in ax.collections if c.get_label() == "one seed"]
+    offsets = points.get_offsets()
+    assert sorted(y for _, y in offsets) == [5, 7, 7, 7, 7, 7]
+    sevens = sorted(ax.transData.transform([(x, y) for x, y in offsets if y == 7])[:, 0])
+    diameter = math.sqrt(points.get_sizes()[0]) * modes_fig.dpi / 72  # scatter sizes are points squared
+    assert min(b - a for a, b in zip(sevens, sevens[1:])) > diameter  # side by side, each marker whole
+    for fig, start in ((modes_fig, "Mode coverage"), (drawn(monkeypatch, convergence_figure, report), "Convergence")):
+        (title,) = [t for t in fig.findobj(Text) if t.get_text().startswith(start)]
+        box, frame = title.get_window_extent(), fig.bbox
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, start
+        assert "\n" in title.get_text()  # it fits by taking more lines
+        plt.close(fig)

@@ -104,6 +104,11 @@ def fetch(dataset: str, filename: str, root: str | os.PathLike | None = None) ->
     if expected is None:  # never accept bytes we cannot verify
         raise GanlabError(f"{remote.title} file {filename} is not in {directory} and has no verified checksum to "
                           f"download it with: {fix}")
+    given = root or os.environ.get("GANLAB_DATA")
+    if given and not data_root(root).is_dir():  # a typo must not leave a new directory tree behind
+        which = "dataset.root" if root else "$GANLAB_DATA"
+        raise GanlabError(f"{which}={given} does not exist; create it first, or leave {which} unset to use "
+                          f"{Path.home() / '.cache' / 'ganlab' / 'data'}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -145,7 +145,7 @@ class ImageDataset:
         if pad_to_32 and base == "cifar10":
             raise ConfigError("pad_to_32 is for 28x28 data; CIFAR-10 is already 32x32")
         self._sources = _sources(base, split, root)
-        self.base, self.split, self.device = base, split, torch.device(device)
+        self.base, self.split, self.root, self.device = base, split, root, torch.device(device)
         self.stacked, self.pad_to_32 = stack_n > 0, pad_to_32
         self.stack_n, self.stack_seed = stack_n, stack_seed
         self.name = ("stacked_" if self.stacked else "") + base

@@ -15,12 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ganlab.atomic import write_atomic
+from ganlab.errors import GanlabError
 from ganlab.metrics.frechet import feature_statistics, frechet_distance
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,13 @@ def _read(path: Path, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
 
 
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    # Readers see the old file or the whole new one (ganlab.atomic); a file object, so numpy does not
+    # append another ".npz".
     try:
-        with os.fdopen(fd, "wb") as f:  # a file object, so numpy does not append another ".npz"
-            np.savez(f, **arrays)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never a partial one
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda f: np.savez(f, **arrays), "feature cache")
+    except (OSError, GanlabError) as exc:  # a cache only: the run goes on, and computes them again next time
+        log.warning("%s; the features are not cached", exc)
 
 
 def cached_statistics(key: dict, compute: Callable[[], np.ndarray]

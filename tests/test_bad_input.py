@@ -1,0 +1,101 @@
+"""The one-line contract for bad input, over many overrides: each ends with exactly one
+`ganlab: error:` line that names the key, exit status 2, no traceback, and nothing written.
+
+Most cases run the CLI in this process (`cli.main`), which is what a subprocess would run after
+Python's start-up; a few run it as a user does, to show the two agree.
+"""
+
+import random
+
+import pytest
+from conftest import ganlab
+
+from ganlab.cli import main
+from ganlab.config import _RANGES
+
+NUMBERS_BAD = ["abc", "nan", "inf", "-inf", "1e400", "99999999999999999999", "-1", "1.5", "[1,2]", "{a:1}", "''"]
+FLOAT_KEYS = ["optim.d.lr", "optim.g.lr", "dataset.std", "dataset.radius", "optim.g.betas"]
+
+
+def cases() -> list[tuple[str, str]]:
+    """(override, the key the error line must name)."""
+    out = []
+    for key, (low, high) in _RANGES.items():
+        for value in NUMBERS_BAD:
+            out.append((f"{key}={value}", key))
+        out.append((f"{key}={low - 1}", key))
+        if high is not None:
+            out.append((f"{key}={high + 1}", key))
+    for key in FLOAT_KEYS:
+        for value in ("nan", "inf", "-inf", "1e400", "1e39", "abc", "[]", "[0.5]"):
+            out.append((f"{key}={value}", key))
+    out += [
+        ("seed=${oops}", "seed"), ("steps=${steps}", "steps"), ("remedy=[]", "remedy"),
+        ("remedy=[pacgan,pacgan]", "pacgan"), ("hydra.run.dir=", "hydra.run.dir"),
+        ("remedy.none.x=1", "remedy.none"), ("remedy=nope", "remedy=nope"), ("lossx=gan", "lossx"),
+        ("seed=é", "seed=é"), ("seed=[1", "seed=[1"), ("=1", "=1"), ("seed==1", "seed"),
+        ("eval.every=", "eval.every"), ("device=tpu", "device"), ("metrics.inception=maybe", "metrics.inception"),
+        ("batch_size=100000000", "batch_size"), ("eval.samples=1000000000", "eval.samples"),
+    ]
+    return out
+
+
+def mutations() -> list[str]:
+    """Random one-character insertions into good overrides (the same every run): each is either a
+    valid override or refused in one line; never a traceback."""
+    rng = random.Random(0)
+    good = ["steps=100", "seed=3", "optim.d.lr=0.001", "eval.every=50", "loss=wgan_gp", "batch_size=64",
+            "remedy=[pacgan,spectral_norm]"]
+    alphabet = "[]{}(),='\"$\\é ~+@#:;!"
+    out = []
+    for _ in range(30):
+        text = rng.choice(good)
+        i = rng.randrange(len(text) + 1)
+        out.append(text[:i] + rng.choice(alphabet) + text[i:])
+    return out
+
+
+def run_in_process(args: list[str], capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["train", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line(code, out, err, override, key, tmp_path):
+    lines = err.strip().splitlines()
+    assert code == 2, (override, code, err)
+    assert len(lines) == 1 and lines[0].startswith("ganlab: error: "), (override, err)
+    if key is not None:
+        assert key in lines[0], (override, lines[0])
+    assert "Traceback" not in out + err and "Exception" not in lines[0]
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override, key", cases())
+def test_bad_override_one_line(override, key, capsys, monkeypatch, tmp_path):
+    code, out, err = run_in_process([override], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, override, key, tmp_path)
+
+
+@pytest.mark.parametrize("override", mutations())
+def test_a_mutated_override_is_valid_or_one_line(override, capsys, monkeypatch, tmp_path):
+    # --cfg job: composes and checks, trains nothing (a mutation may be a valid override).
+    code, out, err = run_in_process([override, "--cfg", "job"], capsys, monkeypatch, tmp_path)
+    if code == 0:
+        assert "seed:" in out and not err.strip(), (override, err)
+    else:
+        assert_one_line(code, out, err, override, None, tmp_path)
+
+
+@pytest.mark.parametrize("override", ["optim.d.betas=[0.5]", "seed=${oops}", "optim.d.lr=1e39",
+                                      "batch_size=100000000"])
+def test_the_installed_cli_agrees(override, tmp_path):
+    out = ganlab("train", override, cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("ganlab: error: ") and "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "outputs").exists()

@@ -1,0 +1,90 @@
+"""A short run stopped at 20 random moments (start-up, mid-step, an evaluation with its background
+worker, a checkpoint write, the final summary) by Ctrl-C to the terminal's process group, SIGTERM or
+kill -9: each ends completed, or interrupted and resumable; never a traceback on the terminal,
+never a stray worker process."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import make_cfg
+
+from ganlab.train import run
+
+# The evaluation worker on (eval.background=true): its start, its jobs and its end are in play.
+RUN = ["steps=60", "checkpoint.every=10", "eval.every=20", "log.every=10", "eval.samples=300",
+       "eval.w_samples=100", "eval.background=true", "batch_size=64"]
+TRIALS = 20
+SIGNALS = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM, "kill -9": signal.SIGKILL}
+
+
+def start(run_dir) -> subprocess.Popen:
+    # A session of its own: Ctrl-C on a terminal signals the whole foreground process group.
+    return subprocess.Popen([sys.executable, "-m", "ganlab", "train", *RUN, f"hydra.run.dir={run_dir}"],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def full_length(tmp_path_factory) -> float:
+    """Seconds an uninterrupted run takes from its start to its exit, on this machine now."""
+    began = time.monotonic()
+    proc = start(tmp_path_factory.mktemp("full") / "run")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return time.monotonic() - began
+
+
+def moments() -> list[tuple[float, str]]:
+    """(fraction of the run's length, signal name) for each trial; the same every run of the suite."""
+    rng = random.Random(13)
+    return [(rng.uniform(0.0, 1.0), rng.choice(list(SIGNALS))) for _ in range(TRIALS)]
+
+
+@pytest.mark.parametrize("fraction, how", moments())
+def test_a_run_stopped_at_a_random_moment_ends_resumable(fraction, how, full_length, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir)
+    time.sleep(fraction * full_length)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, SIGNALS[how])
+    else:
+        proc.send_signal(SIGNALS[how])
+    out, err = proc.communicate(timeout=120)
+    screen = out + err
+    assert "Traceback" not in screen and "HYDRA_FULL_ERROR" not in screen and "Exception" not in screen, screen
+    deadline = time.monotonic() + 10
+    while group_alive(proc.pid):  # the worker goes with the run, however the run ended
+        assert time.monotonic() < deadline, "a process of the run outlived it"
+        time.sleep(0.05)
+
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if proc.returncode == 0 or (summary or {}).get("status") == "completed":
+        # Done (a signal in the last moments of the interpreter's shutdown still ends it by the signal).
+        assert summary["status"] == "completed" and summary["step"] == 60
+        return
+    if how == "kill -9":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode in (128 + SIGNALS[how], 130), screen  # 130: Ctrl-C before the loop
+        assert summary is None or summary["status"] == "interrupted", summary
+        if summary is not None and summary["step"] > 0:
+            assert f"resume={run_dir}" in summary["error"]
+    assert not list(run_dir.glob(".*.tmp")) or how == "kill -9"  # only kill -9 can cut a write short
+    # Resumable: the same run with resume=auto finishes it (from its checkpoint, if it has one).
+    resumed = run(make_cfg(*RUN, "resume=auto"), run_dir)
+    assert (resumed["status"], resumed["step"]) == ("completed", 60)
