@@ -258,3 +258,30 @@ def test_ctrl_c_with_the_evaluation_worker_running_saves_and_stops_in_one_line(t
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert checkpoint.read(run_dir / "checkpoint.pt")["step"] == summary["step"]
+
+
+def read_only(monkeypatch):
+    """Every new file fails as on a read-only mount (root may write anywhere, so chmod cannot show it):
+    the check of the output directory and the atomic writer both create files."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    import ganlab.atomic
+    import ganlab.cli
+
+    monkeypatch.setattr(ganlab.cli.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(ganlab.atomic, "open", refuse, raising=False)
+
+
+def test_a_read_only_run_directory_on_resume_and_on_eval_is_one_line(finished, monkeypatch, capsys):
+    from ganlab.cli import main
+
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    read_only(monkeypatch)
+    for args in (["train", *TINY_RUN, "steps=40", f"resume={finished}"], ["eval", str(finished)]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and len(err) == 1 and "Read-only file system" in err[0], err
+        assert err[0].startswith("ganlab: error: cannot write") and "Traceback" not in err[0]
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
