@@ -8,6 +8,7 @@ import math
 import struct
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -96,23 +97,32 @@ class Tracker:
         except OSError:  # a full disk: the error that stopped the run (if any) is the one to report
             pass
 
-    def flush(self) -> None:
-        """TensorBoard's events on disk now; a full disk is one GanlabError line."""
+    @contextmanager
+    def _events(self):
+        """TensorBoard's writer thread hits a full disk, and its OSError comes back at the next write
+        or flush of the training thread: one GanlabError line, as for every other file of the run."""
         try:
-            self.writer.flush()
+            yield
         except OSError as exc:
             raise GanlabError(f"cannot write TensorBoard events in {self.run_dir}: {describe(exc)}") from None
 
+    def flush(self) -> None:
+        """TensorBoard's events on disk now."""
+        with self._events():
+            self.writer.flush()
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+        with self._events():
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
 
     def images(self, step: int, images: dict[str, bytes]) -> None:
         """PNG-encoded pictures (encoded where they were drawn, off the training process)."""
-        for tag, png in images.items():
-            width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
-            image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
-            self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        with self._events():
+            for tag, png in images.items():
+                width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
+                image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
+                self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def advance(self, step: int, info: str, headline: str | None = None) -> None:
         """Move the bar to `step`; `info` (the losses) is replaced at every call, while `headline`
@@ -133,8 +143,9 @@ class Tracker:
             return
         # Written to this run's own file writer (not add_hparams, which opens a sub-run per call):
         # one run per directory.
-        for proto in hparams_summaries(self.hparams, self.metric_keys, summary["status"]):
-            self.writer.file_writer.add_summary(proto)
+        with self._events():
+            for proto in hparams_summaries(self.hparams, self.metric_keys, summary["status"]):
+                self.writer.file_writer.add_summary(proto)
         self.flush()
         self.console.print(summary_table(summary))
         # soft_wrap: never broken over lines by rich, so a copied path is whole.

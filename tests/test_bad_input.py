@@ -99,3 +99,18 @@ def test_the_installed_cli_agrees(override, tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stderr.startswith("ganlab: error: ") and "Traceback" not in out.stderr + out.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override, line", [
+    ("optim.d.lr=abc", "ganlab: error: optim.d.lr='abc': expected a number > 0"),
+    ("seed=é", "ganlab: error: cannot read the override 'seed=é': 'é' is not allowed in an unquoted value"),
+    ("remedy.none.x=1", "ganlab: error: unknown key 'remedy.none.x'; 'remedy.none' takes no options"),
+    ("hydra.run.dir=", "ganlab: error: hydra.run.dir is empty; give a directory"),
+    ("remedy=[]", "ganlab: error: remedy=[] chooses no remedy; use remedy=none for the plain GAN"),
+    ("steps=99999999999999999999", "ganlab: error: steps=99999999999999999999 is out of range"),
+    ("optim.d.lr=1e400", "ganlab: error: optim.d.lr=inf: expected a finite number"),
+    ("eval.samples=1000000000", "ganlab: error: eval.samples=1000000000 needs about"),
+])
+def test_the_lines_say_what_is_wrong(override, line, capsys, monkeypatch, tmp_path):
+    code, out, err = run_in_process([override], capsys, monkeypatch, tmp_path)
+    assert code == 2 and err.strip().startswith(line), err

@@ -122,6 +122,22 @@ def test_a_training_that_hits_a_full_disk_ends_in_one_line_and_keeps_its_checkpo
     assert summary["status"] == "failed" and "File too large" in summary["error"]
 
 
+@pytest.mark.parametrize("limit, where", [(2_000, "Hydra's .hydra record"), (20_000, "TensorBoard's event file")])
+def test_a_full_disk_before_the_first_checkpoint_is_one_line(tmp_path, limit, where):
+    """The disk fills while Hydra writes .hydra/ (before any ganlab code runs in the job), or under
+    TensorBoard's writer thread: one `ganlab: error:` line, never a traceback or Hydra's
+    HYDRA_FULL_ERROR hint."""
+    result = subprocess.run([sys.executable, "-m", "ganlab", "train", *TINY_RUN, "hydra.run.dir=run"], cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "1000"}, capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_file_size(limit))
+    out = result.stdout + result.stderr
+    assert result.returncode in (1, 2), (where, out)
+    assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out and "Exception in thread" not in out, (where, out)
+    errors = [line for line in out.splitlines() if "ganlab: error:" in line]
+    assert len(errors) == 1 and "File too large" in errors[0], (where, out)
+    assert leftovers(tmp_path / "run") == []
+
+
 # --- the content checksum ------------------------------------------------------------------------
 
 def test_the_content_digest_survives_a_round_trip_and_sees_any_change(tmp_path):
