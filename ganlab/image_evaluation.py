@@ -10,7 +10,7 @@ What it measures depends on what the dataset offers:
 - Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
 
 The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
-a fixed seed; its statistics are cached on disk under (dataset, extractor and its hash, n, seed).
+a fixed seed and without replacement (each training image at most once while n <= the set's size); its statistics are cached on disk under (dataset, extractor and its hash, n, seed).
 Pictures (sample grids from fixed codes, mode occupancy, class histograms) are drawn by the
 background worker from what `job` hands it (ganlab/image_jobs.py).
 """
@@ -132,9 +132,9 @@ class ImageEvaluator:
         from ganlab.metrics.feature_cache import cached_statistics
 
         rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
-        real = torch.cat([self.data.sample(size, generator=rng) for _, size in _chunks(n, self.cfg.batch)])
+        real = self.data.sample_unique(n, generator=rng)  # without replacement, as the FID protocol
         key = {"dataset": self.data.name, "split": self.data.split, "shape": list(self.data.shape),
-               "n": n, "seed": REFERENCE_SEED, "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
+               "n": n, "seed": REFERENCE_SEED, "draw": "without replacement", "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
             labels, feats = self._classify(real)
@@ -233,8 +233,8 @@ class ImageEvaluator:
         n = self.cfg.samples
         out = {
             "samples": n,
-            "reference": f"{n} real {self.data.name} ({self.data.split} split) images drawn with seed {REFERENCE_SEED}, "
-                         "the same in every evaluation",
+            "reference": f"{n} real {self.data.name} ({self.data.split} split) images drawn without replacement with "
+                         f"seed {REFERENCE_SEED}, the same in every evaluation",
             "critic_gap": "E[D(real)] - E[D(fake)] on the evaluation samples: "
                           + ("a Wasserstein estimate (Lipschitz critic)" if isinstance(self.loss, Wasserstein)
                              else f"the D gap of {type(self.loss).__name__}, not a Wasserstein estimate"),

@@ -86,6 +86,35 @@ class WGAN(Wasserstein):
             p.clamp_(-self.clip, self.clip)
 
 
+def has_penalty(loss: Loss) -> bool:
+    """Whether the loss adds a gradient penalty (WGAN-GP, DRAGAN, any future one)."""
+    return type(loss).penalty is not Loss.penalty
+
+
+def batch_coupling(D: nn.Module) -> str | None:
+    """What in D makes one sample's score depend on the other samples of its batch (batch norm in
+    training mode, a minibatch layer) and how to avoid it, or None when D scores each sample (or
+    pack) on its own."""
+    for module in D.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return "batch norm (model.d.norm=batch); use model.d.norm=layer or none"
+        if getattr(module, "couples_samples", None):
+            return module.couples_samples
+    return None
+
+
+def check_penalty_fits(loss: Loss, D: nn.Module) -> None:
+    """A gradient penalty is E[(||grad_x D(x)|| - 1)^2] per sample. With a batch-coupled D the
+    gradient of the summed scores mixes samples (measured at init with minibatch layers: a
+    cross-sample gradient norm of 0.25 against 0.16 per sample), so the penalty would constrain
+    something other than the per-sample norm the method defines. Holding the coupling fixed (batch
+    statistics as constants) would be a third method, neither paper's: refused, with the fix."""
+    coupling = batch_coupling(D) if has_penalty(loss) else None
+    if coupling is not None:
+        raise ConfigError(f"the loss ({type(loss).__name__}) takes a per-sample gradient penalty, and D couples the "
+                          f"samples of a batch through {coupling} (or choose a loss without a penalty)")
+
+
 def samples_per_score(D) -> int:
     """How many consecutive samples D turns into one score: m for a packed D (PacGAN), else 1.
     A gradient penalty is about D's input, so it takes the norm over each score's whole input."""

@@ -28,7 +28,7 @@ from ganlab.atomic import write_atomic
 from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import Evaluation, make_evaluator, scalars
-from ganlab.losses import Loss
+from ganlab.losses import Loss, check_penalty_fits
 from ganlab.metrics import REFERENCES
 from ganlab.offload import Offloader
 from ganlab.remedies import Remedy
@@ -103,6 +103,7 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
                           lambda **kw: _instantiate(cfg.model.d, "model.d", **kw),
                           lambda **kw: _make_encoder(cfg, **kw), latent_dim, data.shape)
     G, D = remedy.build(make.G(), make.D(), make)
+    check_penalty_fits(loss, D)
     G, D = G.to(device), D.to(device)
     g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
     d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())

@@ -64,8 +64,13 @@ def main() -> None:
         "of Fashion-MNIST training images as the RGB channels (Debian's `dataset-fashion-mnist`), 1,000 modes."),
         (f"- `experiment=stacked_setup`: DCGAN, G width {config['model']['g']['width']} (channels "
         f"{2 * config['model']['g']['width']}/{config['model']['g']['width']}), D width {config['model']['d']['width']} "
-        f"(half of G's channels, the Unrolled GAN paper's small-D setting); NS-GAN; Adam "
-        f"{config['optim']['g']['lr']:g}, betas {tuple(config['optim']['g']['betas'])}; batch {config['batch_size']}."),
+        f"(half of G's channels, the Unrolled GAN paper's small-D setting), D normalization "
+        f"`{config['model']['d'].get('norm', 'none')}`; NS-GAN; Adam "
+        f"{config['optim']['g']['lr']:g}, betas {tuple(config['optim']['g']['betas'])}; batch {config['batch_size']}. "
+        "As PacGAN's Stacked-MNIST code (DCGAN: batch norm in every D layer but the input, Adam 2e-4, beta1 0.5, "
+        "batch 64, 26,000 evaluation samples); what differs: the widths (theirs 8/16/32 G channels against our "
+        f"{config['model']['g']['width']}/{2 * config['model']['g']['width']}), the data (Fashion-MNIST, offline "
+        "here), the length (below) and the classifier (ours, named below)."),
         (f"- Training length: **{config['steps']:,} steps** per run ({config['steps'] * config['batch_size']:,} real images seen, "
         f"{config['steps'] * config['batch_size'] / 128_000:.1f} passes over the 128k triples): "
         f"**{100 * config['steps'] * config['batch_size'] / PAPER_IMAGES:.2g} % of the paper's training** ({PAPER_LENGTH}). "

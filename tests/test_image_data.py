@@ -315,3 +315,18 @@ def test_debian_fashion_mnist(tmp_path):
         assert x.shape == (n, 1, 28, 28) and x.dtype == torch.uint8
         assert torch.equal(torch.bincount(y, minlength=10), torch.full((10,), n // 10))
     assert list((tmp_path).iterdir()) == []  # nothing downloaded
+
+
+def test_the_real_reference_is_drawn_without_replacement(tmp_path):
+    """FID's protocol uses each training image once: at n = len(train) every image appears exactly
+    once (with replacement, 30 draws from 30 would hold about 63 % of them); beyond, whole passes."""
+    fake_mnist(tmp_path, "mnist", n_train=30)
+    data = ImageDataset("mnist", root=str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    source = lambda x: ((x[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()  # noqa: E731 - image i is i + 1
+    assert sorted(source(data.sample_unique(30, g))) == list(range(1, 31))
+    twice = source(data.sample_unique(60, g))
+    assert sorted(twice[:30]) == sorted(twice[30:]) == list(range(1, 31))
+    assert len(set(data.unique_indices(30, g).tolist())) == 30
+    stacked = ImageDataset("mnist", root=str(tmp_path), stack_n=50, stack_seed=1)
+    assert len(set(stacked.unique_indices(50, g).tolist())) == 50

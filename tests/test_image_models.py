@@ -125,7 +125,7 @@ def test_small_discriminators_are_half_and_quarter_of_g_width():
     assert widths == {"dcgan": (64, 64), "dcgan_d_half": (64, 32), "dcgan_d_quarter": (64, 16)}
 
 
-@pytest.mark.parametrize("override, message", [("model.d.norm=batch", "choose one of"),
+@pytest.mark.parametrize("override, message", [("model.d.norm=group", "choose one of none, layer, batch"),
                                                ("model.g.batch_norm=3", "true or false"),
                                                ("+model.d.depth=3", "unknown key")])
 def test_bad_model_keys_fail_validation(override, message):

@@ -17,7 +17,10 @@ REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc"
             "label_smoothing", "spectral_norm", "instance_noise", "madgan", "mrgan", "veegan", "ortho_jacobian", "drs",
             "ebgan"]
 # A DCGAN of 4 base channels, batch 8: the smallest image GAN that exercises every layer type.
-TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.encoder.width=4", "batch_size=8"]
+# D with layer norm: every loss combines with it (DCGAN's default batch-norm D refuses gradient penalties,
+# test_dcgan_d_has_batch_norm_and_refuses_penalties).
+TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.d.norm=layer", "model.encoder.width=4",
+              "batch_size=8"]
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +213,24 @@ def test_ganlab_eval_takes_any_sample_count_and_metric_settings(image_root, clas
     assert sum(more["mode_counts"]) == 96 and "classifier" in record["protocol"]
     with pytest.raises(GanlabError, match="metrics"):
         evaluate_run(tmp_path / "run", overrides=["steps=5"])
+
+
+def test_dcgan_d_has_batch_norm_and_refuses_penalties(image_root):
+    """DCGAN's D (and PacGAN's Stacked-MNIST D): batch norm after every conv but the first; it trains with
+    the logistic losses and is refused with a gradient penalty, in one line naming the fix."""
+    data = ["dataset=stacked_fashion_mnist", f"dataset.root={image_root}", "dataset.n=100"]
+    small = ["model=dcgan", "model.g.width=4", "model.d.width=4", "batch_size=8"]
+    exp = built(*data, *small)
+    convs = [m for m in exp.D.body if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in exp.D.body if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == len(convs) - 1 >= 1
+    assert not isinstance(exp.D.body[1], torch.nn.BatchNorm2d)  # none on the input layer
+    before = snapshot(exp.D)
+    exp.d_opt.zero_grad()
+    exp.remedy.d_loss(exp.G, exp.D, exp.loss, exp.data.sample(8), torch.randn(8, exp.latent_dim)).backward()
+    exp.d_opt.step()
+    assert changed(before, exp.D)
+    for loss in ("wgan_gp", "dragan"):
+        refusal = _build_or_refusal(*data, *small, f"loss={loss}")[1]
+        assert refusal is not None and "batch norm (model.d.norm=batch); use model.d.norm=layer or none" in refusal
+    assert _build_or_refusal(*data, *small, "loss=wgan_gp", "model.d.norm=layer")[1] is None

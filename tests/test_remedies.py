@@ -13,8 +13,9 @@ from ganlab.train import build, run
 
 REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
             "feature_matching", "label_smoothing", "spectral_norm", "instance_noise", "madgan", "ortho_jacobian"]
-# Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations).
-NO_WGAN = ("label_smoothing", "madgan")
+# Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations);
+# those that couple the samples of a batch in D refuse a per-sample gradient penalty.
+NO_WGAN = ("label_smoothing", "madgan", "minibatch_disc", "minibatch_std")
 
 
 @pytest.mark.parametrize("remedy, loss", [(r, loss) for r in REMEDIES for loss in ("nsgan", "wgan_gp")
@@ -371,7 +372,8 @@ def test_optional_keys_are_type_checked():
 def test_madgan_d_has_k_plus_1_outputs_and_samples_come_from_every_generator():
     from ganlab.remedies.madgan import MultiGenerator, class_logits
 
-    exp = built("remedy=madgan", "remedy.madgan.k=3", "batch_size=12")
+    # share=none: G.generators[i] is then the whole G_i (the default, all_but_last, shares a trunk).
+    exp = built("remedy=madgan", "remedy.madgan.k=3", "remedy.madgan.share=none", "batch_size=12")
     G, D = exp.G, exp.D
     assert isinstance(G, MultiGenerator) and G.k == 3
     x = exp.data.sample(12)
@@ -398,7 +400,7 @@ def test_madgan_shared_weights_share_all_but_one_layer(share, own):
     assert G.shared is not None and len(G.generators) == 4
     # Each generator owns one linear layer (in_features, out_features); the rest is shared.
     assert all(isinstance(g, nn.Linear) and (g.in_features, g.out_features) == own for g in G.generators)
-    unshared = built("remedy=madgan", "batch_size=16").G
+    unshared = built("remedy=madgan", "remedy.madgan.share=none", "batch_size=16").G
     n_params = sum(p.numel() for p in G.parameters())
     assert n_params < sum(p.numel() for p in unshared.parameters()) / 2
     G.eval()
@@ -413,7 +415,10 @@ def test_madgan_shared_weights_share_all_but_one_layer(share, own):
 
 
 def test_madgan_generator_losses_are_separate_and_the_diversity_term_pushes_generators_apart():
-    exp = built("remedy=madgan", "remedy.madgan.k=2", "batch_size=8")
+    # The split layout (chunk i of z through G_i), the default before the authors' full batch; share=none so
+    # that G.generators[0] is the whole G_0. The full-batch default: tests/test_madgan.py.
+    exp = built("remedy=madgan", "remedy.madgan.k=2", "remedy.madgan.share=none", "remedy.madgan.batch=split",
+                "batch_size=8")
     G, D = exp.G, exp.D
     z = torch.randn(8, 2)
     loss = exp.remedy.g_loss(G, D, exp.loss, None, z)
@@ -424,10 +429,12 @@ def test_madgan_generator_losses_are_separate_and_the_diversity_term_pushes_gene
     own = -F.log_softmax(class_logits(D, G.generators[0](z[:4])), dim=1)[:, 2].sum() / 8
     (expected,) = torch.autograd.grad(own, G.generators[0].net[0].weight)
     assert torch.allclose(grad_first, expected, atol=1e-6)
-    # The diversity term is the mean cosine similarity of the generators' samples of one code.
+    # The diversity term is the mean cosine similarity of D's features of the generators' samples of one code
+    # (as the paper's variant; it compared the raw samples before).
     remedy = exp.remedy
     a, b = G.each(z)
-    assert torch.allclose(remedy.similarity(G, z), F.cosine_similarity(a, b, dim=1).mean())
+    expected = F.cosine_similarity(D.inner.features(a), D.inner.features(b), dim=1).mean()
+    assert torch.allclose(remedy.similarity(G, D, z), expected)
 
 
 def test_madgan_logs_the_modes_each_generator_captures_and_owns():
@@ -511,7 +518,10 @@ def test_a_tiny_madgan_run_logs_per_generator_coverage_and_a_picture_by_generato
 def test_madgan_d_loss_is_the_cross_entropy_to_each_samples_source():
     from ganlab.remedies.madgan import class_logits
 
-    exp = built("remedy=madgan", "remedy.madgan.k=2", "batch_size=6")
+    # The split layout, still reachable as batch=split (share=none: G.generators[i] is the whole G_i); the
+    # full-batch default, the authors', is tests/test_madgan.py's.
+    exp = built("remedy=madgan", "remedy.madgan.k=2", "remedy.madgan.share=none", "remedy.madgan.batch=split",
+                "batch_size=6")
     G, D = exp.G, exp.D
     real, z = exp.data.sample(6), torch.randn(6, 2)
     got = exp.remedy.d_loss(G, D, exp.loss, real, z)
@@ -539,3 +549,23 @@ def test_refused_combinations_of_the_remedies_that_add_networks(overrides, messa
 def test_a_regularized_mrgan_combines_with_a_d_change():
     exp = built("remedy=[mrgan,spectral_norm]")  # only the manifold-diffusion variant refuses it
     assert any(hasattr(m, "parametrizations") for m in exp.D.modules())
+
+
+@pytest.mark.parametrize("loss", ["wgan_gp", "dragan"])
+@pytest.mark.parametrize("coupling, says", [("remedy=minibatch_std", "drop remedy=minibatch_std"),
+                                            ("remedy=minibatch_disc", "drop remedy=minibatch_disc")])
+def test_a_gradient_penalty_with_a_batch_coupled_d_is_refused(loss, coupling, says):
+    with pytest.raises(ConfigError, match=f"per-sample gradient penalty, and D couples the samples of a batch.*{says}"):
+        built(f"loss={loss}", coupling, "batch_size=16")
+    built("loss=nsgan", coupling, "batch_size=16")  # no penalty: the minibatch layer is fine
+
+
+def test_a_batch_coupled_d_mixes_samples_in_the_penalty_gradient():
+    """Why the refusal: with a minibatch layer, the gradient of the summed scores at sample 0
+    depends on sample 1; with the plain D it does not."""
+    for remedy, coupled in (("none", False), ("minibatch_std", True)):
+        exp = built(f"remedy={remedy}", "batch_size=16")
+        x = exp.data.sample(8).requires_grad_(True)
+        (g,) = torch.autograd.grad(exp.D(x).sum(), x, create_graph=True)
+        (cross,) = torch.autograd.grad(g[0].sum(), x)
+        assert (cross[1:].abs().max() > 1e-6) == coupled, remedy

@@ -183,6 +183,22 @@ class ImageDataset:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.sample_with_labels(n, generator)[0]
 
+    def unique_indices(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n indices drawn without replacement: each item once while n <= len (FID's real reference
+        uses every training image once; 50k draws with replacement from 50k hold only ~63 % of
+        them), then further passes of fresh permutations."""
+        passes = -(-n // len(self))
+        return torch.cat([torch.randperm(len(self), generator=generator, device=self.device)
+                          for _ in range(passes)])[:n]
+
+    def sample_unique(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n images in [-1, 1] at `unique_indices` (stacked: n distinct triples of the table)."""
+        images, _ = self._load()
+        idx = self.unique_indices(n, generator)
+        if self.stacked:
+            idx = self._table[idx]
+        return images[idx].float().div_(127.5).sub_(1.0)
+
     mode_ids = staticmethod(mode_ids)
 
     def memory_bytes(self) -> int:

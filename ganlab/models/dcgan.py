@@ -82,6 +82,8 @@ def _trunk(in_shape: tuple[int, ...], width: int, norm: str, role: str) -> tuple
         layers.append(nn.Conv2d(ch_in, ch, 4, 2, 1))
         if norm == "layer" and i > 0:  # as DCGAN: no normalization on D's first layer
             layers.append(nn.GroupNorm(1, ch))  # layer norm over (C, H, W): per sample, unlike batch norm
+        elif norm == "batch" and i > 0:  # DCGAN's D (Radford et al. 2016, §3): batch norm in every layer but the input
+            layers.append(nn.BatchNorm2d(ch))
         layers.append(nn.LeakyReLU(0.2))
         ch_in, ch = ch, ch * 2
     layers.append(nn.Flatten())
@@ -92,11 +94,12 @@ def _trunk(in_shape: tuple[int, ...], width: int, norm: str, role: str) -> tuple
 class Discriminator(nn.Module):
     """An image -> strided convs with leaky ReLU (`features`, flattened) -> `head` -> one score.
 
-    Normalization is layer norm or none: batch norm would couple the samples of a batch and
-    break the per-sample gradient penalties of WGAN-GP and DRAGAN.
+    Normalization: batch norm (`batch`, DCGAN's and PacGAN's Stacked-MNIST D), layer norm or none.
+    Batch norm couples the samples of a batch, so it cannot go with the per-sample gradient
+    penalties of WGAN-GP and DRAGAN: that combination is refused at start-up (train.build).
     """
 
-    def __init__(self, in_shape: tuple[int, ...], width: int = 64, norm: Literal["none", "layer"] = "none"):
+    def __init__(self, in_shape: tuple[int, ...], width: int = 64, norm: Literal["none", "layer", "batch"] = "batch"):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.body, self.feature_dim = _trunk(self.in_shape, width, norm, "d")

@@ -41,6 +41,7 @@ class PairwiseL1(torch.autograd.Function):
 
 
 class MinibatchDiscrimination(nn.Module):
+    couples_samples = "minibatch discrimination; drop remedy=minibatch_disc"  # D's score of a sample depends on the batch
     def __init__(self, in_features: int, kernels: int, kernel_dim: int, eval_chunk: int):
         super().__init__()
         self.kernels, self.kernel_dim, self.eval_chunk = kernels, kernel_dim, eval_chunk

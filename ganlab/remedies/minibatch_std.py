@@ -13,6 +13,7 @@ from ganlab.remedies.base import Remedy, replace_head
 
 
 class MinibatchStdDev(nn.Module):
+    couples_samples = "the minibatch standard deviation; drop remedy=minibatch_std"  # a score depends on its group
     def __init__(self, group_size: int):
         super().__init__()
         self.group_size = group_size
