@@ -5,7 +5,10 @@ the Domain FID, the offline alternative to the Inception FID for 28x28 grey imag
 A small CNN, trained once per dataset by `ganlab classifier dataset=NAME` and cached at
 `<cache>/classifiers/<dataset>.pt` (`<cache>`: $GANLAB_CACHE or ~/.cache/ganlab). The file records
 the test accuracy, the training settings, and the SHA-256 of the weights, which every load checks:
-a metric computed with this classifier names it by that hash (`describe`).
+a metric computed with this classifier names it by that hash (`describe`). It also records the
+classifier's confusion matrix on the test split, which the confusion-corrected mode counts need
+(metrics/confusion.py); a file written before that had none gets it measured, and stored, on its
+first use by a run (`ensure_classifier`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class ModeClassifier(nn.Module):
             nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, n_classes))
+        # Measured on the test split: C[i, j] = P(label j | class i), and the test images per class.
+        # Plain attributes, not buffers: the weights' hash, and state_dict, stay as they were.
+        self.confusion: Tensor | None = None
+        self.confusion_samples: Tensor | None = None
         # Channels-last convolutions and pooling are about 1.6x faster on CPU (oneDNN) than NCHW.
         self.to(memory_format=torch.channels_last)
 
@@ -87,12 +94,23 @@ def accuracy(model: ModeClassifier, x: Tensor, y: Tensor, batch_size: int = 1024
     return float((model.predict(x, batch_size) == y.to(x.device)).double().mean())
 
 
+def measure_confusion(model: ModeClassifier, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Set `model.confusion` and `model.confusion_samples` from images x (n, 1, 28, 28) in [-1, 1]
+    with labels y; return the accuracy (the confusion matrix's diagonal, weighted by class)."""
+    from ganlab.metrics.confusion import confusion_matrix
+
+    pred = model.predict(x, batch_size)
+    model.confusion, model.confusion_samples = confusion_matrix(y, pred, 10)
+    return float((pred == y.to(pred.device)).double().mean())
+
+
 def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device | str = "cpu",
                      batch_size: int = BATCH_SIZE, lr: float = LR, limit: int | None = None,
                      progress: bool | None = None) -> tuple[ModeClassifier, float]:
     """Train on `dataset`'s train split (its first `limit` images if given); return the model (in
-    eval mode, on `device`) and its accuracy on the whole test split. Deterministic for a seed on
-    the CPU: batches follow a seeded permutation of the images held in memory (no DataLoader).
+    eval mode, on `device`, with its confusion matrix on the test split set) and its accuracy on
+    the whole test split. Deterministic for a seed on the CPU: batches follow a seeded permutation
+    of the images held in memory (no DataLoader).
     AdamW with a one-cycle learning rate peaking at `lr`. No augmentation: shifts and flips slowed
     it down (91.2 % against 92.5 % after 8 epochs on Fashion-MNIST). A rich bar on a terminal, and
     a log line per epoch with the test accuracy."""
@@ -141,7 +159,7 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
                     opt.step()
                     schedule.step()
                     bar.advance(task)
-                test_acc = accuracy(model, x_test, y_test)
+                test_acc = measure_confusion(model, x_test, y_test)  # the last epoch's is the model's
                 bar.update(task, info=f"test acc {100 * test_acc:.2f}%")
                 log.info("epoch %d/%d: test accuracy %.2f%% (%.0f s)", epoch, epochs, 100 * test_acc,
                          time.monotonic() - start)
@@ -177,7 +195,8 @@ def _check_dataset(dataset: str) -> None:
 
 def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, settings: dict,
                     path: Path | None = None) -> Path:
-    """Write the classifier, its accuracy, settings and weight hash atomically; return the path."""
+    """Write the classifier, its accuracy, settings, weight hash and confusion matrix (None when the
+    model has none) atomically; return the path."""
     from ganlab.checkpoint import write_atomic
 
     path = Path(path or classifier_path(dataset))
@@ -192,8 +211,28 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
         "accuracy": float(test_accuracy), "target": TARGETS[dataset],
         "below_target": bool(test_accuracy < TARGETS[dataset]),
         "settings": {**settings, "torch": str(torch.__version__)}, "hash": state_hash(state),
+        **_confusion_record(model),
     })
     return path
+
+
+def _confusion_record(model: ModeClassifier) -> dict:
+    c, n = model.confusion, model.confusion_samples
+    return {"confusion": None if c is None else c.detach().double().cpu(),
+            "confusion_samples": None if n is None else n.detach().long().cpu(), "confusion_split": "test"}
+
+
+def _read_confusion(saved: dict, path: Path, dataset: str) -> tuple[Tensor | None, Tensor | None]:
+    """The stored confusion matrix, or (None, None) for a file written before it was recorded."""
+    c, n = saved.get("confusion"), saved.get("confusion_samples")
+    if c is None:
+        return None, None
+    ok = (isinstance(c, Tensor) and c.shape == (10, 10) and isinstance(n, Tensor) and n.shape == (10,)
+          and bool((c >= 0).all()) and bool((n > 0).all())
+          and torch.allclose(c.double().sum(1), torch.ones(10, dtype=torch.float64)))
+    if not ok:
+        raise GanlabError(f"mode classifier {path} holds a malformed confusion matrix; {_retrain(dataset)}")
+    return c.double(), n.long()
 
 
 def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
@@ -224,6 +263,7 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     except (RuntimeError, KeyError) as exc:
         raise GanlabError(f"mode classifier {path} does not fit the network: {str(exc).splitlines()[0][:160]}; "
                           f"{_retrain(dataset)}") from None
+    model.confusion, model.confusion_samples = _read_confusion(saved, path, dataset)
     info = {"dataset": dataset, "accuracy": float(saved["accuracy"]), "hash": actual, "path": str(path),
             "below_target": float(saved["accuracy"]) < TARGETS[dataset]}
     return model.to(device).eval(), info
@@ -241,7 +281,10 @@ def train_and_save(dataset: str, root: str | None, epochs: int, seed: int, devic
 
 def ensure_classifier(dataset: str, root: str | None, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
     """`load_classifier`, after training the classifier on first use when the cache has none (as FID
-    tools fetch their weights on first use): every later run, and `ganlab eval`, reuse it."""
+    tools fetch their weights on first use): every later run, and `ganlab eval`, reuse it. A file
+    without a confusion matrix (written before it was recorded) gets one measured on the test split
+    and stored, so every later run uses the same matrix; without the test split the model keeps
+    none, and the confusion-corrected metrics are left out (a one-line warning says why)."""
     _check_dataset(dataset)
     path = classifier_path(dataset)
     if not path.exists():
@@ -250,7 +293,35 @@ def ensure_classifier(dataset: str, root: str | None, device: torch.device | str
         _, test_acc, seconds = train_and_save(dataset, root, DEFAULT_EPOCHS[dataset], 0, torch.device("cpu"))
         log.warning("mode classifier for %s: test accuracy %.2f%% after %.0f s; cached at %s", dataset,
                     100 * test_acc, seconds, path)
-    return load_classifier(dataset, device)
+    model, info = load_classifier(dataset, device)
+    if model.confusion is None:
+        add_confusion(model, dataset, root, path)
+    return model, info
+
+
+def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: Path) -> bool:
+    """Measure a cached classifier's confusion matrix on the test split and store it in its file
+    (weights and hash untouched). False, with a warning, when the test split cannot be read; a file
+    that cannot be rewritten keeps the matrix in memory only (measured again by the next run)."""
+    from ganlab.checkpoint import write_atomic
+    from ganlab.data.images import load_split
+
+    try:
+        x, y = load_split(dataset, "test", root)
+    except GanlabError as exc:
+        log.warning("mode classifier %s has no confusion matrix (written before it was recorded) and the %s test "
+                    "split is unavailable (%s): the confusion-corrected mode counts are left out", path, dataset, exc)
+        return False
+    device = next(model.parameters()).device
+    measure_confusion(model, _to_float(x, device), y)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["hash"] == state_hash(model.state_dict()):  # not if another process retrained it meanwhile
+            write_atomic(path, {**saved, **_confusion_record(model)})
+    except Exception as exc:  # noqa: BLE001 - a read-only cache, a full disk: the run goes on without storing it
+        log.warning("measured the confusion matrix of %s on the test split but could not store it there (%s)",
+                    path, exc)
+    return True
 
 
 def describe(info: dict) -> str:
