@@ -59,7 +59,10 @@ class ImageEvaluator:
         self._reference: dict | None = None  # real features and statistics, computed at the first evaluation
         keys = ["critic_gap", "jacobian_sigma_min", "eval_seconds"]
         if self.classifier is not None:
-            keys += ["modes_captured", "reverse_kl", "domain_fid", *KID_KEYS, *PRDC_KEYS, "swd"]
+            keys += ["modes_captured", "reverse_kl", "modes_captured_real"]
+            if self.classifier.confusion is not None:
+                keys += ["modes_corrected", "reverse_kl_corrected", "modes_corrected_real"]
+            keys += ["domain_fid", *KID_KEYS, *PRDC_KEYS, "swd"]
         else:
             keys += ["swd_pixels"]
         if self.inception is not None:
@@ -119,9 +122,12 @@ class ImageEvaluator:
     def _mode_metrics(self, labels: Tensor) -> dict:
         from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
 
+        # With the classifier's confusion matrix (a classifier cached before it was recorded, whose
+        # test split could not be read, has none), the confusion-corrected counts too.
+        confusion = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
         if self.data.stacked:
-            return stacked_mode_metrics(labels)
-        out = class_metrics(labels, n_classes=self.n_modes)
+            return stacked_mode_metrics(labels, **confusion)
+        out = class_metrics(labels, n_classes=self.n_modes, **confusion)
         out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
         return out
 
@@ -198,6 +204,10 @@ class ImageEvaluator:
         if self.classifier is not None:
             labels, feats = self._classify(x)
             out.update(self._mode_metrics(labels))
+            # The ceiling beside each count: the reference sample (real, the same n) through the same
+            # classifier, already classified for the feature metrics.
+            out.update({f"{key}_real": ref["modes"][key] for key in ("modes_captured", "modes_corrected")
+                        if key in ref["modes"]})
             out.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
         else:
             from ganlab.metrics.sliced import sliced_wasserstein
@@ -250,7 +260,11 @@ class ImageEvaluator:
             out["classifier"] = describe(self.classifier_info)
             out["mode_metrics"] = (f"the classifier labels {unit}; modes_captured = distinct "
                                    + ("label triples out of 1000" if self.data.stacked else "classes out of 10")
-                                   + "; reverse_kl = KL(p_gen(mode) || uniform), natural log, 0 log 0 = 0")
+                                   + "; reverse_kl = KL(p_gen(mode) || uniform), natural log, 0 log 0 = 0; "
+                                   "modes_captured_real (modes_corrected_real) = modes_captured (modes_corrected) "
+                                   f"of the {n} reference images (real data of the same size through the same "
+                                   "classifier: the ceiling)")
+            out["corrected_modes"] = self._corrected_protocol()
             out["domain_features"] = ("the classifier's penultimate layer" + (", the three channels' features concatenated"
                                       if self.data.stacked else "") + ": domain_fid, kid, precision/recall, "
                                       "density/coverage and swd are on these features, NOT Inception features")
@@ -260,7 +274,8 @@ class ImageEvaluator:
             out["swd"] = f"sliced W1 over {self.mcfg.swd_projections} random directions (seed 0)"
             if self._reference is not None and "modes" in self._reference:
                 ref = self._reference["modes"]
-                out["reference_modes"] = {"modes_captured": ref["modes_captured"], "reverse_kl": ref["reverse_kl"]}
+                out["reference_modes"] = {k: ref[k] for k in ("modes_captured", "reverse_kl", "modes_corrected",
+                                                              "reverse_kl_corrected") if k in ref}
         else:
             out["swd_pixels"] = f"sliced W1 on raw pixels over {self.mcfg.swd_projections} random directions (seed 0)"
         if self.inception is not None:
@@ -268,6 +283,23 @@ class ImageEvaluator:
                           f"{n} generated vs {n} reference images")
             out["inception_score"] = "IS over 10 splits of the generated samples"
         return out
+
+    def _corrected_protocol(self) -> str:
+        if self.classifier.confusion is None:
+            return ("not measured: the classifier was cached before its confusion matrix was recorded and the test "
+                    f"split could not be read; `ganlab classifier dataset={self.data.base} force=true` retrains it")
+        from ganlab.metrics.confusion import MIN_SHARE, Z
+
+        unit, model = ("triple", "(C ⊗ C ⊗ C)ᵀ p, channels labelled independently") if self.data.stacked else \
+            ("class", "Cᵀ p")
+        return (f"modes_corrected, reverse_kl_corrected: the observed {unit} histogram deconvolved with the "
+                "classifier's confusion matrix C[i, j] = P(label j | class i), measured on the "
+                f"{int(self.classifier.confusion_samples.sum())} {self.data.base} test images: the true {unit} "
+                f"distribution p is estimated by maximum likelihood (EM, i.e. Richardson-Lucy) under observed = {model}. "
+                f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
+                f"whose n p_t A(t, t) samples kept in their own cell stand {Z:g} standard deviations above what the "
+                "other modes leak into it (Poisson, plus C's sampling error); reverse_kl_corrected = KL(p || uniform) "
+                f"of p refitted on those {unit}s alone. It assumes generated images are confused like real test images")
 
     def job(self, step: int, ev: Evaluation, history_steps: list[int], history_counts: list[list[int]]):
         from ganlab.image_jobs import ImageEvalJob
