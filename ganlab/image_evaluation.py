@@ -286,8 +286,8 @@ class ImageEvaluator:
 
     def _corrected_protocol(self) -> str:
         if self.classifier.confusion is None:
-            return ("not measured: the classifier was cached before its confusion matrix was recorded and the test "
-                    f"split could not be read; `ganlab classifier dataset={self.data.base} force=true` retrains it")
+            return ("not measured: the classifier was cached before its confusion matrix was recorded, and the "
+                    f"{self.data.base} test split it is measured on could not be read (the run's log says why)")
         from ganlab.metrics.confusion import MIN_SHARE, Z
 
         unit, model = ("triple", "(C ⊗ C ⊗ C)ᵀ p, channels labelled independently") if self.data.stacked else \
@@ -297,8 +297,9 @@ class ImageEvaluator:
                 f"{int(self.classifier.confusion_samples.sum())} {self.data.base} test images: the true {unit} "
                 f"distribution p is estimated by maximum likelihood (EM, i.e. Richardson-Lucy) under observed = {model}. "
                 f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
-                f"whose n p_t A(t, t) samples kept in their own cell stand {Z:g} standard deviations above what the "
-                "other modes leak into it (Poisson, plus C's sampling error); reverse_kl_corrected = KL(p || uniform) "
+                f"whose samples labelled as themselves (n p_t times the product of C's diagonal entries) stand {Z:g} "
+                "standard deviations above what the other modes leak into that label (Poisson, plus C's sampling "
+                "error); reverse_kl_corrected = KL(p || uniform) "
                 f"of p refitted on those {unit}s alone. It assumes generated images are confused like real test images")
 
     def job(self, step: int, ev: Evaluation, history_steps: list[int], history_counts: list[list[int]]):
