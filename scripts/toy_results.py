@@ -171,8 +171,10 @@ def machine_time(root: Path, runs: list[Run]) -> list[str]:
             "**incomplete**: `make reproduce-toy` run again continues it (rows with fewer seeds than the others are "
             "not finished)")
         lines.append(f"- `{part}` ({state}): {len(members)} runs ({done} completed), {seconds / 3600:.2f} h of training "
-                     f"time (the sum of the runs' own wall_seconds); {len(segments)} segment(s) of the script, "
-                     f"{wall / 3600:.2f} h wall-clock with {max((s[1] for s in segments), default=0)} jobs at a time.")
+                     f"time (the sum of the runs' own wall_seconds); {len(segments)} recorded segment(s) of the "
+                     f"script, {wall / 3600:.2f} h wall-clock with {max((s[1] for s in segments), default=0)} jobs at a "
+                     "time (a segment cut short by the end of a session records no wall-clock; its runs' time is in the "
+                     "training time).")
     for part in DEFAULT_PARTS:
         if part not in parts:
             lines.append(f"- `{part}`: **not run yet**; its rows are missing below.")

@@ -30,6 +30,6 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     assert "holds" not in text
     assert "veegan setup, ring, VEEGAN vs GAN: modes " in text and "pacgan setup, ring, PacGAN2 vs GAN: modes " in text
     assert "(p=" in text or "(p<" in text
-    assert "Machine time" in text and "1 segment(s) of the script" in text
+    assert "Machine time" in text and "1 recorded segment(s) of the script" in text
     assert (figures / "toy_convergence.png").read_bytes().startswith(b"\x89PNG")
     assert (figures / "toy_veegan_ring_gan_s0_mode_history.png").exists()
