@@ -94,14 +94,18 @@ def accuracy(model: ModeClassifier, x: Tensor, y: Tensor, batch_size: int = 1024
     return float((model.predict(x, batch_size) == y.to(x.device)).double().mean())
 
 
-def measure_confusion(model: ModeClassifier, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
-    """Set `model.confusion` and `model.confusion_samples` from images x (n, 1, 28, 28) in [-1, 1]
-    with labels y; return the accuracy (the confusion matrix's diagonal, weighted by class)."""
+def set_confusion(model: ModeClassifier, y: Tensor, pred: Tensor) -> bool:
+    """Set `model.confusion` and `model.confusion_samples` from held-out labels y and the model's
+    predictions; False (and None) when some class has no held-out image (its row is unknown)."""
     from ganlab.metrics.confusion import confusion_matrix
 
-    pred = model.predict(x, batch_size)
-    model.confusion, model.confusion_samples = confusion_matrix(y, pred, 10)
-    return float((pred == y.to(pred.device)).double().mean())
+    try:
+        model.confusion, model.confusion_samples = confusion_matrix(y, pred, 10)
+    except ValueError as exc:
+        log.warning("no confusion matrix for the mode classifier: %s", exc)
+        model.confusion = model.confusion_samples = None
+        return False
+    return True
 
 
 def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device | str = "cpu",
@@ -159,11 +163,13 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
                     opt.step()
                     schedule.step()
                     bar.advance(task)
-                test_acc = measure_confusion(model, x_test, y_test)  # the last epoch's is the model's
+                pred = model.predict(x_test)
+                test_acc = float((pred == y_test).double().mean())
                 bar.update(task, info=f"test acc {100 * test_acc:.2f}%")
                 log.info("epoch %d/%d: test accuracy %.2f%% (%.0f s)", epoch, epochs, 100 * test_acc,
                          time.monotonic() - start)
     model.eval()
+    set_confusion(model, y_test, pred)  # the final epoch's
     return model, test_acc
 
 
@@ -312,8 +318,8 @@ def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: P
         log.warning("mode classifier %s has no confusion matrix (written before it was recorded) and the %s test "
                     "split is unavailable (%s): the confusion-corrected mode counts are left out", path, dataset, exc)
         return False
-    device = next(model.parameters()).device
-    measure_confusion(model, _to_float(x, device), y)
+    if not set_confusion(model, y, model.predict(_to_float(x, next(model.parameters()).device))):
+        return False
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["hash"] == state_hash(model.state_dict()):  # not if another process retrained it meanwhile

@@ -237,6 +237,90 @@ def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeyp
     assert saved["below_target"] and saved["settings"]["epochs"] == 1
 
 
+# --- the confusion matrix, stored with the classifier -------------------------------------------------
+
+def test_a_trained_classifier_stores_its_confusion_on_the_test_split(cache, monkeypatch):
+    import ganlab.data.images
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    model, acc = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    c, per_class = model.confusion, model.confusion_samples
+    assert c.shape == (10, 10) and c.dtype == torch.float64 and (c >= 0).all()
+    assert torch.allclose(c.sum(1), torch.ones(10, dtype=torch.float64))
+    assert per_class.tolist() == [20] * 10  # the synthetic test split: 200 images, 20 a class
+    # Its rows are the test predictions counted by true label: recount them by hand.
+    x, y = _synthetic_split("mnist", "test")
+    pred = model.predict(x.float() / 127.5 - 1)
+    assert c[3, 5] == ((y == 3) & (pred == 5)).sum() / 20
+    assert float((c.diagonal() * per_class).sum() / 200) == pytest.approx(acc)  # the test accuracy
+    # The test labels are the squares' shifted by one: a net that learnt the squares says i - 1 for class i.
+    assert c[torch.arange(10), (torch.arange(10) - 1) % 10].mean() > 0.5
+
+    path = clf.save_classifier(model, "mnist", acc, {"epochs": 1})
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["confusion"], c) and torch.equal(saved["confusion_samples"], per_class)
+    assert saved["confusion_split"] == "test" and saved["hash"] == clf.state_hash(model.state_dict())
+    loaded, _ = clf.load_classifier("mnist")
+    assert torch.equal(loaded.confusion, c) and torch.equal(loaded.confusion_samples, per_class)
+
+
+def _old_file(path):
+    """The file as written before the confusion matrix was recorded: no such keys at all."""
+    saved = torch.load(path, weights_only=True)
+    for key in ("confusion", "confusion_samples", "confusion_split"):
+        del saved[key]
+    torch.save(saved, path)
+    return saved
+
+
+def test_an_old_classifier_gets_its_confusion_measured_and_stored_on_first_use(cache, monkeypatch):
+    import ganlab.data.images
+
+    model, path = _saved()
+    old = _old_file(path)
+    loaded, info = clf.load_classifier("fashion_mnist")  # old files still load, without a matrix
+    assert loaded.confusion is None and loaded.confusion_samples is None and info["hash"] == old["hash"]
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    ensured, _ = clf.ensure_classifier("fashion_mnist", None)
+    x, y = _synthetic_split("fashion_mnist", "test")
+    pred = model.predict(x.float() / 127.5 - 1)
+    expected = torch.zeros(10, 10, dtype=torch.float64).index_put_((y, pred), torch.ones(200, dtype=torch.float64),
+                                                                   accumulate=True) / 20
+    assert torch.equal(ensured.confusion, expected)
+    stored = torch.load(path, weights_only=True)  # stored: later runs use the very same matrix
+    assert torch.equal(stored["confusion"], expected) and stored["confusion_samples"].tolist() == [20] * 10
+    assert stored["hash"] == old["hash"] and stored["accuracy"] == old["accuracy"]
+    assert torch.equal(clf.load_classifier("fashion_mnist")[0].confusion, expected)
+
+
+def test_an_old_classifier_without_its_test_split_loads_without_confusion(cache, monkeypatch, caplog):
+    import ganlab.data.images
+
+    def offline(name, split, root=None):
+        raise GanlabError(f"{name} {split} files are missing and the mirrors cannot be reached")
+
+    _, path = _saved()
+    _old_file(path)
+    before = path.read_bytes()
+    monkeypatch.setattr(ganlab.data.images, "load_split", offline)
+    with caplog.at_level("WARNING"):
+        model, _ = clf.ensure_classifier("fashion_mnist", None)
+    assert model.confusion is None and path.read_bytes() == before
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "has no confusion matrix" in line and "mirrors cannot be reached" in line
+    assert "the confusion-corrected mode counts are left out" in line and "\n" not in line
+
+
+def test_a_malformed_confusion_matrix_is_a_one_line_error(cache):
+    _, path = _saved()
+    saved = torch.load(path, weights_only=True)
+    saved["confusion"], saved["confusion_samples"] = torch.full((10, 10), 0.2, dtype=torch.float64), torch.ones(10)
+    torch.save(saved, path)
+    message = _one_line_error("malformed confusion matrix")
+    assert str(path) in message and "ganlab classifier dataset=fashion_mnist" in message
+
+
 # --- real data -----------------------------------------------------------------------------------------
 
 def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
@@ -249,8 +333,14 @@ def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:  # an empty data root: the files come from the Debian copy, nothing is downloaded
-        _, acc = clf.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu", batch_size=64,
-                                      progress=False)
+        model, acc = clf.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
+                                          batch_size=64, progress=False)
     finally:
         torch.set_num_threads(threads)
     assert acc >= 0.88
+    # Its confusion matrix on the 10k test images (1,000 a class): rows sum to 1, the diagonal is the accuracy.
+    c = model.confusion
+    assert model.confusion_samples.tolist() == [1000] * 10
+    assert torch.allclose(c.sum(1), torch.ones(10, dtype=torch.float64))
+    assert float(c.diagonal().mean()) == pytest.approx(acc)
+    assert int(c.diagonal().argmin()) == 6  # the shirt, the class every Fashion-MNIST classifier confuses most

@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from conftest import make_cfg
+from test_image_training import IMAGE_TINY, TINY_DCGAN, classifier_cache, image_root  # noqa: F401 - fixtures
 
 from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
 from ganlab.metrics.confusion import confusion_matrix, corrected_modes, deconvolve
+from ganlab.train import run
 
 # --- exact cases ---------------------------------------------------------------------------------------
 
@@ -143,9 +146,10 @@ def simulate(n_modes: int, seed: int):
 @pytest.mark.parametrize("n_modes", [100, 300])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_corrected_count_finds_the_true_modes_where_the_raw_count_cannot(n_modes, seed):
-    """Measured here, with the measured C: 100 true triples, raw 661 / 653 (above the share floor 528
-    / 518), corrected 105 / 102, KL 2.299 / 2.302 (raw 1.53 / 1.56); 300 true triples, raw 899 / 887,
-    corrected 307 / 303, KL 1.205 / 1.207 (raw 0.71 / 0.72)."""
+    """Measured here (seeds 0 / 1, with C as measured on the simulated test split): 100 true triples,
+    raw 655 / 654 (above the share floor 524 / 518), corrected 101 / 102, KL 2.304 / 2.303 (raw 1.52 /
+    1.56, log 10 = 2.303); 300 true triples, raw 900 / 890 (749 / 759), corrected 303 / 306, KL
+    1.209 / 1.205 (raw 0.72 / 0.72, log(10/3) = 1.204). Over seeds 0-19: 100-105 and 300-306."""
     labels, measured, per_class = simulate(n_modes, seed)
     m = stacked_mode_metrics(labels, confusion=measured, per_class=per_class)
     assert m["modes_captured"] > 2 * n_modes and m["modes_above_share"] > 1.5 * n_modes  # the issue
@@ -155,8 +159,9 @@ def test_corrected_count_finds_the_true_modes_where_the_raw_count_cannot(n_modes
 
 
 def test_corrected_count_of_real_like_data_and_of_a_collapsed_generator():
-    """Every triple equally likely (the real data's ceiling): 1000 raw, 977 corrected here (the
-    least sampled triples cannot be told from leak at 26 samples each); one true triple: 1."""
+    """Every triple equally likely (the real data's ceiling): 1000 raw, 965 corrected here, KL 0.068
+    (the least sampled triples cannot be told from leak at 26 samples each); one true triple: raw
+    51, corrected 1."""
     labels, measured, per_class = simulate(1000, 0)
     m = stacked_mode_metrics(labels, confusion=measured, per_class=per_class)
     assert m["modes_captured"] == 1000 and m["modes_corrected"] >= 950 and m["reverse_kl_corrected"] < 0.1
@@ -164,3 +169,51 @@ def test_corrected_count_of_real_like_data_and_of_a_collapsed_generator():
     m = stacked_mode_metrics(labels, confusion=measured, per_class=per_class)
     assert m["modes_captured"] > 20 and m["modes_corrected"] == 1
     assert m["reverse_kl_corrected"] == pytest.approx(math.log(1000))
+
+
+def test_a_confusion_no_mode_survives_is_counted_as_one_mode():
+    # Every class labelled 0: nothing can be told apart, and the samples still come from some mode.
+    c = torch.zeros(3, 3, dtype=torch.float64)
+    c[:, 0] = 1
+    m = corrected_modes(torch.tensor([30.0, 0.0, 0.0]), c)
+    assert m["modes_corrected"] == 1 and m["reverse_kl_corrected"] == pytest.approx(math.log(3))
+
+
+# --- in a run --------------------------------------------------------------------------------------------
+
+def _stacked_run(image_root, tmp_path):
+    cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
+                   "dataset.n=100")
+    return run(cfg, tmp_path / "run")
+
+
+def test_a_stacked_run_reports_the_corrected_counts_and_the_ceiling(image_root, classifier_cache, tmp_path):
+    """The cached classifier predates the matrix: it is measured on the (10-image) test split and stored."""
+    summary = _stacked_run(image_root, tmp_path)
+    m, protocol = summary["metrics"], summary["protocol"]
+    assert 1 <= m["modes_corrected"] <= m["modes_captured"] and 0 <= m["reverse_kl_corrected"] <= math.log(1000) + 1e-9
+    ref = protocol["reference_modes"]  # the reference sample: real, the same 64 images, the same classifier
+    assert m["modes_captured_real"] == ref["modes_captured"] and m["modes_corrected_real"] == ref["modes_corrected"]
+    assert {"modes_corrected", "reverse_kl_corrected"} <= set(summary["references"]["data"])
+    assert protocol["corrected_modes"].startswith("modes_corrected, reverse_kl_corrected: the observed triple "
+                                                  "histogram deconvolved with the classifier's confusion matrix")
+    assert "measured on the 10 fashion_mnist test images" in protocol["corrected_modes"]
+    assert "(C ⊗ C ⊗ C)ᵀ p" in protocol["corrected_modes"] and "modes_captured_real" in protocol["mode_metrics"]
+    saved = torch.load(classifier_cache / "classifiers" / "fashion_mnist.pt", weights_only=True)
+    assert saved["confusion_samples"].tolist() == [1] * 10  # stored for the next run
+
+
+def test_without_a_confusion_matrix_the_corrected_counts_are_left_out(image_root, classifier_cache, tmp_path,
+                                                                     monkeypatch):
+    import ganlab.data.images
+    from ganlab.errors import GanlabError
+
+    def no_test_split(name, split, root=None):
+        raise GanlabError(f"no {name} {split} split here")
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", no_test_split)
+    summary = _stacked_run(image_root, tmp_path)
+    assert summary["status"] == "completed"
+    assert not {"modes_corrected", "reverse_kl_corrected", "modes_corrected_real"} & set(summary["metrics"])
+    assert summary["metrics"]["modes_captured_real"] == summary["protocol"]["reference_modes"]["modes_captured"]
+    assert summary["protocol"]["corrected_modes"].startswith("not measured: the classifier was cached before")

@@ -9,9 +9,10 @@ modes and that count flatters it. `modes_above_share` also counts only modes hol
 samples; with 10,000 over 10 classes, 100 or more), which a few misclassified samples do not reach.
 
 That floor is not enough at Fashion-MNIST's 92 % per channel: 22 % of triples are mislabelled, and a
-generator of 100 true modes is counted as 500-650 by it. Given the classifier's per-channel confusion
-matrix, `modes_corrected` and `reverse_kl_corrected` count and weigh the modes of the deconvolved
-distribution instead (metrics/confusion.py).
+generator of 100 true modes is counted as about 520 by it (655 raw; simulated in
+tests/test_confusion.py). Given the classifier's per-channel confusion matrix, `modes_corrected`
+and `reverse_kl_corrected` count and weigh the modes of the deconvolved distribution instead
+(metrics/confusion.py).
 """
 
 from __future__ import annotations
