@@ -41,6 +41,6 @@ else
   echo "$(( $(date +%s) - start )) $STEPS $JOBS" > "$OUT/.complete"
 fi
 
-"$GANLAB" report "$OUT" --metrics modes_captured,reverse_kl,domain_fid,kid,precision,recall,coverage,swd
+"$GANLAB" report "$OUT" --metrics modes_captured,reverse_kl,modes_corrected,reverse_kl_corrected,domain_fid,kid,precision,recall,coverage,swd
 .venv/bin/python scripts/stacked_results.py "$OUT" --out "$DOC"
 echo "wrote $DOC (runs in $OUT)"

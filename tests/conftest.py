@@ -9,6 +9,13 @@ from hydra import compose, initialize_config_dir
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: a second torch thread per worker would only oversubscribe
+    # the cores.
+    import torch
+
+    torch.set_num_threads(1)
 # Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up).
 TINY = ["steps=20", "eval.every=10", "log.every=5", "eval.samples=200", "eval.w_samples=100",
         "eval.background=false", "batch_size=32"]
