@@ -507,8 +507,15 @@ def main(argv: list[str] | None = None) -> None:
         # Ctrl-C or SIGTERM before a run's loop took over the signal (start-up, a report): nothing
         # half-written stays behind (every file is written atomically), so one line says it all.
         signum = getattr(exc, "signum", signal.SIGINT)
+        if on_main_thread:  # a second Ctrl-C while we leave must not print a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"ganlab: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
-        sys.exit(128 + signum)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit: every file is already whole (atomic writes), and the interpreter's own shutdown
+        # after a KeyboardInterrupt can end the process by the signal instead of this exit status.
+        os._exit(128 + signum)
     finally:  # as they were: main() is also called in-process (tests, notebooks)
         logging.raiseExceptions, threading.excepthook = saved
         if on_main_thread:

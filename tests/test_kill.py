@@ -80,7 +80,9 @@ def test_a_run_stopped_at_a_random_moment_ends_resumable(fraction, how, full_len
     if how == "kill -9":
         assert proc.returncode == -signal.SIGKILL
     else:
-        assert proc.returncode in (128 + SIGNALS[how], 130), screen  # 130: Ctrl-C before the loop
+        # 128 + the signal; 130: Ctrl-C before the loop. -signal: rarely, the signal still ends the
+        # interpreter's own shutdown (the contract is the state left behind, checked below).
+        assert proc.returncode in (128 + SIGNALS[how], 130, -SIGNALS[how]), screen
         assert summary is None or summary["status"] == "interrupted", summary
         if summary is not None and summary["step"] > 0:
             assert f"resume={run_dir}" in summary["error"]
