@@ -85,3 +85,18 @@ def run_dirs(root: Path) -> list[Path]:
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+# Resume and fault tests: a 40-step run with a checkpoint every 20 steps, and one stopped at step 20.
+TINY_RUN = ["steps=40", "checkpoint.every=20", "eval.every=20", "eval.samples=200", "eval.w_samples=100",
+            "eval.background=false", "batch_size=32"]
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A run that stopped at step 20 of 40 (as if killed after its first periodic checkpoint)."""
+    from ganlab.train import run
+
+    run_dir = tmp_path / "run"
+    run(make_cfg(*TINY_RUN, "steps=20"), run_dir)
+    return run_dir

@@ -17,25 +17,13 @@ import zipfile
 
 import pytest
 import torch
-from conftest import TINY, built, ganlab, make_cfg
+from conftest import TINY, TINY_RUN, built, ganlab, make_cfg
 
 from ganlab import checkpoint
 from ganlab.atomic import write_atomic
 from ganlab.errors import GanlabError
 from ganlab.tracking import write_json_atomic
 from ganlab.train import Diverged, run
-
-TINY_RUN = ["steps=40", "checkpoint.every=20", "eval.every=20", "eval.samples=200", "eval.w_samples=100",
-            "eval.background=false", "batch_size=32"]
-
-
-@pytest.fixture
-def finished(tmp_path):
-    """A run that stopped at step 20 of 40, its checkpoint written by this version."""
-    run_dir = tmp_path / "run"
-    run(make_cfg(*TINY_RUN, "steps=20"), run_dir)
-    return run_dir
-
 
 def leftovers(directory):
     return sorted(p.name for p in directory.glob(".*.tmp"))

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ganlab, make_cfg
+from conftest import TINY_RUN, ganlab, make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ganlab.errors import ConfigError, GanlabError
@@ -101,18 +101,6 @@ def test_a_killed_then_terminated_then_resumed_run_is_bit_identical(tmp_path, re
     # step once, in order (kill -9 leaves points past the checkpoint in the first file).
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in events.Scalars("loss/d")] == list(range(20, 161, 20))
-
-
-TINY_RUN = ["steps=40", "checkpoint.every=20", "eval.every=20", "eval.samples=200", "eval.w_samples=100",
-            "eval.background=false", "batch_size=32"]
-
-
-@pytest.fixture
-def finished(tmp_path):
-    """A run that stopped at step 20 of 40 (as if killed after its first periodic checkpoint)."""
-    run_dir = tmp_path / "run"
-    run(make_cfg(*TINY_RUN, "steps=20"), run_dir)
-    return run_dir
 
 
 def snapshot(run_dir):
