@@ -23,33 +23,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, UsageError
 from ganlab.metrics.feature_cache import cache_root
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURE = "cnn28-v1"  # bump when the network changes: older files then ask to be retrained
+ARCHITECTURE = "cnn28-v2"  # bump when the network changes: older files then ask to be retrained
 FORMAT = 1
 # The protocol's targets on the 10k test set; a classifier below them is stored with a warning.
 TARGETS = {"mnist": 0.985, "fashion_mnist": 0.90}
 # Enough to reach the targets with margin (Fashion-MNIST measured here; MNIST as for similar nets).
-DEFAULT_EPOCHS = {"mnist": 4, "fashion_mnist": 6}
-MINUTES = {"mnist": 3, "fashion_mnist": 4}  # about, at DEFAULT_EPOCHS on 2 CPU cores
+DEFAULT_EPOCHS = {"mnist": 4, "fashion_mnist": 15}
+MINUTES = {"mnist": 2, "fashion_mnist": 8}  # about, at DEFAULT_EPOCHS on 2 CPU cores
 BATCH_SIZE, LR = 128, 3e-3
 
 
 class ModeClassifier(nn.Module):
-    """conv3x3(32)-pool-BN-ReLU, conv3x3(64)-pool-BN-ReLU, fc(128)-ReLU, fc(10) on 1x28x28 in [-1, 1].
+    """Two blocks of two 3x3 convolutions (32, then 64 channels), each conv with BN and ReLU and each
+    block ending in a 2x2 max-pool, then fc(128)-ReLU and fc(10), on 1x28x28 in [-1, 1].
 
-    Pooling right after each convolution runs BN and ReLU on a quarter of the pixels: on this CPU,
-    full-size activations cost more than the convolutions themselves (92.5 % on Fashion-MNIST).
+    Fashion-MNIST test accuracy, seed 0, 15 epochs on 2 CPU cores (measured here): 93.97 % (about
+    8 min); the single-conv blocks of cnn28-v1 reached 93.21 % (2.7 min), a third block at 7x7
+    93.40 % (6.3 min). The stacked mode counts need per-channel accuracy: at 94 % about 83 % of
+    triples are labelled right, against 78 % at 92 % (metrics/confusion.py corrects for the rest).
     """
 
     def __init__(self, n_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            # pooling before BN and ReLU: they then run on a quarter of the pixels (cheaper on the CPU)
+            nn.Conv2d(32, 32, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(64), nn.ReLU(),
             nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, n_classes))
@@ -116,7 +122,7 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
     the whole test split. Deterministic for a seed on the CPU: batches follow a seeded permutation
     of the images held in memory (no DataLoader).
     AdamW with a one-cycle learning rate peaking at `lr`. No augmentation: shifts and flips slowed
-    it down (91.2 % against 92.5 % after 8 epochs on Fashion-MNIST). A rich bar on a terminal, and
+    cnn28-v1 down (91.2 % against 92.5 % after 8 epochs on Fashion-MNIST). A rich bar on a terminal, and
     a log line per epoch with the test accuracy."""
     from rich import get_console
     from rich.progress import (
@@ -344,8 +350,6 @@ _KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "
 
 
 def _parse(argv: list[str]) -> dict:
-    from ganlab.cli import fail
-
     args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "force": False}
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -353,30 +357,30 @@ def _parse(argv: list[str]) -> dict:
             print(f"usage: {USAGE}\n\n{__doc__.split(chr(10) * 2)[1]}")
             sys.exit(0)
         if not sep or key not in _KEYS:
-            fail(f"{arg!r}: expected key=value with key one of {', '.join(_KEYS)}; usage: {USAGE}")
+            raise UsageError(f"{arg!r}: expected key=value with key one of {', '.join(_KEYS)}; usage: {USAGE}")
         if key in ("epochs", "seed", "cpu_threads"):
             try:
                 args[key] = int(value)
             except ValueError:
-                fail(f"{key}={value}: expected an integer")
+                raise UsageError(f"{key}={value}: expected an integer")
             if args[key] < (1 if key == "epochs" else 0):
-                fail(f"{key}={value}: must be >= {1 if key == 'epochs' else 0}")
+                raise UsageError(f"{key}={value}: must be >= {1 if key == 'epochs' else 0}")
         elif key == "force":
             if value.lower() not in ("true", "false"):
-                fail(f"force={value}: expected true or false")
+                raise UsageError(f"force={value}: expected true or false")
             args[key] = value.lower() == "true"
         elif key == "device":
             if value not in ("auto", "cpu", "cuda"):
-                fail(f"device={value}: choose auto, cpu or cuda")
+                raise UsageError(f"device={value}: choose auto, cpu or cuda")
             args[key] = value
         elif key == "dataset":
             if value not in TARGETS:
-                fail(f"dataset={value}: choose one of {', '.join(TARGETS)}")
+                raise UsageError(f"dataset={value}: choose one of {', '.join(TARGETS)}")
             args[key] = value
         else:  # dataset.root
             args[key] = None if value in ("", "null") else value
     if "dataset" not in args:
-        fail(f"dataset= is required ({', '.join(TARGETS)}); usage: {USAGE}")
+        raise UsageError(f"dataset= is required ({', '.join(TARGETS)}); usage: {USAGE}")
     return args
 
 
@@ -384,28 +388,24 @@ def main(argv: list[str] | None = None) -> None:
     from rich import get_console
     from rich.logging import RichHandler
 
-    from ganlab.cli import fail
     from ganlab.config import resolve_device
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     dataset = args["dataset"]
     path = classifier_path(dataset)
-    try:
-        if path.exists() and not args["force"]:
-            _, info = load_classifier(dataset)
-            print(f"{describe(info)} at {path}; force=true retrains it")
-            return
-        device = resolve_device(args["device"])
-        if args["cpu_threads"] > 0:
-            torch.set_num_threads(args["cpu_threads"])
-        if not logging.getLogger().handlers:  # the epoch lines, above the progress bar
-            logging.basicConfig(level=logging.INFO, format="%(message)s",
-                                handlers=[RichHandler(console=get_console(), show_path=False)])
-        epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
-        path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
-        _, info = load_classifier(dataset)  # what later metrics will load, hash checked
-    except GanlabError as exc:
-        fail(str(exc), exc.exit_code)
+    if path.exists() and not args["force"]:
+        _, info = load_classifier(dataset)
+        print(f"{describe(info)} at {path}; force=true retrains it")
+        return
+    device = resolve_device(args["device"])
+    if args["cpu_threads"] > 0:
+        torch.set_num_threads(args["cpu_threads"])
+    if not logging.getLogger().handlers:  # the epoch lines, above the progress bar
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            handlers=[RichHandler(console=get_console(), show_path=False)])
+    epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
+    path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
+    _, info = load_classifier(dataset)  # what later metrics will load, hash checked
     print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({seconds:.0f} s); wrote {path}")
     print(f"classifier: {describe(info)}")
     if info["below_target"]:

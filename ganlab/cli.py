@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ganlab.config import CONFIG_DIR, CONFIG_NAME, GROUPS, compose_checked
-from ganlab.errors import ConfigError, GanlabError
+from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 
 log = logging.getLogger("ganlab")
 
@@ -432,30 +432,27 @@ def train(args: list[str]) -> None:
     n_jobs = 1
     overrides = list(parsed.overrides)
     if not asks_for_help:
-        try:
-            resumed = resume_run_dir(overrides, parsed.multirun)
-            if resumed is not None:
-                # The run's own overrides, then the user's run-length ones; continue in the run's
-                # directory, with Hydra's record of this invocation beside the original's (.hydra/).
-                overrides = [*resume_overrides(resumed, overrides), f"hydra.run.dir={resumed}",
-                             "hydra.output_subdir=.hydra_resume"]
-            auto = "resume=auto" in overrides
-            if parsed.multirun and auto and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
-                sweep = previous_sweep([o for o in overrides if not o.startswith("hydra")])
-                if sweep is not None:
-                    log.info("resume=auto: continuing the sweep in %s", sweep)
-                    overrides.append(f"hydra.sweep.dir={sweep}")
-            configs = preflight(overrides, parsed.multirun, training=not parsed.cfg)
-            n_jobs = len(configs)
-            if auto:
-                key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
-                given = [o[len(key):] for o in overrides if o.startswith(key)]
-                if given and Path(given[-1]).is_dir():
-                    check_auto_resume(Path(given[-1]), configs)
-            if not parsed.cfg:  # printing the config writes nothing
-                check_writable(overrides, parsed.multirun)
-        except GanlabError as exc:
-            fail(str(exc), exc.exit_code)
+        resumed = resume_run_dir(overrides, parsed.multirun)
+        if resumed is not None:
+            # The run's own overrides, then the user's run-length ones; continue in the run's
+            # directory, with Hydra's record of this invocation beside the original's (.hydra/).
+            overrides = [*resume_overrides(resumed, overrides), f"hydra.run.dir={resumed}",
+                         "hydra.output_subdir=.hydra_resume"]
+        auto = "resume=auto" in overrides
+        if parsed.multirun and auto and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+            sweep = previous_sweep([o for o in overrides if not o.startswith("hydra")])
+            if sweep is not None:
+                log.info("resume=auto: continuing the sweep in %s", sweep)
+                overrides.append(f"hydra.sweep.dir={sweep}")
+        configs = preflight(overrides, parsed.multirun, training=not parsed.cfg)
+        n_jobs = len(configs)
+        if auto:
+            key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
+            given = [o[len(key):] for o in overrides if o.startswith(key)]
+            if given and Path(given[-1]).is_dir():
+                check_auto_resume(Path(given[-1]), configs)
+        if not parsed.cfg:  # printing the config writes nothing
+            check_writable(overrides, parsed.multirun)
     _job_failures.clear()
     _sweep_dirs.clear()
     if parsed.multirun and not asks_for_help:
@@ -468,8 +465,8 @@ def train(args: list[str]) -> None:
         _train_job()
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        fail(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable directory "
-             "(hydra.run.dir=PATH)", 1)
+        raise WriteError(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable "
+                         "directory (hydra.run.dir=PATH)") from None
     # A multirun's outcome comes from its jobs' summary.json files, wherever the jobs ran; the
     # failures of in-process jobs (a single run, the basic launcher) are known here directly.
     codes = [*_job_failures, *(sweep_exit_code(d, n_jobs) for d in _sweep_dirs)]
@@ -528,6 +525,13 @@ def _main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     command, rest = argv[0], argv[1:]
+    try:
+        _command(command, rest)
+    except GanlabError as exc:  # the one place an error becomes its line and exit status
+        fail(str(exc), exc.exit_code)
+
+
+def _command(command: str, rest: list[str]) -> None:
     if command == "train":
         train(rest)
     elif command == "eval":
@@ -544,7 +548,7 @@ def _main(argv: list[str] | None = None) -> None:
 
         classifier(rest)
     else:
-        fail(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
+        raise UsageError(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
 
 
 if __name__ == "__main__":

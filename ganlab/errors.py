@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits non-zero, no traceback."""
+"""Errors a user can cause. Commands raise them; only `ganlab.cli.main` prints their message, as one
+line, and exits with their `exit_code`: no traceback."""
 
 
 class GanlabError(Exception):
@@ -9,3 +10,13 @@ class GanlabError(Exception):
 
 class ConfigError(GanlabError):
     """The composed config is invalid: the message names the key and the allowed values."""
+
+
+class UsageError(GanlabError):
+    """A command line that cannot be parsed (an unknown argument, a value of the wrong type)."""
+
+
+class WriteError(GanlabError):
+    """An output could not be written (a full disk, a read-only directory): exit status 1."""
+
+    exit_code = 1

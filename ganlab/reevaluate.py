@@ -117,8 +117,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ganlab.cli import fail
-
     # intermixed: `ganlab eval RUN_DIR --samples N metrics.inception=true` (overrides after an option) parses too.
     args = parser().parse_intermixed_args(argv)
     # Warnings (log.warning) as `ganlab: warning: ...` lines: no Hydra job sets up logging for this
@@ -129,8 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("ganlab").addHandler(warnings)
     try:
         record = evaluate_run(args.path, args.samples, args.device, args.overrides)
-    except GanlabError as exc:
-        fail(str(exc), exc.exit_code)
     finally:
         logging.getLogger("ganlab").removeHandler(warnings)
     for key, value in record["metrics"].items():

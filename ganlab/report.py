@@ -35,7 +35,7 @@ from ganlab import verdicts
 from ganlab.argparsing import Parser
 from ganlab.atomic import write_atomic
 from ganlab.config import GROUPS
-from ganlab.errors import ConfigError, GanlabError
+from ganlab.errors import ConfigError, WriteError
 from ganlab.metrics import REFERENCES, TOY_METRICS
 from ganlab.verdicts import Movement, Verdict
 
@@ -821,16 +821,12 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.measure import Measurement
 
-    from ganlab.cli import fail
-
     args = parser().parse_args(argv)
+    report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
     try:
-        report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
         written = report.write()
-    except GanlabError as exc:
-        fail(str(exc), exc.exit_code)
     except OSError as exc:
-        fail(f"cannot write the report into {args.path}: {exc.strerror or exc}", 1)
+        raise WriteError(f"cannot write the report into {args.path}: {exc.strerror or exc}") from None
     tables = report.tables()
     console = Console()
     if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns

@@ -335,9 +335,22 @@ def main() -> None:
               ("- **PacGAN's setup** (`configs/experiment/pacgan_setup.yaml`): G 4x400 ReLU + batch norm, D 3x200 maxout "
                "(5 pieces), latent 2, Adam 1e-4, beta1 0.8, 100 packs per minibatch (batch = 100 m samples)."),
               "- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05: PacGAN's geometry up to scale.",
-              ("- Unrolled GAN: k = 5 unrolling steps with gradients through them (`remedy=unrolled`)."),
+              ("- Unrolled GAN: k = 5 unrolling steps with gradients through them (`remedy=unrolled`), "
+               + unrolled_objective(rows)),
               ""]
     out.write_text("\n".join(lines) + "\n")
+
+
+def unrolled_objective(rows: dict) -> str:
+    """Which G objective the Unrolled rows trained with: runs from before `remedy.unrolled.g_objective`
+    existed took the loss's G loss on the fakes only, not the paper's value (ganlab/remedies/unrolled.py)."""
+    objectives = {run.config.get("remedy.unrolled.g_objective", "loss (before the option existed)")
+                  for (_, _, method), g in rows.items() if method == "Unrolled GAN" for run in g.runs}
+    if objectives == {"value"}:
+        return "G minimising the game's value at the unrolled D, as Metz et al. define it."
+    return (f"G objective: {', '.join(sorted(objectives))}. `loss` is the loss's G loss on the fakes only, not the "
+            "paper's value at the unrolled D (its real-data term left out); ganlab's default is now `value`, and "
+            "these rows are still to be re-run with it.")
 
 
 def _every(report) -> str:

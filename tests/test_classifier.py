@@ -9,6 +9,7 @@ import torch
 
 from ganlab import classifier as clf
 from ganlab.errors import GanlabError
+from ganlab.cli import main as cli_main
 from ganlab.metrics.classes import (
     class_metrics,
     classify_channels,
@@ -184,7 +185,7 @@ def test_unknown_dataset_is_an_error(cache):
 ])
 def test_main_rejects_bad_arguments(argv, says, cache, capsys):
     with pytest.raises(SystemExit) as exited:
-        clf.main(argv)
+        cli_main(["classifier", *argv])
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
@@ -201,7 +202,7 @@ def test_main_reports_a_corrupt_classifier_in_one_line(cache, capsys):
     _, path = _saved()
     path.write_bytes(b"junk")
     with pytest.raises(SystemExit) as exited:
-        clf.main(["dataset=fashion_mnist"])
+        cli_main(["classifier", "dataset=fashion_mnist"])
     assert exited.value.code == 2 and "truncated or corrupt" in capsys.readouterr().err
 
 

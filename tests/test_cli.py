@@ -222,26 +222,27 @@ def test_an_explicit_run_directory_that_holds_a_run_is_refused(tmp_path):
     (["steps=5"], "ganlab eval takes key=value overrides of metrics., eval.batch, eval.grid"),
 ])
 def test_eval_argument_errors_are_one_line_before_any_work(tmp_path, capsys, args, message):
-    from ganlab.reevaluate import main
+    from ganlab.cli import main
 
     # No run at the path: every error below is found before the run is looked at.
     with pytest.raises(SystemExit) as exited:
-        main([str(tmp_path / "nowhere"), *args])
+        main(["eval", str(tmp_path / "nowhere"), *args])
     assert exited.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ganlab: error: ") and message in lines[0], lines
 
 
 def test_eval_usage_calls_only_the_run_directory_required(tmp_path, capsys):
-    from ganlab.reevaluate import main, parser
+    from ganlab.cli import main
+    from ganlab.reevaluate import parser
 
     assert parser().format_usage().split()[-3:] == ["RUN_DIR", "[overrides", "...]"]
     with pytest.raises(SystemExit):
-        main([])
+        main(["eval"])
     assert capsys.readouterr().err.strip() == ("ganlab: error: the following arguments are required: RUN_DIR "
                                                "(see `ganlab eval --help`)")
     # overrides may follow an option, as `ganlab --help` shows them: the arguments parse, and the
     # missing run is what is reported
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "nowhere"), "--samples", "5000", "metrics.inception=false", "eval.batch=500"])
+        main(["eval", str(tmp_path / "nowhere"), "--samples", "5000", "metrics.inception=false", "eval.batch=500"])
     assert capsys.readouterr().err.strip() == f"ganlab: error: no run directory at {tmp_path / 'nowhere'}"

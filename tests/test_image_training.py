@@ -172,7 +172,7 @@ def test_a_missing_classifier_is_trained_on_first_use_and_cached(image_root, tmp
         summary = run(cfg, tmp_path / "run")
     cached = tmp_path / "empty" / "classifiers" / "fashion_mnist.pt"
     assert summary["status"] == "completed" and cached.is_file()
-    assert f"training one now, once (about 4 minutes on 2 CPU cores); it is cached at {cached}" in caplog.text
+    assert f"training one now, once (about {clf.MINUTES['fashion_mnist']} minutes on 2 CPU cores); it is cached at {cached}" in caplog.text
     saved = torch.load(cached, weights_only=True)
     assert saved["settings"]["epochs"] == 1 and saved["dataset"] == "fashion_mnist"
     assert summary["protocol"]["classifier"].startswith("fashion_mnist CNN sha256:" + saved["hash"][:8])

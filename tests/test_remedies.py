@@ -7,7 +7,7 @@ from conftest import TINY, built, changed, ganlab, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
-from ganlab.losses import WGANGP, NonSaturatingGAN
+from ganlab.losses import WGANGP, MinimaxGAN, NonSaturatingGAN
 from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
 from ganlab.train import build, run
 
@@ -59,8 +59,9 @@ def _tiny_gan(dtype=torch.float64):
     return G, D
 
 
-def _unrolled_objective(G, D, loss, real, z, k, lr):
-    """f(theta_G) = g_loss(D after k plain SGD steps on the D loss), written out by hand."""
+def _unrolled_objective(G, D, loss, real, z, k, lr, g_objective="value"):
+    """G's objective at D after k plain SGD steps on the D loss, written out by hand: the game's value
+    -d_loss(D_k(real), D_k(G(z))) (Metz et al.), or the loss's G loss g_loss(D_k(G(z)))."""
     d_params = [p.detach().clone().requires_grad_(True) for p in D.parameters()]
 
     def D_at(params, x):
@@ -73,11 +74,14 @@ def _unrolled_objective(G, D, loss, real, z, k, lr):
         d_loss = loss.d_loss(D_at(params, real), D_at(params, fake))
         grads = torch.autograd.grad(d_loss, params, create_graph=True)
         params = [p - lr * g for p, g in zip(params, grads)]
+    if g_objective == "value":
+        return -loss.d_loss(D_at(params, real), D_at(params, fake))
     return loss.g_loss(D_at(params, fake))
 
 
+@pytest.mark.parametrize("g_objective", ["value", "loss"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimizer):
+def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimizer, g_objective):
     G, D = _tiny_gan()
     loss = NonSaturatingGAN()
     torch.manual_seed(1)
@@ -90,7 +94,7 @@ def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimi
     d_opt.step()
 
     def g_grad(k):
-        remedy = Unrolled(k=k)
+        remedy = Unrolled(k=k, g_objective=g_objective)
         remedy.prepare(None, d_opt, 100)
         G.zero_grad()
         remedy.g_loss(G, D, loss, real, z).backward()
@@ -100,7 +104,7 @@ def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimi
     assert not torch.allclose(unrolled, plain, rtol=1e-3), "unrolling must change G's gradient"
 
     # Central finite differences of the same objective, G's parameters perturbed one at a time.
-    remedy = Unrolled(k=5)
+    remedy = Unrolled(k=5, g_objective=g_objective)
     remedy.prepare(None, d_opt, 100)
     flat = torch.nn.utils.parameters_to_vector(G.parameters()).detach()
     h, numeric = 1e-6, torch.zeros_like(flat)
@@ -117,9 +121,47 @@ def test_unrolled_gradient_matches_finite_differences_and_differs_from_k0(optimi
 
     if optimizer == "sgd":  # and an explicit second-order computation, written out by hand
         G.zero_grad()
-        _unrolled_objective(G, D, loss, real, z, k=5, lr=0.5).backward()
+        _unrolled_objective(G, D, loss, real, z, k=5, lr=0.5, g_objective=g_objective).backward()
         explicit = torch.cat([p.grad.flatten() for p in G.parameters()])
         assert torch.allclose(unrolled, explicit, rtol=1e-10, atol=1e-12)
+
+
+def test_unrolled_value_objective_is_the_minimax_step_at_k0_and_counts_the_real_term():
+    """Metz et al.'s f_K: at k = 0 the G step of the minimax game (log(1 - D(G(z)))), whatever G loss
+    the loss picks; at k > 0 the real-data term moves G too (through the unrolled D), so the gradient
+    differs from the fakes-only objective by exactly that term's gradient."""
+    G, D = _tiny_gan()
+    loss = NonSaturatingGAN()
+    torch.manual_seed(2)
+    real, z = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    d_opt = torch.optim.SGD(D.parameters(), lr=0.5)
+
+    def grad_of(objective):
+        G.zero_grad()
+        objective.backward(retain_graph=True)
+        return torch.cat([p.grad.flatten() for p in G.parameters()])
+
+    remedy = Unrolled(k=0)
+    remedy.prepare(None, d_opt, 100)
+    minimax = grad_of(MinimaxGAN().g_loss(D(G(z))))
+    assert torch.allclose(grad_of(remedy.g_loss(G, D, loss, real, z)), minimax, rtol=1e-12)
+    assert not torch.allclose(minimax, grad_of(loss.g_loss(D(G(z)))), rtol=1e-3)  # not the non-saturating step
+
+    value = _unrolled_objective(G, D, MinimaxGAN(), real, z, k=3, lr=0.5)
+    fakes_only = _unrolled_objective(G, D, MinimaxGAN(), real, z, k=3, lr=0.5, g_objective="loss")
+    remedy = Unrolled(k=3)
+    remedy.prepare(None, d_opt, 100)
+    ours = grad_of(remedy.g_loss(G, D, loss, real, z))
+    assert torch.allclose(ours, grad_of(value), rtol=1e-10, atol=1e-12)
+    real_term = grad_of(value - fakes_only)  # E log D_k(real): no gradient only if D_k ignored G
+    assert real_term.abs().max() > 1e-4 and torch.allclose(ours, grad_of(fakes_only) + real_term, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_name", ["lsgan", "hinge"])
+def test_unrolled_value_objective_refuses_a_loss_that_is_not_zero_sum(loss_name):
+    with pytest.raises(ConfigError, match="g_objective=value is the zero-sum game's value"):
+        built("remedy=unrolled", f"loss={loss_name}")
+    built("remedy=unrolled", f"loss={loss_name}", "remedy.unrolled.g_objective=loss")  # the fakes-only form builds
 
 
 def test_unrolled_leaves_d_and_its_optimizer_untouched():

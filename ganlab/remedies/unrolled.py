@@ -5,6 +5,12 @@ The k updates replay D's own optimizer (its hyper-parameters and current state, 
 moments) as differentiable functions of D's parameters, which are run through
 `torch.func.functional_call`; D itself is then updated normally by the loop. The updates use the
 G step's real batch and G(z), kept in the graph: the unrolled D parameters depend on G.
+
+G's objective at the unrolled D: by default (`g_objective=value`) the game's value f, as Metz et
+al. define the surrogate f_K(θ_G, θ_D) = f(θ_G, unroll_K(θ_D)) and as their 2-D notebook minimises
+it (minus D's loss): the real-data term counts, since the unrolled D depends on G. With k = 0 this
+is the minimax G step. `g_objective=loss` takes the chosen loss's own G loss on the fakes only (the
+non-saturating one for nsgan), as many reimplementations do: ganlab's behaviour before 2026-11-29.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ganlab.errors import ConfigError
-from ganlab.losses import Loss
+from ganlab.losses import Loss, MinimaxGAN, Wasserstein
 from ganlab.remedies.base import Remedy
 
 Params = dict[str, Tensor]
@@ -100,15 +106,28 @@ def check_unrollable(loss: Loss, name: str) -> None:
                           "the unrolled steps do not replay; use wgan_gp or a GAN loss")
 
 
+G_OBJECTIVES = ("value", "loss")
+
+
 class Unrolled(Remedy):
-    def __init__(self, k: int = 5):
+    def __init__(self, k: int = 5, g_objective: str = "value"):
         if k < 0:
             raise ConfigError(f"unrolling steps k must be >= 0 (k=0 is the plain G step), got {k}")
+        if g_objective not in G_OBJECTIVES:
+            raise ConfigError(f"remedy.unrolled.g_objective={g_objective}: choose value (Metz et al.: the game's "
+                              "value at the unrolled D) or loss (the loss's own G loss on the fakes)")
         self.k = k
+        self.g_objective = g_objective
         self.replay: OptimizerReplay | None = None
 
     def check(self, loss, batch_size):
         check_unrollable(loss, "unrolled")
+        # The value is minus D's loss only for a zero-sum game: the minimax GAN (whatever G loss the
+        # loss picks) and the Wasserstein critic. LSGAN's and the hinge loss's G is not D's opponent.
+        if self.g_objective == "value" and not isinstance(loss, (MinimaxGAN, Wasserstein)):
+            raise ConfigError(f"remedy.unrolled.g_objective=value is the zero-sum game's value (Metz et al.); "
+                              f"{type(loss).__name__}'s G loss is not minus its D loss: add "
+                              "remedy.unrolled.g_objective=loss, or use loss=nsgan, gan, dragan or wgan_gp")
 
     def prepare(self, g_opt, d_opt, steps):
         self.replay = OptimizerReplay(d_opt)
@@ -124,4 +143,9 @@ class Unrolled(Remedy):
             # create_graph: the next parameters stay functions of this step's, and of G through fake.
             grads = torch.autograd.grad(d_loss, list(params.values()), create_graph=True)
             params, state = self.replay.step(params, dict(zip(params, grads)), state)
-        return loss.g_loss(functional_call(D, (params, buffers), (fake,)))
+        def D_unrolled(x: Tensor) -> Tensor:
+            return functional_call(D, (params, buffers), (x,))
+
+        if self.g_objective == "value":  # f at the unrolled D: minus its loss, without its penalty
+            return -loss.d_loss(D_unrolled(real), D_unrolled(fake))
+        return loss.g_loss(D_unrolled(fake))
