@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganlab.config import CONFIG_DIR, CONFIG_NAME, GROUPS, compose_checked
+from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 
 log = logging.getLogger("ganlab")
@@ -117,9 +117,9 @@ def check_run_dir_free(directory: Path, key: str, resuming: bool) -> None:
         raise ConfigError(f"{key}={directory} already holds a run; pick a new directory (nothing there was touched)")
 
 
-def preflight(overrides: list[str], multirun: bool, training: bool = True) -> list[dict]:
+def preflight(overrides: list[str], multirun: bool, training: bool = True, config_dir: str | None = None) -> list[dict]:
     """Compose and validate the config of every job the command would run; raise ConfigError.
-    Return the jobs' resolved configs."""
+    Return the jobs' resolved configs. `config_dir`: `--config-dir`'s extra configs, as Hydra adds them."""
     parsed = parse_overrides(overrides)
     check_override_values(parsed)
     dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -134,14 +134,14 @@ def preflight(overrides: list[str], multirun: bool, training: bool = True) -> li
             raise ConfigError("resume=PATH continues one run: drop -m, or continue a sweep with resume=auto")
         # Hydra composes the overrides as given once before it splits them into jobs: a bad value
         # that a later override of the same key replaces in every job still stops it there.
-        compose_checked([o.input_line for o in ours if not o.is_sweep_override()])
+        compose_checked([o.input_line for o in ours if not o.is_sweep_override()], config_dir)
         jobs = [job for batch in BasicSweeper.split_arguments(ours, None) for job in batch]
     else:
         sweeps = [o.input_line for o in ours if o.is_sweep_override()]
         if sweeps:
             raise ConfigError(f"{sweeps[0]} is a sweep; add -m (multirun) to run one job per value")
         jobs = [[o.input_line for o in ours]]
-    configs = [compose_checked(job) for job in jobs]  # config errors first: most need no torch
+    configs = [compose_checked(job, config_dir) for job in jobs]  # config errors first: most need no torch
 
     import torch
     from omegaconf import OmegaConf
@@ -149,8 +149,8 @@ def preflight(overrides: list[str], multirun: bool, training: bool = True) -> li
     from ganlab.checkpoint import find
     from ganlab.config import resolve_device
     from ganlab.evaluation import make_evaluator
+    from ganlab.experiment import build, restore
     from ganlab.memory import check_fits
-    from ganlab.train import build, restore
 
     for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
@@ -158,7 +158,7 @@ def preflight(overrides: list[str], multirun: bool, training: bool = True) -> li
             # Sizes that cannot fit (batch_size=1e8) fail now, not minutes into the run.
             check_fits(exp, cfg, resolve_device(cfg.device))
             # What evaluations need (a mode classifier, Inception weights) is there, or said now.
-            make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
+            make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"), cfg.metrics)
         if cfg.resume and cfg.resume != "auto":  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return [OmegaConf.to_container(cfg, resolve=True) for cfg in configs]
@@ -208,7 +208,7 @@ def started_overrides(run_dir: Path) -> list[str] | None:
     return None
 
 
-def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
+def resume_overrides(run_dir: Path, overrides: list[str], config_dir: str | None = None) -> list[str]:
     """`ganlab train resume=DIR [steps=N ...]`: the run's own overrides, then the user's, which may
     only change how long and how often (steps, eval/log/checkpoint cadence) unless resume_force=true.
     Repeating the run's own settings is fine: only a change of the config is refused."""
@@ -223,8 +223,8 @@ def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     if any(o.get_key_element() == "resume_force" and o.value() is True for o in parse_overrides(overrides)):
         return merged
     ours = [o for o in merged if not o.lstrip("+~").startswith("hydra")]
-    before = OmegaConf.to_container(compose_checked(original), resolve=True)
-    after = OmegaConf.to_container(compose_checked(ours), resolve=True)
+    before = OmegaConf.to_container(compose_checked(original, config_dir), resolve=True)
+    after = OmegaConf.to_container(compose_checked(ours, config_dir), resolve=True)
     differ = differing_keys(before, after)
     if differ:
         allowed = ", ".join(k for k in RUN_LENGTH_KEYS if not k.startswith("resume"))
@@ -318,7 +318,9 @@ def _record_exit_code(run_dir: Path, code: int) -> None:
             write_json_atomic(path, {**summary, "exit_code": code})
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
+# The package's configs; `ganlab train --config-dir DIR` (Hydra's option) adds DIR's after them, and
+# preflight composes with the same (ganlab.config.compose_config).
+@hydra.main(config_path=CONFIG_SOURCE, config_name=CONFIG_NAME, version_base="1.3")
 def _train_job(cfg: DictConfig) -> dict | None:
     from ganlab.train import (  # torch is imported only when a job runs, so --help stays fast
         Interrupted,
@@ -436,7 +438,7 @@ def train(args: list[str]) -> None:
         if resumed is not None:
             # The run's own overrides, then the user's run-length ones; continue in the run's
             # directory, with Hydra's record of this invocation beside the original's (.hydra/).
-            overrides = [*resume_overrides(resumed, overrides), f"hydra.run.dir={resumed}",
+            overrides = [*resume_overrides(resumed, overrides, parsed.config_dir), f"hydra.run.dir={resumed}",
                          "hydra.output_subdir=.hydra_resume"]
         auto = "resume=auto" in overrides
         if parsed.multirun and auto and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
@@ -444,7 +446,7 @@ def train(args: list[str]) -> None:
             if sweep is not None:
                 log.info("resume=auto: continuing the sweep in %s", sweep)
                 overrides.append(f"hydra.sweep.dir={sweep}")
-        configs = preflight(overrides, parsed.multirun, training=not parsed.cfg)
+        configs = preflight(overrides, parsed.multirun, training=not parsed.cfg, config_dir=parsed.config_dir)
         n_jobs = len(configs)
         if auto:
             key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
@@ -535,16 +537,16 @@ def _command(command: str, rest: list[str]) -> None:
     if command == "train":
         train(rest)
     elif command == "eval":
-        from ganlab.reevaluate import main as reevaluate
+        from ganlab.evaluation.command import main as reevaluate
 
         reevaluate(rest)
     elif command == "report":
         # Imported here: matplotlib and rich load only for a report.
-        from ganlab.report import main as report
+        from ganlab.report_output import main as report
 
         report(rest)
     elif command == "classifier":
-        from ganlab.classifier import main as classifier
+        from ganlab.metrics.classifier_training import main as classifier
 
         classifier(rest)
     else:

@@ -12,6 +12,7 @@ the key and what it accepts:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import logging
@@ -32,9 +33,26 @@ from ganlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The configs ship inside the package (ganlab/configs/): Hydra reads them as `pkg://ganlab.configs`,
+# from a source tree and from an installed wheel alike. CONFIG_DIR is the same folder on disk.
+CONFIG_PACKAGE = "ganlab.configs"
+CONFIG_SOURCE = f"pkg://{CONFIG_PACKAGE}"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_NAME = "train"
 GROUPS = ("dataset", "model", "optim", "loss", "remedy")
+
+
+# The schema below is the one source of the top-level keys: their types, their default values and
+# the ranges `validate` enforces. configs/train.yaml only composes the groups on top of it (and
+# Hydra's settings); the group options (configs/<group>/*.yaml) hold the values of their own keys.
+def bounded(default: int, low: int, high: int | None = None) -> Any:
+    """An integer key with its default and the range `validate` enforces: [low, high], or >= low
+    when high is None."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+# A billion steps is years of GPU time for the networks here; more is a typo, not a plan.
+MAX_STEPS = 10**9
 
 
 class Device(str, enum.Enum):
@@ -45,12 +63,12 @@ class Device(str, enum.Enum):
 
 @dataclass
 class EvalConfig:
-    every: int = 500
-    samples: int = 2500
-    w_samples: int = 1000
-    background: bool = True
-    batch: int = 1000          # samples per forward pass in an evaluation (images)
-    grid: int = 64             # samples in the sample-grid picture, from fixed codes
+    every: int = bounded(500, 1)          # steps between evaluations (metrics + pictures)
+    samples: int = bounded(2500, 2)       # fresh generated samples per evaluation (VEEGAN/PacGAN protocol)
+    w_samples: int = bounded(1000, 2)     # points per side for the exact empirical W1/W2 (an optimal-transport LP)
+    background: bool = True               # W1/W2 and pictures in a worker process, so training does not wait for them
+    batch: int = bounded(1000, 1)         # images: samples per forward pass in an evaluation
+    grid: int = bounded(64, 1, 1024)      # images: samples in the sample-grid picture, drawn from fixed codes
 
 
 class Precision(str, enum.Enum):
@@ -60,22 +78,27 @@ class Precision(str, enum.Enum):
 
 @dataclass
 class FidConfig:
-    weights: Optional[str] = None  # noqa: UP045 - pt_inception-2015-12-05-6726825d.pth; default: the cache
+    # path to pt_inception-2015-12-05-6726825d.pth; null: the cache (downloaded when online)
+    weights: Optional[str] = None  # noqa: UP045 - OmegaConf reads Optional, not `str | None`
 
 
 @dataclass
 class MetricsConfig:
-    inception: Any = "auto"          # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
+    """Image metrics (DESIGN 3, "FID and friends"); the toy protocol needs none of these."""
+
+    inception: Any = "auto"                  # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
     fid: FidConfig = field(default_factory=FidConfig)
-    prdc_samples: int = 5000         # precision/recall, density/coverage: k-NN on this many samples per side
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    swd_projections: int = 128       # random directions of the sliced Wasserstein distance
+    prdc_samples: int = bounded(5000, 6)     # precision/recall (k=3), density/coverage (k=5) on this many samples per side
+    kid_subsets: int = bounded(100, 1)       # KID: mean over subsets of kid_subset_size samples
+    kid_subset_size: int = bounded(1000, 2)
+    swd_projections: int = bounded(128, 1)   # random directions of the sliced Wasserstein distance on features
 
 
 @dataclass
 class SpeedConfig:
-    amp: Precision = Precision.none  # bf16 autocast of the training steps (no loss scaling needed)
+    """Switches for CUDA (they also run on the CPU); measured by scripts/bench_images.py."""
+
+    amp: Precision = Precision.none  # none | bf16: autocast the training steps to bfloat16 (no loss scaling needed)
     channels_last: bool = False      # NHWC memory format for conv networks
     compile: bool = False            # torch.compile G and D for the training steps
     cudnn_benchmark: bool = True     # let cuDNN pick the fastest conv algorithms (fixed shapes)
@@ -83,12 +106,12 @@ class SpeedConfig:
 
 @dataclass
 class LogConfig:
-    every: int = 100
+    every: int = bounded(100, 1)     # steps between scalar reads (the only host syncs in the loop)
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 1000
+    every: int = bounded(1000, 1)    # steps between periodic checkpoints
 
 
 @dataclass
@@ -99,11 +122,11 @@ class TrainConfig:
     optim: Any = MISSING
     loss: Any = MISSING
     remedy: Any = MISSING
-    seed: int = 0
-    steps: int = 10000
-    batch_size: int = 256
-    device: Device = Device.auto
-    cpu_threads: int = 1
+    seed: int = bounded(0, 0, 2**32 - 1)
+    steps: int = bounded(10000, 1, MAX_STEPS)
+    batch_size: int = bounded(256, 1)
+    device: Device = Device.auto     # auto | cpu | cuda
+    cpu_threads: int = bounded(1, 0)  # torch intra-op threads on CPU; 1 is fastest for the small 2-D networks (0 = torch's default)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -126,14 +149,21 @@ def remedy_label(remedies: Any) -> str:
 # recorded in Hydra's runtime choices, so the name is derived from the composed config.
 OmegaConf.register_new_resolver("remedy_label", remedy_label, replace=True)
 
-# A billion steps is years of GPU time for the networks here; more is a typo, not a plan.
-MAX_STEPS = 10**9
-# key -> (smallest, largest) allowed integer
-_RANGES = {"seed": (0, 2**32 - 1), "steps": (1, MAX_STEPS), "batch_size": (1, None), "eval.every": (1, None),
-           "eval.samples": (2, None), "eval.w_samples": (2, None), "log.every": (1, None),
-           "cpu_threads": (0, None), "model.latent_dim": (1, None), "checkpoint.every": (1, None),
-           "eval.batch": (1, None), "eval.grid": (1, 1024), "metrics.prdc_samples": (6, None),
-           "metrics.kid_subsets": (1, None), "metrics.kid_subset_size": (2, None), "metrics.swd_projections": (1, None)}
+def _ranges(schema: type, prefix: str = "") -> dict[str, tuple[int, int | None]]:
+    """key -> (smallest, largest or None) allowed integer, from the `bounded` fields of `schema`."""
+    found = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if "range" in f.metadata:
+            found[prefix + f.name] = f.metadata["range"]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            found |= _ranges(hints[f.name], f"{prefix}{f.name}.")
+    return found
+
+
+# Keys that a group's options set (the schema leaves the groups free-form): their ranges.
+GROUP_RANGES = {"model.latent_dim": (1, None)}
+_RANGES = {**_ranges(TrainConfig), **GROUP_RANGES}
 W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
 _warned_w_samples: set[int] = set()
 
@@ -280,7 +310,7 @@ def _type_problem(value: Any, expected: Any) -> str | None:
 _KINDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
 
 
-def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
+def explain_compose_error(exc: Exception, overrides: list[str], config_dir: str | Path | None = None) -> str:
     """Turn Hydra's multi-line composition error into one line naming the key and the fix."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
@@ -291,7 +321,7 @@ def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else "?"
         parent, _, _ = key.rpartition(".")
-        return f"unknown key '{key}'; {_known_keys(parent, overrides)}"
+        return f"unknown key '{key}'; {_known_keys(parent, overrides, config_dir)}"
     if cause is not None:
         key = getattr(cause, "full_key", None) or "?"
         reason = str(cause).splitlines()[0]
@@ -303,14 +333,11 @@ def explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _known_keys(parent: str, overrides: list[str] = ()) -> str:
+def _known_keys(parent: str, overrides: list[str] = (), config_dir: str | Path | None = None) -> str:
     """The keys that exist at `parent` in the config the other overrides compose, for error messages."""
-    from hydra import compose, initialize_config_dir
-
     others = [o for o in overrides if not o.lstrip("+~").startswith(f"{parent}.") and not o.startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=others)
+        cfg = compose_config(others, config_dir)
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if isinstance(node, DictConfig):
             keys = [k for k in node if not k.startswith("_")]
@@ -322,15 +349,51 @@ def _known_keys(parent: str, overrides: list[str] = ()) -> str:
     return "see `ganlab train --cfg job` for the keys"
 
 
-def compose_checked(overrides: list[str]) -> DictConfig:
-    """Compose the train config for one job's overrides and validate it; raise ConfigError."""
-    from hydra import compose, initialize_config_dir
+def _search_path(config_dir: str | Path | None) -> list[str]:
+    """The override that adds `config_dir` to Hydra's search path, after the package's configs:
+    what `ganlab train --config-dir DIR` (Hydra's own option) does for the job itself."""
+    if config_dir is None:
+        return []
+    path = Path(config_dir).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: no such directory")
+    quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return [f"hydra.searchpath=['file://{quoted}']"]
 
+
+def compose_config(overrides: list[str] = (), config_dir: str | Path | None = None,
+                   return_hydra_config: bool = False) -> DictConfig:
+    """The train config that `ganlab train [--config-dir DIR] OVERRIDES` composes, unvalidated
+    (Hydra's errors are raised as they are; `compose_checked` turns them into one line).
+
+    `config_dir`: a folder of extra config files, searched after the package's configs: a YAML
+    there adds an option to its group (e.g. DIR/remedy/mine.yaml: remedy=mine)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=[*overrides, *_search_path(config_dir)],
+                       return_hydra_config=return_hydra_config)
+
+
+def options(group: str, config_dir: str | Path | None = None) -> list[str]:
+    """The options of config group `group` (`remedy` -> drs, ebgan, ...), sorted: the YAMLs Hydra
+    finds for it, in the package's configs and in `config_dir`. Nothing keeps a list by hand."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return sorted(loader.get_group_options(group, ObjectType.CONFIG, config_name=CONFIG_NAME,
+                                               overrides=_search_path(config_dir)))
+
+
+def compose_checked(overrides: list[str], config_dir: str | Path | None = None) -> DictConfig:
+    """Compose the train config for one job's overrides and validate it; raise ConfigError."""
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=overrides)
+        cfg = compose_config(overrides, config_dir)
     except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(explain_compose_error(exc, overrides)) from None
+        raise ConfigError(explain_compose_error(exc, overrides, config_dir)) from None
     try:
         # Resolve every interpolation now: `seed=${oops}` must fail here, not inside a running job.
         OmegaConf.to_container(cfg, resolve=True)

@@ -17,6 +17,9 @@ from ganlab.errors import ConfigError
 class Loss:
     """Base objective. Subclasses define d_loss and g_loss; the hooks default to nothing."""
 
+    # Whether D is a (roughly) Lipschitz critic, so that its gap E[D(x)] - E[D(G(z))] estimates W1.
+    wasserstein_critic = False
+
     def __init__(self, n_critic: int = 1):
         if n_critic < 1:
             raise ConfigError(f"n_critic must be >= 1, got {n_critic}")
@@ -63,6 +66,8 @@ class NonSaturatingGAN(MinimaxGAN):
 
 class Wasserstein(Loss):
     """The critic maximises E[D(x)] - E[D(G(z))]; subclasses keep it (roughly) 1-Lipschitz."""
+
+    wasserstein_critic = True
 
     def d_loss(self, d_real, d_fake):
         return d_fake.mean() - d_real.mean()

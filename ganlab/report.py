@@ -15,12 +15,11 @@ A number alone is not a claim (DESIGN 3), so the report also gives:
   flag on rows whose metrics were still moving at the end.
 
 `build_report()` is the pure part (read, group, compute); `Report` renders the result (rich
-tables, Markdown, CSV, figures in ganlab/report_figures.py); `main()` is the CLI shell around both.
+tables, Markdown, CSV); ganlab/report_output.py draws the figures, writes the files and is `ganlab report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -32,16 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ganlab import verdicts
-from ganlab.argparsing import Parser
-from ganlab.atomic import write_atomic
 from ganlab.config import GROUPS
-from ganlab.errors import ConfigError, WriteError
-from ganlab.metrics import REFERENCES, TOY_METRICS
+from ganlab.errors import ConfigError
+from ganlab.metrics import REFERENCES, protocol_metrics
 from ganlab.verdicts import Movement, Verdict
 
 # The metrics a 2-D run writes into summary.json (ganlab/evaluation.py); any other metric found in
 # the summaries is accepted too, so a new metric needs no change here.
-METRICS = TOY_METRICS
+METRICS = protocol_metrics("toy")  # from the registry (ganlab/metrics/__init__.py); image runs add their own
 DEFAULT_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1")
 # Image runs' headline metrics: shown by default where the summaries have them (and the 2-D ones they lack are not).
 IMAGE_DEFAULT_METRICS = ("domain_fid", "fid", "swd_pixels")
@@ -178,6 +175,21 @@ class Group:
         if self.all_modes_fraction is None:
             return "n/a"
         return f"{self.all_modes_fraction:.2f} ({self.n_all_modes}/{self.n_seeds})"
+
+    def curves(self, metric: str) -> tuple[list[int], list[list]]:
+        """The completed runs' values of `metric` at the evaluation steps they all logged."""
+        runs = [r for r in self.completed if r.history and metric in r.history["metrics"]]
+        if not runs:
+            return [], []
+        common = set(runs[0].history["steps"])
+        for r in runs[1:]:
+            common &= set(r.history["steps"])
+        steps = sorted(common)
+        out = []
+        for r in runs:
+            at = dict(zip(r.history["steps"], r.history["metrics"][metric]))
+            out.append([at[s] if at[s] is not None else math.nan for s in steps])
+        return steps, out
 
 
 @dataclass
@@ -336,26 +348,6 @@ class Report:
                 row += [_blank(s.mean), _blank(s.se), s.n, "", ""]
             writer.writerow(row + ["", ""])
         return buffer.getvalue()
-
-    def write(self, directory: str | Path | None = None) -> list[Path]:
-        """Write report.md, report.csv, report_modes.png and, when the runs logged their evaluations,
-        report_convergence.png (atomically) into `directory` (default: the report's root); return
-        their paths."""
-        from ganlab.report_figures import convergence_figure, modes_figure
-
-        directory = Path(directory) if directory is not None else self.root
-        md, csv_path, png = (directory / name for name in REPORT_FILES)
-        convergence = directory / CONVERGENCE_FILE
-        _write_atomic(md, self.markdown().encode())
-        _write_atomic(csv_path, self.csv().encode())
-        _write_atomic(png, modes_figure(self))
-        written = [md, csv_path, png]
-        figure = convergence_figure(self)
-        if figure is not None:
-            _write_atomic(convergence, figure)
-            written.append(convergence)
-        return written
-
 
 # ---- reading -------------------------------------------------------------------------------
 
@@ -624,22 +616,6 @@ def _assign_baselines(groups: list[Group], metrics: list[str], spec: tuple[str, 
     return True
 
 
-def curves(group: Group, metric: str) -> tuple[list[int], list[list]]:
-    """The completed runs' values of `metric` at the evaluation steps they all logged."""
-    runs = [r for r in group.completed if r.history and metric in r.history["metrics"]]
-    if not runs:
-        return [], []
-    common = set(runs[0].history["steps"])
-    for r in runs[1:]:
-        common &= set(r.history["steps"])
-    steps = sorted(common)
-    out = []
-    for r in runs:
-        at = dict(zip(r.history["steps"], r.history["metrics"][metric]))
-        out.append([at[s] if at[s] is not None else math.nan for s in steps])
-    return steps, out
-
-
 def _flags(group: Group, metrics: list[str]) -> list[str]:
     flags = []
     gauss = group.reference_stats.get("gaussian", {})
@@ -759,7 +735,7 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
             if any(name in r.references for r in completed):
                 group.reference_stats[name] = {m: _stat([r.references.get(name, {}).get(m) for r in completed])
                                                for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
-        group.movement = {m: verdicts.still_moving(*curves(group, m)) for m in metrics}
+        group.movement = {m: verdicts.still_moving(*group.curves(m)) for m in metrics}
         group.flags = _flags(group, metrics)
         report.groups.append(group)
         # Within one config a repeated seed is a repeated run (two sweeps into one folder?); with
@@ -786,55 +762,3 @@ def _num(x: float) -> str:
 
 def _blank(value: Any) -> Any:
     return "" if value is None else value
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Never a half-written report: ganlab.atomic's temporary file and rename, one line on failure."""
-    write_atomic(path, lambda f: f.write(data), "report file")
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ganlab report",
-               description="Compare the runs under PATH: group them by config (seed aside), and print "
-                           "mean ± standard error over seeds of each metric, the diverged and failed "
-                           "counts and the fraction of seeds that captured all modes. Also writes "
-                           "report.md, report.csv and report_modes.png into PATH.")
-    p.add_argument("path", metavar="PATH", help="a run directory, a multirun directory, or any folder of runs")
-    p.add_argument("--metrics", metavar="A,B", type=_names,
-                   help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
-                        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
-    p.add_argument("--baseline", metavar="KEY=VALUE",
-                   help="the groups every other group is compared with, by Welch's t-test over seeds "
-                        f"(default: {'='.join(DEFAULT_BASELINE)}, where the runs have such a group and others); "
-                        "each group is compared with the baseline group of its dataset that shares the most config")
-    p.add_argument("--by", metavar="KEY,KEY", type=_names,
-                   help="group by these keys only, pooling runs that differ elsewhere: option names "
-                        "(dataset, loss, remedy, ...) or dotted config keys (loss._target_, optim.d.lr)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    args = parser().parse_args(argv)
-    report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
-    try:
-        written = report.write()
-    except OSError as exc:
-        raise WriteError(f"cannot write the report into {args.path}: {exc.strerror or exc}") from None
-    tables = report.tables()
-    console = Console()
-    if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns
-        roomy = console.options.update_width(1000)
-        console = Console(width=max(console.width, *(Measurement.get(console, roomy, t).maximum for t in tables)))
-    for table in tables:
-        console.print(table)
-    for note in report.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False,
-                  soft_wrap=True)

@@ -20,13 +20,12 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from ganlab.config import CONFIG_DIR, CONFIG_NAME, resolve_device
+from ganlab.config import compose_config, resolve_device
 from ganlab.evaluation import make_evaluator
+from ganlab.experiment import build, seed_everything
 from ganlab.speed import Speed
-from ganlab.train import build, run, seed_everything
+from ganlab.train import d_step, g_step, run
 
 SETTINGS = {
     "none": ["speed.cudnn_benchmark=false"],
@@ -52,21 +51,12 @@ def bare_loop(cfg, steps: int, warmup: int) -> float:
     exp = build(cfg, device)
     speed = Speed(cfg.speed, device)
     speed.prepare(exp.G, exp.D)
-    G, D, data, g_opt, d_opt, n, zdim = exp.G, exp.D, exp.data, exp.g_opt, exp.d_opt, cfg.batch_size, exp.latent_dim
+    n, zdim = cfg.batch_size, exp.latent_dim
 
-    def step():
-        real = speed.batch(data.sample(n))
-        with speed.autocast():
-            fake = G(torch.randn(n, zdim, device=device)).detach()
-            d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-        d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_opt.step()
-        with speed.autocast():
-            g_loss = F.softplus(-D(G(torch.randn(n, zdim, device=device)))).mean()
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_opt.step()
+    def step():  # the training loop's own phases (ganlab.train), under the speed switches
+        real = speed.batch(exp.data.sample(n))
+        d_step(exp, real, torch.randn(n, zdim, device=device), speed)
+        g_step(exp, real, torch.randn(n, zdim, device=device), speed)
 
     for _ in range(warmup):  # compilation and cuDNN's algorithm search happen here, as in ganlab's first steps
         step()
@@ -90,7 +80,7 @@ def ganlab_loop(cfg) -> float:
 def evaluation_seconds(cfg, samples: int) -> float:
     device = resolve_device(cfg.device)
     exp = build(cfg, device)
-    evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, device, cfg.metrics)
+    evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, device, cfg.metrics)
     rng = torch.Generator(device).manual_seed(0)
     evaluator.evaluate(exp.G, exp.D, exp.remedy, rng, n=samples)  # the first one also computes the real reference
     _sync(device)
@@ -115,8 +105,7 @@ def main() -> None:
         overrides = [*DEFAULTS, f"steps={args.steps}", f"eval.every={args.steps}", f"log.every={max(args.steps // 4, 1)}",
                      "eval.samples=256", "eval.w_samples=256", "eval.background=false", "metrics.prdc_samples=256",
                      "metrics.kid_subsets=10", "metrics.kid_subset_size=100", *SETTINGS[name], *args.overrides]
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=overrides)
+        cfg = compose_config(overrides)
         bare = bare_loop(cfg, args.steps, args.warmup)
         ours = ganlab_loop(cfg)
         rows.append((name, ours, bare))
@@ -130,8 +119,7 @@ def main() -> None:
         print(f"| {name} | {ours:.1f} | {bare:.1f} | {ours / bare:.3f} |")
     if args.eval_samples:
         # The evaluation at the protocol's settings (the loops above used a tiny one).
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=[*DEFAULTS, *args.overrides])
+        cfg = compose_config([*DEFAULTS, *args.overrides])
         seconds = evaluation_seconds(cfg, args.eval_samples)
         print(f"\none evaluation of {args.eval_samples} samples (classifier labels and features, domain FID, KID on "
               f"{cfg.metrics.kid_subsets} subsets, PRDC on {cfg.metrics.prdc_samples}, SWD; the real reference "

@@ -18,10 +18,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from ganlab.config import CONFIG_DIR, CONFIG_NAME, resolve_device
-from ganlab.train import build, run, seed_everything
+from ganlab.config import compose_config, resolve_device
+from ganlab.experiment import build, seed_everything
+from ganlab.train import run
 
 
 def bare_loop(cfg, steps: int) -> tuple[float, float]:
@@ -67,8 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="config overrides, as for `ganlab train`")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=[*([f"steps={args.steps}"] if args.steps else []), *args.overrides])
+    cfg = compose_config([*([f"steps={args.steps}"] if args.steps else []), *args.overrides])
     args.steps = cfg.steps
     if cfg.loss._target_ != "ganlab.losses.NonSaturatingGAN" or list(cfg.remedy) != ["none"]:
         parser.error("the bare loop is NS-GAN without a remedy; keep loss and remedy at their defaults")

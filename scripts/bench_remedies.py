@@ -3,7 +3,7 @@ one process, one remedy after the other (interleaved over repeats, medians repor
 
     python scripts/bench_remedies.py [--steps 400] [--repeats 3] [--dataset ring] [extra overrides...]
 
-The runs use the VEEGAN-row setup (configs/experiment/veegan_setup.yaml) and a single tiny
+The runs use the VEEGAN-row setup (ganlab/configs/experiment/veegan_setup.yaml) and a single tiny
 evaluation at the end, so the figure is the training loop's speed. A second column times one
 evaluation at the protocol's 2,500 samples (on freshly built networks), where remedies that act
 when samples are drawn (drs) spend their time."""
@@ -17,30 +17,25 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from ganlab.config import CONFIG_DIR, CONFIG_NAME
-from ganlab.evaluation import evaluate
-from ganlab.train import build, run
+from ganlab.config import compose_config, options
+from ganlab.evaluation.toy import evaluate
+from ganlab.experiment import build
+from ganlab.train import run
 
-REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std",
-            "feature_matching", "label_smoothing", "spectral_norm", "instance_noise",
-            "madgan", "mrgan", "veegan", "ortho_jacobian", "drs", "ebgan"]
 
 
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:
     overrides = ["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", f"steps={steps}",
                  f"eval.every={steps}", "eval.samples=200", "eval.w_samples=100", "eval.background=false",
                  f"log.every={steps}", *extra]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=overrides)
+    cfg = compose_config(overrides)
     return run(cfg, out / f"{remedy}_{len(list(out.iterdir()))}")["steps_per_second"]
 
 
 def evaluation_seconds(remedy: str, dataset: str, extra: list[str], samples: int = 2500) -> float:
     """Wall time of one evaluation of `samples` samples (metrics on the device; not W1/W2 or pictures)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
+    cfg = compose_config(["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
     exp = build(cfg, torch.device("cpu"))
     rng = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -53,10 +48,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dataset", default="ring")
-    ap.add_argument("--remedies", default=",".join(REMEDIES))
+    ap.add_argument("--remedies", default=None, help="comma-separated; default: every remedy (remedy=none first)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    remedies = args.remedies.split(",")
+    # Every option of the remedy group, found in the configs (none first: the others are relative to it).
+    remedies = args.remedies.split(",") if args.remedies else sorted(options("remedy"), key=lambda r: r != "none")
     measured: dict[str, list[float]] = {r: [] for r in remedies}
     eval_time: dict[str, list[float]] = {r: [] for r in remedies}
     with tempfile.TemporaryDirectory() as tmp:

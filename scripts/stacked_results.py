@@ -35,12 +35,12 @@ def reference_modes(config: dict) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from ganlab.image_evaluation import ImageEvaluator
-    from ganlab.train import build
+    from ganlab.evaluation.image import ImageEvaluator
+    from ganlab.experiment import build
 
     cfg = OmegaConf.create(config)
     exp = build(cfg, torch.device("cpu"))
-    evaluator = ImageEvaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss, torch.device("cpu"), cfg.metrics)
+    evaluator = ImageEvaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"), cfg.metrics)
     return evaluator.reference_sample(cfg.eval.samples)["modes"]
 
 

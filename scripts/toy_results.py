@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ganlab.metrics import REFERENCES
 from ganlab.report import Group, Run, build_report
-from ganlab.report_figures import convergence_figure
+from ganlab.report_output import convergence_figure
 from ganlab.verdicts import compare, p_text, within
 
 # Paper numbers: modes / HQ % (VEEGAN Table 1, 5 runs); modes / HQ % / reverse KL ± s.e. over 10 trials (PacGAN Table 1).
@@ -327,12 +327,12 @@ def main() -> None:
                   "![convergence](../figures/toy_convergence.png)"]
 
     lines += ["", "## Setups", "",
-              ("- **VEEGAN-row setup** (`configs/experiment/veegan_setup.yaml`): G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
+              ("- **VEEGAN-row setup** (`ganlab/configs/experiment/veegan_setup.yaml`): G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
                "D 1e-4, beta1 0.5, batch 256. The Unrolled-GAN notebook's networks (2x128 tanh, latent 256) do not make a "
                "plain GAN collapse (DESIGN §3), so these rows use a setup in which it does, early on; the table above "
                "shows how long that lasts. VEEGAN's own 2-D networks are not in our notes; `remedy=veegan` uses "
                "`model.encoder` (3x128 ReLU) as its reconstructor."),
-              ("- **PacGAN's setup** (`configs/experiment/pacgan_setup.yaml`): G 4x400 ReLU + batch norm, D 3x200 maxout "
+              ("- **PacGAN's setup** (`ganlab/configs/experiment/pacgan_setup.yaml`): G 4x400 ReLU + batch norm, D 3x200 maxout "
                "(5 pieces), latent 2, Adam 1e-4, beta1 0.8, 100 packs per minibatch (batch = 100 m samples)."),
               "- Our ring has radius 2 and std 0.02, our grid spacing 2 and std 0.05: PacGAN's geometry up to scale.",
               ("- Unrolled GAN: k = 5 unrolling steps with gradients through them (`remedy=unrolled`), "

@@ -4,9 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from ganlab.config import CONFIG_DIR, CONFIG_NAME
+from ganlab.config import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,14 +14,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
-# Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up).
-TINY = ["steps=20", "eval.every=10", "log.every=5", "eval.samples=200", "eval.w_samples=100",
-        "eval.background=false", "batch_size=32"]
+# Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up):
+# ganlab/configs/debug/tiny.yaml.
+TINY = ["debug=tiny"]
 
 
 def make_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(CONFIG_NAME, overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 # Remedy tests: parameters before a step, whether a step changed them, an experiment built from overrides.
@@ -41,7 +38,7 @@ def built(*overrides):
     """The experiment of `overrides` on the CPU, seeded, at its first step (schedules started)."""
     import torch
 
-    from ganlab.train import build, seed_everything
+    from ganlab.experiment import build, seed_everything
 
     seed_everything(0)
     exp = build(make_cfg(*overrides), torch.device("cpu"))
@@ -87,9 +84,9 @@ def tiny():
     return list(TINY)
 
 
-# Resume and fault tests: a 40-step run with a checkpoint every 20 steps, and one stopped at step 20.
-TINY_RUN = ["steps=40", "checkpoint.every=20", "eval.every=20", "eval.samples=200", "eval.w_samples=100",
-            "eval.background=false", "batch_size=32"]
+# Resume and fault tests: a 40-step run with a checkpoint every 20 steps (ganlab/configs/debug/tiny_resume.yaml),
+# and one stopped at step 20.
+TINY_RUN = ["debug=tiny_resume"]
 
 
 @pytest.fixture

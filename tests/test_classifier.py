@@ -1,4 +1,4 @@
-"""The mode classifier (ganlab.classifier) and the label-based mode metrics (ganlab.metrics.classes)."""
+"""The mode classifier (ganlab.metrics.classifier, classifier_training) and the label-based mode metrics (ganlab.metrics.classes)."""
 
 import math
 import os
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganlab import classifier as clf
-from ganlab.errors import GanlabError
 from ganlab.cli import main as cli_main
+from ganlab.errors import GanlabError
+from ganlab.metrics import classifier as clf
+from ganlab.metrics import classifier_training as training
 from ganlab.metrics.classes import (
     class_metrics,
     classify_channels,
@@ -193,7 +194,7 @@ def test_main_rejects_bad_arguments(argv, says, cache, capsys):
 
 def test_main_reports_a_cached_classifier(cache, capsys):
     _saved()
-    clf.main(["dataset=fashion_mnist"])
+    training.main(["dataset=fashion_mnist"])
     out = capsys.readouterr().out
     assert "fashion_mnist CNN sha256:" in out and "force=true" in out
 
@@ -223,14 +224,14 @@ def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeyp
     import ganlab.data.images
 
     monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
-    a, acc_a = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
-    b, acc_b = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    a, acc_a = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    b, acc_b = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     assert acc_a == acc_b and clf.state_hash(a.state_dict()) == clf.state_hash(b.state_dict())
-    c, _ = clf.train_classifier("mnist", None, epochs=1, seed=4, device="cpu", batch_size=32, progress=False)
+    c, _ = training.train_classifier("mnist", None, epochs=1, seed=4, device="cpu", batch_size=32, progress=False)
     assert clf.state_hash(c.state_dict()) != clf.state_hash(a.state_dict())
 
-    monkeypatch.setattr(clf, "BATCH_SIZE", 32)
-    clf.main(["dataset=mnist", "epochs=1", "device=cpu"])
+    monkeypatch.setattr(training, "BATCH_SIZE", 32)
+    training.main(["dataset=mnist", "epochs=1", "device=cpu"])
     captured = capsys.readouterr()
     assert "wrote " + str(cache / "classifiers" / "mnist.pt") in captured.out
     assert "warning: below the protocol's target of 98.5%" in captured.err
@@ -244,7 +245,7 @@ def test_a_trained_classifier_stores_its_confusion_on_the_test_split(cache, monk
     import ganlab.data.images
 
     monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
-    model, acc = clf.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    model, acc = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     c, per_class = model.confusion, model.confusion_samples
     assert c.shape == (10, 10) and c.dtype == torch.float64 and (c >= 0).all()
     assert torch.allclose(c.sum(1), torch.ones(10, dtype=torch.float64))
@@ -283,7 +284,7 @@ def test_an_old_classifier_gets_its_confusion_measured_and_stored_on_first_use(c
     assert loaded.confusion is None and loaded.confusion_samples is None and info["hash"] == old["hash"]
 
     monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
-    ensured, _ = clf.ensure_classifier("fashion_mnist", None)
+    ensured, _ = training.ensure_classifier("fashion_mnist", None)
     x, y = _synthetic_split("fashion_mnist", "test")
     pred = model.predict(x.float() / 127.5 - 1)
     expected = torch.zeros(10, 10, dtype=torch.float64).index_put_((y, pred), torch.ones(200, dtype=torch.float64),
@@ -306,7 +307,7 @@ def test_an_old_classifier_without_its_test_split_loads_without_confusion(cache,
     before = path.read_bytes()
     monkeypatch.setattr(ganlab.data.images, "load_split", offline)
     with caplog.at_level("WARNING"):
-        model, _ = clf.ensure_classifier("fashion_mnist", None)
+        model, _ = training.ensure_classifier("fashion_mnist", None)
     assert model.confusion is None and path.read_bytes() == before
     (line,) = [r.getMessage() for r in caplog.records]
     assert "has no confusion matrix" in line and "mirrors cannot be reached" in line
@@ -324,6 +325,7 @@ def test_a_malformed_confusion_matrix_is_a_one_line_error(cache):
 
 # --- real data -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
     """One epoch (938 steps of 64, about 35 s on 2 cores) on Debian's Fashion-MNIST, scored on the
     whole 10k test set: 89.3 % measured here."""
@@ -334,7 +336,7 @@ def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:  # an empty data root: the files come from the Debian copy, nothing is downloaded
-        model, acc = clf.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
+        model, acc = training.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
                                           batch_size=64, progress=False)
     finally:
         torch.set_num_threads(threads)

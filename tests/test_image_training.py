@@ -5,17 +5,17 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, built, changed, make_cfg, snapshot
+from conftest import built, changed, make_cfg, snapshot
 from test_image_data import fake_mnist
 
-from ganlab.classifier import ModeClassifier, save_classifier
+from ganlab.config import options
 from ganlab.errors import ConfigError
-from ganlab.train import run
+from ganlab.metrics.classifier import ModeClassifier, save_classifier
+from ganlab.train import d_step, g_step, run
 
-LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
-REMEDIES = ["none", "unrolled", "unrolled_surrogate", "pacgan", "minibatch_disc", "minibatch_std", "feature_matching",
-            "label_smoothing", "spectral_norm", "instance_noise", "madgan", "mrgan", "veegan", "ortho_jacobian", "drs",
-            "ebgan"]
+# Every loss and every remedy the configs offer: a new one is tested here without being listed.
+LOSSES = options("loss")
+REMEDIES = options("remedy")
 # A DCGAN of 4 base channels, batch 8: the smallest image GAN that exercises every layer type.
 # D with layer norm: every loss combines with it (DCGAN's default batch-norm D refuses gradient penalties,
 # test_dcgan_d_has_batch_norm_and_refuses_penalties).
@@ -63,20 +63,10 @@ def test_every_remedy_steps_on_images_or_is_refused_as_on_2d(loss, image_root):
         real, z = exp.data.sample(8), torch.randn(8, exp.latent_dim)
         assert G(z).shape == (8, 3, 28, 28)
         g_before, d_before = snapshot(G), snapshot(D)
-        for opt in exp.optimizers("d"):
-            opt.zero_grad()
-        d_loss = exp.remedy.d_loss(G, D, exp.loss, real, z)
-        d_loss.backward()
-        for opt in exp.optimizers("d"):
-            opt.step()
+        d_loss = d_step(exp, real, z)  # the loop's own phases
         assert torch.isfinite(d_loss), remedy
         assert changed(d_before, D) and not changed(g_before, G), remedy
-        for opt in exp.optimizers("g"):
-            opt.zero_grad()
-        g_loss = exp.remedy.g_loss(G, D, exp.loss, real, torch.randn(8, exp.latent_dim))
-        g_loss.backward()
-        for opt in exp.optimizers("g"):
-            opt.step()
+        g_loss = g_step(exp, real, torch.randn(8, exp.latent_dim))
         assert torch.isfinite(g_loss) and changed(g_before, G), remedy
     # Each refusal on images must be one on 2-D data too (veegan aside): built there, it would mean the
     # image models broke a combination that works.
@@ -96,9 +86,8 @@ def classifier_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-IMAGE_TINY = [o for o in TINY if not o.startswith(("batch_size", "eval.samples", "eval.w_samples"))] + [
-    "eval.samples=64", "eval.w_samples=64", "eval.batch=32", "eval.grid=16", "metrics.prdc_samples=32",
-    "metrics.kid_subsets=5", "metrics.kid_subset_size=16", "metrics.swd_projections=16", "steps=6", "eval.every=3"]
+# 6 steps, the cheapest image evaluation (ganlab/configs/debug/tiny_images.yaml); the batch is TINY_DCGAN's.
+IMAGE_TINY = ["debug=tiny_images"]
 
 
 def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, classifier_cache, tmp_path):
@@ -124,6 +113,7 @@ def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, clas
     assert saved["metrics"]["modes_captured"] == m["modes_captured"]
 
 
+@pytest.mark.slow
 def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, classifier_cache, tmp_path):
     """scripts/stacked_results.py on a tiny sweep: the untrained G and real data rows, Welch verdicts
     against remedy=none, and the training length against the paper's."""
@@ -162,11 +152,12 @@ def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_
 
 
 def test_a_missing_classifier_is_trained_on_first_use_and_cached(image_root, tmp_path, monkeypatch, caplog):
-    import ganlab.classifier as clf
+    import ganlab.metrics.classifier as clf
+    import ganlab.metrics.classifier_training as training
 
     monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setitem(clf.DEFAULT_EPOCHS, "fashion_mnist", 1)  # the tiny files: one epoch is the point
-    monkeypatch.setattr(clf, "BATCH_SIZE", 8)
+    monkeypatch.setattr(training, "BATCH_SIZE", 8)
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
     with caplog.at_level("WARNING"):
         summary = run(cfg, tmp_path / "run")
@@ -199,7 +190,7 @@ def test_speed_switches_on_cuda(image_root, classifier_cache, tmp_path):
 
 def test_ganlab_eval_takes_any_sample_count_and_metric_settings(image_root, classifier_cache, tmp_path):
     from ganlab.errors import GanlabError
-    from ganlab.reevaluate import evaluate_run
+    from ganlab.evaluation.command import evaluate_run
 
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
                    "dataset.n=100")

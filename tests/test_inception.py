@@ -187,6 +187,7 @@ def test_forward_gives_pool3_features_and_1008_logits(small_input):
         features(model, images * 2 - 1)
 
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_of_a_shifted_set_is_not(small_input):
     """FID(x, x) through the whole pipeline (quantize, resize, the network with random weights, float64
     statistics): 0 up to rounding; a brighter copy of the same images scores clearly above it."""

@@ -54,6 +54,7 @@ def moments() -> list[tuple[float, str]]:
     return [(rng.uniform(0.0, 1.0), rng.choice(list(SIGNALS))) for _ in range(TRIALS)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction, how", moments())
 def test_a_run_stopped_at_a_random_moment_ends_resumable(fraction, how, full_length, tmp_path):
     run_dir = tmp_path / "run"

@@ -45,6 +45,7 @@ def writer_pid(run_dir: Path) -> str:
     return events.name.split(".")[-2]  # events.out.tfevents.TIME.HOST.PID.N
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_in_parallel_processes(tmp_path, capsys):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     out = ganlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "seed=0,1",
@@ -60,6 +61,7 @@ def test_joblib_sweep_runs_in_parallel_processes(tmp_path, capsys):
     check_report(sweep, capsys)
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep(tmp_path, capsys):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("submitit")
@@ -74,6 +76,7 @@ def test_submitit_local_sweep(tmp_path, capsys):
     check_report(sweep, capsys)
 
 
+@pytest.mark.slow
 def test_joblib_divergence_sets_the_exit_status_and_parallel_jobs_show_no_bar(tmp_path):
     """A diverged job in a worker process still gives exit status 3; on a terminal shared by
     parallel jobs there is no progress bar, and the log lines say which job they come from."""

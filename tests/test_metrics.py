@@ -76,3 +76,23 @@ def test_smallest_singular_value_of_dg_dz_is_exact_for_linear_and_pointwise_gene
     # Products with per-point directions: J(z_i) v_i.
     v = torch.randn(3, 7, 2)
     assert torch.allclose(jacobian_products(torch.sin, z, v), (z.cos() * v).permute(1, 2, 0), atol=1e-6)
+
+
+def test_every_registered_metric_names_a_function_that_exists_and_every_reported_key_is_registered():
+    """The registry (ganlab/metrics/__init__.py) is the one list: the report and the verdicts read it, and
+    each evaluator's metric columns are registered metrics."""
+    import importlib
+
+    from ganlab.evaluation.toy import ToyEvaluator
+    from ganlab.metrics import BETTER, REGISTRY, TOY_METRICS, protocol_metrics
+
+    for metric in REGISTRY.values():
+        assert metric.better in ("higher", "lower", None) and set(metric.protocols) <= {"toy", "image"}
+        for where in metric.function.split(" | "):
+            if where == "evaluator":
+                continue
+            module, name = where.rsplit(".", 1)
+            assert callable(getattr(importlib.import_module(f"ganlab.metrics.{module}"), name)), where
+    assert ToyEvaluator.metric_keys == TOY_METRICS == protocol_metrics("toy")
+    assert set(BETTER) <= set(REGISTRY) and BETTER["reverse_kl"] == "lower" and "critic_gap" not in BETTER
+    # ImageEvaluator refuses a metric column that is not registered (its constructor checks).

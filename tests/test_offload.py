@@ -7,7 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ganlab.offload import EvalJob, Offloader
+from ganlab.evaluation.jobs import EvalJob
+from ganlab.evaluation.worker import Offloader
 
 
 def job(step, w_samples=50):
@@ -98,7 +99,7 @@ class SlowJob:
 PARENT = """
 import sys, time
 from slow_job import SlowJob
-from ganlab.offload import Offloader
+from ganlab.evaluation.worker import Offloader
 offloader = Offloader(background=True)
 offloader.submit(SlowJob())
 print(offloader.worker.pid, flush=True)
@@ -151,7 +152,7 @@ def test_a_worker_whose_answers_nobody_reads_exits_silently():
     and it exits without a traceback, and without Python's 'Exception ignored' at shutdown."""
     import pickle
 
-    worker = subprocess.Popen([sys.executable, "-m", "ganlab.offload"], stdin=subprocess.PIPE,
+    worker = subprocess.Popen([sys.executable, "-m", "ganlab.evaluation.worker"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     worker.stdout.close()  # nobody reads the answers
     pickle.dump(job(10), worker.stdin)

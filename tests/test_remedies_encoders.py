@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from conftest import TINY, built, changed, make_cfg, snapshot
 
 from ganlab.errors import ConfigError
+from ganlab.experiment import build, load_checkpoint, seed_everything
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.mrgan import MRGAN, ManifoldDiffusionGAN
 from ganlab.remedies.veegan import VEEGAN, PairDiscriminator
-from ganlab.train import build, load_checkpoint, run, seed_everything
+from ganlab.train import run
 
 VARIANTS = {"veegan": ["remedy=veegan"], "mrgan": ["remedy=mrgan"],
             "mdgan": ["remedy=mrgan", "remedy.mrgan.manifold_diffusion=true"]}

@@ -11,9 +11,10 @@ from conftest import TINY, built, changed, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
+from ganlab.experiment import build
 from ganlab.remedies.drs import DRS
 from ganlab.remedies.ebgan import EnergyAutoencoder, EnergyMarginLoss, pull_away
-from ganlab.train import build, run
+from ganlab.train import run
 
 
 def one_d_step_and_one_g_step(exp, n=16):

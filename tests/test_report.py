@@ -17,6 +17,7 @@ from ganlab.report import (
     REPORT_FILES,
     build_report,
 )
+from ganlab.report_output import write_report
 
 LOSS_TARGETS = {"nsgan": "ganlab.losses.NonSaturatingGAN", "wgan_gp": "ganlab.losses.WGANGP"}
 
@@ -281,7 +282,7 @@ def test_missing_or_empty_path_is_a_clear_error(tmp_path):
 
 def test_markdown_csv_and_figure_are_written(mixed):
     report = build_report(mixed)
-    written = report.write()
+    written = write_report(report)
     assert [p.name for p in written] == list(REPORT_FILES) and all(p.parent == mixed for p in written)
     assert not [p for p in mixed.iterdir() if p.name.endswith(".tmp")]
     md = (mixed / "report.md").read_text()
@@ -424,7 +425,7 @@ def test_still_moving_rows_are_flagged_and_drawn(ring_and_grid):
     # pacgan's modes rose in every seed over the last evaluations; none's stayed where they were
     assert "still moving: modes_captured" in rows["dataset=ring remedy=pacgan"].flags
     assert not any(f.startswith("still moving") for f in rows["dataset=ring remedy=none"].flags)
-    written = report.write()
+    written = write_report(report)
     assert ring_and_grid / CONVERGENCE_FILE in written
     png = (ring_and_grid / CONVERGENCE_FILE).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20000
@@ -476,10 +477,10 @@ def test_sweep_of_remedies_reports_references_and_verdicts(tmp_path):
 
 def drawn(monkeypatch, make, report):
     """The matplotlib figure that `make(report)` turns into PNG bytes, laid out as in the PNG."""
-    from ganlab import report_figures
+    from ganlab import report_output
 
     figures = []
-    monkeypatch.setattr(report_figures, "_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(report_output, "_png", lambda fig: figures.append(fig) or b"")
     make(report)
     (fig,) = figures
     fig.savefig(io.BytesIO(), format="png")  # the layout is made when the figure is drawn
@@ -490,7 +491,7 @@ def test_figure_titles_fit_and_seeds_at_one_value_are_drawn_apart(tmp_path, monk
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from ganlab.report_figures import convergence_figure, modes_figure
+    from ganlab.report_output import convergence_figure, modes_figure
 
     # One configuration: the narrowest figures (5 and 3.4 inches), whose long titles were cut off.
     for seed, modes in enumerate([7, 7, 7, 7, 7, 5]):  # five seeds at one value: common for mode counts

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -30,13 +31,14 @@ def test_bench_remedies_prints_a_row_per_remedy():
     assert all(float(row[2]) > 0 for row in rows.values())  # the evaluation time column
 
 
+@pytest.mark.slow
 def test_bench_images_prints_a_row_per_setting(tmp_path):
     import os
 
     import torch
     from test_image_data import fake_mnist
 
-    from ganlab.classifier import ModeClassifier, save_classifier
+    from ganlab.metrics.classifier import ModeClassifier, save_classifier
 
     fake_mnist(tmp_path / "data", "fashion_mnist", n_train=40, n_test=10)
     os.environ["GANLAB_CACHE"] = str(tmp_path / "cache")

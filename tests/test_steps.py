@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import make_cfg
 
-from ganlab.train import build, seed_everything
+from ganlab.experiment import build, seed_everything
+from ganlab.train import d_step, g_step
 
 LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
 
@@ -31,19 +32,13 @@ def test_one_d_step_and_one_g_step(loss_name, dataset, norms):
     assert G(z).shape == (16, 2) and D(G(z)).shape == (16,)
 
     g_before, d_before = params(G), params(D)
-    exp.d_opt.zero_grad()
-    d_loss = exp.remedy.d_loss(G, D, exp.loss, exp.data.sample(16), z)
-    d_loss.backward()
-    exp.d_opt.step()
-    exp.loss.after_d_step(D)
+    real = exp.data.sample(16)
+    d_loss = d_step(exp, real, z)  # the loop's own D phase
     assert torch.isfinite(d_loss) and changed(d_before, D)
     assert not changed(g_before, G), "the D step must not move G"
 
     d_before = params(D)
-    exp.g_opt.zero_grad()
-    g_loss = exp.remedy.g_loss(G, D, exp.loss, exp.data.sample(16), torch.randn(16, exp.latent_dim))
-    g_loss.backward()
-    exp.g_opt.step()
+    g_loss = g_step(exp, real, torch.randn(16, exp.latent_dim))
     assert torch.isfinite(g_loss) and changed(g_before, G)
     assert not changed(d_before, D), "the G step must not move D"
 

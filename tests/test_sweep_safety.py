@@ -36,6 +36,7 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_printed_resume_hint_works_as_printed(tmp_path):
     """The card's example, interrupted: the hint it prints, run as printed, finishes the run with
     the config it started with (no override retyped)."""
@@ -151,14 +152,14 @@ def test_a_job_that_crashes_does_not_stop_the_sweep(tmp_path, capsys, monkeypatc
     train.log, the other jobs run, and the sweep ends with its summary line and exit status 1."""
     from ganlab import train
 
-    real_run = train._run
+    real_start = train.start
 
     def crash_seed_0(cfg, *args, **kwargs):
         if cfg.seed == 0:
             raise RuntimeError("simulated crash")
-        return real_run(cfg, *args, **kwargs)
+        return real_start(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(train, "_run", crash_seed_0)
+    monkeypatch.setattr(train, "start", crash_seed_0)
     code, out, err = in_process(["train", "-m", *TINY, "seed=0,1", "hydra.sweep.dir=outputs/crash"],
                                 capsys, monkeypatch, tmp_path)
     assert code == 1

@@ -138,6 +138,8 @@ class ImageDataset:
     sample time, far smaller than the materialized stack (128k x 3 x 28 x 28 = 301 MB).
     """
 
+    evaluator = "image"  # the protocol that measures it (ganlab.evaluation.make_evaluator)
+
     def __init__(self, base: str, split: str = "train", root: str | None = None, device: str | torch.device = "cpu",
                  pad_to_32: bool = False, stack_n: int = 0, stack_seed: int = 0):
         if stack_n < 0 or (stack_n and split != "train"):
@@ -217,7 +219,7 @@ def _stacked(base, root, n, seed, pad_to_32, device) -> ImageDataset:
     return ImageDataset(base, "train", root, device, pad_to_32=pad_to_32, stack_n=n, stack_seed=seed)
 
 
-# Builders for Hydra `_target_`s (configs/dataset/*.yaml). `root: null` means $GANLAB_DATA or ~/.cache/ganlab/data.
+# Builders for Hydra `_target_`s (ganlab/configs/dataset/*.yaml). `root: null` means $GANLAB_DATA or ~/.cache/ganlab/data.
 def mnist(root: str | None = None, split: str = "train", pad_to_32: bool = False, device="cpu") -> ImageDataset:
     """MNIST digits, 1x28x28 (1x32x32 zero-padded with pad_to_32), 10 modes."""
     return _mnist_like("mnist", root, split, pad_to_32, device)

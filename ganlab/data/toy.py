@@ -16,6 +16,8 @@ class GaussianMixture:
     `centers` and `std` are also what the mode-coverage metrics measure against.
     """
 
+    evaluator = "toy"  # the protocol that measures it (ganlab.evaluation.make_evaluator)
+
     def __init__(self, centers: Tensor, std: float, device: str | torch.device = "cpu"):
         if std <= 0:
             raise ConfigError(f"std must be > 0, got {std}")

@@ -1,34 +1,85 @@
-"""Metrics: small functions of samples that return flat dicts of numbers.
+"""Metrics: small functions of samples that return flat dicts of numbers, and their registry.
 
 - modes.py: mode coverage on Gaussian mixtures (torch, runs on the training device);
-- frechet.py, kid.py, prdc.py: feature-space metrics for images (FID's Fréchet distance, KID,
-  precision/recall and density/coverage) on the features ganlab/image_evaluation.py extracts;
+- classes.py, confusion.py: classifier modes on images, and their confusion-corrected counts;
+- frechet.py, kid.py, prdc.py, sliced.py: feature-space metrics for images (FID's Fréchet distance,
+  KID, precision/recall and density/coverage, sliced W1) on the features ganlab/evaluation/image.py
+  extracts; inception.py, inception_score.py: Inception-v3 features, FID and IS;
 - jacobian.py: products with G's Jacobian dG/dz, and its smallest singular value;
-- wasserstein.py: exact empirical W1/W2 (numpy/scipy only, so the background evaluator can import
-  it without torch).
+- wasserstein.py: exact empirical W1/W2 (numpy/scipy only, so the background worker can import
+  it without torch);
+- classifier.py, classifier_training.py: the mode classifier of MNIST-like data.
 
-Each metric's better direction (for the report's verdicts) is in BETTER below: one table, next to the
-metrics it describes. A metric missing from it (the D gap, σ_min of dG/dz, a remedy's diagnostic)
-has no better side: a verdict on it says "higher" or "lower".
+`REGISTRY` below names every number an evaluation reports: which protocol reports it, its better
+direction (for the report's verdicts; None: a diagnostic without one, a verdict on it says
+"higher" or "lower"), the function that computes it and what it means. A new metric is one function
+plus its entry here; the evaluators' metric columns, `ganlab report` and the verdicts read it. The
+table lives in this module, which imports nothing, so that the report reads it without torch.
 """
 
-# What a 2-D evaluation reports (ganlab/evaluation.py), in the order tables show them.
-TOY_METRICS = ("modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "critic_gap", "wasserstein1",
-               "wasserstein2", "jacobian_sigma_min")
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: str | None            # "higher", "lower", or None (no better side)
+    protocols: tuple[str, ...]    # the evaluators that report it: "toy" (2-D mixtures), "image"
+    function: str                 # where it is computed: module.function under ganlab.metrics (or the evaluator)
+    meaning: str
+
+
+_TOY, _IMAGE, _BOTH = ("toy",), ("image",), ("toy", "image")
+
+# In the order tables and TensorBoard's HParams show them.
+REGISTRY: dict[str, Metric] = {m.name: m for m in (
+    Metric("modes_captured", "higher", _BOTH, "modes.mode_coverage | classes.class_metrics",
+           "2-D: modes with a high-quality sample; images: classes (triples) the classifier finds"),
+    Metric("high_quality_pct", "higher", _TOY, "modes.mode_coverage", "% of samples within 3 std of a mode"),
+    Metric("reverse_kl", "lower", _BOTH, "modes.mode_coverage | classes.class_metrics",
+           "KL(p_gen(mode) || uniform), all samples by nearest mode (2-D) or label (images)"),
+    Metric("reverse_kl_hq", "lower", _TOY, "modes.mode_coverage", "the same KL over the high-quality samples only"),
+    Metric("critic_gap", None, _BOTH, "evaluator", "E[D(real)] - E[D(fake)]; a W1 estimate only for a Lipschitz critic"),
+    Metric("wasserstein1", "lower", _TOY, "wasserstein.empirical_wasserstein", "exact empirical W1 to the data"),
+    Metric("wasserstein2", "lower", _TOY, "wasserstein.empirical_wasserstein", "exact empirical W2 to the data"),
+    Metric("jacobian_sigma_min", None, _BOTH, "jacobian.smallest_singular_value",
+           "mean smallest singular value of dG/dz (near 0: G squeezes z locally)"),
+    Metric("eval_seconds", None, _IMAGE, "evaluator", "the evaluation's wall time"),
+    Metric("modes_above_share", "higher", _IMAGE, "classes.class_metrics",
+           "modes holding at least 10 % of the uniform share of samples"),
+    Metric("modes_captured_real", None, _IMAGE, "classes.class_metrics", "modes_captured of real data: the ceiling"),
+    Metric("modes_corrected", "higher", _IMAGE, "confusion.corrected_modes",
+           "modes, the classifier's confusion deconvolved (EM)"),
+    Metric("reverse_kl_corrected", "lower", _IMAGE, "confusion.corrected_modes", "reverse KL of the deconvolved histogram"),
+    Metric("modes_corrected_real", None, _IMAGE, "confusion.corrected_modes", "modes_corrected of real data: the ceiling"),
+    Metric("domain_fid", "lower", _IMAGE, "frechet.frechet_distance", "FID on the mode classifier's features"),
+    Metric("kid", "lower", _IMAGE, "kid.kernel_inception_distance", "kernel inception distance (unbiased MMD², cubic kernel)"),
+    Metric("kid_std", None, _IMAGE, "kid.kernel_inception_distance", "KID's standard deviation over subsets"),
+    Metric("precision", "higher", _IMAGE, "prdc.prdc", "improved precision (k = 3)"),
+    Metric("recall", "higher", _IMAGE, "prdc.prdc", "improved recall (k = 3)"),
+    Metric("density", "higher", _IMAGE, "prdc.prdc", "density (k = 5)"),
+    Metric("coverage", "higher", _IMAGE, "prdc.prdc", "coverage (k = 5)"),
+    Metric("swd", "lower", _IMAGE, "sliced.sliced_wasserstein", "sliced W1 on the classifier's features"),
+    Metric("swd_pixels", "lower", _IMAGE, "sliced.sliced_wasserstein", "sliced W1 on raw pixels"),
+    Metric("fid", "lower", _IMAGE, "frechet.frechet_distance", "Inception FID (pytorch-fid preprocessing)"),
+    Metric("inception_score", "higher", _IMAGE, "inception_score.inception_score", "IS over 10 splits"),
+    Metric("inception_score_std", None, _IMAGE, "inception_score.inception_score", "IS's standard deviation"),
+)}
+
+
+def protocol_metrics(protocol: str) -> tuple[str, ...]:
+    """The registered metrics an evaluator of `protocol` ("toy" or "image") may report, in order."""
+    return tuple(name for name, m in REGISTRY.items() if protocol in m.protocols)
+
+
+# What a 2-D evaluation reports (ganlab/evaluation/toy.py), in the order tables show them.
+TOY_METRICS = protocol_metrics("toy")
+
+# Each metric's better direction, for the report's verdicts.
+BETTER = {name: m.better for name, m in REGISTRY.items() if m.better is not None}
 
 # The distributions every run is measured against (summary.json `references`, DESIGN 3): a G that
 # learned nothing, a blob that knows only where the data is (2-D only), and the data (the ceiling).
 REFERENCES = {"untrained": "untrained G", "gaussian": "Gaussian fit", "data": "real data"}
-
-BETTER = {
-    # 2-D mixtures (VEEGAN / PacGAN protocol) and classifier modes on images
-    "modes_captured": "higher", "modes_above_share": "higher", "high_quality_pct": "higher",
-    "reverse_kl": "lower", "reverse_kl_hq": "lower",
-    # corrected for the classifier's confusion (metrics/confusion.py); the `_real` ceilings have no side
-    "modes_corrected": "higher", "reverse_kl_corrected": "lower",
-    # distances to the data
-    "wasserstein1": "lower", "wasserstein2": "lower", "swd": "lower", "swd_pixels": "lower",
-    "fid": "lower", "domain_fid": "lower", "kid": "lower",
-    # image quality and diversity
-    "inception_score": "higher", "precision": "higher", "recall": "higher", "density": "higher", "coverage": "higher",
-}

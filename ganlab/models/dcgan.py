@@ -8,7 +8,7 @@ each halving of the resolution:
 
 Every resolution step is a 4x4 convolution of stride 2, padding 1 (transposed in G). The smaller
 discriminators of the Unrolled GAN's Stacked MNIST experiment (D 1/2 and 1/4 "the size" of G) are
-D widths of G's width / 2 and / 4: configs/model/dcgan_d_half.yaml, dcgan_d_quarter.yaml.
+D widths of G's width / 2 and / 4: ganlab/configs/model/dcgan_d_half.yaml, dcgan_d_quarter.yaml.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ e9c892a; TensorFlow). What it does, read there:
 - madgan.py:132: samples for evaluation feed n/k codes to every generator: equal shares.
 - The synthetic code has no similarity term (no MAD-GAN-Sim).
 
-Options (configs/remedy/madgan.yaml):
+Options (ganlab/configs/remedy/madgan.yaml):
 - `batch: full` (the authors'): D sees k*B fakes per B reals, as above. `batch: split`, ganlab's
   earlier default: the B codes are split into k chunks, chunk i through G_i, and D's loss is the
   mean over the reals plus the mean over the fakes (real prior 1/2); G's loss is the mean over

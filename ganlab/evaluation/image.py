@@ -1,0 +1,351 @@
+"""The image protocol (DESIGN 3): one evaluation of an image GAN, batched on the training device.
+
+What it measures depends on what the dataset offers:
+- MNIST-like and stacked data: the project's mode classifier labels every generated sample
+  (each channel of a stacked sample), giving modes captured and KL(p_gen || uniform) over 10 classes
+  or 1,000 triples; its penultimate features give the *domain* FID, KID, precision/recall,
+  density/coverage and the sliced Wasserstein distance.
+- With the Inception weights (metrics.inception): Inception FID and IS. `auto` turns them on for
+  CIFAR-10 when the weights file is found (on the CPU they cost minutes per evaluation elsewhere).
+- Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
+
+The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
+a fixed seed and without replacement (each training image at most once while n <= the set's size); its statistics are cached on disk under (dataset, extractor and its hash, n, seed).
+Pictures (sample grids from fixed codes, mode occupancy, class histograms) are drawn by the
+background worker from what `job` hands it (jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ganlab.evaluation.base import (
+    Evaluation,
+    ModeHistory,
+    critic_gap_protocol,
+    eval_mode,
+    scalars,
+)
+from ganlab.evaluation.jobs import ImageEvalJob
+from ganlab.metrics import protocol_metrics
+from ganlab.metrics.jacobian import smallest_singular_value
+from ganlab.remedies import Remedy
+
+log = logging.getLogger(__name__)
+
+REFERENCE_SEED = 20_170_101  # the real reference sample: the same images in every run and every evaluation
+GRID_SEED = 0                # the codes of the sample grid: the same z in every evaluation and every run
+JACOBIAN_SAMPLES = 16        # z points for sigma_min(dG/dz): latent_dim G passes each, so fewer than on 2-D
+REMEDY_METRIC_SAMPLES = 1000  # remedies' own evaluation metrics (reconstruction, ...) on the first samples
+SAVED_SAMPLES = 1000          # generated and real images kept in samples.npz (all 26k would be 61 MB per run)
+KID_KEYS = ("kid", "kid_std")
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(size, n - start)
+
+
+class ImageEvaluator:
+    def __init__(self, data, latent_dim: int, eval_cfg, wasserstein_critic: bool, device: torch.device,
+                 metrics_cfg=None):
+        from ganlab.config import MetricsConfig
+
+        self.data, self.latent_dim, self.cfg, self.device = data, latent_dim, eval_cfg, device
+        self.wasserstein_critic = wasserstein_critic
+        self.history = ModeHistory()
+        self.mcfg = metrics_cfg if metrics_cfg is not None else MetricsConfig()
+        self.n_modes = data.n_modes
+        self.classifier, self.classifier_info = self._load_classifier()
+        self.inception = self._load_inception()
+        self.z_grid = torch.randn(eval_cfg.grid, latent_dim, device=device,
+                                  generator=torch.Generator(device).manual_seed(GRID_SEED))
+        self._reference: dict | None = None  # real features and statistics, computed at the first evaluation
+        keys = ["critic_gap", "jacobian_sigma_min", "eval_seconds"]
+        if self.classifier is not None:
+            keys += ["modes_captured", "reverse_kl", "modes_captured_real"]
+            if self.classifier.confusion is not None:
+                keys += ["modes_corrected", "reverse_kl_corrected", "modes_corrected_real"]
+            keys += ["domain_fid", *KID_KEYS, *PRDC_KEYS, "swd"]
+        else:
+            keys += ["swd_pixels"]
+        if self.inception is not None:
+            keys += ["fid", "inception_score", "inception_score_std"]
+        unregistered = set(keys) - set(protocol_metrics("image"))
+        if unregistered:  # a programming error: every column is a registered metric (ganlab/metrics/__init__.py)
+            raise ValueError(f"image metrics not in ganlab.metrics.REGISTRY: {sorted(unregistered)}")
+        self.metric_keys = tuple(keys)
+
+    # --- what is available -------------------------------------------------------------------------
+
+    def _load_classifier(self):
+        if self.data.base not in ("mnist", "fashion_mnist"):
+            return None, None
+        from ganlab.metrics.classifier_training import ensure_classifier
+
+        model, info = ensure_classifier(self.data.base, getattr(self.data, "root", None), self.device)
+        return model.eval(), info
+
+    def _load_inception(self):
+        from ganlab.metrics import inception
+
+        choice, weights = self.mcfg.inception, self.mcfg.fid.weights
+        if choice is False:
+            return None
+        if choice == "auto":
+            found = bool(weights) or inception.weights_cache_path().is_file()
+            if self.data.base != "cifar10" or not found:
+                return None
+        return inception.load_fid_inception(weights, self.device)
+
+    # --- features ----------------------------------------------------------------------------------
+
+    def _for_classifier(self, x: Tensor) -> Tensor:
+        """28 x 28 inputs for the classifier: padded 32 x 32 data is cropped back."""
+        return x[..., 2:30, 2:30] if x.shape[-1] == 32 else x
+
+    @torch.no_grad()
+    def _classify(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Labels ((n,) or (n, 3) for stacked data) and penultimate features ((n, 128) or (n, 384))."""
+        labels, feats = [], []
+        for start, size in _chunks(len(x), self.cfg.batch):
+            chunk = self._for_classifier(x[start:start + size])
+            c = chunk.shape[1]
+            # Each channel is one digit; NHWC is the classifier's faster layout on the CPU.
+            flat = chunk.reshape(-1, 1, *chunk.shape[2:]).contiguous(memory_format=torch.channels_last)
+            hidden = self.classifier.penultimate(flat)  # once: the labels come from its head
+            labels.append(self.classifier.head(hidden).argmax(dim=1).view(len(chunk), c))
+            feats.append(hidden.reshape(len(chunk), -1))
+        labels = torch.cat(labels)
+        return (labels if self.data.stacked else labels[:, 0]), torch.cat(feats)
+
+    @torch.no_grad()
+    def _inception(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from ganlab.metrics import inception
+
+        return inception.features(self.inception, inception.quantize(x), batch_size=min(self.cfg.batch, 200),
+                                  return_logits=True)
+
+    def _mode_metrics(self, labels: Tensor) -> dict:
+        from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
+
+        # With the classifier's confusion matrix (a classifier cached before it was recorded, whose
+        # test split could not be read, has none), the confusion-corrected counts too.
+        confusion = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
+        if self.data.stacked:
+            return stacked_mode_metrics(labels, **confusion)
+        out = class_metrics(labels, n_classes=self.n_modes, **confusion)
+        out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
+        return out
+
+    def reference_sample(self, n: int) -> dict:
+        """The real side: features and statistics of n reference images (cached on disk)."""
+        if self._reference is not None and self._reference["n"] == n:
+            return self._reference
+        from ganlab.metrics.feature_cache import cached_statistics
+
+        rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
+        real = self.data.sample_unique(n, generator=rng)  # without replacement, as the FID protocol
+        key = {"dataset": self.data.name, "split": self.data.split, "shape": list(self.data.shape),
+               "n": n, "seed": REFERENCE_SEED, "draw": "without replacement", "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
+        ref: dict = {"n": n, "pixels": real.flatten(1)}
+        if self.classifier is not None:
+            labels, feats = self._classify(real)
+            ref["modes"] = self._mode_metrics(labels)
+            features = feats.double().cpu().numpy()
+            ref["mu"], ref["sigma"], _ = cached_statistics(
+                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
+            ref["features"] = features
+        if self.inception is not None:
+            ref["inception_mu"], ref["inception_sigma"], _ = cached_statistics(
+                {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
+        self._reference = ref
+        return ref
+
+    # --- the evaluation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
+                 n: int | None = None, step: int | None = None) -> Evaluation:
+        ev = self._evaluate(G, D, remedy, generator, n or self.cfg.samples)
+        if step is not None:
+            self.history.record(step, ev)
+        return ev
+
+    def _evaluate(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator, n: int) -> Evaluation:
+        start = time.perf_counter()
+        ref = self.reference_sample(n)
+        with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
+            remedy.before_eval(G, D, self.data, generator)
+            z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+            fake = torch.cat([remedy.sample(G, D, z[s:s + size], generator) for s, size in _chunks(n, self.cfg.batch)])
+            real = self.data.sample(n, generator=generator)
+            d_real = torch.cat([D(real[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
+            d_fake = torch.cat([D(fake[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
+            metrics: dict = {"critic_gap": float(d_real.float().mean() - d_fake.float().mean())}
+            metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
+            k = min(n, REMEDY_METRIC_SAMPLES)
+            metrics.update(remedy.eval_metrics(G, D, self.data, z[:k], fake[:k], real[:k]))
+            grid = G(self.z_grid)  # G itself at fixed codes (a sampler's choices would change the picture)
+            source = remedy.sample_sources(G, self.z_grid)
+        fake = fake.float()
+        metrics.update(self._sample_metrics(fake, ref))
+        metrics["eval_seconds"] = time.perf_counter() - start
+        log.info("evaluation of %d samples: %.1f s", n, metrics["eval_seconds"])
+        # Only what samples.npz keeps leaves the device: the first SAVED_SAMPLES of each side, as uint8.
+        return Evaluation(metrics, _to_uint8(fake[:SAVED_SAMPLES]), _to_uint8(real[:SAVED_SAMPLES]), None,
+                          None if source is None else source.cpu().numpy(), grid=_to_uint8(grid.float()))
+
+    @torch.no_grad()
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+        """The reference rows (DESIGN 3): the untrained G (call before the first step), and a second real
+        sample, drawn from `generator`, through the same classifier and features (the ceiling). No
+        Gaussian fit: a Gaussian in pixel space says nothing a reader could use."""
+        untrained = scalars(self.evaluate(G, D, remedy, generator))
+        untrained.pop("eval_seconds", None)
+        n = self.cfg.samples
+        ref = self.reference_sample(n)
+        real = torch.cat([self.data.sample(size, generator=generator) for _, size in _chunks(n, self.cfg.batch)]).float()
+        data = {k: v for k, v in self._sample_metrics(real, ref).items() if k != "mode_counts"}
+        return {"untrained": untrained, "data": data}
+
+    def _sample_metrics(self, x: Tensor, ref: dict) -> dict:
+        """Every metric of a batch of images against the reference sample: classifier modes and feature
+        metrics (or pixel SWD without a classifier), and Inception FID/IS when enabled."""
+        out: dict = {}
+        if self.classifier is not None:
+            labels, feats = self._classify(x)
+            out.update(self._mode_metrics(labels))
+            # The ceiling beside each count: the reference sample (real, the same n) through the same
+            # classifier, already classified for the feature metrics.
+            out.update({f"{key}_real": ref["modes"][key] for key in ("modes_captured", "modes_corrected")
+                        if key in ref["modes"]})
+            out.update(self._feature_metrics(feats.double().cpu().numpy(), ref))
+        else:
+            from ganlab.metrics.sliced import sliced_wasserstein
+
+            out["swd_pixels"] = sliced_wasserstein(x.flatten(1), ref["pixels"], self.mcfg.swd_projections)["sw1"]
+        if self.inception is not None:
+            from ganlab.metrics.feature_cache import fid_from_features
+            from ganlab.metrics.inception_score import inception_score
+
+            feats, logits = self._inception(x)
+            out["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
+            out["inception_score"], out["inception_score_std"] = inception_score(logits)
+        return out
+
+    def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
+        from ganlab.metrics.feature_cache import fid_from_features
+        from ganlab.metrics.kid import kernel_inception_distance
+        from ganlab.metrics.prdc import prdc
+        from ganlab.metrics.sliced import sliced_wasserstein
+
+        real = np.asarray(ref["features"], np.float64)
+        out = {"domain_fid": fid_from_features(fake, ref["mu"], ref["sigma"], what="domain FID")}
+        out["kid"], out["kid_std"] = kernel_inception_distance(fake, real, self.mcfg.kid_subsets,
+                                                               self.mcfg.kid_subset_size)
+        m = min(self.mcfg.prdc_samples, len(fake), len(real))
+        out.update(prdc(real[:m], fake[:m], k_pr=3, k_dc=5))
+        out["swd"] = sliced_wasserstein(fake, real, self.mcfg.swd_projections)["sw1"]
+        return out
+
+    # --- what the loop needs besides the numbers -----------------------------------------------------
+
+    def protocol(self) -> dict:
+        n = self.cfg.samples
+        out = {
+            "samples": n,
+            "reference": f"{n} real {self.data.name} ({self.data.split} split) images drawn without replacement with "
+                         f"seed {REFERENCE_SEED}, the same in every evaluation",
+            "critic_gap": critic_gap_protocol(self.wasserstein_critic),
+            "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz",
+            "remedy_metrics": f"on the first {REMEDY_METRIC_SAMPLES} evaluation samples",
+            "references": "untrained: this run's G before its first step; data: a second real sample of the "
+                          "same size through the same classifier and features (the ceiling)",
+        }
+        if self.classifier is not None:
+            from ganlab.metrics.classifier import describe
+
+            unit = "each channel" if self.data.stacked else "each sample"
+            out["classifier"] = describe(self.classifier_info)
+            out["mode_metrics"] = (f"the classifier labels {unit}; modes_captured = distinct "
+                                   + ("label triples out of 1000" if self.data.stacked else "classes out of 10")
+                                   + "; reverse_kl = KL(p_gen(mode) || uniform), natural log, 0 log 0 = 0; "
+                                   "modes_captured_real (modes_corrected_real) = modes_captured (modes_corrected) "
+                                   f"of the {n} reference images (real data of the same size through the same "
+                                   "classifier: the ceiling)")
+            out["corrected_modes"] = self._corrected_protocol()
+            out["domain_features"] = ("the classifier's penultimate layer" + (", the three channels' features concatenated"
+                                      if self.data.stacked else "") + ": domain_fid, kid, precision/recall, "
+                                      "density/coverage and swd are on these features, NOT Inception features")
+            out["kid"] = (f"unbiased MMD^2, cubic polynomial kernel, mean and std over {self.mcfg.kid_subsets} subsets "
+                          f"of {self.mcfg.kid_subset_size}")
+            out["prdc"] = f"precision/recall k=3, density/coverage k=5, on the first {min(n, self.mcfg.prdc_samples)} samples per side"
+            out["swd"] = f"sliced W1 over {self.mcfg.swd_projections} random directions (seed 0)"
+            if self._reference is not None and "modes" in self._reference:
+                ref = self._reference["modes"]
+                out["reference_modes"] = {k: ref[k] for k in ("modes_captured", "reverse_kl", "modes_corrected",
+                                                              "reverse_kl_corrected") if k in ref}
+        else:
+            out["swd_pixels"] = f"sliced W1 on raw pixels over {self.mcfg.swd_projections} random directions (seed 0)"
+        if self.inception is not None:
+            out["fid"] = (f"Inception FID ({self.inception.extractor_id()}), pytorch-fid preprocessing, "
+                          f"{n} generated vs {n} reference images")
+            out["inception_score"] = "IS over 10 splits of the generated samples"
+        return out
+
+    def _corrected_protocol(self) -> str:
+        if self.classifier.confusion is None:
+            return ("not measured: the classifier was cached before its confusion matrix was recorded, and the "
+                    f"{self.data.base} test split it is measured on could not be read (the run's log says why)")
+        from ganlab.metrics.confusion import MIN_SHARE, Z
+
+        unit, model = ("triple", "(C ⊗ C ⊗ C)ᵀ p, channels labelled independently") if self.data.stacked else \
+            ("class", "Cᵀ p")
+        return (f"modes_corrected, reverse_kl_corrected: the observed {unit} histogram deconvolved with the "
+                "classifier's confusion matrix C[i, j] = P(label j | class i), measured on the "
+                f"{int(self.classifier.confusion_samples.sum())} {self.data.base} test images: the true {unit} "
+                f"distribution p is estimated by maximum likelihood (EM, i.e. Richardson-Lucy) under observed = {model}. "
+                f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
+                f"whose samples labelled as themselves (n p_t times the product of C's diagonal entries) stand {Z:g} "
+                "standard deviations above what the other modes leak into that label (Poisson, plus C's sampling "
+                "error); reverse_kl_corrected = KL(p || uniform) "
+                f"of p refitted on those {unit}s alone. It assumes generated images are confused like real test images")
+
+    def job(self, step: int, ev: Evaluation) -> ImageEvalJob:
+        return ImageEvalJob(step, ev.grid, scalars(ev), ev.metrics.get("mode_counts"), self.n_modes,
+                            bool(self.data.stacked), list(self.history.steps), list(self.history.counts), ev.source)
+
+    def headline(self, metrics: dict) -> str:
+        if "modes_captured" in metrics:
+            return f"  modes {metrics['modes_captured']}/{self.n_modes}  KL {metrics['reverse_kl']:.2f}"
+        if "fid" in metrics:
+            return f"  FID {metrics['fid']:.1f}"
+        return f"  SWD(px) {metrics['swd_pixels']:.3f}"
+
+    def offline_metrics(self, ev: Evaluation) -> dict:
+        return {}
+
+    def saved_samples(self, ev: Evaluation) -> dict:
+        """samples.npz: the first SAVED_SAMPLES generated and real images of the final evaluation, as
+        uint8; `ganlab eval` draws any number again from the checkpoint."""
+        return {"x": ev.fake, "real": ev.real}
+
+    def state_dict(self) -> dict:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history.load_state_dict(state)
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """[-1, 1] images -> uint8 levels, N x C x H x W: FID's quantization (what a PNG would hold)."""
+    from ganlab.metrics.inception import quantize
+
+    return (quantize(x) * 255).round().to(torch.uint8).cpu().numpy()

@@ -1,0 +1,107 @@
+"""The background part of an evaluation: what needs no device (exact W1/W2, the pictures), done
+in the evaluation worker (ganlab/evaluation/worker.py) from a job the evaluator hands it.
+
+Imports no torch, so the worker starts quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class EvalJob:
+    step: int
+    fake: np.ndarray            # generated samples, n x 2
+    real: np.ndarray            # data samples, n x 2
+    d_grid: np.ndarray          # D's output on a square grid over `limits`
+    centers: np.ndarray
+    limits: tuple[float, float]
+    metrics: dict               # the metrics already computed on the device (for picture titles)
+    history_steps: list[int]    # mode histogram so far, for the over-time picture
+    history_counts: list[list[int]]
+    w_samples: int
+    source: np.ndarray | None = None  # which generator made each sample, for a picture by generator
+
+    def complete(self) -> EvalResult:
+        return _complete_toy(self)
+
+
+@dataclass
+class EvalResult:
+    step: int
+    scalars: dict[str, float]
+    images: dict[str, bytes]     # PNG
+
+
+def _complete_toy(job: EvalJob) -> EvalResult:
+    """Exact Wasserstein distances and the three pictures of one evaluation."""
+    # Imported here: matplotlib and POT take ~1 s to load, which every run start (and every
+    # --help or config error) would pay, while only evaluations need them.
+    from ganlab import pictures
+    from ganlab.metrics.wasserstein import empirical_wasserstein
+
+    n = job.w_samples
+    if np.isfinite(job.fake).all():
+        scalars = empirical_wasserstein(job.fake[:n], job.real[:n])
+    else:  # a diverging G: the loop reports the divergence; the metrics must not crash first
+        scalars = {"wasserstein1": float("nan"), "wasserstein2": float("nan")}
+    m, k = job.metrics, len(job.centers)
+    title = f"step {job.step}: {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
+    images = {
+        "samples": pictures.samples_picture(job.fake, job.real, job.centers, job.limits, title),
+        "discriminator": pictures.discriminator_picture(job.d_grid, job.fake, job.centers, job.limits,
+                                                        f"D at step {job.step}"),
+        "mode_histogram": pictures.mode_history_picture(job.history_steps, job.history_counts,
+                                                        "mode histogram over training"),
+    }
+    if job.source is not None:
+        images["samples_by_generator"] = pictures.sources_picture(job.fake, job.source, job.centers, job.limits,
+                                                                  f"samples by generator, step {job.step}")
+    return EvalResult(job.step, scalars, images)
+
+
+@dataclass
+class ImageEvalJob:
+    step: int
+    grid: np.ndarray               # G at the fixed grid codes, uint8 N x C x H x W
+    metrics: dict                  # for picture titles
+    mode_counts: list[int] | None  # samples per class (10) or per stacked triple (1000); None without a classifier
+    n_modes: int
+    stacked: bool
+    history_steps: list[int]
+    history_counts: list[list[int]]
+    source: np.ndarray | None = None  # which generator made each grid sample (MAD-GAN)
+
+    def complete(self) -> EvalResult:
+        from ganlab import pictures
+
+        m = self.metrics
+        title = f"step {self.step} (fixed z)"
+        if "modes_captured" in m:
+            title += f": {m['modes_captured']}/{self.n_modes} modes, KL {m['reverse_kl']:.2f}"
+        images = {"samples": pictures.image_grid_picture(self.grid, title)}
+        if self.source is not None:  # one row per generator: which kinds of image each one makes
+            order = np.argsort(self.source, kind="stable")
+            per_row = int(np.bincount(self.source).max())
+            rows = [self.grid[order][self.source[order] == g] for g in np.unique(self.source)]
+            padded = [np.concatenate([r, np.full((per_row - len(r), *r.shape[1:]), 255, np.uint8)]) for r in rows]
+            images["samples_by_generator"] = pictures.image_grid_picture(
+                np.concatenate(padded), f"samples by generator (rows), step {self.step}", columns=per_row)
+        if self.mode_counts is not None:
+            counts = np.asarray(self.mode_counts)
+            if self.stacked:
+                images["mode_occupancy"] = pictures.occupancy_picture(counts, f"samples per triple, step {self.step}")
+            else:
+                images["class_histogram"] = pictures.class_histogram_picture(counts, f"classes, step {self.step}")
+            if self.history_steps:
+                images["mode_histogram"] = pictures.mode_history_picture(self.history_steps, self.history_counts,
+                                                                         "mode histogram over training")
+        return EvalResult(self.step, {}, images)
+
+
+def complete(job) -> EvalResult:
+    """The background part of one evaluation (an EvalJob or an ImageEvalJob)."""
+    return job.complete()

@@ -1,0 +1,137 @@
+"""The 2-D protocol (DESIGN 3, VEEGAN / PacGAN): one evaluation on the training device, fresh
+samples from G and the data, and the metrics that need the networks. Exact W1/W2 and the pictures
+are completed in the background (jobs.py, worker.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganlab.data.toy import GaussianMixture
+from ganlab.evaluation.base import (
+    Evaluation,
+    ModeHistory,
+    critic_gap_protocol,
+    eval_mode,
+    scalars,
+)
+from ganlab.evaluation.jobs import EvalJob
+from ganlab.metrics import TOY_METRICS
+from ganlab.metrics.jacobian import smallest_singular_value
+from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
+from ganlab.remedies import Remedy
+
+GRID_RESOLUTION = 120  # D heatmap: points per side
+# What every evaluation reports (the offloaded ones included): the final metrics of every run, so
+# the runs of a sweep share one set of HParams columns.
+METRIC_KEYS = TOY_METRICS
+JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
+
+
+def protocol(n: int, w_n: int, wasserstein_critic: bool) -> dict:
+    """How the numbers of an evaluation were measured; stored in summary.json next to them."""
+    return {
+        "samples": n,
+        "mode_metrics": "nearest mode by ||x - mu_k|| / std over all samples (VEEGAN/PacGAN protocol)",
+        "high_quality_threshold_std": HQ_THRESHOLD,
+        "reverse_kl": "KL(p_gen(mode) || uniform), p over all samples (nearest mode), 0 log 0 = 0",
+        "reverse_kl_hq": "the same KL with p over the high-quality samples only (PacGAN's logger); "
+                         "undefined (null) when no sample is high quality",
+        "references": "untrained: this run's G before its first step (every metric); gaussian: n samples of "
+                      "N(mean, covariance) of the data, exact moments of the mixture; data: n fresh data samples "
+                      "(the ceiling). The same evaluator, sample count and real set; critic_gap and "
+                      "jacobian_sigma_min need a G and D, so only `untrained` has them",
+        "wasserstein_samples": w_n,
+        "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
+                       "(exact optimal transport, Euclidean ground metric)",
+        "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz "
+                              "(full Jacobian by forward-mode products; near 0: G squeezes z locally)",
+        "critic_gap": critic_gap_protocol(wasserstein_critic),
+    }
+
+
+@torch.no_grad()
+def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, latent_dim: int,
+             n: int, generator: torch.Generator, limits: tuple[float, float]) -> Evaluation:
+    """Metrics on n fresh samples. `generator` is the evaluation's own RNG, so evaluating more or
+    less often never changes the training trajectory."""
+    # Every network in evaluation mode (batch norm on running statistics), the remedy's extra ones too.
+    with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
+        remedy.before_eval(G, D, data, generator)
+        z = torch.randn(n, latent_dim, device=data.device, generator=generator)
+        fake = remedy.sample(G, D, z, generator)
+        real = data.sample(n, generator=generator)
+        metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
+        metrics.update(mode_coverage(fake, data.centers, data.std))
+        metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
+        metrics.update(remedy.eval_metrics(G, D, data, z, fake, real))
+        source = remedy.sample_sources(G, z)
+        ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
+        ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
+        d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
+    return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
+                      d_grid.float().cpu().numpy(), None if source is None else source.cpu().numpy())
+
+
+class ToyEvaluator:
+    """The 2-D protocol (DESIGN 3): mode coverage against the known centres, the D gap, the
+    Jacobian's smallest singular value; exact W1/W2 and the pictures in the background worker."""
+
+    metric_keys = METRIC_KEYS
+
+    def __init__(self, data: GaussianMixture, latent_dim: int, eval_cfg, wasserstein_critic: bool,
+                 device: torch.device | None = None, metrics_cfg=None):
+        self.data, self.latent_dim, self.cfg = data, latent_dim, eval_cfg
+        self.wasserstein_critic = wasserstein_critic
+        self.n_modes = data.n_modes
+        self.history = ModeHistory()
+        self.limits = data.plot_limits()
+        self.centers = data.centers.cpu().numpy()
+
+    def protocol(self) -> dict:
+        return protocol(self.cfg.samples, min(self.cfg.w_samples, self.cfg.samples), self.wasserstein_critic)
+
+    def evaluate(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
+                 n: int | None = None, step: int | None = None) -> Evaluation:
+        ev = evaluate(G, D, remedy, self.data, self.latent_dim, n or self.cfg.samples, generator, self.limits)
+        if step is not None:
+            self.history.record(step, ev)
+        return ev
+
+    def job(self, step: int, ev: Evaluation) -> EvalJob:
+        return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
+                       list(self.history.steps), list(self.history.counts), self.cfg.w_samples, ev.source)
+
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+        """The reference rows: {name: metrics} for the untrained G (call before the first step), a
+        Gaussian fit to the data and fresh data, each measured like the run's own evaluations."""
+        untrained = self.evaluate(G, D, remedy, generator)
+        out = {"untrained": {**scalars(untrained), **self.offline_metrics(untrained)}}
+        n = self.cfg.samples
+        for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
+            metrics = mode_coverage(x, self.data.centers, self.data.std)
+            del metrics["mode_counts"]
+            ev = Evaluation(metrics, x.cpu().numpy(), untrained.real, None)  # the same real set as `untrained`
+            out[name] = {**metrics, **self.offline_metrics(ev)}
+        return out
+
+    def headline(self, metrics: dict) -> str:
+        return f"  modes {metrics['modes_captured']}/{self.n_modes}  HQ {metrics['high_quality_pct']:.0f}%"
+
+    def offline_metrics(self, ev: Evaluation) -> dict:
+        """The metrics the background worker adds (exact W1/W2), computed here, for `ganlab eval`."""
+        from ganlab.metrics.wasserstein import empirical_wasserstein
+
+        n = min(self.cfg.w_samples, len(ev.fake))
+        return empirical_wasserstein(ev.fake[:n], ev.real[:n])
+
+    def saved_samples(self, ev: Evaluation) -> dict:
+        """What samples.npz keeps: exactly the samples the final metrics were computed on."""
+        return {"x": ev.fake, "real": ev.real}
+
+    def state_dict(self) -> dict:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history.load_state_dict(state)
+

@@ -1,0 +1,171 @@
+"""The part of an evaluation that needs no device, done in a background process.
+
+Exact W1/W2 (an optimal-transport LP: 0.4-0.6 s at n = 1,000) and the
+matplotlib pictures (~0.5 s) would otherwise stall training for seconds at every eval; a worker
+process does them on another core while training goes on, and the loop writes their results at its
+next log tick, under the step they belong to. This module imports no torch, so the worker starts
+quickly. `background=False` does the same work inline (for debugging, and for tests).
+
+The worker never outlives the training process nor speaks out of turn: it ignores Ctrl-C (the
+training process handles it, then closes the worker's input), the kernel kills it when the
+training process dies (Linux, even by kill -9), and a closed pipe ends it without a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+
+if __name__ == "__main__":
+    # The worker ignores Ctrl-C, from its first moment (numpy below takes a while to import): the
+    # terminal sends SIGINT to the whole process group, and the training process handles it (it
+    # saves, then closes our stdin, which ends this worker cleanly) and may still need our results.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The same for SIGTERM to the whole group (SLURM's preemption, `kill -- -PGID`): the training
+    # process stops gracefully and closes our input; if it dies instead, PR_SET_PDEATHSIG ends us.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+import ctypes
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+
+from ganlab.evaluation.jobs import EvalResult, complete
+
+# The worker's environment names the training process, whose death the worker must not outlive.
+PARENT_ENV = "GANLAB_OFFLOAD_PARENT"
+
+
+class Offloader:
+    """Runs `complete` on submitted jobs, in order, in one worker process (or inline).
+
+    The worker is `python -m ganlab.evaluation.worker`, fed pickled jobs on stdin, answering on stdout. A plain
+    subprocess rather than multiprocessing: spawn re-imports the caller's __main__, which breaks
+    any script that calls run() without an `if __name__ == "__main__"` guard.
+    """
+
+    def __init__(self, background: bool = True):
+        self.worker = None
+        self.jobs: queue.Queue = queue.Queue()  # to the worker; None closes its input
+        self.results: queue.Queue = queue.Queue()
+        self.submitted = self.received = 0
+        if background:
+            # One BLAS/OpenMP thread: the worker must not spin on the core that trains.
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   PARENT_ENV: str(os.getpid())}
+            self.worker = subprocess.Popen([sys.executable, "-m", "ganlab.evaluation.worker"], env=env,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            # Threads move the bytes: a job (~100 kB) is larger than a pipe's buffer, and writing it
+            # from the loop would block training while the worker is busy with the previous one.
+            threading.Thread(target=self._write, daemon=True).start()
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _write(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                pickle.dump(job, self.worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.worker.stdin.flush()
+            self.worker.stdin.close()  # end of input: the worker exits
+        except OSError:  # the worker died; _read reports it
+            pass
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self.results.put(pickle.load(self.worker.stdout))
+            except BaseException as exc:  # noqa: BLE001 - whatever it is, the loop must hear of it
+                self.results.put(exc if not isinstance(exc, EOFError) else EOFError("the worker stopped"))
+                return
+
+    def submit(self, job) -> None:
+        self.submitted += 1
+        if self.worker is None:
+            self.results.put(complete(job))
+        else:
+            self.jobs.put(job)
+
+    def _take(self, block: bool) -> EvalResult:
+        result = self.results.get(block=block)
+        if isinstance(result, BaseException):
+            raise RuntimeError(f"evaluation worker failed: {result}") from result
+        self.received += 1
+        return result
+
+    def ready(self) -> list[EvalResult]:
+        """Results finished so far, oldest first; never waits."""
+        done = []
+        while self.received < self.submitted and not self.results.empty():
+            done.append(self._take(block=False))
+        return done
+
+    def drain(self) -> list[EvalResult]:
+        """Wait for every submitted job."""
+        return [self._take(block=True) for _ in range(self.submitted - self.received)]
+
+    def close(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.jobs.put(None)
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+
+
+def _serve() -> None:
+    """The worker: complete each job read from stdin, write the result (or the error) to stdout.
+    It ends quietly when the training process closes its stdin, goes away, or stops reading."""
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    _die_with(parent)
+    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the answer stream
+    os.nice(5)  # pictures can wait; training should not
+    while True:
+        try:
+            job = pickle.load(jobs)
+        except EOFError:  # the training process closed our input: done
+            return
+        except pickle.UnpicklingError:
+            if _orphaned(parent):  # a job cut short by the training process's death
+                os._exit(0)
+            raise
+        try:
+            answer = complete(job)
+        except Exception as exc:  # noqa: BLE001 - sent back and raised in the training process
+            answer = RuntimeError(f"{type(exc).__name__}: {exc}")
+        try:
+            pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+            answers.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # Nobody reads our answers any more (the training process died). os._exit: a normal
+            # exit would flush stdout again and print "Exception ignored ... BrokenPipeError".
+            os._exit(0)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when the training process dies (kill -9 included), and
+    exit at once if it is already gone. Linux only (prctl); elsewhere the worker ends at its next
+    read or write on the closed pipes."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl in this libc: the pipes still end the worker
+            pass
+        # PR_SET_PDEATHSIG fires when the thread that started us exits: run() starts the Offloader
+        # and closes it in the same thread, so that is the training's end too.
+    if _orphaned(parent):  # the parent died before prctl took effect: no signal will come
+        os._exit(0)
+
+
+def _orphaned(parent: int) -> bool:
+    """Whether the training process that started this worker is gone (we were re-parented)."""
+    return bool(parent) and os.getppid() != parent
+
+
+if __name__ == "__main__":
+    # Serve from the imported module, not from __main__: the jobs' classes pickle by their module's name.
+    from ganlab.evaluation.worker import _serve as serve
+
+    serve()
