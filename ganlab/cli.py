@@ -7,7 +7,6 @@ bad value ends with one line naming the key, exit status 2, and no traceback, ev
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -29,6 +28,8 @@ from omegaconf import DictConfig
 
 from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
+from ganlab.summary import NAME as SUMMARY
+from ganlab.summary import RunSummary
 
 log = logging.getLogger("ganlab")
 
@@ -112,7 +113,7 @@ def check_run_dir_free(directory: Path, key: str, resuming: bool) -> None:
             raise ConfigError(in_use_message(candidate, pid))
     if resuming or not directory.is_dir():
         return
-    markers = ("summary.json", "checkpoint.pt", ".hydra")
+    markers = (SUMMARY, "checkpoint.pt", ".hydra")
     if any(next(directory.rglob(m), None) is not None for m in markers):
         raise ConfigError(f"{key}={directory} already holds a run; pick a new directory (nothing there was touched)")
 
@@ -171,22 +172,19 @@ def check_auto_resume(directory: Path, configs: list[dict]) -> None:
     from ganlab.checkpoint import RUN_LENGTH_KEYS, differing_keys
     from ganlab.train import AUTO_RESUME_IGNORED, differs_from_completed
 
-    for path in sorted(directory.rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
+    for path in sorted(directory.rglob(SUMMARY)):
+        summary = RunSummary.read_or_none(path.parent)
+        if summary is None or not isinstance(summary.config, dict):
             continue
-        if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
-            continue
-        if summary.get("status") == "completed":
-            differences = [differs_from_completed(summary, c) for c in configs]
+        if summary.status == "completed":
+            differences = [differs_from_completed(summary.to_dict(), c) for c in configs]
         else:  # an interrupted run resumes: run-length keys may change, as for resume=PATH
             ignored = (*AUTO_RESUME_IGNORED, *RUN_LENGTH_KEYS)
-            differences = [differing_keys(summary["config"], c, ignore=ignored) for c in configs]
+            differences = [differing_keys(summary.config, c, ignore=ignored) for c in configs]
         closest = min(differences, key=len)
         if closest:
             shown = ", ".join(closest[:5]) + (f" and {len(closest) - 5} more" if len(closest) > 5 else "")
-            raise ConfigError(f"resume=auto: {path.parent} holds a {summary.get('status', 'run')} run whose config "
+            raise ConfigError(f"resume=auto: {path.parent} holds a {summary.status} run whose config "
                               f"differs from every job of this command in {shown}; choose a new directory, or "
                               "repeat the settings it was run with")
 
@@ -256,16 +254,13 @@ def sweep_exit_code(sweep_dir: Path, n_jobs: int) -> int:
 
     outcomes: dict[str, list[str]] = {}
     code = 0
-    summaries = sorted(sweep_dir.rglob("summary.json"))
+    summaries = sorted(sweep_dir.rglob(SUMMARY))
     for path in summaries:
-        try:
-            summary = json.loads(path.read_text())
-            status = str(summary["status"])
-        except (OSError, ValueError, KeyError, TypeError):
-            summary, status = {}, "unreadable"
+        summary = RunSummary.read_or_none(path.parent)
+        status = "unreadable" if summary is None else str(summary.status)
         job_code = {"completed": 0, "diverged": Diverged.exit_code}.get(status)
         if job_code is None:
-            job_code = summary.get("exit_code") if isinstance(summary.get("exit_code"), int) else 1
+            job_code = summary.exit_code if summary is not None and isinstance(summary.exit_code, int) else 1
         code = max(code, job_code)
         outcomes.setdefault(status, []).append(path.parent.name)
     missing = n_jobs - len(summaries)
@@ -306,16 +301,11 @@ class _Prefixed(logging.Formatter):
 
 def _record_exit_code(run_dir: Path, code: int) -> None:
     """Add the exit code to a failed run's summary.json, for the launching process to read."""
-    from ganlab.tracking import write_json_atomic
-
-    path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(summary, dict) and summary.get("status") == "failed":
+    summary = RunSummary.read_or_none(run_dir)
+    if summary is not None and summary.status == "failed":
+        summary.exit_code = code
         with contextlib.suppress(GanlabError):  # a full disk: the exit status still says it
-            write_json_atomic(path, {**summary, "exit_code": code})
+            summary.write(run_dir)
 
 
 # The package's configs; `ganlab train --config-dir DIR` (Hydra's option) adds DIR's after them, and

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -32,8 +31,9 @@ from typing import Any
 
 from ganlab import verdicts
 from ganlab.config import GROUPS
-from ganlab.errors import ConfigError
+from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, protocol_metrics
+from ganlab.summary import RunSummary
 from ganlab.verdicts import Movement, Verdict
 
 # The metrics a 2-D run writes into summary.json (ganlab/evaluation.py); any other metric found in
@@ -393,12 +393,10 @@ def read_run(summary_path: Path, root: Path) -> Run:
     run_dir = summary_path.parent
     name = run_dir.relative_to(root).as_posix() if run_dir != root else "."
     try:
-        summary, problem = json.loads(summary_path.read_text()), "not a JSON object"
-    except (OSError, ValueError) as exc:
-        summary, problem = None, str(exc)
-    if not isinstance(summary, dict):
+        summary = RunSummary.read(run_dir).to_dict()  # the schema's reader; the checks below take old files too
+    except GanlabError as exc:
         return Run(run_dir, name, "unreadable", None, None, {}, {}, {}, None,
-                   error=f"unreadable summary.json: {problem}")
+                   error=f"unreadable summary.json: {str(exc).split(': ', 1)[-1]}")
     labels = {k: str(v) for k, v in (summary.get("labels") or {}).items()}
     seed = summary.get("seed")
     if isinstance(summary.get("config"), dict):

@@ -117,7 +117,7 @@ def fetch(dataset: str, filename: str, root: str | os.PathLike | None = None) ->
     problems = []
     for url in urls:
         try:
-            _download(url, path, expected, f"{remote.title} {filename}")
+            download_verified(url, path, expected, f"{remote.title} {filename}")
             return path
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors
             problems.append(str(getattr(exc, "reason", None) or exc).replace("\n", " "))
@@ -125,13 +125,15 @@ def fetch(dataset: str, filename: str, root: str | os.PathLike | None = None) ->
                       f"(offline? {problems[0]}): {fix}")
 
 
-def _download(url: str, path: Path, sha256: str, label: str) -> None:
+def download_verified(url: str, path: Path, sha256: str, label: str, timeout: float | None = None) -> None:
     """Stream `url` to a temporary file next to `path`, hashing as it goes; keep it only if the hash
-    matches (os.replace: a reader never sees a partial file)."""
+    matches (os.replace: a reader never sees a partial file), else GanlabError naming both hashes.
+    Network errors (urllib's, timeouts) propagate for the caller to word. The one downloader: data
+    files here, the FID Inception weights (metrics/inception.py)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout or TIMEOUT) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with _progress(label, total) as advance:
                 while chunk := response.read(_CHUNK):
@@ -140,8 +142,8 @@ def _download(url: str, path: Path, sha256: str, label: str) -> None:
                     advance(len(chunk))
         got = digest.hexdigest()
         if got != sha256:
-            raise GanlabError(f"downloaded {path.name} from {url} has SHA-256 {got}, expected {sha256}; it was "
-                              f"deleted. Retry later, or put a verified copy at {path}")
+            raise GanlabError(f"downloaded {path.name} from {url} has SHA-256 {got}, expected {sha256}, so it was "
+                              f"not cached (deleted). Retry later, or put a verified copy at {path}")
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

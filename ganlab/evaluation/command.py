@@ -9,7 +9,6 @@ numbers equal the summary's; `--samples` takes more or fewer. Results go to RUN_
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import eval_seed, make_evaluator, scalars
 from ganlab.experiment import build, load_checkpoint
+from ganlab.summary import RunSummary
 from ganlab.tracking import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,15 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     if not run_dir.is_dir():
         raise GanlabError(f"no run directory at {run_dir}")
     try:
-        summary = json.loads(summary_path.read_text())
-        cfg = OmegaConf.create(summary["config"])
-    except (OSError, ValueError, KeyError) as exc:
+        summary = RunSummary.read(run_dir)
+        if not isinstance(summary.config, dict):
+            raise ValueError("it holds no config")
+        cfg = OmegaConf.create(summary.config)
+    except (GanlabError, ValueError) as exc:
         raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None
     # The run's own device by default: the same samples need the same RNG stream (CPU and CUDA differ).
     try:
-        device = torch.device(device or summary.get("device", "cpu"))
+        device = torch.device(device or summary.device or "cpu")
     except RuntimeError:
         raise GanlabError(f"--device {device}: not a torch device; use cpu or cuda (cuda:1: the second GPU)") from None
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -22,7 +22,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -257,31 +256,19 @@ def _offline_error(dest: Path, url: str, reason: object) -> GanlabError:
 
 
 def download_weights(dest: Path) -> Path:
-    """Fetch WEIGHTS_URL to a temporary file beside `dest`, check its SHA-256, then rename it into place,
-    so a partial or wrong download never sits at `dest`. URL, hash and timeout are read from the module at
+    """Fetch WEIGHTS_URL into `dest`, verified and atomically (ganlab.data.files.download_verified), so a
+    partial or wrong download never sits at `dest`. URL, hash and timeout are read from the module at
     call time (tests monkeypatch them)."""
+    from ganlab.data.files import download_verified
+
     url, expected = WEIGHTS_URL, WEIGHTS_SHA256
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-                raise _offline_error(dest, url, getattr(exc, "reason", exc)) from exc
-        if digest.hexdigest() != expected:
-            raise GanlabError(f"the download of {url} has SHA-256 {digest.hexdigest()}, not {expected}, so it was "
-                              f"not cached: retry, or put the right file at {dest}")
-        os.replace(tmp, dest)  # atomic within one file system
-        log.info("downloaded the FID Inception weights to %s", dest)
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+        download_verified(url, dest, expected, f"FID Inception weights {WEIGHTS_FILE}", timeout=DOWNLOAD_TIMEOUT_S)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # timeouts are OSErrors
+        raise _offline_error(dest, url, getattr(exc, "reason", exc)) from exc
+    log.info("downloaded the FID Inception weights to %s", dest)
+    return dest
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
