@@ -69,10 +69,13 @@ def main() -> None:
         f"(half of G's channels, the Unrolled GAN paper's small-D setting), D normalization "
         f"`{config['model']['d'].get('norm', 'none')}`; NS-GAN; Adam "
         f"{config['optim']['g']['lr']:g}, betas {tuple(config['optim']['g']['betas'])}; batch {config['batch_size']}. "
-        "As PacGAN's Stacked-MNIST code (DCGAN: batch norm in every D layer but the input, Adam 2e-4, beta1 0.5, "
-        "batch 64, 26,000 evaluation samples); what differs: the widths (theirs 8/16/32 G channels against our "
-        f"{config['model']['g']['width']}/{2 * config['model']['g']['width']}), the data (Fashion-MNIST, offline "
-        "here), the length (below) and the classifier (ours, named below)."),
+        "As PacGAN's code for VEEGAN's Stacked-MNIST setup (stacked_MNIST_experiments/VEEGAN_experiment: DCGAN with "
+        "batch norm in every D layer but the input, Adam 2e-4, beta1 0.5, batch 64, 26,000 evaluation samples); the "
+        "half-size D follows its reproduction of the Unrolled GAN experiment (D=0.5G). What differs: the widths "
+        f"(theirs gf_dim = df_dim = 64; ours G {config['model']['g']['width']}, D {config['model']['d']['width']}), "
+        "4x4 kernels and two strided convolutions (theirs 5x5, four D convolutions), z ~ N(0, 1) (theirs U(-1, 1)), "
+        "one G step per D step (theirs two), the data (Fashion-MNIST, offline here), the length (below) and the "
+        "classifier (ours, named below); docs/methods.md lists every source."),
         (f"- Training length: **{config['steps']:,} steps** per run ({config['steps'] * config['batch_size']:,} real images seen, "
         f"{config['steps'] * config['batch_size'] / 128_000:.1f} passes over the 128k triples): "
         f"**{100 * config['steps'] * config['batch_size'] / PAPER_IMAGES:.2g} % of the paper's training** ({PAPER_LENGTH}). "
