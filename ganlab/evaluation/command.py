@@ -45,7 +45,7 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     try:
         summary = RunSummary.read(run_dir)
         if not isinstance(summary.config, dict):
-            raise ValueError("it holds no config")
+            raise GanlabError("it holds no config")
         cfg = OmegaConf.create(summary.config)
     except (GanlabError, ValueError) as exc:
         raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None

@@ -32,7 +32,7 @@ from ganlab.evaluation.base import (
     scalars,
 )
 from ganlab.evaluation.jobs import ImageEvalJob
-from ganlab.metrics import protocol_metrics
+from ganlab.metrics import REGISTRY, protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.remedies import Remedy
 
@@ -77,6 +77,7 @@ class ImageEvaluator:
             keys += ["swd_pixels"]
         if self.inception is not None:
             keys += ["fid", "inception_score", "inception_score_std"]
+        keys += [name for name, m in REGISTRY.items() if m.on_samples and "image" in m.protocols]
         unregistered = set(keys) - set(protocol_metrics("image"))
         if unregistered:  # a programming error: every column is a registered metric (ganlab/metrics/__init__.py)
             raise ValueError(f"image metrics not in ganlab.metrics.REGISTRY: {sorted(unregistered)}")
@@ -191,6 +192,7 @@ class ImageEvaluator:
             metrics: dict = {"critic_gap": float(d_real.float().mean() - d_fake.float().mean())}
             metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
             k = min(n, REMEDY_METRIC_SAMPLES)
+            metrics.update(sample_metrics("image", fake, real, self.data))  # registered metrics of the samples
             metrics.update(remedy.eval_metrics(G, D, self.data, z[:k], fake[:k], real[:k]))
             grid = G(self.z_grid)  # G itself at fixed codes (a sampler's choices would change the picture)
             source = remedy.sample_sources(G, self.z_grid)

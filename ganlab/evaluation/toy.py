@@ -16,15 +16,12 @@ from ganlab.evaluation.base import (
     scalars,
 )
 from ganlab.evaluation.jobs import EvalJob
-from ganlab.metrics import TOY_METRICS
+from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
 
 GRID_RESOLUTION = 120  # D heatmap: points per side
-# What every evaluation reports (the offloaded ones included): the final metrics of every run, so
-# the runs of a sweep share one set of HParams columns.
-METRIC_KEYS = TOY_METRICS
 JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
 
 
@@ -64,6 +61,7 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
         metrics.update(mode_coverage(fake, data.centers, data.std))
         metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
+        metrics.update(sample_metrics("toy", fake, real, data))  # registered metrics of the samples
         metrics.update(remedy.eval_metrics(G, D, data, z, fake, real))
         source = remedy.sample_sources(G, z)
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
@@ -77,7 +75,6 @@ class ToyEvaluator:
     """The 2-D protocol (DESIGN 3): mode coverage against the known centres, the D gap, the
     Jacobian's smallest singular value; exact W1/W2 and the pictures in the background worker."""
 
-    metric_keys = METRIC_KEYS
 
     def __init__(self, data: GaussianMixture, latent_dim: int, eval_cfg, wasserstein_critic: bool,
                  device: torch.device | None = None, metrics_cfg=None):
@@ -85,6 +82,7 @@ class ToyEvaluator:
         self.wasserstein_critic = wasserstein_critic
         self.n_modes = data.n_modes
         self.history = ModeHistory()
+        self.metric_keys = protocol_metrics("toy")  # the registry's, read now: a metric registered since counts
         self.limits = data.plot_limits()
         self.centers = data.centers.cpu().numpy()
 

@@ -12,9 +12,15 @@
 
 `REGISTRY` below names every number an evaluation reports: which protocol reports it, its better
 direction (for the report's verdicts; None: a diagnostic without one, a verdict on it says
-"higher" or "lower"), the function that computes it and what it means. A new metric is one function
-plus its entry here; the evaluators' metric columns, `ganlab report` and the verdicts read it. The
-table lives in this module, which imports nothing, so that the report reads it without torch.
+"higher" or "lower"), the function that computes it and what it means. The evaluators' metric
+columns, `ganlab report` and the verdicts read it. The table lives in this module, which imports
+nothing heavy, so that the report reads it without torch.
+
+A new metric of the samples is one function plus its entry here, with `on_samples=True`:
+`function(fake, real, data) -> {name: number}` (tensors of one evaluation's generated and real
+samples, on the training device, and the dataset), called by every evaluator of its protocols after
+its own metrics (`sample_metrics`). `function` names it as `module.function` under ganlab.metrics,
+or by a full module path (a metric of one's own, registered with `register`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Metric:
     protocols: tuple[str, ...]    # the evaluators that report it: "toy" (2-D mixtures), "image"
     function: str                 # where it is computed: module.function under ganlab.metrics (or the evaluator)
     meaning: str
+    on_samples: bool = False      # True: the evaluators call function(fake, real, data) for it (see above)
 
 
 _TOY, _IMAGE, _BOTH = ("toy",), ("image",), ("toy", "image")
@@ -67,6 +74,33 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("inception_score", "higher", _IMAGE, "inception_score.inception_score", "IS over 10 splits"),
     Metric("inception_score_std", None, _IMAGE, "inception_score.inception_score", "IS's standard deviation"),
 )}
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric to the registry (a metric of one's own, before the run starts)."""
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+def resolve(function: str):
+    """The callable a registry entry names: `module.function` under ganlab.metrics, else a full path."""
+    import importlib
+
+    module, name = function.rsplit(".", 1)
+    try:
+        found = importlib.import_module(f"ganlab.metrics.{module}")
+    except ModuleNotFoundError:
+        found = importlib.import_module(module)
+    return getattr(found, name)
+
+
+def sample_metrics(protocol: str, fake, real, data) -> dict:
+    """The registered on-samples metrics of `protocol`, each function called once (a function may
+    give several registered names), merged."""
+    out: dict = {}
+    for function in dict.fromkeys(m.function for m in REGISTRY.values() if m.on_samples and protocol in m.protocols):
+        out.update(resolve(function)(fake, real, data))
+    return out
 
 
 def protocol_metrics(protocol: str) -> tuple[str, ...]:
