@@ -121,3 +121,59 @@ def test_a_new_metric_is_one_function_and_its_registration(tmp_path, monkeypatch
         assert spread > 0 and summary["history"]["metrics"]["sample_spread"][-1] == spread
     report = build_report(tmp_path, metrics=["sample_spread"])
     assert report.groups[0].stats["sample_spread"].n == 2
+
+
+# --- kernel MMD ---------------------------------------------------------------------------------------
+
+def _mmd2_by_loops(x, y, sigma):
+    """The unbiased estimator written out pair by pair."""
+    def k(a, b):
+        return math.exp(-float(((a - b) ** 2).sum()) / (2 * sigma * sigma))
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_mmd_matches_the_pairwise_sum_and_the_median_heuristic_by_hand():
+    from ganlab.metrics.mmd import SCALES, median_bandwidth, mmd2_unbiased, mmd_metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 3)), rng.normal(0.5, 1.2, size=(9, 3))
+    for sigma in (0.3, 1.0, 4.0):
+        assert mmd2_unbiased(x, y, [sigma])[0] == pytest.approx(_mmd2_by_loops(x, y, sigma), rel=1e-10)
+    pooled = np.concatenate([x, y])
+    distances = [np.linalg.norm(pooled[i] - pooled[j]) for i in range(21) for j in range(i + 1, 21)]
+    assert median_bandwidth(x, y) == pytest.approx(float(np.median(distances)))
+    m = mmd_metrics(x, y)
+    sigma = median_bandwidth(x, y)
+    assert m["mmd"] == pytest.approx(_mmd2_by_loops(x, y, sigma), rel=1e-10)
+    assert m["mmd_multiscale"] == pytest.approx(np.mean([_mmd2_by_loops(x, y, s * sigma) for s in SCALES]), rel=1e-10)
+    assert set(mmd_metrics(x, y, prefix="domain_")) == {"domain_mmd", "domain_mmd_multiscale"}
+
+
+def test_mmd_of_two_gaussians_has_its_closed_form():
+    """x ~ N(mu1, s²I), y ~ N(mu2, s²I) in d dimensions, kernel bandwidth σ:
+    MMD² = 2 c (1 - exp(-|mu1 - mu2|² / (2(σ² + 2s²)))), c = (σ² / (σ² + 2s²))^(d/2)."""
+    from ganlab.metrics.mmd import mmd2_unbiased
+
+    rng = np.random.default_rng(1)
+    d, s, sigma, shift = 2, 0.5, 1.0, np.array([1.0, 0.0])
+    x, y = rng.normal(0, s, size=(2500, d)), rng.normal(0, s, size=(2500, d)) + shift
+    c = (sigma ** 2 / (sigma ** 2 + 2 * s ** 2)) ** (d / 2)
+    exact = 2 * c * (1 - math.exp(-float(shift @ shift) / (2 * (sigma ** 2 + 2 * s ** 2))))
+    assert mmd2_unbiased(x, y, [sigma])[0] == pytest.approx(exact, abs=0.01)  # exact = 0.2212
+    same = mmd2_unbiased(x, rng.normal(0, s, size=(2500, d)), [sigma])[0]
+    assert abs(same) < 0.005  # one distribution: unbiased, near 0 (either sign)
+
+
+def test_a_2d_run_reports_mmd_for_itself_and_its_references(tmp_path):
+    from conftest import make_cfg
+
+    from ganlab.train import run
+
+    summary = run(make_cfg("debug=tiny"), tmp_path / "run")
+    assert summary["metrics"]["mmd"] > summary["references"]["data"]["mmd"]
+    assert summary["references"]["gaussian"]["mmd_multiscale"] > summary["references"]["data"]["mmd_multiscale"]
+    assert "median heuristic" in summary["protocol"]["mmd"]

@@ -72,7 +72,7 @@ class ImageEvaluator:
             keys += ["modes_captured", "reverse_kl", "modes_captured_real"]
             if self.classifier.confusion is not None:
                 keys += ["modes_corrected", "reverse_kl_corrected", "modes_corrected_real"]
-            keys += ["domain_fid", *KID_KEYS, *PRDC_KEYS, "swd"]
+            keys += ["domain_fid", *KID_KEYS, *PRDC_KEYS, "swd", "domain_mmd", "domain_mmd_multiscale"]
         else:
             keys += ["swd_pixels"]
         if self.inception is not None:
@@ -245,6 +245,7 @@ class ImageEvaluator:
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
         from ganlab.metrics.feature_cache import fid_from_features
         from ganlab.metrics.kid import kernel_inception_distance
+        from ganlab.metrics.mmd import mmd_metrics
         from ganlab.metrics.prdc import prdc
         from ganlab.metrics.sliced import sliced_wasserstein
 
@@ -255,6 +256,7 @@ class ImageEvaluator:
         m = min(self.mcfg.prdc_samples, len(fake), len(real))
         out.update(prdc(real[:m], fake[:m], k_pr=3, k_dc=5))
         out["swd"] = sliced_wasserstein(fake, real, self.mcfg.swd_projections)["sw1"]
+        out.update(mmd_metrics(fake, real, prefix="domain_"))
         return out
 
     # --- what the loop needs besides the numbers -----------------------------------------------------
@@ -290,6 +292,9 @@ class ImageEvaluator:
                           f"of {self.mcfg.kid_subset_size}")
             out["prdc"] = f"precision/recall k=3, density/coverage k=5, on the first {min(n, self.mcfg.prdc_samples)} samples per side"
             out["swd"] = f"sliced W1 over {self.mcfg.swd_projections} random directions (seed 0)"
+            from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
+
+            out["domain_mmd"] = f"on the classifier's features: {MMD_PROTOCOL}"
             if self._reference is not None and "modes" in self._reference:
                 ref = self._reference["modes"]
                 out["reference_modes"] = {k: ref[k] for k in ("modes_captured", "reverse_kl", "modes_corrected",

@@ -36,18 +36,26 @@ class EvalResult:
     images: dict[str, bytes]     # PNG
 
 
-def _complete_toy(job: EvalJob) -> EvalResult:
-    """Exact Wasserstein distances and the three pictures of one evaluation."""
-    # Imported here: matplotlib and POT take ~1 s to load, which every run start (and every
-    # --help or config error) would pay, while only evaluations need them.
-    from ganlab import pictures
+def offline_toy_metrics(fake: np.ndarray, real: np.ndarray, w_samples: int) -> dict:
+    """The 2-D metrics computed off the device: exact W1/W2 on the first `w_samples` points per side,
+    and the Gaussian-kernel MMD (metrics/mmd.py). The worker computes them for the loop, the
+    evaluator for `ganlab eval` and the reference rows."""
+    # Imported here: POT and scipy take a while to load, which every run start would pay.
+    from ganlab.metrics.mmd import mmd_metrics
     from ganlab.metrics.wasserstein import empirical_wasserstein
 
-    n = job.w_samples
-    if np.isfinite(job.fake).all():
-        scalars = empirical_wasserstein(job.fake[:n], job.real[:n])
-    else:  # a diverging G: the loop reports the divergence; the metrics must not crash first
-        scalars = {"wasserstein1": float("nan"), "wasserstein2": float("nan")}
+    if not np.isfinite(fake).all():  # a diverging G: the loop reports the divergence; the metrics must not crash first
+        return {"wasserstein1": float("nan"), "wasserstein2": float("nan"), "mmd": float("nan"),
+                "mmd_multiscale": float("nan")}
+    n = min(w_samples, len(fake))
+    return {**empirical_wasserstein(fake[:n], real[:n]), **mmd_metrics(fake, real)}
+
+
+def _complete_toy(job: EvalJob) -> EvalResult:
+    """The offline metrics and the pictures of one evaluation."""
+    from ganlab import pictures  # matplotlib: ~1 s to load, paid by evaluations only
+
+    scalars = offline_toy_metrics(job.fake, job.real, job.w_samples)
     m, k = job.metrics, len(job.centers)
     title = f"step {job.step}: {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
     images = {

@@ -15,9 +15,10 @@ from ganlab.evaluation.base import (
     eval_mode,
     scalars,
 )
-from ganlab.evaluation.jobs import EvalJob
+from ganlab.evaluation.jobs import EvalJob, offline_toy_metrics
 from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
+from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
 
@@ -38,6 +39,7 @@ def protocol(n: int, w_n: int, wasserstein_critic: bool) -> dict:
                       "N(mean, covariance) of the data, exact moments of the mixture; data: n fresh data samples "
                       "(the ceiling). The same evaluator, sample count and real set; critic_gap and "
                       "jacobian_sigma_min need a G and D, so only `untrained` has them",
+        "mmd": MMD_PROTOCOL,
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
                        "(exact optimal transport, Euclidean ground metric)",
@@ -117,11 +119,9 @@ class ToyEvaluator:
         return f"  modes {metrics['modes_captured']}/{self.n_modes}  HQ {metrics['high_quality_pct']:.0f}%"
 
     def offline_metrics(self, ev: Evaluation) -> dict:
-        """The metrics the background worker adds (exact W1/W2), computed here, for `ganlab eval`."""
-        from ganlab.metrics.wasserstein import empirical_wasserstein
-
-        n = min(self.cfg.w_samples, len(ev.fake))
-        return empirical_wasserstein(ev.fake[:n], ev.real[:n])
+        """The metrics the background worker adds (exact W1/W2, MMD), computed here, for `ganlab eval`
+        and the reference rows."""
+        return offline_toy_metrics(ev.fake, ev.real, self.cfg.w_samples)
 
     def saved_samples(self, ev: Evaluation) -> dict:
         """What samples.npz keeps: exactly the samples the final metrics were computed on."""
