@@ -18,7 +18,7 @@ import numpy as np
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 MEDIAN_POINTS = 1000
-MAX_POINTS = 2500
+MAX_POINTS = 1000  # per side, as W1/W2 (eval.w_samples): 0.08 s at 2-D instead of 0.5 s at 2,500
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
