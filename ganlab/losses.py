@@ -1,7 +1,8 @@
 """GAN objectives: one small class each.
 
 A loss acts on discriminator outputs (logits or critic values): `d_loss(d_real, d_fake)` and
-`g_loss(d_fake)`. Gradient-penalty losses add `penalty(D, real, fake)`; WGAN clips D's weights in
+`g_loss(d_fake)`. Gradient-penalty losses add `penalty(D, real, fake)`, which sees the samples
+(so does the Loss-Sensitive GAN's margin hinge, `penalty_kind = "pairs"`); WGAN clips D's weights in
 `after_d_step(D)`. Each carries `n_critic`, the D steps per G step; its YAML sets the paper's values.
 """
 
@@ -19,6 +20,10 @@ class Loss:
 
     # Whether D is a (roughly) Lipschitz critic, so that its gap E[D(x)] - E[D(G(z))] estimates W1.
     wasserstein_critic = False
+    # What `penalty`, where a subclass defines it, adds: "gradient", a per-sample gradient penalty
+    # (refused with a batch-coupled D: check_penalty_fits), or "pairs", terms on D's scores of paired
+    # real and fake inputs, each batch scored apart as in d_loss, which any D takes.
+    penalty_kind = "gradient"
 
     def __init__(self, n_critic: int = 1):
         if n_critic < 1:
@@ -92,8 +97,9 @@ class WGAN(Wasserstein):
 
 
 def has_penalty(loss: Loss) -> bool:
-    """Whether the loss adds a gradient penalty (WGAN-GP, DRAGAN, any future one)."""
-    return type(loss).penalty is not Loss.penalty
+    """Whether the loss adds a gradient penalty (WGAN-GP, DRAGAN, any future one). A `penalty` of
+    kind "pairs" (LossSensitive's hinge) is none: it scores the real and the fake batch as d_loss does."""
+    return type(loss).penalty is not Loss.penalty and loss.penalty_kind == "gradient"
 
 
 def batch_coupling(D: nn.Module) -> str | None:
@@ -156,7 +162,9 @@ class WGANGP(Wasserstein):
 
 
 class LSGAN(Loss):
-    """Mao et al. 2017 with targets a=0 (fake), b=1 (real; `real_target`), c=1 (what G wants D to say)."""
+    """Mao et al. 2017, the least-squares GAN (`loss=lsgan`; not Qi's Loss-Sensitive GAN, which the
+    literature also calls LS-GAN: `LossSensitive`, `loss=loss_sensitive`), with targets a=0 (fake),
+    b=1 (real; `real_target`), c=1 (what G wants D to say)."""
 
     real_target = 1.0
 
@@ -165,6 +173,68 @@ class LSGAN(Loss):
 
     def g_loss(self, d_fake):
         return 0.5 * (d_fake - 1).pow(2).mean()
+
+
+class LossSensitive(Loss):
+    """Qi 2017/2019, the Loss-Sensitive GAN (LS-GAN; not Mao et al.'s least-squares GAN, `LSGAN`).
+    D is the loss function L(x), low on real data. It is trained by
+
+        min  real_weight * E[L(x)] + E[(Delta(x, G(z)) + L(x) - L(G(z)))_+],
+        Delta(x, G(z)) = margin_scale * ||x - G(z)||_p   (p = margin_norm, over each score's input),
+
+    real x and fake G(z) paired by their index in the batch (a pack with a packed D), and G by
+    min E[L(G(z))]. This is the paper's E[L(x)] + lambda E[(...)_+] divided by lambda
+    (real_weight = 1 / lambda), as the author's code writes it (lsgan.lua `gamma`); its default
+    real_weight 0 drops the first term. `nonnegative` takes L = relu(D's output), the ReLU that ends
+    the code's D; off by default (ours): where D's first scores are all negative, relu zeroes every
+    gradient of D and G and the run never starts (seen with a minibatch_disc D on the ring). The
+    hinge does not change when L shifts, so real_weight > 0 needs the ReLU, or E[L(x)] falls without
+    bound. The margin is a constant for D (no gradient flows through it).
+
+    The hinge needs the samples, so `penalty` holds it (D scores the real and the fake batch again,
+    each batch on its own as in d_loss) and d_loss only the real_weight term. The penalty is of kind
+    "pairs", not a gradient penalty: any D takes it, batch norm included (the code's D has it). The
+    code's Lipschitz regulariser, weight decay (`decay_rate`: 0 by default, 5e-5 in its comment; ours
+    5e-5), is the optimizer's `weight_decay` (optim/paper/loss_sensitive.yaml). A D step moves D only
+    through pairs that miss their margin, and through the weight decay."""
+
+    penalty_kind = "pairs"
+
+    def __init__(self, n_critic: int = 1, real_weight: float = 0.0, margin_scale: float = 2e-4,
+                 margin_norm: int = 1, nonnegative: bool = False):
+        super().__init__(n_critic)
+        if not real_weight >= 0 or not margin_scale >= 0:
+            raise ConfigError(f"real_weight and margin_scale must be >= 0, got {real_weight}, {margin_scale}")
+        if margin_norm not in (1, 2):
+            raise ConfigError(f"margin_norm must be 1 (the L1 distance, the code's) or 2, got {margin_norm}")
+        if real_weight > 0 and not nonnegative:
+            raise ConfigError(f"real_weight={real_weight} needs nonnegative=true: the hinge does not change when L "
+                              "shifts, so E[L(x)] would fall without bound (or set real_weight=0, the code's default)")
+        self.real_weight, self.margin_scale = float(real_weight), float(margin_scale)
+        self.margin_norm, self.nonnegative = int(margin_norm), bool(nonnegative)
+
+    def loss_value(self, d_out: Tensor) -> Tensor:
+        """L(x) from D's output: relu of it when `nonnegative`."""
+        return F.relu(d_out) if self.nonnegative else d_out
+
+    def margin(self, D, real: Tensor, fake: Tensor) -> Tensor:
+        """Delta for each pair of D inputs: margin_scale * ||x - G(z)||_p over each score's input
+        (a whole pack for a packed D), detached."""
+        diff = (real - fake).detach()
+        return self.margin_scale * diff.reshape(diff.shape[0] // samples_per_score(D), -1).norm(p=self.margin_norm, dim=1)
+
+    def d_loss(self, d_real, d_fake):
+        return self.real_weight * self.loss_value(d_real).mean()
+
+    def penalty(self, D, real, fake):
+        if real.shape[0] != fake.shape[0]:
+            raise ConfigError(f"loss_sensitive pairs real and fake samples by index; got batches of "
+                              f"{real.shape[0]} and {fake.shape[0]}")
+        cost = self.margin(D, real, fake) + self.loss_value(D(real)) - self.loss_value(D(fake))
+        return F.relu(cost).mean()
+
+    def g_loss(self, d_fake):
+        return self.loss_value(d_fake).mean()
 
 
 class Hinge(Loss):

@@ -4,10 +4,11 @@ import pytest
 import torch
 from conftest import make_cfg
 
+from ganlab.config import options
 from ganlab.experiment import build, seed_everything
 from ganlab.train import d_step, g_step
 
-LOSSES = ["gan", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "dragan"]
+LOSSES = options("loss")  # every loss the configs offer
 
 
 def params(module):
