@@ -80,22 +80,7 @@ def test_defaults_are_the_authors_code():
     assert not LossSensitive.wasserstein_critic and LSGAN is not LossSensitive
 
 
-@pytest.mark.parametrize("dataset, norms", [
-    ("ring", []),
-    ("grid", ["model.g.batch_norm=true", "model.d.norm=layer", "model.g.activation=tanh"]),
-])
-def test_one_d_step_and_one_g_step(dataset, norms):
-    exp = built("loss=loss_sensitive", f"dataset={dataset}", *norms)
-    G, D = exp.G, exp.D
-    g_before, d_before = snapshot(G), snapshot(D)
-    real, z = exp.data.sample(16), torch.randn(16, exp.latent_dim)
-    d_loss = d_step(exp, real, z)
-    assert torch.isfinite(d_loss) and changed(d_before, D)
-    assert not changed(g_before, G), "the D step must not move G"
-    d_before = snapshot(D)
-    g_loss = g_step(exp, real, torch.randn(16, exp.latent_dim))
-    assert torch.isfinite(g_loss) and changed(g_before, G)
-    assert not changed(d_before, D), "the G step must not move D"
+# One D step and one G step on the ring and the grid: tests/test_steps.py, which runs every loss.
 
 
 def test_d_step_lowers_real_losses_and_raises_fake_ones():
@@ -113,7 +98,7 @@ def test_hinge_is_zero_when_every_pair_meets_its_margin():
     exp = built("loss=loss_sensitive", "optim.d.weight_decay=0.0")
     real, z = exp.data.sample(16), torch.randn(16, exp.latent_dim)
     # L(x) = D(x) - 100 on the real batch only: every pair meets its margin, the hinge is 0.
-    shifted = lambda x, D=exp.D: D(x) - 100.0 * (x is real)  # noqa: E731
+    shifted = lambda x, D=exp.D: D(x) - 100.0 * (x is real)
     assert exp.loss.penalty(shifted, real, exp.G(z).detach()).item() == 0.0
     assert LossSensitive().d_loss(torch.zeros(3), torch.zeros(3)).item() == 0.0  # real_weight 0: no first term
 
@@ -123,19 +108,11 @@ def test_batch_norm_d_is_accepted_its_hinge_is_no_gradient_penalty():
     assert not has_penalty(loss)
     D = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
     check_penalty_fits(loss, D)  # no refusal
-    exp = built("loss=loss_sensitive", "model.d.norm=batch", "batch_size=16") if _has_batch_norm_option() else None
-    if exp is not None:
-        before = snapshot(exp.D)
-        d_step(exp, exp.data.sample(16), torch.randn(16, exp.latent_dim))
-        assert changed(before, exp.D)
-
-
-def _has_batch_norm_option():
-    try:
-        build(make_cfg("loss=nsgan", "model.d.norm=batch"), torch.device("cpu"))
-        return True
-    except Exception:
-        return False
+    torch.manual_seed(0)  # and its objective trains the batch-norm D: the hinge is active for some pairs
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    total = loss.d_loss(D(real), D(fake)) + loss.penalty(D, real, fake)
+    total.backward()
+    assert torch.isfinite(total) and total > 0 and D[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("remedy", [["remedy=pacgan", "batch_size=16"],

@@ -13,6 +13,7 @@ The loop talks to an *evaluator* (the `Evaluator` protocol below), chosen by the
 
 from __future__ import annotations
 
+from ganlab.errors import ConfigError
 from ganlab.evaluation.base import (
     Evaluation,
     Evaluator,
@@ -39,4 +40,6 @@ def make_evaluator(data, latent_dim: int, eval_cfg, wasserstein_critic: bool, de
         from ganlab.evaluation.image import ImageEvaluator
 
         return ImageEvaluator(data, latent_dim, eval_cfg, wasserstein_critic, device, metrics_cfg)
-    raise ValueError(f"{type(data).__name__} names no evaluator: give it an `evaluator` attribute, 'toy' or 'image'")
+    # A dataset of one's own (--config-dir) can lack it: one line, no traceback.
+    raise ConfigError(f"dataset: {type(data).__name__} names no evaluator; give its class an `evaluator` attribute, "
+                      "'toy' (centers, std) or 'image'")

@@ -40,7 +40,7 @@ class ModeClassifier(nn.Module):
     block ending in a 2x2 max-pool, then fc(128)-ReLU and fc(10), on 1x28x28 in [-1, 1].
 
     Fashion-MNIST test accuracy, seed 0, 15 epochs on 2 CPU cores (measured here): 93.97 % and
-    94.03 % in two trainings (about 8 min); the single-conv blocks of cnn28-v1 reached 93.21 % (2.7 min), a third block at 7x7
+    94.03 % in two trainings (8.0 and 9.8 min on shared cores); the single-conv blocks of cnn28-v1 reached 93.21 % (2.7 min), a third block at 7x7
     93.40 % (6.3 min). The stacked mode counts need per-channel accuracy: at 94 % about 83 % of
     triples are labelled right, against 78 % at 92 % (metrics/confusion.py corrects for the rest).
     """
