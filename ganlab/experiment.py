@@ -83,7 +83,8 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     latent_dim = cfg.model.latent_dim
     make = NetworkFactory(lambda **kw: _instantiate(cfg.model.g, "model.g", **kw),
                           lambda **kw: _instantiate(cfg.model.d, "model.d", **kw),
-                          lambda **kw: _make_encoder(cfg, **kw), latent_dim, data.shape)
+                          lambda **kw: _make_encoder(cfg, **kw), latent_dim, data.shape,
+                          getattr(data, "n_classes", None))
     G, D = remedy.build(make.G(), make.D(), make)
     check_penalty_fits(loss, D)
     G, D = G.to(device), D.to(device)

@@ -289,7 +289,7 @@ class Loop:
         eval_now = step % self.eval_every == 0 or step == self.steps
         log_now = eval_now or step % self.log_every == 0
         for _ in range(exp.loss.n_critic):
-            real = speed.batch(exp.data.sample(self.batch))
+            real = speed.batch(exp.remedy.real_batch(exp.data, self.batch))
             z = torch.randn(self.batch, exp.latent_dim, device=self.device)
             self.recent_d.append(d_step(exp, real, z, speed))
         d_grad = grad_norm(exp.D) if log_now else None  # before the G step adds to D's grads

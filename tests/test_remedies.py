@@ -27,7 +27,8 @@ NO_WGAN = ("label_smoothing", "madgan", "minibatch_disc", "minibatch_std")
 def test_shapes_and_one_d_step_and_one_g_step(remedy, loss):
     exp = built(f"remedy={remedy}", f"loss={loss}", "batch_size=16")
     G, D = exp.G, exp.D
-    z, real = torch.randn(16, exp.latent_dim), exp.data.sample(16)
+    # Drawn as the loop draws it: conditional remedies keep the batch's classes.
+    z, real = torch.randn(16, exp.latent_dim), exp.remedy.real_batch(exp.data, 16)
     packs = 16 // (2 if remedy == "pacgan" else 1)
     assert G(z).shape == (16, 2) and D(G(z)).shape == (packs,)
     assert exp.remedy.d_map(D, real).shape == (16,)  # the heatmap scores single points

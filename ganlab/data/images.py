@@ -130,7 +130,8 @@ def mode_ids(labels: Tensor) -> Tensor:
 class ImageDataset:
     """A real image dataset held on `device` as uint8, sampled at random indices there.
 
-    The interface of `GaussianMixture`: `shape`, `n_modes`, `device`, `sample(n, generator)`.
+    The interface of `GaussianMixture`: `shape`, `n_modes`, `device`, `sample(n, generator)`, and for
+    conditional remedies `n_classes` and `sample_with_classes(n, generator)`.
     Files are resolved (and fetched) at construction, so a missing file fails at start-up; the
     pixels are read on first use, so building every job of a sweep beforehand stays cheap.
     A stacked dataset (`stack_n` > 0) puts three base digits in the RGB channels, drawn from a
@@ -184,6 +185,16 @@ class ImageDataset:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.sample_with_labels(n, generator)[0]
+
+    @property
+    def n_classes(self) -> int:
+        """Labels for conditional remedies: the class, or the mode id of a stacked triple (1,000)."""
+        return self.n_modes
+
+    def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n images and one class index each in [0, n_classes): the label, or the triple's mode id."""
+        images, labels = self.sample_with_labels(n, generator)
+        return images, mode_ids(labels)
 
     def unique_indices(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n indices drawn without replacement: each item once while n <= len (FID's real reference

@@ -30,10 +30,19 @@ class GaussianMixture:
     def n_modes(self) -> int:
         return self.centers.shape[0]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    @property
+    def n_classes(self) -> int:
+        """Labels for conditional remedies: the mode a sample was drawn from (DESIGN 3's mode index)."""
+        return self.n_modes
+
+    def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n points and the index of the mode each was drawn from."""
         idx = torch.randint(0, self.n_modes, (n,), device=self.device, generator=generator)
         noise = torch.randn(n, *self.shape, device=self.device, generator=generator)
-        return self.centers[idx] + self.std * noise
+        return self.centers[idx] + self.std * noise, idx
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_with_classes(n, generator)[0]
 
     def moments(self) -> tuple[Tensor, Tensor]:
         """The mixture's exact mean and covariance: the centres' mean, and their spread plus std^2 I."""

@@ -17,6 +17,8 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
 - `prepare(g_opt, d_opt, steps)`: keep what the step hooks need once the optimizers exist (the
   unrolled G step replays D's optimizer; instance noise anneals over the run's length).
 - `begin_step(step)`: called before every training step, for schedules.
+- `real_batch(data, n)`: how the loop draws each real batch (`data.sample(n)`); conditional remedies
+  draw the classes with it (`data.sample_with_classes`) and keep them for the step's objective.
 - `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, real, z)`: the objective of one D or G step
   (unrolled G steps, extra terms). `real` in the G step is the last real batch D trained on.
 - `before_eval(G, D, data, generator)`: called before each evaluation draws its samples
@@ -54,9 +56,11 @@ class NetworkFactory:
     build them from the user's model choice, so they scale with it (and images get conv nets)."""
 
     def __init__(self, make_g: Callable[..., nn.Module], make_d: Callable[..., nn.Module],
-                 make_encoder: Callable[..., nn.Module], latent_dim: int, data_shape: tuple[int, ...]):
+                 make_encoder: Callable[..., nn.Module], latent_dim: int, data_shape: tuple[int, ...],
+                 n_classes: int | None = None):
         self._make_g, self._make_d, self._make_encoder = make_g, make_d, make_encoder
         self.latent_dim, self.data_shape = latent_dim, tuple(data_shape)
+        self.n_classes = n_classes  # the data's number of classes, None for unlabelled data
 
     def D(self, in_shape: tuple[int, ...] | None = None) -> nn.Module:
         """A discriminator (one score per input) for inputs of `in_shape` (default: the data's)."""
@@ -72,7 +76,7 @@ class NetworkFactory:
 
 # Hooks of which a combination may use one implementation only: two remedies replacing the G step
 # (unrolled + feature matching) have no defined meaning together.
-EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sample", "d_map", "sample_sources")
+EXCLUSIVE_HOOKS = ("real_batch", "d_loss", "g_loss", "sample", "d_map", "sample_sources")
 
 
 class Remedy:
@@ -104,6 +108,9 @@ class Remedy:
 
     def begin_step(self, step: int) -> None:
         pass
+
+    def real_batch(self, data, n: int) -> Tensor:
+        return data.sample(n)
 
     def d_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         fake = G(z).detach()  # D's step must not push gradients into G

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ganlab.errors import ConfigError
 from ganlab.remedies.base import EXCLUSIVE_HOOKS, Remedy
 
-_HOOK_MEANING = {"d_loss": "the D step", "g_loss": "the G step", "sample": "how samples are drawn",
+_HOOK_MEANING = {"real_batch": "how real batches are drawn", "d_loss": "the D step", "g_loss": "the G step", "sample": "how samples are drawn",
                  "d_map": "how D scores single points", "sample_sources": "which generator made a sample"}
 
 
