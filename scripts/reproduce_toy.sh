@@ -11,7 +11,9 @@
 #              notebook's length, 25,000 steps);
 #   pacgan     GAN and PacGAN2 in PacGAN's setup, ring and grid;
 #   pacgan34   PacGAN3 and PacGAN4 (not in the default: the machine time);
-#   remedies, remedies2   every other remedy in the VEEGAN-row setup (not in the default).
+#   remedies, remedies2   every other remedy in the VEEGAN-row setup (not in the default);
+#   methods    the conditional GANs (cgan_projection, acgan) and the local generator, same setup;
+#   losses     the Loss-Sensitive GAN (loss=loss_sensitive), same setup.
 #
 # Runs in parts, across sessions if need be: every multirun runs with resume=auto into $OUT/PART, so
 # running the script again with the same OUT skips the runs that completed and resumes the ones that
@@ -75,7 +77,11 @@ for name in "${PARTS[@]}"; do
         remedy=unrolled_surrogate,pacgan,minibatch_disc,minibatch_std,feature_matching,label_smoothing,spectral_norm,instance_noise ;;
     remedies2) part remedies2 "$STEPS" experiment=veegan_setup dataset=ring,grid \
         remedy=madgan,mrgan,ortho_jacobian,drs,ebgan ;;
-    *) echo "unknown part '$name': choose from veegan, pacgan, pacgan34, remedies, remedies2" >&2; exit 2 ;;
+    # The conditional GANs (the mode index is the label) and the local generator, same setup.
+    methods) part methods "$STEPS" experiment=veegan_setup dataset=ring,grid remedy=cgan_projection,acgan,local_generator ;;
+    # Another loss in the same setup (its networks, optimizers and length): the Loss-Sensitive GAN.
+    losses) part losses "$STEPS" experiment=veegan_setup dataset=ring,grid loss=loss_sensitive ;;
+    *) echo "unknown part '$name': choose from veegan, pacgan, pacgan34, remedies, remedies2, methods, losses" >&2; exit 2 ;;
   esac
 done
 

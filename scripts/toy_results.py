@@ -40,6 +40,7 @@ METRICS = ["modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", 
 HEADLINE = ["modes_captured", "high_quality_pct", "reverse_kl"]  # the convergence figure
 SHORT = {"modes_captured": "modes", "high_quality_pct": "HQ %", "reverse_kl": "KL", "reverse_kl_hq": "KL (HQ)",
          "wasserstein1": "W1"}
+SETUP_LOSS = {"veegan": "nsgan", "pacgan": "nsgan"}  # the loss of each setup's GAN row (experiment/*_setup.yaml)
 COLLAPSED = 0.9  # a run is fully collapsed at an evaluation whose reverse KL is at least 90 % of log K
 
 
@@ -49,7 +50,10 @@ def classify(group: Group) -> tuple[str, str, str]:
     setup = "pacgan" if config.get("model.g.width") == 400 else "veegan"
     dataset = "ring" if "ring" in str(config.get("dataset._target_")) else "grid"
     remedy = group.runs[0].labels.get("remedy", "none")
-    if remedy == "none":
+    loss = group.runs[0].labels.get("loss", SETUP_LOSS[setup])
+    if loss != SETUP_LOSS[setup]:  # another loss in the setup (the losses part): named by its loss
+        method = loss if remedy == "none" else f"{remedy} ({loss})"
+    elif remedy == "none":
         method = "GAN"
     elif remedy == "unrolled":
         method = "Unrolled GAN"
