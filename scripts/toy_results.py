@@ -40,7 +40,8 @@ METRICS = ["modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", 
 HEADLINE = ["modes_captured", "high_quality_pct", "reverse_kl"]  # the convergence figure
 SHORT = {"modes_captured": "modes", "high_quality_pct": "HQ %", "reverse_kl": "KL", "reverse_kl_hq": "KL (HQ)",
          "wasserstein1": "W1"}
-SETUP_LOSS = {"veegan": "nsgan", "pacgan": "nsgan"}  # the loss of each setup's GAN row (experiment/*_setup.yaml)
+# The loss class of each setup's GAN row (experiment/*_setup.yaml: nsgan).
+SETUP_LOSS = {"veegan": "NonSaturatingGAN", "pacgan": "NonSaturatingGAN"}
 COLLAPSED = 0.9  # a run is fully collapsed at an evaluation whose reverse KL is at least 90 % of log K
 
 
@@ -50,8 +51,8 @@ def classify(group: Group) -> tuple[str, str, str]:
     setup = "pacgan" if config.get("model.g.width") == 400 else "veegan"
     dataset = "ring" if "ring" in str(config.get("dataset._target_")) else "grid"
     remedy = group.runs[0].labels.get("remedy", "none")
-    loss = group.runs[0].labels.get("loss", SETUP_LOSS[setup])
-    if loss != SETUP_LOSS[setup]:  # another loss in the setup (the losses part): named by its loss
+    loss = group.runs[0].labels.get("loss", "")
+    if str(config.get("loss._target_", "")).rsplit(".", 1)[-1] != SETUP_LOSS[setup]:  # another loss (the losses part)
         method = loss if remedy == "none" else f"{remedy} ({loss})"
     elif remedy == "none":
         method = "GAN"
