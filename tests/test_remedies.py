@@ -14,8 +14,9 @@ from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
 from ganlab.train import d_step, g_step, run
 
 # Every remedy the configs offer, but those whose D or sampling differs from the plain GAN's: their own
-# files test them (mrgan, veegan: test_remedies_encoders.py; drs, ebgan: test_remedies_sampling.py).
-OWN_TESTS = ("mrgan", "veegan", "drs", "ebgan")
+# files test them (mrgan, veegan: test_remedies_encoders.py; drs, ebgan: test_remedies_sampling.py;
+# multiscale, images only: test_multiscale.py).
+OWN_TESTS = ("mrgan", "veegan", "drs", "ebgan", "multiscale")
 REMEDIES = [r for r in options("remedy") if r not in OWN_TESTS]
 # Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations);
 # those that couple the samples of a batch in D refuse a per-sample gradient penalty.

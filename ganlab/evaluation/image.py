@@ -5,8 +5,9 @@ What it measures depends on what the dataset offers:
   (each channel of a stacked sample), giving modes captured and KL(p_gen || uniform) over 10 classes
   or 1,000 triples; its penultimate features give the *domain* FID, KID, precision/recall,
   density/coverage and the sliced Wasserstein distance.
-- With the Inception weights (metrics.inception): Inception FID and IS. `auto` turns them on for
-  CIFAR-10 when the weights file is found (on the CPU they cost minutes per evaluation elsewhere).
+- With the Inception weights (metrics.inception): Inception FID, IS and the Gaussian-kernel MMD on
+  the pool3 features. `auto` turns them on for CIFAR-10 when the weights file is found (on the CPU
+  they cost minutes per evaluation elsewhere).
 - Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
 
 The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
@@ -76,7 +77,7 @@ class ImageEvaluator:
         else:
             keys += ["swd_pixels"]
         if self.inception is not None:
-            keys += ["fid", "inception_score", "inception_score_std"]
+            keys += ["fid", "inception_score", "inception_score_std", "inception_mmd", "inception_mmd_multiscale"]
         keys += [name for name, m in REGISTRY.items() if m.on_samples and "image" in m.protocols]
         unregistered = set(keys) - set(protocol_metrics("image"))
         if unregistered:  # a programming error: every column is a registered metric (ganlab/metrics/__init__.py)
@@ -164,8 +165,14 @@ class ImageEvaluator:
                 {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
             ref["features"] = features
         if self.inception is not None:
-            ref["inception_mu"], ref["inception_sigma"], _ = cached_statistics(
+            from ganlab.metrics.mmd import MAX_POINTS
+
+            ref["inception_mu"], ref["inception_sigma"], feats = cached_statistics(
                 {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
+            if feats is None:  # a cache file without features (over 50,000 kept none; older files): the MMD's share
+                feats = self._inception(real[:MAX_POINTS])[0]
+            # The MMD reads the first MAX_POINTS per side; float32, as the cache keeps them, whichever way they came.
+            ref["inception_features"] = np.asarray(feats[:MAX_POINTS], np.float32).astype(np.float64)
         self._reference = ref
         return ref
 
@@ -236,10 +243,12 @@ class ImageEvaluator:
         if self.inception is not None:
             from ganlab.metrics.feature_cache import fid_from_features
             from ganlab.metrics.inception_score import inception_score
+            from ganlab.metrics.mmd import mmd_metrics
 
             feats, logits = self._inception(x)
             out["fid"] = fid_from_features(feats, ref["inception_mu"], ref["inception_sigma"])
             out["inception_score"], out["inception_score_std"] = inception_score(logits)
+            out.update(mmd_metrics(feats, ref["inception_features"], prefix="inception_"))
         return out
 
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
@@ -305,6 +314,9 @@ class ImageEvaluator:
             out["fid"] = (f"Inception FID ({self.inception.extractor_id()}), pytorch-fid preprocessing, "
                           f"{n} generated vs {n} reference images")
             out["inception_score"] = "IS over 10 splits of the generated samples"
+            from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
+
+            out["inception_mmd"] = f"on the Inception pool3 features: {MMD_PROTOCOL}"
         return out
 
     def _corrected_protocol(self) -> str:

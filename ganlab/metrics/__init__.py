@@ -4,7 +4,8 @@
 - classes.py, confusion.py: classifier modes on images, and their confusion-corrected counts;
 - frechet.py, kid.py, prdc.py, sliced.py: feature-space metrics for images (FID's Fréchet distance,
   KID, precision/recall and density/coverage, sliced W1) on the features ganlab/evaluation/image.py
-  extracts; inception.py, inception_score.py: Inception-v3 features, FID and IS;
+  extracts; inception.py, inception_score.py: Inception-v3 features, FID and IS; mmd.py: the
+  Gaussian-kernel MMD (2-D samples, classifier and Inception features);
 - jacobian.py: products with G's Jacobian dG/dz, and its smallest singular value;
 - wasserstein.py: exact empirical W1/W2 (numpy/scipy only, so the background worker can import
   it without torch);
@@ -77,6 +78,9 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", "lower", _IMAGE, "frechet.frechet_distance", "Inception FID (pytorch-fid preprocessing)"),
     Metric("inception_score", "higher", _IMAGE, "inception_score.inception_score", "IS over 10 splits"),
     Metric("inception_score_std", None, _IMAGE, "inception_score.inception_score", "IS's standard deviation"),
+    Metric("inception_mmd", "lower", _IMAGE, "mmd.mmd_metrics", "Gaussian-kernel MMD² on the Inception pool3 features"),
+    Metric("inception_mmd_multiscale", "lower", _IMAGE, "mmd.mmd_metrics",
+           "the same, mean over 1/4..4 x the median bandwidth"),
 )}
 
 

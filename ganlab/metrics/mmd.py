@@ -8,7 +8,7 @@ Bandwidths (the protocol, stated in summary.json): the median heuristic, σ = th
 distance of the pooled samples (at most MEDIAN_POINTS of them), gives `mmd`; `mmd_multiscale` is the
 mean of MMD²_u over the fixed multiples SCALES of that σ, so one number sees both the fine structure
 (a mode's width) and the coarse one (which modes are there). Scale-free: the same rule on 2-D points
-and on classifier features. At most MAX_POINTS per side (the first ones): the cost is O(n²).
+and on classifier or Inception features. At most MAX_POINTS per side (the first ones): the cost is O(n²).
 numpy only: the background worker computes it for 2-D runs, beside the exact W1/W2.
 """
 

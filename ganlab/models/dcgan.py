@@ -5,6 +5,9 @@ each halving of the resolution:
 
 - 28x28: G z -> Linear -> 2w@7x7 -> w@14x14 -> C@28x28;      D C@28 -> w@14 -> 2w@7 -> flatten.
 - 32x32: G z -> Linear -> 4w@4x4 -> 2w@8 -> w@16 -> C@32x32;  D C@32 -> w@16 -> 2w@8 -> 4w@4 -> flatten.
+- D alone also takes those images halved once or twice (remedy=multiscale's coarser scales) and keeps the
+  full-size D's convs, as pix2pixHD's multi-scale Ds share one architecture: C@14 -> w@7 -> 2w@3, C@7 -> w@3
+  -> 2w@1; C@16 -> ... -> 4w@2, C@8 -> ... -> 4w@1. Its head is as wide as the last map.
 
 Every resolution step is a 4x4 convolution of stride 2, padding 1 (transposed in G). The smaller
 discriminators of the Unrolled GAN's Stacked MNIST experiment (D 1/2 and 1/4 "the size" of G) are
@@ -29,9 +32,15 @@ def _steps(shape: tuple[int, ...], width: int, role: str) -> int:
     if len(shape) != 3:
         raise ConfigError(f"model dcgan is for images (C, H, W), got data of shape {tuple(shape)}; use model=mlp")
     c, h, w = shape
-    if h != w or h not in SIZES or c < 1:
-        raise ConfigError(f"model dcgan supports 28x28 and 32x32 images, got {c}x{h}x{w}")
-    return SIZES[h]
+    full = h
+    if role == "d":  # D also takes a 28 or 32 image halved once or twice (remedy=multiscale's coarser scales),
+        while full < max(SIZES) and full not in SIZES:  # with the full-size D's convs: pix2pixHD's Ds are alike
+            full *= 2
+    # A side the convs would halve to nothing (4 = 32 / 8) is refused too.
+    if h != w or full not in SIZES or c < 1 or h >> SIZES[full] < 1:
+        also = " (D: also 14x14, 7x7, 16x16 and 8x8)" if role == "d" else ""
+        raise ConfigError(f"model dcgan supports 28x28 and 32x32 images{also}, got {c}x{h}x{w}")
+    return SIZES[full]
 
 
 def _init(module: nn.Module) -> None:
