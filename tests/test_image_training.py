@@ -41,7 +41,8 @@ def _build_or_refusal(*overrides):
 
 def _remedy_overrides(remedy):
     extra = {"pacgan": ["remedy.pacgan.m=2"],
-             "ortho_jacobian": ["model.g.batch_norm=false"]}  # forward-mode products need per-sample G layers
+             "ortho_jacobian": ["model.g.batch_norm=false"],  # forward-mode products need per-sample G layers
+             "local_generator": ["model.g.batch_norm=false"]}
     return [f"remedy={remedy}", *extra.get(remedy, [])]
 
 
