@@ -12,7 +12,8 @@
 #   pacgan     GAN and PacGAN2 in PacGAN's setup, ring and grid;
 #   pacgan34   PacGAN3 and PacGAN4 (not in the default: the machine time);
 #   remedies, remedies2   every other remedy in the VEEGAN-row setup (not in the default);
-#   methods    the conditional GANs (cgan_projection, acgan) and the local generator, same setup;
+#   methods    the conditional GANs (cgan_projection, acgan) and the local generator, same setup
+#              (three multiruns: methods, methods_local_ring, methods_local_grid);
 #   losses     the Loss-Sensitive GAN (loss=loss_sensitive), same setup.
 #
 # Runs in parts, across sessions if need be: every multirun runs with resume=auto into $OUT/PART, so
@@ -77,8 +78,14 @@ for name in "${PARTS[@]}"; do
         remedy=unrolled_surrogate,pacgan,minibatch_disc,minibatch_std,feature_matching,label_smoothing,spectral_norm,instance_noise ;;
     remedies2) part remedies2 "$STEPS" experiment=veegan_setup dataset=ring,grid \
         remedy=madgan,mrgan,ortho_jacobian,drs,ebgan ;;
-    # The conditional GANs (the mode index is the label) and the local generator, same setup.
-    methods) part methods "$STEPS" experiment=veegan_setup dataset=ring,grid remedy=cgan_projection,acgan,local_generator ;;
+    # The conditional GANs (the mode index is the label) and the local generator, same setup; the local
+    # generator's tangent scale c is each mixture's mode variance std^2 (its YAML: unit tangents are 50x
+    # the ring's mode std).
+    methods) part methods "$STEPS" experiment=veegan_setup dataset=ring,grid remedy=cgan_projection,acgan
+             part methods_local_ring "$STEPS" experiment=veegan_setup dataset=ring remedy=local_generator \
+               remedy.local_generator.scale=4e-4
+             part methods_local_grid "$STEPS" experiment=veegan_setup dataset=grid remedy=local_generator \
+               remedy.local_generator.scale=0.0025 ;;
     # Another loss in the same setup (its networks, optimizers and length): the Loss-Sensitive GAN.
     losses) part losses "$STEPS" experiment=veegan_setup dataset=ring,grid loss=loss_sensitive ;;
     *) echo "unknown part '$name': choose from veegan, pacgan, pacgan34, remedies, remedies2, methods, losses" >&2; exit 2 ;;
