@@ -41,9 +41,11 @@ CHECKSUM_KEY = "sha256"
 # only required finite: Adam's step count alone reaches 25,000.
 WEIGHT_BOUND = 1e6
 NAME = "checkpoint.pt"
-# Keys that only say how long or how often: a resume may change them.
+# Keys that only say how long or how often: a resume may change them. `replicas` says how seeds are
+# grouped into processes: every run records 1 (a replica is one run of its own seed), and records
+# written before the key existed lack it.
 RUN_LENGTH_KEYS = ("steps", "eval.every", "log.every", "checkpoint.every", "eval.background", "resume",
-                   "resume_force")
+                   "resume_force", "replicas")
 
 
 def rng_state() -> dict:
@@ -71,15 +73,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: Path, exp, step: int, loop: dict, config: dict) -> None:
-    """Write the full state of `exp` (a train.Experiment) at `step`, atomically."""
+def save(path: Path, exp, step: int, loop: dict, config: dict, rng: dict | None = None) -> None:
+    """Write the full state of `exp` (a train.Experiment) at `step`, atomically. `rng`: the RNG states to
+    resume with (default: the global ones, which a single run trains from)."""
     payload = {
         "format": FORMAT, "step": step,
         "G": exp.G.state_dict(), "D": exp.D.state_dict(),
         "g_opt": exp.g_opt.state_dict(), "d_opt": exp.d_opt.state_dict(),
         "extras": {name: module.state_dict() for name, module in exp.extras.items()},
         "extra_opts": {name: opt.state_dict() for name, opt in exp.extra_opts.items()},
-        "rng": rng_state(), "loop": loop,
+        "rng": rng_state() if rng is None else rng, "loop": loop,
         "config": json.dumps(config, sort_keys=True),  # a string: plain, and compared key by key on resume
     }
     payload[CHECKSUM_KEY] = content_digest(payload)

@@ -152,15 +152,18 @@ def preflight(overrides: list[str], multirun: bool, training: bool = True, confi
     from ganlab.evaluation import make_evaluator
     from ganlab.experiment import build, restore
     from ganlab.memory import check_fits
+    from ganlab.replicas import check as check_replicas
 
     for cfg in configs:
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
+        if cfg.replicas > 1:  # what the vectorised step cannot train is refused before any job starts
+            check_replicas(cfg, exp)
         if training:
             # Sizes that cannot fit (batch_size=1e8) fail now, not minutes into the run.
             check_fits(exp, cfg, resolve_device(cfg.device))
             # What evaluations need (a mode classifier, Inception weights) is there, or said now.
             make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"), cfg.metrics)
-        if cfg.resume and cfg.resume != "auto":  # a bad checkpoint or a changed config: say so now
+        if cfg.resume and cfg.resume != "auto" and cfg.replicas == 1:  # a bad checkpoint or a changed config: say so now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     return [OmegaConf.to_container(cfg, resolve=True) for cfg in configs]
 
@@ -170,8 +173,10 @@ def check_auto_resume(directory: Path, configs: list[dict]) -> None:
     (a completed run may have fewer steps: it trains on). Otherwise the sweep would skip it as
     'already completed' and report numbers of another config."""
     from ganlab.checkpoint import RUN_LENGTH_KEYS, differing_keys
+    from ganlab.replicas import expand
     from ganlab.train import AUTO_RESUME_IGNORED, differs_from_completed
 
+    configs = [run for c in configs for run in expand(c)]  # replicas=N: the runs of its N seeds
     for path in sorted(directory.rglob(SUMMARY)):
         summary = RunSummary.read_or_none(path.parent)
         if summary is None or not isinstance(summary.config, dict):
@@ -401,12 +406,14 @@ def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
     None. Raises GanlabError for a path that holds no run."""
     from ganlab.checkpoint import find
+    from ganlab.replicas import is_replica_parent
 
     parsed = parse_overrides(overrides)
     values = [o for o in parsed if o.get_key_element() == "resume" and not o.is_sweep_override()]
     if multirun or not values or values[-1].value() in (None, "null", "auto"):
         return None
-    return find(str(values[-1].value())).parent
+    path = Path(str(values[-1].value())).expanduser()
+    return path if is_replica_parent(path) else find(path).parent  # replicas=N: all of them resume
 
 
 def _replace_overrides(args: list[str], old: list[str], new: list[str]) -> list[str]:
@@ -437,7 +444,7 @@ def train(args: list[str]) -> None:
                 log.info("resume=auto: continuing the sweep in %s", sweep)
                 overrides.append(f"hydra.sweep.dir={sweep}")
         configs = preflight(overrides, parsed.multirun, training=not parsed.cfg, config_dir=parsed.config_dir)
-        n_jobs = len(configs)
+        n_jobs = sum(c.get("replicas", 1) for c in configs)  # the runs that write a summary.json: replicas=N makes N
         if auto:
             key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
             given = [o[len(key):] for o in overrides if o.startswith(key)]

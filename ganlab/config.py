@@ -123,6 +123,9 @@ class TrainConfig:
     loss: Any = MISSING
     remedy: Any = MISSING
     seed: int = bounded(0, 0, 2**32 - 1)
+    # Seeds seed..seed+replicas-1 trained together in one process, one vectorised step over all of them
+    # (ganlab/replicas.py); each writes its own run directory. 1: one run, the plain loop.
+    replicas: int = bounded(1, 1)
     steps: int = bounded(10000, 1, MAX_STEPS)
     batch_size: int = bounded(256, 1)
     device: Device = Device.auto     # auto | cpu | cuda

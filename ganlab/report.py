@@ -54,8 +54,9 @@ SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
 # speed (and floating-point rounding), eval.background only moves W1/W2 and the pictures into a
 # worker process, log.every only sets how often scalars are read (the trajectory is the same).
 # checkpoint.every and resume only say when state was saved and where a run continued from.
+# replicas: every run records 1 (a replica of replicas=N is one run of its seed); older runs lack it.
 BOOKKEEPING_KEYS = ("cpu_threads", "device", "eval.background", "log.every", "checkpoint.every", "resume",
-                    "resume_force")
+                    "resume_force", "replicas")
 
 REPORT_FILES = ("report.md", "report.csv", "report_modes.png")  # always written
 CONVERGENCE_FILE = "report_convergence.png"  # written when the runs logged their evaluations (summary history)

@@ -41,9 +41,11 @@ class RunSummary:
     mode_history: dict | None = None     # {"steps": [...], "counts": [[...], ...]}
     history: dict | None = None          # {"steps": [...], "metrics": {name: [value per step]}}
     exit_code: int | None = None         # a failed job's exit status, for the process that launched it
+    replica: dict | None = None          # trained as replica `index` of `of` (replicas=N from `first_seed`)
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
 
-    OPTIONAL = ("error", "diverged_step", "resumed_from_step", "mode_counts", "mode_history", "history", "exit_code")
+    OPTIONAL = ("error", "diverged_step", "resumed_from_step", "mode_counts", "mode_history", "history", "exit_code",
+                "replica")
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "extra"}

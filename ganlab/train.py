@@ -4,7 +4,12 @@ Read `run` top to bottom: skip a completed run, build (ganlab/experiment.py), th
 step is a D phase (`d_step` x n_critic), a G phase (`g_step`), a log tick, an evaluation tick and a
 checkpoint tick; then the summary (ganlab/summary.py). The loop knows no loss and no remedy by
 name: it calls the loss object and the remedy hooks. `d_step` and `g_step` are the only code that
-updates the networks; the tests and the benchmarks call them too.
+updates the networks of a run; the tests and the benchmarks call them too.
+
+`replicas=N` (`run_replicas`, at the end) trains seeds seed..seed+N-1 in one process: each replica
+starts as its own run does (`set_up`), `Replicas.update` (ganlab/replicas.py) takes the step of all
+of them at once through the same remedy hooks, vectorised, and each replica's `ReplicaLoop` keeps
+the ticks, evaluations, checkpoints and summary of a run in its own run directory.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from ganlab import checkpoint
+from ganlab import checkpoint, replicas
 from ganlab.atomic import write_atomic
 from ganlab.config import remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
@@ -43,7 +49,7 @@ from ganlab.tracking import Tracker, finite_or_none
 log = logging.getLogger(__name__)
 
 # Keys a resume=auto re-run may change without making a completed run a different one.
-AUTO_RESUME_IGNORED = ("resume", "resume_force", "eval.background")
+AUTO_RESUME_IGNORED = ("resume", "resume_force", "eval.background", "replicas")  # replicas: see checkpoint.RUN_LENGTH_KEYS
 
 
 class Diverged(GanlabError):
@@ -101,36 +107,23 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
     into `run_dir`; return the summary (as summary.json holds it). A diverged run still writes its
     summary. The run directory is locked while the run trains: a second run into it is refused."""
     validate(cfg)
+    if cfg.replicas > 1:  # seeds seed..seed+replicas-1 in one vectorised loop, a run directory each
+        return run_replicas(cfg, Path(run_dir), labels, progress)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        # Hydra records no choice for a list (`remedy=[a,b]`): keep our own label where it gives None.
-        labels = {**default_labels(cfg), **{k: v for k, v in (labels or {}).items() if v is not None}}
+        labels = run_labels(cfg, labels)
         config = OmegaConf.to_container(cfg, resolve=True)
         done = completed_run(cfg, run_dir, config)
         if done is not None:
             return done.to_dict()
-        seed_everything(cfg.seed)
-        device = resolve_device(cfg.device)
-        if device.type == "cpu" and cfg.cpu_threads > 0:
-            torch.set_num_threads(cfg.cpu_threads)
+        device = training_device(cfg)
         resume = auto_checkpoint(run_dir) if cfg.resume == "auto" else checkpoint.find(cfg.resume) if cfg.resume else None
-        summary = RunSummary(step=0, run_dir=str(run_dir), labels=labels, seed=cfg.seed, device=str(device),
-                             config=config)
-        exp, evaluator, references = start(cfg, device, run_dir, summary, resume is None)
-        start_step, state = (0, {}) if resume is None else restore(resume, exp, cfg, config)
-        summary.references = references or dict(state.get("references", {}))
-        summary.n_modes, summary.protocol = evaluator.n_modes, evaluator.protocol()
-        log.info("run directory: %s (device %s)%s", run_dir, device, f"; resumed from step {start_step}" if start_step else "")
-        if references:
-            log.info("reference rows:%s", reference_headlines(evaluator, references))
-        hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
-                   "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
-        # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
-        with Tracker(run_dir, cfg.steps, hparams, evaluator.metric_keys, progress=progress,
-                     purge_step=start_step + 1 if start_step else None) as tracker, StopRequest() as stop:
-            loop = Loop(cfg, exp, evaluator, tracker, Offloader(background=cfg.eval.background), run_dir,
-                        summary, state, start_step, device)
+        setup = set_up(cfg, run_dir, labels, config, device, resume)
+        summary, start_step = setup.summary, setup.start_step
+        with setup.tracker(progress) as tracker, StopRequest() as stop:
+            loop = Loop(cfg, setup.exp, setup.evaluator, tracker, Offloader(background=cfg.eval.background), run_dir,
+                        summary, setup.state, start_step, device)
             try:
                 for step in range(start_step + 1, cfg.steps + 1):
                     loop.train_step(step)
@@ -157,6 +150,56 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
     if summary.status == "diverged":
         raise Diverged(f"run diverged at step {summary.step}: {summary.error}; see {run_dir / 'summary.json'}")
     return finite_or_none(summary.to_dict())  # as summary.json holds it: null, not NaN, for an undefined metric
+
+
+def run_labels(cfg: DictConfig, labels: dict | None) -> dict:
+    # Hydra records no choice for a list (`remedy=[a,b]`): keep our own label where it gives None.
+    return {**default_labels(cfg), **{k: v for k, v in (labels or {}).items() if v is not None}}
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    return device
+
+
+@dataclass
+class SetUp:
+    """A run built (or restored) and ready for its first step."""
+
+    cfg: DictConfig
+    run_dir: Path
+    exp: Experiment
+    evaluator: Evaluator
+    summary: RunSummary
+    start_step: int
+    state: dict  # the loop's bookkeeping from the checkpoint ({} for a fresh run)
+
+    def tracker(self, progress: bool | None) -> Tracker:
+        labels, cfg = self.summary.labels, self.cfg
+        hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
+                   "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
+        # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
+        return Tracker(self.run_dir, cfg.steps, hparams, self.evaluator.metric_keys, progress=progress,
+                       purge_step=self.start_step + 1 if self.start_step else None)
+
+
+def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: torch.device,
+           resume: Path | None) -> SetUp:
+    """Seed, build, then measure the reference rows (a fresh run) or restore the checkpoint `resume`:
+    the start of a run, and of each replica of replicas=N, which thus starts as the run of its seed."""
+    seed_everything(cfg.seed)
+    summary = RunSummary(step=0, run_dir=str(run_dir), labels=labels, seed=cfg.seed, device=str(device),
+                         config=config)
+    exp, evaluator, references = start(cfg, device, run_dir, summary, resume is None)
+    start_step, state = (0, {}) if resume is None else restore(resume, exp, cfg, config)
+    summary.references = references or dict(state.get("references", {}))
+    summary.n_modes, summary.protocol = evaluator.n_modes, evaluator.protocol()
+    log.info("run directory: %s (device %s)%s", run_dir, device, f"; resumed from step {start_step}" if start_step else "")
+    if references:
+        log.info("reference rows:%s", reference_headlines(evaluator, references))
+    return SetUp(cfg, run_dir, exp, evaluator, summary, start_step, state)
 
 
 def default_labels(cfg: DictConfig) -> dict:
@@ -275,6 +318,7 @@ class Loop:
         self.wall_before = float(state.get("wall_seconds", 0.0))  # earlier segments of a resumed run
         self.started = time.perf_counter()
         self.last: Evaluation | None = None
+        self.label = ""  # before its log lines: which replica of replicas=N speaks
         tracker.advance(start_step, "")
         if not start_step:  # once per run, at step 0; a resumed run logged them in its first segment
             tracker.scalars(0, {f"reference/{name}/{k}": v for name, metrics in summary.references.items()
@@ -286,8 +330,7 @@ class Loop:
         exp, speed = self.exp, self.speed
         self.step = step
         exp.remedy.begin_step(step)
-        eval_now = step % self.eval_every == 0 or step == self.steps
-        log_now = eval_now or step % self.log_every == 0
+        eval_now, log_now = self.due(step)
         for _ in range(exp.loss.n_critic):
             real = speed.batch(exp.remedy.real_batch(exp.data, self.batch))
             z = torch.randn(self.batch, exp.latent_dim, device=self.device)
@@ -296,17 +339,23 @@ class Loop:
         z = torch.randn(self.batch, exp.latent_dim, device=self.device)
         self.recent_g.append(g_step(exp, real, z, speed))
         if log_now:
-            self.log_tick(step, d_grad, eval_now)
+            self.log_tick(step, d_grad, grad_norm(exp.G), eval_now)
 
-    def log_tick(self, step: int, d_grad: Tensor, eval_now: bool) -> None:
-        """The only host syncs of the loop are here and in the evaluation."""
+    def due(self, step: int) -> tuple[bool, bool]:
+        """Whether step `step` ends with an evaluation, and whether with a log tick."""
+        eval_now = step % self.eval_every == 0 or step == self.steps
+        return eval_now, eval_now or step % self.log_every == 0
+
+    def log_tick(self, step: int, d_grad: Tensor, g_grad: Tensor, eval_now: bool) -> None:
+        """The only host syncs of the loop are here and in the evaluation. `d_grad`, `g_grad`: the
+        norms of D's gradient after the last D step and of G's after the G step."""
         d_mean, g_mean = torch.stack([torch.stack(self.recent_d).mean(), torch.stack(self.recent_g).mean()]).tolist()
         self.recent_d.clear()
         self.recent_g.clear()
         if not (np.isfinite(d_mean) and np.isfinite(g_mean)):
             raise Diverged(f"the losses became non-finite (D {d_mean}, G {g_mean})")
         self.tracker.scalars(step, {"loss/d": d_mean, "loss/g": g_mean,
-                                    "grad_norm/d": d_grad.item(), "grad_norm/g": grad_norm(self.exp.G).item()})
+                                    "grad_norm/d": d_grad.item(), "grad_norm/g": g_grad.item()})
         self.write_offloaded(self.offloader.ready())
         info = f"D {d_mean:.3f}  G {g_mean:.3f}"
         headline = self.evaluate(step, info) if eval_now else None  # between evaluations the bar keeps the last
@@ -324,7 +373,7 @@ class Loop:
         self.metric_history.setdefault(step, {}).update(scalars(ev))
         self.offloader.submit(self.evaluator.job(step, ev))
         headline = self.evaluator.headline(ev.metrics)
-        log.info("step %d of %d  %s%s", step, self.steps, info, headline)  # train.log tells the run's story
+        log.info("%sstep %d of %d  %s%s", self.label, step, self.steps, info, headline)  # train.log tells the run's story
         return headline
 
     def write_offloaded(self, results) -> None:
@@ -350,7 +399,11 @@ class Loop:
                  "recent_d": [float(v) for v in self.recent_d], "recent_g": [float(v) for v in self.recent_g],
                  "wall_seconds": self.wall_before + time.perf_counter() - self.started}
         self.tracker.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
-        checkpoint.save(self.run_dir / checkpoint.NAME, self.exp, at_step, state, self.summary.config)
+        checkpoint.save(self.run_dir / checkpoint.NAME, self.exp, at_step, state, self.summary.config, self.rng_state())
+
+    def rng_state(self) -> dict:
+        """The RNG states a resume continues from: the global ones, which a run trains from."""
+        return checkpoint.rng_state()
 
     def finish(self) -> GanlabError | None:
         """Complete the summary; for a completed run write samples.npz and the final checkpoint.
@@ -380,6 +433,134 @@ class Loop:
             s.status, s.error = "failed", str(exc)
             return exc
         return None
+
+
+# --- replicas=N: several seeds in one vectorised loop ----------------------------------------------------
+
+def run_replicas(cfg: DictConfig, run_dir: Path, labels: dict | None, progress: bool | None) -> dict:
+    """replicas=N: seeds seed..seed+N-1 trained together, each step vectorised over them
+    (ganlab/replicas.py). Replica k writes the run directory a separate run of seed+k would, as
+    `run_dir/seed_<seed+k>/`, and resumes from its own checkpoint (resume=auto, or resume=run_dir);
+    run_dir holds no summary.json of its own, so a report finds N runs. Returns {"replicas":
+    [each replica's summary]}."""
+    replicas.check(cfg, build(cfg, torch.device("cpu")))  # refused in one line before anything is written
+    configs = replicas.replica_configs(cfg)
+    dirs = [replicas.replica_dir(run_dir, c.seed) for c in configs]
+    labels = run_labels(cfg, labels)
+    summaries: dict[Path, dict] = {}
+    with contextlib.ExitStack() as held:
+        for path in (run_dir, *dirs):
+            path.mkdir(parents=True, exist_ok=True)
+            held.enter_context(RunLock(path))
+        device = training_device(cfg)
+        setups, streams, resumed = [], [], []
+        for one, path in zip(configs, dirs):
+            config = OmegaConf.to_container(one, resolve=True)
+            done = completed_run(one, path, config)
+            if done is not None:
+                summaries[path] = done.to_dict()
+                continue
+            replicas.write_record(run_dir, path, one.seed)
+            source = None if not one.resume else replicas.replica_dir(one.resume, one.seed)
+            resume = auto_checkpoint(path) if one.resume == "auto" else checkpoint.find(source) if source else None
+            setups.append(set_up(one, path, labels, config, device, resume))
+            setups[-1].summary.replica = {"index": one.seed - cfg.seed, "of": cfg.replicas, "first_seed": cfg.seed}
+            streams.append(replicas.training_stream(device))  # what the run of this seed draws from next
+            resumed += [resume] if resume else []
+        if setups:
+            summaries.update(train_replicas(cfg, run_dir, setups, streams, resumed, device, progress, held))
+    diverged = [str(p) for p, s in summaries.items() if s.get("status") == "diverged"]
+    if diverged:
+        raise Diverged(f"{len(diverged)} of {cfg.replicas} replicas diverged: see the summary.json in {', '.join(diverged)}")
+    return {"replicas": [summaries[p] for p in dirs]}
+
+
+def train_replicas(cfg: DictConfig, run_dir: Path, setups: list[SetUp], streams: list[torch.Generator],
+                   resumed: list[Path], device: torch.device, progress: bool | None,
+                   held: contextlib.ExitStack) -> dict[Path, dict]:
+    """The loop of `run` for a group of replicas: one vectorised step, then each replica's ticks.
+    A replica that diverges stops ticking (the others train on); a signal checkpoints them all."""
+    start_step = replicas.same_step({s.run_dir.name: s.start_step for s in setups})
+    if resumed:
+        replicas.restore_shared(checkpoint.read(resumed[0])["rng"], device)
+    else:
+        replicas.seed_shared(cfg.seed, cfg.replicas)
+    group = replicas.Replicas([s.exp for s in setups], streams, cfg.batch_size, device)
+    offloader = replicas.SharedOffloader(cfg.eval.background, len(setups))
+    loops = [ReplicaLoop(s.cfg, s.exp, s.evaluator, held.enter_context(s.tracker(progress if k == 0 else False)),
+                         offloader.view(k), s.run_dir, s.summary, s.state, start_step, device, group=group, index=k)
+             for k, s in enumerate(setups)]
+    stop, live = held.enter_context(StopRequest()), list(loops)
+    try:
+        for step in range(start_step + 1, cfg.steps + 1):
+            for s in setups:
+                s.exp.remedy.begin_step(step)
+            eval_now, log_now = loops[0].due(step)
+            d_losses, g_losses, d_grads, g_grads = group.train_step(log_now, loops[0].speed)
+            for loop in list(live):
+                k = loop.index
+                try:
+                    loop.record(step, d_losses[:, k], g_losses[k], d_grads, g_grads, eval_now)
+                    if step < cfg.steps and (stop.signum is not None or step % cfg.checkpoint.every == 0):
+                        loop.save_state(step)
+                except Diverged as exc:  # this replica's last periodic checkpoint is kept; the others go on
+                    loop.summary.status, loop.summary.diverged_step, loop.summary.error = "diverged", step, str(exc)
+                    live.remove(loop)
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, step, run_dir)
+            if not live:
+                break
+        for loop in live:
+            loop.write_offloaded(loop.offloader.drain())
+            loop.summary.status = "completed"
+    except Interrupted as exc:
+        for loop in live:
+            loop.summary.status, loop.summary.error = "interrupted", str(exc)
+        raise
+    except BaseException as exc:
+        for loop in live:
+            loop.summary.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        unsaved = [loop.finish() for loop in loops]
+        for loop in loops:
+            loop.tracker.finish(loop.summary.to_dict())
+    for error in unsaved:
+        if error is not None:
+            raise error
+    return {loop.run_dir: finite_or_none(loop.summary.to_dict()) for loop in loops}
+
+
+class ReplicaLoop(Loop):
+    """One replica's ticks (log, evaluation, checkpoint, summary) in a `replicas.Replicas` group. Its
+    parameters live in the group's stacked tensors: its slice is copied into its own Experiment
+    before an evaluation or a checkpoint reads it, and its checkpoint's RNG is its own stream."""
+
+    def __init__(self, *args, group: replicas.Replicas, index: int):
+        super().__init__(*args)
+        self.group, self.index = group, index
+        self.label = f"[{self.run_dir.name}] "
+
+    def record(self, step: int, d_losses: Tensor, g_loss: Tensor, d_grads: Tensor | None, g_grads: Tensor | None,
+               eval_now: bool) -> None:
+        """This replica's part of a vectorised step (its n_critic D losses, its G loss, and on a log
+        tick every replica's gradient norms), then its log tick when one is due."""
+        self.step = step
+        self.recent_d.extend(d_losses.unbind())
+        self.recent_g.append(g_loss)
+        if d_grads is not None:
+            self.log_tick(step, d_grads[self.index], g_grads[self.index], eval_now)
+
+    def evaluate(self, step: int, info: str) -> str:
+        self.group.unstack(self.index)
+        return super().evaluate(step, info)
+
+    def save_state(self, at_step: int) -> None:
+        self.group.unstack(self.index, optimizers=True)
+        super().save_state(at_step)
+
+    def rng_state(self) -> dict:
+        return self.group.rng_state(self.index)
 
 
 class StopRequest:

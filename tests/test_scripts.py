@@ -31,6 +31,16 @@ def test_bench_remedies_prints_a_row_per_remedy():
     assert all(float(row[2]) > 0 for row in rows.values())  # the evaluation time column
 
 
+def test_bench_replicas_prints_seed_steps_per_second_and_the_load():
+    out = script("scripts/bench_replicas.py", "--steps", "5", "--repeats", "1", "--sizes", "1,2", "--devices", "cpu",
+                 "batch_size=32")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("cpu ")]
+    assert [row.split(":")[0] for row in rows] == ["cpu  N=  1", "cpu  N=  2"]
+    assert all(re.search(r"replicas +\d+\.\d seed-steps/s .* sequential runs +\d+\.\d .*ratio \d+\.\d\d", r) for r in rows)
+    assert re.search(r"load average \(1, 5, 15 min\) before [\d.]+ [\d.]+ [\d.]+, after", out.stdout)
+
+
 @pytest.mark.slow
 def test_bench_images_prints_a_row_per_setting(tmp_path):
     import os

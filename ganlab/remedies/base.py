@@ -17,8 +17,9 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
 - `prepare(g_opt, d_opt, steps)`: keep what the step hooks need once the optimizers exist (the
   unrolled G step replays D's optimizer; instance noise anneals over the run's length).
 - `begin_step(step)`: called before every training step, for schedules.
-- `real_batch(data, n)`: how the loop draws each real batch (`data.sample(n)`); conditional remedies
-  draw the classes with it (`data.sample_with_classes`) and keep them for the step's objective.
+- `real_batch(data, n, generator)`: how the loop draws each real batch (`data.sample(n, generator)`;
+  a single run passes no generator: the global RNG); conditional remedies draw the classes with it
+  (`data.sample_with_classes`) and keep them for the step's objective.
 - `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, real, z)`: the objective of one D or G step
   (unrolled G steps, extra terms). `real` in the G step is the last real batch D trained on.
 - `before_eval(G, D, data, generator)`: called before each evaluation draws its samples
@@ -35,7 +36,9 @@ Remedies combine (`remedy=[pacgan,spectral_norm]`, see `remedies/stack.py`): bui
 `build_order`; at most one remedy may replace each step hook.
 
 Hooks are written as functions of the networks and the batch, with no state hidden in the loop, so
-that a later vectorised multi-seed loop can call them unchanged.
+that the vectorised multi-seed loop (`replicas=N`, ganlab/replicas.py) calls them unchanged, under
+torch.func.vmap. A remedy that cannot run there (it keeps state between hooks or steps, or uses an
+operation vmap cannot batch) says why in `replica_refusal`; the run refuses it in one line.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class Remedy:
     # Order of `build` in a combination: input changes (packing) first, then head changes
     # (minibatch layers), then rewraps of every layer (spectral norm), then input noise outermost.
     build_order: int = 50
+    # Why this remedy cannot train under replicas=N (one vectorised step over N seeds), or None when it
+    # can: the run refuses it at start-up in one line naming the remedy and this reason.
+    replica_refusal: str | None = None
 
     @property
     def name(self) -> str:
@@ -109,8 +115,9 @@ class Remedy:
     def begin_step(self, step: int) -> None:
         pass
 
-    def real_batch(self, data, n: int) -> Tensor:
-        return data.sample(n)
+    def real_batch(self, data, n: int, generator: torch.Generator | None = None) -> Tensor:
+        # replicas=N passes each replica's own generator; a single run draws from the global RNG.
+        return data.sample(n) if generator is None else data.sample(n, generator)
 
     def d_loss(self, G: nn.Module, D: nn.Module, loss: Loss, real: Tensor, z: Tensor) -> Tensor:
         fake = G(z).detach()  # D's step must not push gradients into G

@@ -65,6 +65,8 @@ class Conditional(Remedy):
 
     build_order = 36  # after head changes (minibatch layers): the conditional D reads the final features
     key = "conditional"  # the remedy's config name, for messages
+    replica_refusal = ("it keeps each real batch's classes on the remedy object between its hooks, and one "
+                       "remedy object serves every replica of the vectorised step")
 
     def __init__(self):
         self.n_classes = 0
@@ -85,8 +87,8 @@ class Conditional(Remedy):
     def conditional_d(self, D: nn.Module, make) -> nn.Module:
         raise NotImplementedError
 
-    def real_batch(self, data, n):
-        x, self.real_classes = data.sample_with_classes(n)
+    def real_batch(self, data, n, generator=None):
+        x, self.real_classes = data.sample_with_classes(n, generator)
         return x
 
     def classes_for(self, real: Tensor) -> Tensor:

@@ -21,12 +21,23 @@ class PairwiseL1(torch.autograd.Function):
     cdist is ~5x faster than the broadcast |M_i - M_j| but its gradient cannot be differentiated
     again, which gradient penalties (wgan_gp, dragan) and unrolled G steps need. So the backward
     uses cdist's own gradient normally, and an explicit, differentiable formula under create_graph.
+    Under torch.func.vmap (replicas=N) the `vmap` rule folds the replica axis into the kernel axis.
     """
 
     @staticmethod
-    def forward(ctx, M):
-        ctx.save_for_backward(M)
+    def forward(M):
         return torch.cdist(M, M, p=1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def vmap(info, in_dims, M):
+        if in_dims[0] is None:
+            return PairwiseL1.apply(M), None
+        M = M.movedim(in_dims[0], 0)  # (replicas, k, n, c) -> (replicas * k, n, c) and back
+        return PairwiseL1.apply(M.flatten(0, 1)).unflatten(0, M.shape[:2]), 0
 
     @staticmethod
     def backward(ctx, grad):

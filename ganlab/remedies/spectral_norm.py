@@ -16,6 +16,8 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.Co
 
 class SpectralNorm(Remedy):
     build_order = 70  # after packing and head changes: their new layers are normalized too
+    replica_refusal = ("torch's spectral-norm parametrization updates its power-iteration vectors with out= "
+                       "operations, which torch.func.vmap cannot batch")
 
     def __init__(self, power_iterations: int = 1):
         if power_iterations < 1:

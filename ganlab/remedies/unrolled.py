@@ -110,6 +110,8 @@ G_OBJECTIVES = ("value", "loss")
 
 
 class Unrolled(Remedy):
+    replica_refusal = "its G step replays D's optimizer (its state kept on the remedy), which is not stacked per replica"
+
     def __init__(self, k: int = 5, g_objective: str = "value"):
         if k < 0:
             raise ConfigError(f"unrolling steps k must be >= 0 (k=0 is the plain G step), got {k}")
