@@ -347,6 +347,17 @@ def test_pairwise_l1_gradients_match_the_broadcast_formula_twice():
     assert torch.allclose(fast, plain)
 
 
+def test_fused_closeness_matches_the_plain_formula_and_differentiates_twice():
+    from ganlab.remedies.minibatch_disc import Closeness
+
+    torch.manual_seed(0)
+    M = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    plain = torch.exp(-(M.unsqueeze(2) - M.unsqueeze(1)).abs().sum(3)).sum(2) - 1
+    assert torch.allclose(Closeness.apply(M)[0], plain)
+    assert torch.autograd.gradcheck(lambda m: Closeness.apply(m)[0], (M,))
+    assert torch.autograd.gradgradcheck(lambda m: Closeness.apply(m)[0], (M,))  # penalties, unrolled steps
+
+
 @pytest.mark.parametrize("make_opt", [
     lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.5, 0.9), weight_decay=0.01),
     lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
