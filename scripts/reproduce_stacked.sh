@@ -6,7 +6,8 @@
 #   scripts/reproduce_stacked.sh
 #
 # One evaluation per run, at the end (26,000 samples: about 1.5 min on one CPU core).
-# Knobs (environment): SEEDS (0,1,2), STEPS (2000), REMEDIES (none,pacgan,unrolled), JOBS (2 joblib
+# Knobs (environment): SEEDS (0,1,2), STEPS (2000), REMEDIES (none,pacgan,unrolled; the image methods of
+# issue 16: REMEDIES=none,pacgan,unrolled,multiscale), JOBS (2 joblib
 # jobs), DATASET (stacked_fashion_mnist; stacked_mnist needs the MNIST files), OUT (default
 # $HOME/ganlab-runs/reproduce_stacked: outside the checkout), DOC. A finished sweep leaves
 # $OUT/.complete with its wall time and is not re-run; an interrupted one continues when the script
@@ -29,7 +30,14 @@ BASE=${DATASET#stacked_}
 # The mode classifier labels every channel; it is trained once and cached.
 "$GANLAB" classifier dataset="$BASE"
 
+# .complete holds "wall-seconds steps jobs [remedies]"; a later call with more REMEDIES trains only the
+# new rows (resume=auto skips the completed runs) and appends its own line.
+done_remedies=""
 if [ -f "$OUT/.complete" ]; then
+  done_remedies=$(awk 'NF >= 4 {print $4} NF < 4 {print "none,pacgan,unrolled"}' "$OUT/.complete" | tr '\n' ',')
+fi
+missing=$(tr ',' '\n' <<< "$REMEDIES" | while read -r r; do [[ ",$done_remedies," == *",$r,"* ]] || echo "$r"; done)
+if [ -z "$missing" ]; then
   echo "== already complete in $OUT"
 else
   start=$(date +%s)
@@ -38,7 +46,7 @@ else
     eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto \
     hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT" \
     || echo "== some jobs failed or diverged (exit $?); the report counts them"
-  echo "$(( $(date +%s) - start )) $STEPS $JOBS" > "$OUT/.complete"
+  echo "$(( $(date +%s) - start )) $STEPS $JOBS $REMEDIES" >> "$OUT/.complete"
 fi
 
 "$GANLAB" report "$OUT" --metrics modes_captured,reverse_kl,modes_corrected,reverse_kl_corrected,domain_fid,kid,precision,recall,coverage,swd

@@ -53,7 +53,11 @@ def main() -> None:
     runs = summaries(args.out)
     first = runs[0]
     config = first["config"]
-    wall, _steps, jobs = (args.out / ".complete").read_text().split() if (args.out / ".complete").exists() else ("?", "?", "?")
+    # .complete: one line "wall-seconds steps jobs [remedies]" per sweep (a later one adds remedies)
+    segments = [line.split() for line in (args.out / ".complete").read_text().splitlines() if line.strip()] \
+        if (args.out / ".complete").exists() else []
+    wall = str(sum(float(seg[0]) for seg in segments)) if segments else "?"
+    jobs = "/".join(sorted({seg[2] for seg in segments})) if segments else "?"
     lines = [
         "# Stacked Fashion-MNIST: a DCGAN baseline against pacgan and unrolled",
         "",

@@ -131,6 +131,8 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         summary = run(cfg, root / f"{i}_{remedy}_s{seed}")
         assert set(summary["references"]) == {"untrained", "data"}
         assert {"modes_captured", "reverse_kl", "domain_fid"} <= set(summary["references"]["data"])
+    # Two sweeps' records (the second added a remedy): their wall times add up.
+    (root / ".complete").write_text("120 2000 2\n60 2000 2 none,pacgan,unrolled,multiscale\n")
     doc = tmp_path / "stacked.md"
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out", str(doc)], check=False,
                          capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
@@ -139,6 +141,7 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
     assert "| reference: untrained G | 2 runs |" in text and "| reference: real data | 2 runs |" in text
     assert "- pacgan vs none: modes_captured " in text and ("(p=" in text or "n/a (" in text)
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
+    assert "Wall time of the sweep: **3.0 min**" in text
 
 
 def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_path):
