@@ -150,3 +150,40 @@ def test_a_tiny_run_logs_class_fidelity(remedy, tmp_path):
     assert 0.0 <= summary["metrics"]["class_fidelity_pct"] <= 100.0
     if remedy == "acgan":
         assert 0.0 <= summary["metrics"]["aux_accuracy_real_pct"] <= 100.0
+
+
+# --- image labels: a stacked triple's mode id, or its first digit ------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    from test_image_data import fake_mnist
+
+    root = tmp_path_factory.mktemp("data")
+    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
+    return root
+
+
+TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "batch_size=8"]
+
+
+@pytest.mark.parametrize("classes, n_classes", [("mode", 1000), ("first", 10)])
+def test_stacked_classes_are_the_triple_or_its_first_digit(image_root, classes, n_classes):
+    exp = built("dataset=stacked_fashion_mnist", f"dataset.root={image_root}", "dataset.n=100",
+                f"dataset.classes={classes}", "remedy=acgan", *TINY_DCGAN)
+    assert exp.data.n_classes == n_classes and exp.D.classifier.out_features == n_classes
+    x, y = exp.data.sample_with_classes(64, torch.Generator().manual_seed(0))
+    _, labels = exp.data.sample_with_labels(64, torch.Generator().manual_seed(0))  # the same draws: (64, 3) digits
+    expected = labels[:, 0] if classes == "first" else labels[:, 0] * 100 + labels[:, 1] * 10 + labels[:, 2]
+    assert torch.equal(y, expected) and x.shape == (64, 3, 28, 28)
+    real = exp.remedy.real_batch(exp.data, 8)
+    assert torch.isfinite(d_step(exp, real, torch.randn(8, exp.latent_dim)))
+
+
+def test_first_digit_classes_need_a_stacked_dataset(image_root):
+    with pytest.raises(ConfigError, match="not stacked"):
+        from ganlab.data.images import ImageDataset
+
+        ImageDataset("fashion_mnist", root=str(image_root), classes="first")
+    with pytest.raises(ConfigError, match="classes"):
+        build(make_cfg("dataset=stacked_fashion_mnist", f"dataset.root={image_root}", "dataset.classes=digits"),
+              torch.device("cpu"))

@@ -14,6 +14,7 @@ import struct
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -120,6 +121,10 @@ def load_split(name: str, split: str, root: str | None = None) -> tuple[Tensor, 
     return _read(name, split, _sources(name, split, root))
 
 
+# The labels conditional remedies get from a stacked dataset: the triple's mode id, or its first digit.
+Classes = Literal["mode", "first"]
+
+
 def mode_ids(labels: Tensor) -> Tensor:
     """One mode id per sample: the label, or 100*l0 + 10*l1 + l2 for a stacked triple (n, 3)."""
     if labels.ndim == 1:
@@ -142,7 +147,7 @@ class ImageDataset:
     evaluator = "image"  # the protocol that measures it (ganlab.evaluation.make_evaluator)
 
     def __init__(self, base: str, split: str = "train", root: str | None = None, device: str | torch.device = "cpu",
-                 pad_to_32: bool = False, stack_n: int = 0, stack_seed: int = 0):
+                 pad_to_32: bool = False, stack_n: int = 0, stack_seed: int = 0, classes: Classes = "mode"):
         if stack_n < 0 or (stack_n and split != "train"):
             raise ConfigError(f"a stacked dataset needs n >= 1 triples from the train split, got n={stack_n}")
         if pad_to_32 and base == "cifar10":
@@ -151,6 +156,12 @@ class ImageDataset:
         self.base, self.split, self.root, self.device = base, split, root, torch.device(device)
         self.stacked, self.pad_to_32 = stack_n > 0, pad_to_32
         self.stack_n, self.stack_seed = stack_n, stack_seed
+        if classes not in ("mode", "first"):
+            raise ConfigError(f"classes={classes!r}: choose mode (a stacked triple's mode id, 1,000 classes) or first "
+                              "(the first channel's digit, 10 classes)")
+        if classes == "first" and not self.stacked:
+            raise ConfigError("classes=first labels a stacked triple by its first channel; this dataset is not stacked")
+        self.classes = classes
         self.name = ("stacked_" if self.stacked else "") + base
         side = 32 if pad_to_32 or base == "cifar10" else 28
         self.shape = (3 if self.stacked or base == "cifar10" else 1, side, side)
@@ -188,13 +199,15 @@ class ImageDataset:
 
     @property
     def n_classes(self) -> int:
-        """Labels for conditional remedies: the class, or the mode id of a stacked triple (1,000)."""
-        return self.n_modes
+        """Labels for conditional remedies: the class, or for a stacked triple its mode id (1,000) or,
+        with classes=first, its first channel's digit (10: each class then holds 100 of the modes, so
+        a conditional G can collapse within a class while following its labels)."""
+        return 10 if self.classes == "first" else self.n_modes
 
     def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """n images and one class index each in [0, n_classes): the label, or the triple's mode id."""
+        """n images and one class index each in [0, n_classes)."""
         images, labels = self.sample_with_labels(n, generator)
-        return images, mode_ids(labels)
+        return images, (labels[:, 0] if self.classes == "first" else mode_ids(labels))
 
     def unique_indices(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n indices drawn without replacement: each item once while n <= len (FID's real reference
@@ -224,10 +237,10 @@ def _mnist_like(base, root, split, pad_to_32, device) -> ImageDataset:
     return ImageDataset(base, split, root, device, pad_to_32=pad_to_32)
 
 
-def _stacked(base, root, n, seed, pad_to_32, device) -> ImageDataset:
+def _stacked(base, root, n, seed, pad_to_32, device, classes="mode") -> ImageDataset:
     if n < 1:
         raise ConfigError(f"n={n}: a stacked dataset needs n >= 1 triples (128000 in the usual protocol)")
-    return ImageDataset(base, "train", root, device, pad_to_32=pad_to_32, stack_n=n, stack_seed=seed)
+    return ImageDataset(base, "train", root, device, pad_to_32=pad_to_32, stack_n=n, stack_seed=seed, classes=classes)
 
 
 # Builders for Hydra `_target_`s (ganlab/configs/dataset/*.yaml). `root: null` means $GANLAB_DATA or ~/.cache/ganlab/data.
@@ -248,12 +261,12 @@ def cifar10(root: str | None = None, split: str = "train", device="cpu") -> Imag
 
 
 def stacked_mnist(root: str | None = None, n: int = 128000, seed: int = 0, pad_to_32: bool = False,
-                  device="cpu") -> ImageDataset:
+                  classes: Classes = "mode", device="cpu") -> ImageDataset:
     """Stacked MNIST: three MNIST training digits as the RGB channels, 3x28x28, 1,000 modes."""
-    return _stacked("mnist", root, n, seed, pad_to_32, device)
+    return _stacked("mnist", root, n, seed, pad_to_32, device, classes)
 
 
 def stacked_fashion_mnist(root: str | None = None, n: int = 128000, seed: int = 0, pad_to_32: bool = False,
-                          device="cpu") -> ImageDataset:
+                          classes: Classes = "mode", device="cpu") -> ImageDataset:
     """Stacked Fashion-MNIST: the same construction over Fashion-MNIST, a 1,000-mode benchmark offline."""
-    return _stacked("fashion_mnist", root, n, seed, pad_to_32, device)
+    return _stacked("fashion_mnist", root, n, seed, pad_to_32, device, classes)
