@@ -69,7 +69,7 @@ def main() -> None:
                 continue
             seconds, label = steps, "training steps (D and G phases)"
         print(f"{label:<40} {seconds:>9.2f} {seconds / total:>6.1%}")
-    print(f"{'whole run (wall clock, profiled)':<40} {total:>9.2f} {1:>6.0%}")
+    print(f"{'whole run (wall clock, profiled)':<40} {total:>9.2f} {1:>6.1%}")
 
 
 if __name__ == "__main__":

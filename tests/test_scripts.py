@@ -65,3 +65,14 @@ def test_bench_images_prints_a_row_per_setting(tmp_path):
     assert [r.split("|")[1].strip() for r in rows] == ["amp"]  # a switch on: the autocast path runs in both loops
     assert all(float(r.split("|")[4]) > 0 for r in rows)  # the ratio column
     assert re.search(r"one evaluation of 64 samples .*: \d+\.\d s", out.stdout)
+
+
+def test_profile_run_prints_each_part_and_the_whole():
+    out = script("scripts/profile_run.py", "--steps", "20", "eval.every=10", "eval.samples=200", "eval.w_samples=100",
+                 "checkpoint.every=10")
+    assert out.returncode == 0, out.stderr
+    seconds = {line[:40].strip(): float(line[40:].split()[0]) for line in out.stdout.splitlines()
+               if re.match(r".{40} +\d+\.\d\d +\d+\.\d%", line)}
+    assert {"start-up: build, reference rows", "training steps (D and G phases)", "checkpoints (incl. the final one)",
+            "whole run (wall clock, profiled)"} <= set(seconds)
+    assert 0 < seconds["training steps (D and G phases)"] < seconds["whole run (wall clock, profiled)"]
