@@ -18,6 +18,9 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     for seed in (0, 1, 2):  # another loss in the setup (the losses part) is a row of its own, named by its loss
         run(make_cfg(*TINY, "experiment=veegan_setup", "dataset=ring", "loss=loss_sensitive", f"seed={seed}"),
             root / "losses" / f"{seed}_loss_sensitive_s{seed}", labels={"loss": "loss_sensitive"})
+    for seed in (0, 1, 2):  # a conditional remedy: its rows say what their KL means, and their class fidelity
+        run(make_cfg(*TINY, "experiment=veegan_setup", "dataset=ring", "remedy=acgan", f"seed={seed}"),
+            root / "methods" / f"{seed}_acgan_s{seed}", labels={"remedy": "acgan"})
     (root / "veegan" / ".segments").write_text("120 20 2 0\n")
     doc, figures = tmp_path / "toy.md", tmp_path / "figures"
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "toy_results.py"), str(root), "--seeds", "0,1,2",
@@ -31,6 +34,7 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     assert "(0.005 % of the paper's)" in text  # 640 of the notebook's 12.8M samples
     # verdicts come from Welch's t-test with a p-value, never from a bare comparison of means
     assert "holds" not in text
+    assert "## Conditional rows" in text and "veegan setup, ring, acgan: class fidelity " in text
     assert text.count("| loss_sensitive |") == 1 and text.count("| GAN |") == 2  # the GAN rows stay the nsgan runs
     assert "veegan setup, ring, VEEGAN vs GAN: modes " in text and "pacgan setup, ring, PacGAN2 vs GAN: modes " in text
     assert "(p=" in text or "(p<" in text
