@@ -160,3 +160,24 @@ def test_a_worker_whose_answers_nobody_reads_exits_silently():
     err = worker.stderr.read().decode()
     assert worker.wait(timeout=60) == 0
     assert err == ""
+
+
+def test_a_periodic_checkpoint_waits_for_an_idle_worker_at_most_its_interval():
+    """The checkpoint owed at a multiple of checkpoint.every is written at the first step at which the
+    worker has no job in hand (it would otherwise stall on the same step's W1/W2 and pictures), and
+    at most checkpoint.every steps late."""
+    from types import SimpleNamespace
+
+    from ganlab.train import Loop
+
+    busy = {"now": False}
+    loop = SimpleNamespace(checkpoint_every=10, checkpoint_owed=None,
+                           offloader=SimpleNamespace(busy=lambda: busy["now"]))
+    due = lambda step: Loop.checkpoint_due(loop, step)  # noqa: E731
+    assert [s for s in range(1, 31) if due(s)] == [10, 20, 30]  # an idle (or inline) worker: the multiples
+    busy["now"] = True
+    assert not due(40) and not due(41)
+    busy["now"] = False
+    assert due(42) and not due(43)  # written once the worker is idle, and owed no longer
+    busy["now"] = True
+    assert not any(due(s) for s in range(50, 60)) and due(60)  # never more than checkpoint.every late

@@ -100,6 +100,10 @@ class Offloader:
             done.append(self._take(block=False))
         return done
 
+    def busy(self) -> bool:
+        """Whether a submitted job's result has not come back yet (never waits)."""
+        return self.received + self.results.qsize() < self.submitted
+
     def drain(self) -> list[EvalResult]:
         """Wait for every submitted job."""
         return [self._take(block=True) for _ in range(self.submitted - self.received)]
