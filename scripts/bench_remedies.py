@@ -24,7 +24,6 @@ from ganlab.experiment import build
 from ganlab.train import run
 
 
-
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:
     overrides = ["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", f"steps={steps}",
                  f"eval.every={steps}", "eval.samples=200", "eval.w_samples=100", "eval.background=false",
