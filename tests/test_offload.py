@@ -1,8 +1,10 @@
 """The evaluation worker: same results as inline, errors surface, no deadlock, no main guard needed."""
 
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,7 +175,7 @@ def test_a_periodic_checkpoint_waits_for_an_idle_worker_at_most_its_interval():
     busy = {"now": False}
     loop = SimpleNamespace(checkpoint_every=10, checkpoint_owed=None,
                            offloader=SimpleNamespace(busy=lambda: busy["now"]))
-    due = lambda step: Loop.checkpoint_due(loop, step)  # noqa: E731
+    due = lambda step: Loop.checkpoint_due(loop, step)
     assert [s for s in range(1, 31) if due(s)] == [10, 20, 30]  # an idle (or inline) worker: the multiples
     busy["now"] = True
     assert not due(40) and not due(41)
@@ -181,3 +183,17 @@ def test_a_periodic_checkpoint_waits_for_an_idle_worker_at_most_its_interval():
     assert due(42) and not due(43)  # written once the worker is idle, and owed no longer
     busy["now"] = True
     assert not any(due(s) for s in range(50, 60)) and due(60)  # never more than checkpoint.every late
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+def test_the_worker_ignores_ctrl_c_and_sigterm_from_its_first_instruction():
+    """Ignored before exec, not only once its module runs: a Ctrl-C to the process group while `-m`
+    still imports the ganlab.evaluation package must not print a KeyboardInterrupt traceback (seen in
+    test_kill before this was so)."""
+    offloader = Offloader(background=True)
+    try:
+        status = Path(f"/proc/{offloader.worker.pid}/status").read_text()  # read at once: still starting up
+        ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+        assert ignored & (1 << (signal.SIGINT - 1)) and ignored & (1 << (signal.SIGTERM - 1))
+    finally:
+        offloader.close()

@@ -56,7 +56,10 @@ class Offloader:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    PARENT_ENV: str(os.getpid())}
             self.worker = subprocess.Popen([sys.executable, "-m", "ganlab.evaluation.worker"], env=env,
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           # Only signal.signal runs between fork and exec: it takes no lock
+                                           # another thread could hold (the hazard preexec_fn's warning is about).
+                                           preexec_fn=_ignore_stop_signals)  # noqa: PLW1509
             # Threads move the bytes: a job (~100 kB) is larger than a pipe's buffer, and writing it
             # from the loop would block training while the worker is busy with the previous one.
             threading.Thread(target=self._write, daemon=True).start()
@@ -115,6 +118,15 @@ class Offloader:
                 self.worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.worker.kill()
+
+
+def _ignore_stop_signals() -> None:
+    """In the worker, between fork and exec: ignore Ctrl-C and SIGTERM sent to the whole process group
+    (the training process handles them and closes our input). An ignored disposition survives exec and
+    Python keeps it, so the worker cannot be interrupted while `-m` imports the ganlab.evaluation
+    package, before the worker's own module (which ignores them too) even runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _serve() -> None:
