@@ -21,10 +21,13 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     for seed in (0, 1, 2):  # a conditional remedy: its rows say what their KL means, and their class fidelity
         run(make_cfg(*TINY, "experiment=veegan_setup", "dataset=ring", "remedy=acgan", f"seed={seed}"),
             root / "methods" / f"{seed}_acgan_s{seed}", labels={"remedy": "acgan"})
+    for seed in (0, 1, 2):  # the local generator: its rows say what its modes mean, with its local metrics
+        run(make_cfg(*TINY, "experiment=veegan_setup", "dataset=ring", "remedy=local_generator", f"seed={seed}"),
+            root / "methods_local_ring" / f"{seed}_local_s{seed}", labels={"remedy": "local_generator"})
     (root / "veegan" / ".segments").write_text("120 20 2 0\n")
     doc, figures = tmp_path / "toy.md", tmp_path / "figures"
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "toy_results.py"), str(root), "--seeds", "0,1,2",
-                          "--out", str(doc), "--figures", str(figures)], capture_output=True, text=True, cwd=tmp_path)
+                          "--out", str(doc), "--figures", str(figures)], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert out.returncode == 0, out.stderr
     text = doc.read_text()
     for label in ("reference: untrained G", "reference: Gaussian fit", "reference: real data"):
@@ -34,6 +37,7 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     assert "(0.005 % of the paper's)" in text  # 640 of the notebook's 12.8M samples
     # verdicts come from Welch's t-test with a p-value, never from a bare comparison of means
     assert "holds" not in text
+    assert "## Local-generator rows" in text and "veegan setup, ring, local_generator: origin error " in text
     assert "## Conditional rows" in text and "veegan setup, ring, acgan: class fidelity " in text
     assert text.count("| loss_sensitive |") == 1 and text.count("| GAN |") == 2  # the GAN rows stay the nsgan runs
     assert "veegan setup, ring, VEEGAN vs GAN: modes " in text and "pacgan setup, ring, PacGAN2 vs GAN: modes " in text
