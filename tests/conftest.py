@@ -17,6 +17,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up):
 # ganlab/configs/debug/tiny.yaml.
 TINY = ["debug=tiny"]
+# Image tests: a DCGAN of 4 base channels, batch 8: the smallest image GAN that exercises every layer type.
+# D with layer norm: every loss combines with it (DCGAN's default batch-norm D refuses gradient penalties,
+# test_image_training.py::test_dcgan_d_has_batch_norm_and_refuses_penalties).
+TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.d.norm=layer", "model.encoder.width=4",
+              "batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    """Tiny Fashion-MNIST files in the IDX format (tests/test_image_data.py), so no test needs real data."""
+    from test_image_data import fake_mnist
+
+    root = tmp_path_factory.mktemp("data")
+    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
+    return root
 
 
 def make_cfg(*overrides: str):

@@ -5,7 +5,7 @@ score and AC-GAN's objective written out by hand, evaluation sampling, refusals,
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, built, changed, make_cfg, snapshot
+from conftest import TINY, TINY_DCGAN, built, changed, make_cfg, snapshot
 
 from ganlab.data.toy import grid
 from ganlab.errors import ConfigError
@@ -154,16 +154,7 @@ def test_a_tiny_run_logs_class_fidelity(remedy, tmp_path):
 
 # --- image labels: a stacked triple's mode id, or its first digit ------------------------------------------
 
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    from test_image_data import fake_mnist
 
-    root = tmp_path_factory.mktemp("data")
-    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
-    return root
-
-
-TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "batch_size=8"]
 
 
 @pytest.mark.parametrize("classes, n_classes", [("mode", 1000), ("first", 10)])

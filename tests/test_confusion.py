@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import make_cfg
-from test_image_training import IMAGE_TINY, TINY_DCGAN, classifier_cache, image_root  # noqa: F401 - fixtures
+from conftest import TINY_DCGAN, make_cfg
+from test_image_training import IMAGE_TINY, classifier_cache  # noqa: F401 - a fixture
 
 from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
 from ganlab.metrics.confusion import confusion_matrix, corrected_modes, deconvolve

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import built, changed, make_cfg, snapshot
-from test_image_data import fake_mnist
+from conftest import TINY_DCGAN, built, changed, make_cfg, snapshot
 
 from ganlab.config import options
 from ganlab.errors import ConfigError
@@ -16,19 +15,7 @@ from ganlab.train import d_step, g_step, run
 # Every loss and every remedy the configs offer: a new one is tested here without being listed.
 LOSSES = options("loss")
 REMEDIES = options("remedy")
-# A DCGAN of 4 base channels, batch 8: the smallest image GAN that exercises every layer type.
-# D with layer norm: every loss combines with it (DCGAN's default batch-norm D refuses gradient penalties,
-# test_dcgan_d_has_batch_norm_and_refuses_penalties).
-TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.d.norm=layer", "model.encoder.width=4",
-              "batch_size=8"]
 
-
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    """Tiny MNIST-format files, so these tests need no real data."""
-    root = tmp_path_factory.mktemp("data")
-    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
-    return root
 
 
 def _build_or_refusal(*overrides):

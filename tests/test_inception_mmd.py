@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_cfg
-from test_image_data import fake_mnist
 from torch import nn
 
 from ganlab.evaluation.command import evaluate_run
@@ -39,12 +38,6 @@ class StandInInception(nn.Module):
         feats = torch.tanh(x @ self.projection)
         return feats, feats @ self.classes
 
-
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
-    return root
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import built, changed, ganlab, make_cfg, snapshot
-from test_image_data import fake_mnist
+from conftest import TINY_DCGAN, built, changed, ganlab, make_cfg, snapshot
 
 from ganlab.errors import ConfigError
 from ganlab.experiment import build
@@ -16,17 +15,6 @@ from ganlab.metrics.classifier import ModeClassifier, save_classifier
 from ganlab.remedies.base import discriminator_loss
 from ganlab.remedies.multiscale import MultiScaleDiscriminator
 from ganlab.train import d_step, g_step, run
-
-# tests/test_image_training.py's tiny DCGAN: 4 base channels, layer-norm D (every loss takes it), batch 8.
-TINY_DCGAN = ["model=dcgan", "model.g.width=4", "model.d.width=4", "model.d.norm=layer", "model.encoder.width=4",
-              "batch_size=8"]
-
-
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    fake_mnist(root, "fashion_mnist", n_train=40, n_test=10)
-    return root
 
 
 def stacked(root, *overrides):
