@@ -320,36 +320,23 @@ def main() -> None:
                 parts.append(f"{SHORT[m]} {v.word}" + (f" ({p_text(v.p)})" if v.p is not None else f" ({v.why})"))
         lines.append(f"- {setup} setup, {dataset}, {method} vs GAN: " + ", ".join(parts) + ".")
 
-    # ---- conditional rows: what their numbers mean --------------------------------------------------
-    fidelity = build_report(root, metrics=["class_fidelity_pct"])
-    conditional = [(classify(g), g) for g in fidelity.groups
-                   if any("class_fidelity_pct" in (r.metrics or {}) for r in g.runs)]
-    if conditional:
-        lines += ["", "## Conditional rows", "",
-                  ("`cgan_projection` and `acgan` are told the mode: on these mixtures the class is the mode index. "
-                   "Their evaluation samples draw the classes uniformly from the evaluation's own RNG, so where G follows "
-                   "its labels the all-sample reverse KL is that of the drawn labels (the same in every conditional row "
-                   "of a seed), not a property of G; what G contributes is how many samples land, high quality, on their "
-                   "class's mode (`class_fidelity_pct`):"), ""]
-        for (setup, dataset, method), g in sorted(conditional, key=lambda item: item[0]):
-            lines.append(f"- {setup} setup, {dataset}, {method}: class fidelity {cell(g, 'class_fidelity_pct')} % "
-                         f"({g.n_completed} runs).")
-
-    # ---- local-generator rows: what their numbers mean -------------------------------------------
-    local_metrics = ["local_origin_error", "local_tangent_sigma_min"]
-    local = [(classify(g), g) for g in build_report(root, metrics=local_metrics).groups
-             if any("local_origin_error" in (r.metrics or {}) for r in g.runs)]
-    if local:
-        lines += ["", "## Local-generator rows", "",
-                  ("`local_generator` makes G(x, z) around real anchors x drawn from the data, and its locality term "
-                   "keeps G(x, 0) near x: as long as it does, modes and reverse KL mostly reflect the anchors (the "
-                   "data), not G. G's own part is HQ % (how far the samples stray from the anchors' modes) and the local "
-                   "metrics: ‖G(x, 0) − x‖ (`local_origin_error`) and the smallest singular value of the local tangents "
-                   "dG(x, z)/dz (`local_tangent_sigma_min`; scripts/reproduce_toy.sh sets the tangent scale c to each "
-                   "mixture's mode variance):"), ""]
-        for (setup, dataset, method), g in sorted(local, key=lambda item: item[0]):
-            lines.append(f"- {setup} setup, {dataset}, {method}: origin error {cell(g, 'local_origin_error')}, "
-                         f"tangent sigma_min {cell(g, 'local_tangent_sigma_min')} ({g.n_completed} runs).")
+    # ---- rows whose modes and KL mean something else: what they mean, and their own metrics -------------
+    lines += explained_rows(root, "Conditional rows", ["class_fidelity_pct"], (
+        "`cgan_projection` and `acgan` are told the mode: on these mixtures the class is the mode index. "
+        "Their evaluation samples draw the classes uniformly from the evaluation's own RNG, so where G follows "
+        "its labels the all-sample reverse KL is that of the drawn labels (the same in every conditional row "
+        "of a seed), not a property of G; what G contributes is how many samples land, high quality, on their "
+        "class's mode (`class_fidelity_pct`):"),
+        lambda g: f"class fidelity {cell(g, 'class_fidelity_pct')} %")
+    lines += explained_rows(root, "Local-generator rows", ["local_origin_error", "local_tangent_sigma_min"], (
+        "`local_generator` makes G(x, z) around real anchors x drawn from the data, and its locality term "
+        "keeps G(x, 0) near x: as long as it does, modes and reverse KL mostly reflect the anchors (the "
+        "data), not G. G's own part is HQ % (how far the samples stray from the anchors' modes) and the local "
+        "metrics: ‖G(x, 0) − x‖ (`local_origin_error`) and the smallest singular value of the local tangents "
+        "dG(x, z)/dz (`local_tangent_sigma_min`; scripts/reproduce_toy.sh sets the tangent scale c to each "
+        "mixture's mode variance):"),
+        lambda g: f"origin error {cell(g, 'local_origin_error')}, "
+                  f"tangent sigma_min {cell(g, 'local_tangent_sigma_min')}")
 
     # ---- convergence figure --------------------------------------------------------------------------
     headline = build_report(root, metrics=HEADLINE)
@@ -375,6 +362,19 @@ def main() -> None:
                + unrolled_objective(rows)),
               ""]
     out.write_text("\n".join(lines) + "\n")
+
+
+def explained_rows(root: Path, title: str, metrics: list[str], text: str, describe) -> list[str]:
+    """A section for the rows whose runs logged `metrics[0]` (a method whose modes and KL mean something
+    else, with metrics of its own): `text`, then one line per row, `describe(group)`. Empty without such rows."""
+    groups = [(classify(g), g) for g in build_report(root, metrics=metrics).groups
+              if any(metrics[0] in (r.metrics or {}) for r in g.runs)]
+    if not groups:
+        return []
+    lines = ["", f"## {title}", "", text, ""]
+    for (setup, dataset, method), g in sorted(groups, key=lambda item: item[0]):
+        lines.append(f"- {setup} setup, {dataset}, {method}: {describe(g)} ({g.n_completed} runs).")
+    return lines
 
 
 def unrolled_objective(rows: dict) -> str:
