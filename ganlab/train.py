@@ -347,8 +347,9 @@ class Loop:
         """Whether to write the periodic checkpoint after `step`. It is owed every checkpoint.every
         steps, and written at the first step from then on at which the evaluation worker has no job in
         hand: a checkpoint holds every evaluation's results, so one written while the worker computes
-        the same step's W1/W2 and pictures would stall training for that whole job (measured: about
-        10 % of the default run, docs/benchmarks.md). At most checkpoint.every steps late, then it waits.
+        the same step's W1/W2 and pictures would stall training for that whole job (about 10 % of the
+        default run in one profile on a busy machine, docs/benchmarks.md). At most checkpoint.every
+        steps late, then it waits.
         Inline evaluation (eval.background=false) is never busy: checkpoints fall on the multiples."""
         if step % self.checkpoint_every == 0 and self.checkpoint_owed is None:
             self.checkpoint_owed = step
