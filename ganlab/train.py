@@ -111,7 +111,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
         return run_replicas(cfg, Path(run_dir), labels, progress)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
+    with RunLock(run_dir), contextlib.ExitStack() as held:
         labels = run_labels(cfg, labels)
         config = OmegaConf.to_container(cfg, resolve=True)
         done = completed_run(cfg, run_dir, config)
@@ -119,11 +119,13 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
             return done.to_dict()
         device = training_device(cfg)
         resume = auto_checkpoint(run_dir) if cfg.resume == "auto" else checkpoint.find(cfg.resume) if cfg.resume else None
-        setup = set_up(cfg, run_dir, labels, config, device, resume)
+        # Started first: the worker imports while the run builds, then takes the reference rows' offline part.
+        offloader = held.enter_context(contextlib.closing(Offloader(background=cfg.eval.background)))
+        setup = set_up(cfg, run_dir, labels, config, device, resume, offloader)
         summary, start_step = setup.summary, setup.start_step
         with setup.tracker(progress) as tracker, StopRequest() as stop:
-            loop = Loop(cfg, setup.exp, setup.evaluator, tracker, Offloader(background=cfg.eval.background), run_dir,
-                        summary, setup.state, start_step, device)
+            loop = Loop(cfg, setup.exp, setup.evaluator, tracker, offloader, run_dir, summary, setup.state,
+                        start_step, device)
             try:
                 for step in range(start_step + 1, cfg.steps + 1):
                     loop.train_step(step)
@@ -186,13 +188,14 @@ class SetUp:
 
 
 def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: torch.device,
-           resume: Path | None) -> SetUp:
+           resume: Path | None, offloader: Offloader | None = None) -> SetUp:
     """Seed, build, then measure the reference rows (a fresh run) or restore the checkpoint `resume`:
-    the start of a run, and of each replica of replicas=N, which thus starts as the run of its seed."""
+    the start of a run, and of each replica of replicas=N, which thus starts as the run of its seed.
+    With the run's `offloader`, the rows' offline metrics arrive through it (Loop.write_offloaded)."""
     seed_everything(cfg.seed)
     summary = RunSummary(step=0, run_dir=str(run_dir), labels=labels, seed=cfg.seed, device=str(device),
                          config=config)
-    exp, evaluator, references = start(cfg, device, run_dir, summary, resume is None)
+    exp, evaluator, references = start(cfg, device, run_dir, summary, resume is None, offloader)
     start_step, state = (0, {}) if resume is None else restore(resume, exp, cfg, config)
     summary.references = references or dict(state.get("references", {}))
     summary.n_modes, summary.protocol = evaluator.n_modes, evaluator.protocol()
@@ -241,13 +244,13 @@ def differs_from_completed(summary: dict, config: dict) -> list[str]:
 
 
 def start(cfg: DictConfig, device: torch.device, run_dir: Path, summary: RunSummary,
-          fresh: bool) -> tuple[Experiment, Evaluator, dict]:
+          fresh: bool, offloader: Offloader | None = None) -> tuple[Experiment, Evaluator, dict]:
     """Build the experiment and its evaluator, and (for a fresh run) measure the reference rows on
     the untrained G. A fresh run that fails here leaves a summary saying so, for the sweep's report."""
     try:
         exp = build(cfg, device)
         evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, device, cfg.metrics)
-        return exp, evaluator, measure_references(evaluator, exp, cfg.seed) if fresh else {}
+        return exp, evaluator, measure_references(evaluator, exp, cfg.seed, offloader) if fresh else {}
     except BaseException as exc:
         if fresh:  # a resumed run keeps the summary it has
             failed = RunSummary(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
@@ -257,14 +260,14 @@ def start(cfg: DictConfig, device: torch.device, run_dir: Path, summary: RunSumm
         raise
 
 
-def measure_references(evaluator: Evaluator, exp: Experiment, seed: int) -> dict:
+def measure_references(evaluator: Evaluator, exp: Experiment, seed: int, offloader: Offloader | None = None) -> dict:
     """The evaluator's reference rows for the freshly built (untrained) G. They draw from an RNG of
     their own (the evaluation seed of step 0, which no evaluation uses), and every global RNG is put
     back afterwards: measuring them never changes the training trajectory."""
     saved = checkpoint.rng_state()
     try:
         rng = torch.Generator(next(exp.G.parameters()).device).manual_seed(eval_seed(seed, 0))
-        return evaluator.references(exp.G, exp.D, exp.remedy, rng)
+        return evaluator.references(exp.G, exp.D, exp.remedy, rng, offloader)
     finally:
         checkpoint.set_rng_state(saved)
 
@@ -397,6 +400,11 @@ class Loop:
 
     def write_offloaded(self, results) -> None:
         for result in results:
+            if result.references:  # the reference rows' offline part (ReferenceJob), logged at step 0
+                for name, metrics in result.references.items():
+                    self.summary.references.setdefault(name, {}).update(metrics)
+                self.tracker.scalars(0, {f"reference/{name}/{k}": v for name, metrics in result.references.items()
+                                         for k, v in metrics.items()})
             self.tracker.scalars(result.step, {f"metrics/{k}": v for k, v in result.scalars.items()})
             self.tracker.images(result.step, result.images)
             self.final_extra.update(result.scalars)
@@ -427,6 +435,9 @@ class Loop:
     def finish(self) -> GanlabError | None:
         """Complete the summary; for a completed run write samples.npz and the final checkpoint.
         Returns the error of a final save that failed (a full disk), to raise once the summary is out."""
+        if self.summary.status != "completed":  # what the worker still owes (the reference rows' W1/W2) goes in too
+            with contextlib.suppress(Exception):  # best effort: the run's own error is the one to report
+                self.write_offloaded(self.offloader.drain())
         self.offloader.close()
         s, segment = self.summary, time.perf_counter() - self.started
         s.step, s.wall_seconds = self.step, self.wall_before + segment

@@ -1,5 +1,6 @@
 """The evaluation worker: same results as inline, errors surface, no deadlock, no main guard needed."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -197,3 +198,31 @@ def test_the_worker_ignores_ctrl_c_and_sigterm_from_its_first_instruction():
         assert ignored & (1 << (signal.SIGINT - 1)) and ignored & (1 << (signal.SIGTERM - 1))
     finally:
         offloader.close()
+
+
+def test_the_reference_rows_offline_part_comes_from_the_worker_unchanged(tmp_path):
+    """A fresh run hands its reference rows' W1/W2 and MMD to the worker (they were most of the start-up);
+    summary.json, the checkpoint and TensorBoard hold the same numbers as when they are computed inline,
+    and a run that diverges before its first checkpoint still gets them."""
+    from conftest import TINY, make_cfg
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ganlab import checkpoint
+    from ganlab.tracking import finite_or_none
+    from ganlab.train import Diverged, run
+
+    inline = run(make_cfg(*TINY), tmp_path / "inline")
+    background = run(make_cfg(*TINY, "eval.background=true"), tmp_path / "background")
+    assert background["references"] == inline["references"]
+    for row in ("untrained", "gaussian", "data"):
+        assert {"wasserstein1", "wasserstein2", "mmd", "modes_captured"} <= set(background["references"][row])
+    state = checkpoint.read(tmp_path / "background" / checkpoint.NAME)["loop"]
+    assert finite_or_none(state["references"]) == inline["references"]  # summary.json has null for NaN
+    events = EventAccumulator(str(tmp_path / "background"), size_guidance={"scalars": 0}).Reload()
+    w1 = events.Scalars("reference/gaussian/wasserstein1")
+    assert [(e.step, e.value) for e in w1] == [(0, pytest.approx(inline["references"]["gaussian"]["wasserstein1"]))]
+
+    with pytest.raises(Diverged):
+        run(make_cfg(*TINY, "eval.background=true", "optim.d.lr=1e30"), tmp_path / "diverged")
+    diverged = json.loads((tmp_path / "diverged" / "summary.json").read_text())
+    assert diverged["references"]["data"]["wasserstein1"] == inline["references"]["data"]["wasserstein1"]

@@ -19,7 +19,11 @@ def test_bench_loop_prints_its_ratios():
     out = script("scripts/bench_loop.py", "--steps", "20", "--repeats", "1", "eval.every=10", "eval.samples=200",
                  "eval.w_samples=100")
     assert out.returncode == 0, out.stderr
-    assert re.search(r"wall-clock.*\d+\.\d+", out.stdout) and re.search(r"ratio", out.stdout, re.IGNORECASE)
+    for figure in ("wall-clock", "CPU-time"):
+        assert re.search(rf"{figure} steps/s: bare PyTorch loop +\d+\.\d .* ganlab whole run +\d+\.\d .*ratio ganlab/bare \d\.\d{{3}}",
+                         out.stdout), out.stdout
+    assert re.search(r"training loop alone .* \d+\.\d .*ratio \d\.\d{3}", out.stdout)
+    assert re.search(r"load average at the end \d+\.\d\d", out.stdout)
 
 
 def test_bench_remedies_prints_a_row_per_remedy():
@@ -76,3 +80,24 @@ def test_profile_run_prints_each_part_and_the_whole():
     assert {"start-up: build, reference rows", "training steps (D and G phases)", "checkpoints (incl. the final one)",
             "whole run (wall clock, profiled)"} <= set(seconds)
     assert 0 < seconds["training steps (D and G phases)"] < seconds["whole run (wall clock, profiled)"]
+
+
+def test_bench_threads_prints_both_tables(image_root):
+    """Both parts on tiny settings: the 2-D and DCGAN step rows (DCGAN on the tests' small IDX files)
+    and a sweep row per jobs x threads setting."""
+    out = script("scripts/bench_threads.py", "--steps", "3", "--repeats", "1", "--grid", "1x1,2x1", "--runs", "2",
+                 "--sweep-steps", "4", "--dcgan", f"dataset.root={image_root} dataset.n=200",
+                 "--sweep", "eval.every=2 eval.samples=100 eval.w_samples=50 eval.background=false")
+    assert out.returncode == 0, out.stderr
+    for model in ("toy", "dcgan"):
+        assert re.search(rf"^{model} +1 thread +\d+\.\d steps/s .* 2 threads +\d+\.\d .* ratio 2/1 \d+\.\d\d$",
+                         out.stdout, re.MULTILINE), out.stdout
+    for setting in ("jobs 1 x threads 1", "jobs 2 x threads 1"):
+        assert re.search(rf"^{setting}: +\d+\.\d s .* runs/min +speed \d\.\d\d of the fastest$", out.stdout,
+                         re.MULTILINE), out.stdout
+    assert out.stdout.count("load average") == 2
+
+
+def test_bench_threads_refuses_a_bad_grid():
+    out = script("scripts/bench_threads.py", "--part", "sweep", "--grid", "two")
+    assert out.returncode == 2 and "--grid: settings look like 2x1" in out.stderr

@@ -79,8 +79,10 @@ class Evaluator(Protocol):
                  step: int | None = None) -> Evaluation:
         """Metrics on fresh samples (n, or the protocol's count); a `step` records it in the history."""
 
-    def references(self, G: Any, D: Any, remedy: Any, generator: Any) -> dict:
-        """{name: metrics} of the reference rows (untrained G, Gaussian fit, real data)."""
+    def references(self, G: Any, D: Any, remedy: Any, generator: Any, offloader: Any = None) -> dict:
+        """{name: metrics} of the reference rows (untrained G, Gaussian fit, real data). An evaluator may
+        hand their offline part to `offloader` (the loop's); its result (EvalResult.references) then
+        completes the rows."""
 
     def job(self, step: int, ev: Evaluation) -> Any:
         """The background part of `ev` (jobs.py), for the worker."""

@@ -212,10 +212,12 @@ class ImageEvaluator:
                           None if source is None else source.cpu().numpy(), grid=_to_uint8(grid.float()))
 
     @torch.no_grad()
-    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
+                   offloader=None) -> dict:
         """The reference rows (DESIGN 3): the untrained G (call before the first step), and a second real
         sample, drawn from `generator`, through the same classifier and features (the ceiling). No
-        Gaussian fit: a Gaussian in pixel space says nothing a reader could use."""
+        Gaussian fit: a Gaussian in pixel space says nothing a reader could use. All measured here (the
+        features need the device): `offloader` is not used."""
         untrained = scalars(self.evaluate(G, D, remedy, generator))
         untrained.pop("eval_seconds", None)
         n = self.cfg.samples

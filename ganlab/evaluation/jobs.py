@@ -34,6 +34,21 @@ class EvalResult:
     step: int
     scalars: dict[str, float]
     images: dict[str, bytes]     # PNG
+    references: dict[str, dict] | None = None  # a ReferenceJob's: {row name: offline metrics}
+
+
+@dataclass
+class ReferenceJob:
+    """The offline metrics (exact W1/W2, MMD) of a fresh run's reference rows, done by the worker
+    while training starts: inline they were most of the default run's start-up (about 1 s of
+    optimal transport and kernels on one core)."""
+
+    rows: dict[str, tuple[np.ndarray, np.ndarray]]  # row name -> (its samples, the real set)
+    w_samples: int
+
+    def complete(self) -> EvalResult:
+        return EvalResult(0, {}, {}, references={name: offline_toy_metrics(x, real, self.w_samples)
+                                                 for name, (x, real) in self.rows.items()})
 
 
 def offline_toy_metrics(fake: np.ndarray, real: np.ndarray, w_samples: int) -> dict:
@@ -111,5 +126,5 @@ class ImageEvalJob:
 
 
 def complete(job) -> EvalResult:
-    """The background part of one evaluation (an EvalJob or an ImageEvalJob)."""
+    """The background part of one evaluation (an EvalJob or an ImageEvalJob), or of the reference rows."""
     return job.complete()

@@ -15,7 +15,7 @@ from ganlab.evaluation.base import (
     eval_mode,
     scalars,
 )
-from ganlab.evaluation.jobs import EvalJob, offline_toy_metrics
+from ganlab.evaluation.jobs import EvalJob, ReferenceJob, offline_toy_metrics
 from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
@@ -102,18 +102,24 @@ class ToyEvaluator:
         return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
                        list(self.history.steps), list(self.history.counts), self.cfg.w_samples, ev.source)
 
-    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator) -> dict:
+    def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
+                   offloader=None) -> dict:
         """The reference rows: {name: metrics} for the untrained G (call before the first step), a
-        Gaussian fit to the data and fresh data, each measured like the run's own evaluations."""
+        Gaussian fit to the data and fresh data, each measured like the run's own evaluations. With an
+        `offloader` (the loop's), their offline metrics (W1/W2, MMD) go to it as one ReferenceJob and
+        arrive with its result; without, they are computed here."""
         untrained = self.evaluate(G, D, remedy, generator)
-        out = {"untrained": {**scalars(untrained), **self.offline_metrics(untrained)}}
         n = self.cfg.samples
+        out, rows = {"untrained": scalars(untrained)}, {"untrained": (untrained.fake, untrained.real)}
         for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
             metrics = mode_coverage(x, self.data.centers, self.data.std)
             del metrics["mode_counts"]
-            ev = Evaluation(metrics, x.cpu().numpy(), untrained.real, None)  # the same real set as `untrained`
-            out[name] = {**metrics, **self.offline_metrics(ev)}
-        return out
+            out[name], rows[name] = metrics, (x.cpu().numpy(), untrained.real)  # the same real set as `untrained`
+        job = ReferenceJob(rows, self.cfg.w_samples)
+        if offloader is not None:
+            offloader.submit(job)
+            return out
+        return {name: {**metrics, **job.complete().references[name]} for name, metrics in out.items()}
 
     def headline(self, metrics: dict) -> str:
         return f"  modes {metrics['modes_captured']}/{self.n_modes}  HQ {metrics['high_quality_pct']:.0f}%"
