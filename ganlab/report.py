@@ -543,7 +543,7 @@ def _by_groups(runs: list[Run], by: list[str]) -> tuple[list[list[Run]], list[li
     return groups, items
 
 
-def _stat(values: list[Any]) -> Stat:
+def mean_se(values: list[Any]) -> Stat:
     xs = []
     for v in values:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
@@ -655,13 +655,23 @@ def _reference_rows(groups: list[Group], metrics: list[str]) -> list[ReferenceRo
         runs, name = pools[key], order[key[1]]
         qualifiers = []
         if len(datasets) > 1:
-            qualifiers.append(f"dataset={runs[0].labels.get('dataset') or _short(runs[0].config.get('dataset._target_'))}")
+            qualifiers.append(_dataset_qualifier(key[0], datasets, runs[0]))
         if name == "untrained" and sum(k[0] == key[0] and k[1] == key[1] for k in pools) > 1:
             qualifiers.append(f"the model of {first[key].label}")
         label = f"reference: {REFERENCES[name]}" + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
-        stats = {m: _stat([r.references[name].get(m) for r in runs]) for m in metrics}
+        stats = {m: mean_se([r.references[name].get(m) for r in runs]) for m in metrics}
         rows.append(ReferenceRow(label, name, len(runs), stats))
     return rows
+
+
+def _dataset_qualifier(dataset: frozenset, datasets: list[frozenset], run: Run) -> str:
+    """"dataset=NAME" for a reference row, with the keys in which its config differs from another
+    config of the same dataset (e.g. ", classes=first"), so that no two rows read alike."""
+    text = f"dataset={run.labels.get('dataset') or _short(run.config.get('dataset._target_'))}"
+    mine = dict(dataset)
+    others = [dict(d) for d in datasets if d != dataset and dict(d).get("dataset._target_") == mine.get("dataset._target_")]
+    differ = sorted(k for k in mine if any(other.get(k) != mine[k] for other in others))
+    return text + "".join(f", {k.removeprefix('dataset.')}={_shown(mine[k])}" for k in differ)
 
 
 def build_report(path: str | Path, metrics: list[str] | None = None, by: list[str] | None = None,
@@ -725,14 +735,14 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
         group = Group(label, pairs, members)
         completed = [r for r in members if r.outcome == "completed"]
         # The blob flag's metrics are computed whether shown or not (rows show `metrics` only).
-        group.stats = {m: _stat([r.metrics.get(m) for r in completed]) for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
+        group.stats = {m: mean_se([r.metrics.get(m) for r in completed]) for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
         group.n_all_modes = sum(r.n_modes is not None and r.metrics.get("modes_captured") == r.n_modes
                                 for r in completed)
         if all(r.n_modes is not None for r in completed):
             group.all_modes_fraction = group.n_all_modes / len(members)
         for name in REFERENCES:
             if any(name in r.references for r in completed):
-                group.reference_stats[name] = {m: _stat([r.references.get(name, {}).get(m) for r in completed])
+                group.reference_stats[name] = {m: mean_se([r.references.get(name, {}).get(m) for r in completed])
                                                for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
         group.movement = {m: verdicts.still_moving(*group.curves(m)) for m in metrics}
         group.flags = _flags(group, metrics)

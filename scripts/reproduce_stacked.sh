@@ -6,9 +6,10 @@
 #   scripts/reproduce_stacked.sh
 #
 # One evaluation per run, at the end (26,000 samples: about 1.5 min on one CPU core).
-# Knobs (environment): SEEDS (0,1,2), STEPS (2000), REMEDIES (none,pacgan,unrolled; the image methods of
-# issue 16: REMEDIES=none,pacgan,unrolled,multiscale), JOBS (2 joblib
-# jobs), DATASET (stacked_fashion_mnist; stacked_mnist needs the MNIST files), OUT (default
+# Knobs (environment): SEEDS (0,1,2), STEPS (2000), REMEDIES (none,pacgan,unrolled,multiscale), CONDITIONAL
+# (acgan,cgan_projection: trained with dataset.classes=first, a triple's first digit as its class, 10
+# classes of 100 modes each, so that collapse within a class shows in the modes; empty: none), JOBS (2
+# joblib jobs), DATASET (stacked_fashion_mnist; stacked_mnist needs the MNIST files), OUT (default
 # $HOME/ganlab-runs/reproduce_stacked: outside the checkout), DOC. A finished sweep leaves
 # $OUT/.complete with its wall time and is not re-run; an interrupted one continues when the script
 # runs again with the same OUT (resume=auto: completed runs are skipped, interrupted ones resume from
@@ -19,7 +20,8 @@ cd "$(dirname "$0")/.."
 
 SEEDS=${SEEDS:-0,1,2}
 STEPS=${STEPS:-2000}
-REMEDIES=${REMEDIES:-none,pacgan,unrolled}
+REMEDIES=${REMEDIES:-none,pacgan,unrolled,multiscale}
+CONDITIONAL=${CONDITIONAL-acgan,cgan_projection}
 JOBS=${JOBS:-2}
 DATASET=${DATASET:-stacked_fashion_mnist}
 OUT=${OUT:-$HOME/ganlab-runs/reproduce_stacked}
@@ -30,24 +32,33 @@ BASE=${DATASET#stacked_}
 # The mode classifier labels every channel; it is trained once and cached.
 "$GANLAB" classifier dataset="$BASE"
 
-# .complete holds "wall-seconds steps jobs [remedies]"; a later call with more REMEDIES trains only the
-# new rows (resume=auto skips the completed runs) and appends its own line.
-done_remedies=""
-if [ -f "$OUT/.complete" ]; then
-  done_remedies=$(awk 'NF >= 4 {print $4} NF < 4 {print "none,pacgan,unrolled"}' "$OUT/.complete" | tr '\n' ',')
-fi
-missing=$(tr ',' '\n' <<< "$REMEDIES" | while read -r r; do [[ ",$done_remedies," == *",$r,"* ]] || echo "$r"; done)
-if [ -z "$missing" ]; then
-  echo "== already complete in $OUT"
-else
+# .complete holds "wall-seconds steps jobs remedies [classes=first]", one line per sweep; a later call with
+# more REMEDIES or CONDITIONAL trains only the new rows (resume=auto skips the completed runs).
+sweep() {  # sweep REMEDIES TAG [overrides...]: the runs of those remedies not yet in .complete, then its line
+  local remedies=$1 tag=$2
+  shift 2
+  local done_remedies missing start
+  done_remedies=$( [ -f "$OUT/.complete" ] && awk -v tag="$tag" \
+    '(tag == "" && NF == 4) || (tag != "" && $5 == tag) {print $4} tag == "" && NF < 4 {print "none,pacgan,unrolled"}' \
+    "$OUT/.complete" | tr '\n' ',')
+  missing=$(tr ',' '\n' <<< "$remedies" | while read -r r; do [[ ",$done_remedies," == *",$r,"* ]] || echo "$r"; done)
+  if [ -z "$missing" ]; then
+    echo "== $remedies${tag:+ ($tag)}: already complete in $OUT"
+    return
+  fi
   start=$(date +%s)
   # Pictures inline (the joblib jobs already fill the cores); failed or diverged jobs do not stop the rest.
-  "$GANLAB" train -m experiment=stacked_setup dataset="$DATASET" remedy="$REMEDIES" seed="$SEEDS" steps="$STEPS" \
-    eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto \
+  "$GANLAB" train -m experiment=stacked_setup dataset="$DATASET" remedy="$remedies" seed="$SEEDS" steps="$STEPS" \
+    eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto "$@" \
     hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT" \
     || echo "== some jobs failed or diverged (exit $?); the report counts them"
-  echo "$(( $(date +%s) - start )) $STEPS $JOBS $REMEDIES" >> "$OUT/.complete"
-fi
+  echo "$(( $(date +%s) - start )) $STEPS $JOBS $remedies${tag:+ $tag}" >> "$OUT/.complete"
+}
+
+sweep "$REMEDIES" ""
+# The conditional rows label a triple by its first digit; Hydra numbers their jobs from 0 again, and
+# their directory names (the remedy's) differ from the unconditional ones'.
+[ -z "$CONDITIONAL" ] || sweep "$CONDITIONAL" classes=first dataset.classes=first
 
 "$GANLAB" report "$OUT" --metrics modes_captured,reverse_kl,modes_corrected,reverse_kl_corrected,domain_fid,kid,precision,recall,coverage,swd
 .venv/bin/python scripts/stacked_results.py "$OUT" --out "$DOC"

@@ -118,17 +118,32 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         summary = run(cfg, root / f"{i}_{remedy}_s{seed}")
         assert set(summary["references"]) == {"untrained", "data"}
         assert {"modes_captured", "reverse_kl", "domain_fid"} <= set(summary["references"]["data"])
-    # Two sweeps' records (the second added a remedy): their wall times add up.
-    (root / ".complete").write_text("120 2000 2\n60 2000 2 none,pacgan,unrolled,multiscale\n")
+    for seed in (0, 1):  # a conditional row, labelled by the first digit: the within-class section
+        cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
+                       "dataset.n=100", "dataset.classes=first", "remedy=acgan", f"seed={seed}")
+        run(cfg, root / f"{seed}_acgan_s{seed}", labels={"remedy": "acgan"})
+    # Three sweeps' records (the second added a remedy, the third the conditional rows): their wall times add up.
+    (root / ".complete").write_text("120 2000 2\n60 2000 2 none,pacgan,unrolled,multiscale\n"
+                                    "30 2000 2 acgan classes=first\n")
     doc = tmp_path / "stacked.md"
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out", str(doc)], check=False,
                          capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
     assert out.returncode == 0, out.stderr
     text = doc.read_text()
-    assert "| reference: untrained G | 2 runs |" in text and "| reference: real data | 2 runs |" in text
+    for label in ("untrained G", "real data"):  # one row per dataset config: the conditional runs' labels differ
+        for classes in ("mode", "first"):
+            assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
     assert "- pacgan vs none: modes_captured " in text and ("(p=" in text or "n/a (" in text)
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
-    assert "Wall time of the sweep: **3.0 min**" in text
+    assert "Wall time of the sweep: **3.5 min**" in text
+    within = text.split("## Within-class collapse")[1].split("## The papers")[0]
+    rows = [line for line in within.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[:3] for row in rows] == [["| none", "– (unconditional)", "2"],
+                                                      ["| pacgan", "– (unconditional)", "2"],
+                                                      ["| acgan", "first digit", "2"]]
+    summary = json.loads((root / "0_acgan_s0" / "summary.json").read_text())
+    per_class = [sum(c > 0 for c in summary["mode_counts"][100 * k:100 * k + 100]) for k in range(10)]
+    assert sum(per_class) == summary["metrics"]["modes_captured"]  # the classes partition the 1,000 modes
 
 
 def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_path):
