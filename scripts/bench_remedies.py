@@ -6,7 +6,12 @@ one process, one remedy after the other (interleaved over repeats, medians repor
 The runs use the VEEGAN-row setup (ganlab/configs/experiment/veegan_setup.yaml) and a single tiny
 evaluation at the end, so the figure is the training loop's speed. A second column times one
 evaluation at the protocol's 2,500 samples (on freshly built networks), where remedies that act
-when samples are drawn (drs) spend their time."""
+when samples are drawn (drs) spend their time.
+
+The pass count: the matrix-product FLOPs of one training step (D phase and G phase), counted by torch's
+FlopCounterMode, and their multiple of remedy=none's. Matrix products are most of a step at these
+sizes, so a remedy running at its inherent cost has `vs none` near 1 / (FLOPs x none), and its
+GFLOP/s near none's; elementwise work and cdist (minibatch_disc's n^2 L1 term) are not counted."""
 
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
 from ganlab.experiment import build
-from ganlab.train import run
+from ganlab.train import d_step, g_step, run
 
 
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:
@@ -40,6 +46,20 @@ def evaluation_seconds(remedy: str, dataset: str, extra: list[str], samples: int
     start = time.perf_counter()
     evaluate(exp.G, exp.D, exp.remedy, exp.data, exp.latent_dim, samples, rng, exp.data.plot_limits())
     return time.perf_counter() - start
+
+
+def step_flops(remedy: str, dataset: str, extra: list[str]) -> int:
+    """Matrix-product FLOPs of one training step (n_critic D steps and a G step) of the built experiment."""
+    cfg = compose_config(["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
+    exp = build(cfg, torch.device("cpu"))
+    exp.remedy.begin_step(1)
+    n = cfg.batch_size
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(exp.loss.n_critic):
+            real = exp.remedy.real_batch(exp.data, n)
+            d_step(exp, real, torch.randn(n, exp.latent_dim))
+        g_step(exp, real, torch.randn(n, exp.latent_dim))
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -61,13 +81,17 @@ def main() -> None:
                 measured[remedy].append(steps_per_second(remedy, args.steps, args.dataset, args.overrides, Path(tmp)))
                 eval_time[remedy].append(evaluation_seconds(remedy, args.dataset, args.overrides))
     base = statistics.median(measured["none"]) if "none" in measured else None
-    print(f"\n{args.steps} steps x {args.repeats} repeats, dataset={args.dataset}, veegan_setup; medians")
-    print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}{'eval s (2,500)':>16}")
+    flops = {r: step_flops(r, args.dataset, args.overrides) for r in remedies}
+    print(f"\n{args.steps} steps x {args.repeats} repeats, dataset={args.dataset}, veegan_setup; medians; "
+          f"{torch.get_num_threads()} torch thread(s)")
+    print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}{'eval s (2,500)':>16}{'MFLOP/step':>12}"
+          f"{'FLOPs x none':>14}{'GFLOP/s':>10}")
     for remedy in remedies:
         speed = statistics.median(measured[remedy])
+        ratio = flops[remedy] / flops["none"] if "none" in flops else float("nan")
         print(f"{remedy:<22}{speed:>10.1f}{(speed / base if base else float('nan')):>10.2f}"
-              f"{statistics.median(eval_time[remedy]):>16.3f}")
-
+              f"{statistics.median(eval_time[remedy]):>16.3f}{flops[remedy] / 1e6:>12.1f}{ratio:>14.2f}"
+              f"{flops[remedy] * speed / 1e9:>10.2f}")
 
 if __name__ == "__main__":
     main()

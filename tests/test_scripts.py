@@ -27,12 +27,17 @@ def test_bench_loop_prints_its_ratios():
 
 
 def test_bench_remedies_prints_a_row_per_remedy():
-    out = script("scripts/bench_remedies.py", "--steps", "5", "--repeats", "1", "--remedies", "none,pacgan,drs")
+    names = ("none", "pacgan", "unrolled", "drs")
+    out = script("scripts/bench_remedies.py", "--steps", "5", "--repeats", "1", "--remedies", ",".join(names))
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()
-            if line.split() and line.split()[0] in ("none", "pacgan", "drs")}
-    assert set(rows) == {"none", "pacgan", "drs"} and rows["none"][1] == "1.00"
+            if line.split() and line.split()[0] in names}
+    assert set(rows) == set(names) and rows["none"][1] == "1.00"
     assert all(float(row[2]) > 0 for row in rows.values())  # the evaluation time column
+    # The pass count in matrix-product FLOPs: drs trains as the plain GAN, a pack of 2 halves D's batch
+    # (its first layer takes twice the inputs), unrolling k = 5 D steps inside the G step costs several times more.
+    flops = {name: float(row[4]) for name, row in rows.items()}
+    assert flops["drs"] == flops["none"] and flops["pacgan"] < flops["none"] and flops["unrolled"] > 5 * flops["none"]
 
 
 def test_bench_replicas_prints_seed_steps_per_second_and_the_load():
