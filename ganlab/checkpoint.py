@@ -221,9 +221,16 @@ def _load_optimizer(opt, state: dict) -> None:
         group.update(fresh)
 
 
+# Config keys added after runs were made, with the value that does what those runs did: a saved config
+# without such a key matches a current one that has this value (e.g. a stacked run from before
+# `dataset.classes` existed is a classes=mode run, since no remedy read labels then).
+ADDED_KEYS = {"dataset.classes": "mode"}
+
+
 def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RUN_LENGTH_KEYS) -> list[str]:
     """Dotted config keys whose values differ between two resolved configs, run-length keys aside."""
     a, b = _flatten(saved), _flatten(current)
+    a.update({k: b[k] for k, old in ADDED_KEYS.items() if k not in a and b.get(k) == old})
     return sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k == i or k.startswith(i + ".") for i in ignore))
 

@@ -178,6 +178,8 @@ def check_auto_resume(directory: Path, configs: list[dict]) -> None:
 
     configs = [run for c in configs for run in expand(c)]  # replicas=N: the runs of its N seeds
     for path in sorted(directory.rglob(SUMMARY)):
+        if any((d / "multirun.yaml").exists() for d in path.parents if directory in d.parents):
+            continue  # a run of another sweep kept inside this one's directory (its own multirun.yaml)
         summary = RunSummary.read_or_none(path.parent)
         if summary is None or not isinstance(summary.config, dict):
             continue

@@ -48,17 +48,22 @@ sweep() {  # sweep REMEDIES TAG [overrides...]: the runs of those remedies not y
   fi
   start=$(date +%s)
   # Pictures inline (the joblib jobs already fill the cores); failed or diverged jobs do not stop the rest.
+  local status=0
   "$GANLAB" train -m experiment=stacked_setup dataset="$DATASET" remedy="$remedies" seed="$SEEDS" steps="$STEPS" \
     eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto "$@" \
-    hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT" \
-    || echo "== some jobs failed or diverged (exit $?); the report counts them"
+    hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" || status=$?
+  if [ "$status" = 2 ]; then  # refused before training (a config error): nothing to record
+    echo "== the sweep of $remedies was refused (exit 2): see the line above" >&2
+    exit 2
+  fi
+  [ "$status" = 0 ] || echo "== some jobs failed or diverged (exit $status); the report counts them"
   echo "$(( $(date +%s) - start )) $STEPS $JOBS $remedies${tag:+ $tag}" >> "$OUT/.complete"
 }
 
-sweep "$REMEDIES" ""
-# The conditional rows label a triple by its first digit; Hydra numbers their jobs from 0 again, and
-# their directory names (the remedy's) differ from the unconditional ones'.
-[ -z "$CONDITIONAL" ] || sweep "$CONDITIONAL" classes=first dataset.classes=first
+sweep "$REMEDIES" "" hydra.sweep.dir="$OUT"
+# The conditional rows label a triple by its first digit: a sweep of their own, in $OUT/conditional
+# (the report and stacked_results read every run under $OUT).
+[ -z "$CONDITIONAL" ] || sweep "$CONDITIONAL" classes=first dataset.classes=first hydra.sweep.dir="$OUT/conditional"
 
 "$GANLAB" report "$OUT" --metrics modes_captured,reverse_kl,modes_corrected,reverse_kl_corrected,domain_fid,kid,precision,recall,coverage,swd
 .venv/bin/python scripts/stacked_results.py "$OUT" --out "$DOC"

@@ -40,6 +40,9 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     assert "## Local-generator rows" in text and "veegan setup, ring, local_generator: origin error " in text
     assert "## Conditional rows" in text and "veegan setup, ring, acgan: class fidelity " in text
     assert text.count("| loss_sensitive |") == 1 and text.count("| GAN |") == 2  # the GAN rows stay the nsgan runs
+    section = text.split("## Loss-Sensitive rows")[1].split("\n## ")[0]
+    assert "veegan setup, ring, loss_sensitive: Jacobian sigma_min " in section and "veegan setup, ring, GAN: " in section
+    assert "runs collapsed to a point (sigma_min < 1e-3): " in section and "pacgan setup" not in section
     assert "veegan setup, ring, VEEGAN vs GAN: modes " in text and "pacgan setup, ring, PacGAN2 vs GAN: modes " in text
     assert "(p=" in text or "(p<" in text
     assert "Machine time" in text and "1 recorded segment(s) of the script" in text

@@ -106,12 +106,30 @@ def test_resume_auto_never_reports_another_configs_run_as_done(tmp_path, capsys,
     # The same sweep again: skipped, nothing retrained.
     code, out, err = in_process(sweep(), capsys, monkeypatch, tmp_path)
     assert code == 0 and {d.name: summary(d) for d in run_dirs(tmp_path / "outputs/sw")} == done
+    # Another sweep kept inside this one's directory (its own multirun.yaml) is not one of its runs.
+    code, _, err = in_process(["train", "-m", *TINY, "seed=0", "optim.d.lr=0.001", "hydra.sweep.dir=outputs/sw/other",
+                               "resume=auto"], capsys, monkeypatch, tmp_path)
+    assert code == 0, err
+    code, out, err = in_process(sweep(), capsys, monkeypatch, tmp_path)
+    assert code == 0, err
     # More steps: the completed runs train on from their final checkpoints.
     code, out, err = in_process(sweep("steps=30"), capsys, monkeypatch, tmp_path)
     assert code == 0, err
     for d in run_dirs(tmp_path / "outputs/sw"):
         s = summary(d)
-        assert (s["status"], s["step"], s["resumed_from_step"]) == ("completed", 30, 20)
+        expected = ("completed", 20, None) if "other" in d.parts else ("completed", 30, 20)  # the nested sweep's run stays
+        assert (s["status"], s["step"], s.get("resumed_from_step")) == expected
+
+
+def test_a_config_key_added_later_matches_runs_made_before_it_at_its_old_behaviour():
+    """A stacked run from before dataset.classes existed is a classes=mode run, and no other."""
+    from ganlab.checkpoint import differing_keys
+
+    old = {"dataset": {"_target_": "ganlab.data.images.stacked_fashion_mnist", "n": 128000}, "seed": 0}
+    new = {"dataset": {**old["dataset"], "classes": "mode"}, "seed": 0}
+    assert differing_keys(old, new) == []
+    assert differing_keys(old, {**new, "dataset": {**new["dataset"], "classes": "first"}}) == ["dataset.classes"]
+    assert differing_keys(old, {**new, "seed": 1}) == ["seed"]
 
 
 def test_a_run_directory_in_use_is_refused(tmp_path, capsys, monkeypatch):
