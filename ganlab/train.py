@@ -130,7 +130,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
                 for step in range(start_step + 1, cfg.steps + 1):
                     loop.train_step(step)
                     # Periodic and on-signal checkpoints (the final one is written with the samples).
-                    if step < cfg.steps and (stop.signum is not None or loop.checkpoint_due(step)):
+                    if step < loop.steps and (stop.signum is not None or loop.checkpoint_due(step)):
                         loop.save_state(step)
                         if stop.signum is not None:
                             raise Interrupted(stop.signum, step, run_dir)
