@@ -76,8 +76,20 @@ def cell(group: Group | None, metric: str) -> str:
     return "–" if group is None else group.stats[metric].text(group.n_completed)
 
 
-def verdict(group: Group, metric: str) -> str:
-    return group.verdict_text(metric) if group.baseline is not None else "–"
+def gan_verdicts(group: Group, gan: Group | None) -> dict:
+    """The row's verdicts against its setup's GAN row: the report's (remedy=none is the baseline there),
+    or for a row of another loss, itself a remedy=none group and so a baseline of its own in the report,
+    Welch's test of its seeds against the GAN row's."""
+    if group.baseline is group and gan is not None and gan is not group:
+        return {m: compare(m, group.values(m), gan.values(m)) for m in METRICS}
+    return group.verdicts if group.baseline is not None else {}
+
+
+def verdict(group: Group, metric: str, gan: Group | None) -> str:
+    if group is gan:
+        return "baseline"
+    found = gan_verdicts(group, gan).get(metric)
+    return found.text() if found is not None else "–"
 
 
 def samples_seen(group: Group) -> int:
@@ -279,7 +291,8 @@ def main() -> None:
             for method in order:
                 g = groups[method]
                 lines.append(f"| {method} | " + " | ".join(cell(g, m) for m in columns)
-                             + f" | {verdict(g, 'modes_captured')} | {verdict(g, 'reverse_kl')} | {length_text(g, setup)} "
+                             + f" | {verdict(g, 'modes_captured', groups.get('GAN'))} | {verdict(g, 'reverse_kl', groups.get('GAN'))} "
+                             + f"| {length_text(g, setup)} "
                              + f"| {flags(g)} | {_outcome(g)} |")
             if "GAN" in groups:
                 lines += reference_lines(groups["GAN"], columns, len(columns) + 6)
@@ -313,9 +326,9 @@ def main() -> None:
     for (setup, dataset, method), g in sorted(rows.items()):
         if method == "GAN" or g.baseline is None:
             continue
-        parts = []
+        parts, found = [], gan_verdicts(g, rows.get((setup, dataset, "GAN")))
         for m in ("modes_captured", "high_quality_pct", "reverse_kl"):
-            v = g.verdicts.get(m)
+            v = found.get(m)
             if v is not None:
                 parts.append(f"{SHORT[m]} {v.word}" + (f" ({p_text(v.p)})" if v.p is not None else f" ({v.why})"))
         lines.append(f"- {setup} setup, {dataset}, {method} vs GAN: " + ", ".join(parts) + ".")

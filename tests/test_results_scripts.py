@@ -40,6 +40,9 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     assert "## Local-generator rows" in text and "veegan setup, ring, local_generator: origin error " in text
     assert "## Conditional rows" in text and "veegan setup, ring, acgan: class fidelity " in text
     assert text.count("| loss_sensitive |") == 1 and text.count("| GAN |") == 2  # the GAN rows stay the nsgan runs
+    # Another loss's row is a remedy=none group (the report's baseline of its own), yet compared with the GAN row
+    row = next(line for line in text.splitlines() if line.startswith("| loss_sensitive |"))
+    assert "baseline" not in row and "veegan setup, ring, loss_sensitive vs GAN: modes " in text
     section = text.split("## Loss-Sensitive rows")[1].split("\n## ")[0]
     assert "veegan setup, ring, loss_sensitive: Jacobian sigma_min " in section and "veegan setup, ring, GAN: " in section
     assert "runs collapsed to a point (sigma_min < 1e-3): " in section and "pacgan setup" not in section
