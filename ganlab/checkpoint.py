@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ganlab import atomic
+from ganlab.config import ADDED_KEYS
 from ganlab.errors import GanlabError
 
 log = logging.getLogger(__name__)
@@ -219,12 +220,6 @@ def _load_optimizer(opt, state: dict) -> None:
     opt.load_state_dict(state)
     for group, fresh in zip(opt.param_groups, settings):
         group.update(fresh)
-
-
-# Config keys added after runs were made, with the value that does what those runs did: a saved config
-# without such a key matches a current one that has this value (e.g. a stacked run from before
-# `dataset.classes` existed is a classes=mode run, since no remedy read labels then).
-ADDED_KEYS = {"dataset.classes": "mode"}
 
 
 def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RUN_LENGTH_KEYS) -> list[str]:

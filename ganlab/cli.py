@@ -177,9 +177,7 @@ def check_auto_resume(directory: Path, configs: list[dict]) -> None:
     from ganlab.train import AUTO_RESUME_IGNORED, differs_from_completed
 
     configs = [run for c in configs for run in expand(c)]  # replicas=N: the runs of its N seeds
-    for path in sorted(directory.rglob(SUMMARY)):
-        if any((d / "multirun.yaml").exists() for d in path.parents if directory in d.parents):
-            continue  # a run of another sweep kept inside this one's directory (its own multirun.yaml)
+    for path in sweep_summaries(directory):
         summary = RunSummary.read_or_none(path.parent)
         if summary is None or not isinstance(summary.config, dict):
             continue
@@ -253,6 +251,13 @@ _RECORDER = "++hydra.callbacks.ganlab_sweep._target_=ganlab.cli.SweepRecorder"
 _sweep_dirs: list[Path] = []
 
 
+def sweep_summaries(directory: Path) -> list[Path]:
+    """The summary.json files of the runs in a sweep directory, leaving out the runs of another sweep
+    kept inside it (a subdirectory with its own multirun.yaml)."""
+    return [path for path in sorted(directory.rglob(SUMMARY))
+            if not any((d / "multirun.yaml").exists() for d in path.parents if directory in d.parents)]
+
+
 def sweep_exit_code(sweep_dir: Path, n_jobs: int) -> int:
     """The exit status of a multirun, from the summary.json of each job under `sweep_dir`: 0 when
     all `n_jobs` completed, 3 for a diverged run, a failed run's recorded code (or 1), and 1 for a
@@ -261,7 +266,7 @@ def sweep_exit_code(sweep_dir: Path, n_jobs: int) -> int:
 
     outcomes: dict[str, list[str]] = {}
     code = 0
-    summaries = sorted(sweep_dir.rglob(SUMMARY))
+    summaries = sweep_summaries(sweep_dir)
     for path in summaries:
         summary = RunSummary.read_or_none(path.parent)
         status = "unreadable" if summary is None else str(summary.status)

@@ -142,6 +142,12 @@ class TrainConfig:
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
+# Config keys added after runs were made, with the value that does what those runs did: a saved config
+# without such a key matches a current one that has this value (checkpoint.differing_keys, the report's
+# grouping). A stacked run from before `dataset.classes` existed labelled its triples by their mode.
+ADDED_KEYS = {"dataset.classes": "mode"}
+
+
 def remedy_label(remedies: Any) -> str:
     """`pacgan+spectral_norm`: the chosen remedies' names (the keys of `cfg.remedy`), for run
     directories and reports."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ganlab import verdicts
-from ganlab.config import GROUPS
+from ganlab.config import ADDED_KEYS, GROUPS
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, protocol_metrics
 from ganlab.summary import RunSummary
@@ -422,7 +422,16 @@ def read_run(summary_path: Path, root: Path) -> Run:
 
 def find_runs(root: Path) -> list[Run]:
     paths = sorted(root.rglob("summary.json"), key=lambda p: _natural(p.relative_to(root).as_posix()))
-    return [read_run(p, root) for p in paths]
+    runs = [read_run(p, root) for p in paths]
+    # A run from before a config key existed did what the key's old value does (config.ADDED_KEYS):
+    # give it that value where other runs of the same dataset have the key, so that they group together.
+    for key, old in ADDED_KEYS.items():
+        target = key.split(".")[0] + "._target_"  # the same option of the key's group
+        targets = {r.config.get(target) for r in runs if key in r.config}
+        for r in runs:
+            if key not in r.config and r.config.get(target) in targets:
+                r.config[key] = old
+    return runs
 
 
 # ---- grouping ------------------------------------------------------------------------------

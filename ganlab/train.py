@@ -435,8 +435,10 @@ class Loop:
     def finish(self) -> GanlabError | None:
         """Complete the summary; for a completed run write samples.npz and the final checkpoint.
         Returns the error of a final save that failed (a full disk), to raise once the summary is out."""
-        if self.summary.status != "completed":  # what the worker still owes (the reference rows' W1/W2) goes in too
-            with contextlib.suppress(Exception):  # best effort: the run's own error is the one to report
+        if self.summary.status != "completed" and self.offloader.failed is None:
+            # What the worker still owes (the reference rows' W1/W2) goes in too; best effort: the run's
+            # own error is the one to report.
+            with contextlib.suppress(Exception):
                 self.write_offloaded(self.offloader.drain())
         self.offloader.close()
         s, segment = self.summary, time.perf_counter() - self.started

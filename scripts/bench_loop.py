@@ -5,7 +5,7 @@ steps) in this one process. ganlab's figure is the whole `run()` by the wall clo
 reference rows), every evaluation, log tick, picture and checkpoint at the default cadence, the final
 wait for the worker, samples and summary. The bare loop's is its steps alone. Prints steps per
 second for each, the ratio (target: >= 0.95), the same by this process's CPU time (the evaluation
-worker's is on the other core), the loop-only figure the run itself records, and the load average
+worker's is on the other core), the figure the run records itself (from its first step to the worker's close), and the load average
 (an idle machine is the condition of the target).
 
     python scripts/bench_loop.py [--steps N] [--repeats R]
@@ -55,8 +55,8 @@ def bare_loop(cfg, steps: int) -> tuple[float, float]:
 
 def ganlab_loop(cfg, steps: int) -> tuple[float, float, float]:
     """The whole run, as `ganlab train` does it: steps per second of the whole run() by the wall clock
-    and by this process's CPU time, and the training loop's own figure (summary.json's, which leaves
-    out start-up and the end)."""
+    and by this process's CPU time, and the run's own figure (summary.json's: from its first step to
+    the worker's close, so without start-up and the final samples and checkpoint)."""
     with tempfile.TemporaryDirectory() as run_dir:
         start, cpu_start = time.perf_counter(), time.process_time()
         summary = run(cfg, run_dir)
@@ -94,7 +94,7 @@ def main() -> None:
               f"ganlab whole run {g:7.1f} ({', '.join(f'{r[i]:.1f}' for r in ours)}); ratio ganlab/bare {g / b:.3f}"
               + ("   (target >= 0.95)" if i == 0 else ""))
     loop_only = statistics.median(r[2] for r in ours)
-    print(f"ganlab's training loop alone (summary.json's steps_per_second: no start-up, no end): {loop_only:.1f} "
+    print(f"ganlab's own figure (summary.json's steps_per_second: no start-up, no final samples and checkpoint): {loop_only:.1f} "
           f"({', '.join(f'{r[2]:.1f}' for r in ours)}); ratio {loop_only / statistics.median(r[0] for r in bare):.3f}")
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ evaluation at the protocol's 2,500 samples (on freshly built networks), where re
 when samples are drawn (drs) spend their time.
 
 The pass count: the matrix-product FLOPs of one training step (D phase and G phase), counted by torch's
-FlopCounterMode, and their multiple of remedy=none's. Matrix products are most of a step at these
-sizes, so a remedy running at its inherent cost has `vs none` near 1 / (FLOPs x none), and its
-GFLOP/s near none's; elementwise work and cdist (minibatch_disc's n^2 L1 term) are not counted."""
+FlopCounterMode, their multiple of remedy=none's, the time of one step alone (no evaluation or
+start-up in it) and the GFLOP/s that gives. Matrix products are most of a step at these sizes, so a
+remedy running at its inherent cost keeps none's GFLOP/s; elementwise work and cdist (minibatch_disc's
+n^2 L1 term) are not counted."""
 
 from __future__ import annotations
 
@@ -48,18 +49,34 @@ def evaluation_seconds(remedy: str, dataset: str, extra: list[str], samples: int
     return time.perf_counter() - start
 
 
-def step_flops(remedy: str, dataset: str, extra: list[str]) -> int:
-    """Matrix-product FLOPs of one training step (n_critic D steps and a G step) of the built experiment."""
+def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> tuple[int, float]:
+    """Matrix-product FLOPs of one training step (n_critic D steps and a G step) of the built experiment,
+    and the seconds such a step takes alone (median of three timings of `steps` steps, after warm-up:
+    no evaluation, logging or run start-up in it)."""
     cfg = compose_config(["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
+    torch.set_num_threads(cfg.cpu_threads)
     exp = build(cfg, torch.device("cpu"))
     exp.remedy.begin_step(1)
     n = cfg.batch_size
-    with FlopCounterMode(display=False) as counter:
+
+    def step():
         for _ in range(exp.loss.n_critic):
             real = exp.remedy.real_batch(exp.data, n)
             d_step(exp, real, torch.randn(n, exp.latent_dim))
-        g_step(exp, real, torch.randn(n, exp.latent_dim))
-    return counter.get_total_flops()
+        return g_step(exp, real, torch.randn(n, exp.latent_dim))
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
+        loss.item()
+        times.append((time.perf_counter() - start) / steps)
+    return counter.get_total_flops(), statistics.median(times)
 
 
 def main() -> None:
@@ -81,17 +98,18 @@ def main() -> None:
                 measured[remedy].append(steps_per_second(remedy, args.steps, args.dataset, args.overrides, Path(tmp)))
                 eval_time[remedy].append(evaluation_seconds(remedy, args.dataset, args.overrides))
     base = statistics.median(measured["none"]) if "none" in measured else None
-    flops = {r: step_flops(r, args.dataset, args.overrides) for r in remedies}
+    cost = {r: step_cost(r, args.dataset, args.overrides) for r in remedies}
     print(f"\n{args.steps} steps x {args.repeats} repeats, dataset={args.dataset}, veegan_setup; medians; "
           f"{torch.get_num_threads()} torch thread(s)")
     print(f"{'remedy':<22}{'steps/s':>10}{'vs none':>10}{'eval s (2,500)':>16}{'MFLOP/step':>12}"
-          f"{'FLOPs x none':>14}{'GFLOP/s':>10}")
+          f"{'FLOPs x none':>14}{'step ms':>9}{'GFLOP/s':>9}")
     for remedy in remedies:
         speed = statistics.median(measured[remedy])
-        ratio = flops[remedy] / flops["none"] if "none" in flops else float("nan")
+        flops, seconds = cost[remedy]
+        ratio = flops / cost["none"][0] if "none" in cost else float("nan")
         print(f"{remedy:<22}{speed:>10.1f}{(speed / base if base else float('nan')):>10.2f}"
-              f"{statistics.median(eval_time[remedy]):>16.3f}{flops[remedy] / 1e6:>12.1f}{ratio:>14.2f}"
-              f"{flops[remedy] * speed / 1e9:>10.2f}")
+              f"{statistics.median(eval_time[remedy]):>16.3f}{flops / 1e6:>12.1f}{ratio:>14.2f}"
+              f"{seconds * 1e3:>9.2f}{flops / seconds / 1e9:>9.2f}")
 
 if __name__ == "__main__":
     main()

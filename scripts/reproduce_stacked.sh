@@ -29,6 +29,7 @@ DOC=${DOC:-docs/results/stacked.md}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 BASE=${DATASET#stacked_}
 
+mkdir -p "$OUT"
 # The mode classifier labels every channel; it is trained once and cached.
 "$GANLAB" classifier dataset="$BASE"
 
@@ -38,9 +39,12 @@ sweep() {  # sweep REMEDIES TAG [overrides...]: the runs of those remedies not y
   local remedies=$1 tag=$2
   shift 2
   local done_remedies missing start
-  done_remedies=$( [ -f "$OUT/.complete" ] && awk -v tag="$tag" \
-    '(tag == "" && NF == 4) || (tag != "" && $5 == tag) {print $4} tag == "" && NF < 4 {print "none,pacgan,unrolled"}' \
-    "$OUT/.complete" | tr '\n' ',')
+  done_remedies=""
+  if [ -f "$OUT/.complete" ]; then
+    done_remedies=$(awk -v tag="$tag" \
+      '(tag == "" && NF == 4) || (tag != "" && $5 == tag) {print $4} tag == "" && NF < 4 {print "none,pacgan,unrolled"}' \
+      "$OUT/.complete" | tr '\n' ',')
+  fi
   missing=$(tr ',' '\n' <<< "$remedies" | while read -r r; do [[ ",$done_remedies," == *",$r,"* ]] || echo "$r"; done)
   if [ -z "$missing" ]; then
     echo "== $remedies${tag:+ ($tag)}: already complete in $OUT"
@@ -52,9 +56,9 @@ sweep() {  # sweep REMEDIES TAG [overrides...]: the runs of those remedies not y
   "$GANLAB" train -m experiment=stacked_setup dataset="$DATASET" remedy="$remedies" seed="$SEEDS" steps="$STEPS" \
     eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto "$@" \
     hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" || status=$?
-  if [ "$status" = 2 ]; then  # refused before training (a config error): nothing to record
-    echo "== the sweep of $remedies was refused (exit 2): see the line above" >&2
-    exit 2
+  if [ "$status" = 2 ] || [ "$status" -ge 128 ]; then  # refused (a config error) or interrupted: nothing to record
+    echo "== the sweep of $remedies stopped (exit $status); run the script again to continue" >&2
+    exit "$status"
   fi
   [ "$status" = 0 ] || echo "== some jobs failed or diverged (exit $status); the report counts them"
   echo "$(( $(date +%s) - start )) $STEPS $JOBS $remedies${tag:+ $tag}" >> "$OUT/.complete"

@@ -350,15 +350,16 @@ def main() -> None:
         "mixture's mode variance):"),
         lambda g: f"origin error {cell(g, 'local_origin_error')}, "
                   f"tangent sigma_min {cell(g, 'local_tangent_sigma_min')}")
-    lines += explained_rows(root, "Loss-Sensitive rows", ["jacobian_sigma_min", "reverse_kl"], (
-        "`loss=loss_sensitive` runs with the author's code defaults (`margin_scale` 2e-4 times the L1 distance, "
-        "set for 64x64x3 images in [-1, 1]). On 2-D samples that margin is about 1e-3, so D's hinge is nearly "
-        "(L(x) - L(G(z)))_+ and G moves its samples down L wherever L is lowest. A run collapsed to a point has "
-        "G's Jacobian sigma_min 0 (G ignores z) and reverse KL log K (every sample nearest one mode; whether that "
-        "mode counts as captured depends on how near it lies). The same setup's GAN rows, for comparison:"),
-        lambda g: (f"Jacobian sigma_min {cell(g, 'jacobian_sigma_min')}, reverse KL {cell(g, 'reverse_kl')}; "
-                   f"runs collapsed to a point (sigma_min < 1e-3): {point_collapsed(g)} of {g.n_completed}"),
-        select=lambda key: key[0] == "veegan" and key[2] in ("loss_sensitive", "GAN"))
+    if any(method == "loss_sensitive" for _, _, method in rows):
+        lines += explained_rows(root, "Loss-Sensitive rows", ["jacobian_sigma_min", "reverse_kl"], (
+            "`loss=loss_sensitive` runs with the author's code defaults (`margin_scale` 2e-4 times the L1 distance, "
+            "set for 64x64x3 images in [-1, 1]). On 2-D samples that margin is about 1e-3, so D's hinge is nearly "
+            "(L(x) - L(G(z)))_+ and G moves its samples down L wherever L is lowest. A run collapsed to a point has "
+            "G's Jacobian sigma_min 0 (G ignores z) and reverse KL log K (every sample nearest one mode; whether that "
+            "mode counts as captured depends on how near it lies). The same setup's GAN rows, for comparison:"),
+            lambda g: (f"Jacobian sigma_min {cell(g, 'jacobian_sigma_min')}, reverse KL {cell(g, 'reverse_kl')}; "
+                       f"runs collapsed to a point (sigma_min < 1e-3): {point_collapsed(g)} of {g.n_completed}"),
+            select=lambda key: key[0] == "veegan" and key[2] in ("loss_sensitive", "GAN"))
 
     # ---- convergence figure --------------------------------------------------------------------------
     headline = build_report(root, metrics=HEADLINE)

@@ -51,6 +51,7 @@ class Offloader:
         self.jobs: queue.Queue = queue.Queue()  # to the worker; None closes its input
         self.results: queue.Queue = queue.Queue()
         self.submitted = self.received = 0
+        self.failed: BaseException | None = None  # the first error a job or the worker raised
         if background:
             # One BLAS/OpenMP thread: the worker must not spin on the core that trains.
             env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -83,17 +84,20 @@ class Offloader:
                 return
 
     def submit(self, job) -> None:
-        self.submitted += 1
         if self.worker is None:
-            self.results.put(complete(job))
+            result = complete(job)  # inline: a failing job raises here, and counts as never submitted
+            self.submitted += 1
+            self.results.put(result)
         else:
+            self.submitted += 1
             self.jobs.put(job)
 
     def _take(self, block: bool) -> EvalResult:
         result = self.results.get(block=block)
+        self.received += 1  # an error too: nothing else will come for that job
         if isinstance(result, BaseException):
+            self.failed = self.failed or result
             raise RuntimeError(f"evaluation worker failed: {result}") from result
-        self.received += 1
         return result
 
     def ready(self) -> list[EvalResult]:
@@ -108,7 +112,10 @@ class Offloader:
         return self.received + self.results.qsize() < self.submitted
 
     def drain(self) -> list[EvalResult]:
-        """Wait for every submitted job."""
+        """Wait for every submitted job. After a failure nothing more is waited for: a worker that
+        died, or answered with an error, may owe results that will never come."""
+        if self.failed is not None:
+            return []
         return [self._take(block=True) for _ in range(self.submitted - self.received)]
 
     def close(self) -> None:
