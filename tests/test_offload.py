@@ -51,6 +51,23 @@ def test_a_failing_job_raises_in_the_caller():
         offloader.close()
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_after_a_failed_job_nothing_waits_for_results_that_will_not_come(background):
+    """A job that raises (inline: in submit; in the worker: in drain) leaves no result owed: a later
+    drain (the one a failed run's finish makes) returns at once instead of waiting forever."""
+    offloader = Offloader(background=background)
+    try:
+        bad = job(1)
+        bad.centers = None
+        with pytest.raises(Exception):  # noqa: B017, PT011 - inline: the job's own error; background: the worker's
+            offloader.submit(bad)
+            offloader.drain()
+        assert offloader.drain() == []
+        assert not offloader.busy()
+    finally:
+        offloader.close()
+
+
 def test_run_from_a_script_without_a_main_guard(tmp_path):
     """A worker started by multiprocessing's spawn would re-run such a script; ours does not."""
     script = tmp_path / "unguarded.py"
