@@ -59,7 +59,7 @@ def test_after_a_failed_job_nothing_waits_for_results_that_will_not_come(backgro
     try:
         bad = job(1)
         bad.centers = None
-        with pytest.raises(Exception):  # noqa: B017, PT011 - inline: the job's own error; background: the worker's
+        with pytest.raises(Exception):  # noqa: B017 - inline: the job's own error; background: the worker's
             offloader.submit(bad)
             offloader.drain()
         assert offloader.drain() == []
