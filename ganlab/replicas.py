@@ -334,9 +334,13 @@ class _OffloaderView:
     def __init__(self, shared: SharedOffloader, k: int):
         self.shared, self.k = shared, k
 
+    @property
+    def failed(self) -> BaseException | None:
+        return self.shared.inner.failed
+
     def submit(self, job) -> None:
+        self.shared.inner.submit(job)  # first: an inline job that raises is not owed to anyone
         self.shared.owners.append(self.k)
-        self.shared.inner.submit(job)
 
     def _take(self) -> list:
         mine, self.shared.inbox[self.k] = self.shared.inbox[self.k], []

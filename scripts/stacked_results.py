@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from ganlab.report import build_report, mean_se
+from ganlab.verdicts import compare
 
 # modes_corrected / reverse_kl_corrected: the confusion-deconvolved estimates (ganlab/metrics/confusion.py).
 METRICS = ["modes_captured", "modes_above_share", "reverse_kl", "modes_corrected", "reverse_kl_corrected", "domain_fid",
@@ -151,12 +152,19 @@ def main() -> None:
     if not report.reference_rows:
         lines.append("| (no reference rows: these runs predate them; re-run `make reproduce-stacked`) |" + " |" * (len(METRICS) + 2))
     lines += ["", "## Against the DCGAN baseline (remedy=none): Welch's t-test over seeds, α = 0.05", ""]
-    for group in report.groups:
+    dcgan = next((g for g in report.groups if g.runs[0].labels.get("remedy") == "none"
+                  and g.runs[0].config.get("dataset.classes", "mode") == "mode"), None)
+    for group in sorted(report.groups, key=_order):
         remedy = group.runs[0].labels.get("remedy")
-        if group.baseline is None or group.baseline is group:
-            continue
-        parts = [f"{m} {group.verdict_text(m)}" for m in METRICS]
-        lines.append(f"- {remedy} vs none: " + "; ".join(parts) + ".")
+        if group.baseline is not None and group.baseline is not group:
+            parts = [f"{m} {group.verdict_text(m)}" for m in METRICS]
+            lines.append(f"- {remedy} vs none: " + "; ".join(parts) + ".")
+        elif group.baseline is None and dcgan is not None and group is not dcgan:
+            # The conditional rows' dataset config differs from the baseline's in its labels only
+            # (dataset.classes), not in the images: the report finds no baseline, the comparison is ours.
+            parts = [f"{m} {compare(m, group.values(m), dcgan.values(m)).text()}" for m in METRICS]
+            lines.append(f"- {remedy} (dataset.classes={group.runs[0].config.get('dataset.classes')}) vs none: "
+                         + "; ".join(parts) + ".")
     if not report.has_verdicts:
         lines.append("- no remedy=none group among these runs: no verdicts.")
     if all(g.stats["recall"].mean == 0 for g in report.groups):

@@ -134,6 +134,8 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         for classes in ("mode", "first"):
             assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
     assert "- pacgan vs none: modes_captured " in text and ("(p=" in text or "n/a (" in text)
+    # The conditional row differs from the DCGAN row's dataset config in its labels only: still compared with it
+    assert "- acgan (dataset.classes=first) vs none: modes_captured " in text
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
     assert "Wall time of the sweep: **3.5 min**" in text
     within = text.split("## Within-class collapse")[1].split("## The papers")[0]
