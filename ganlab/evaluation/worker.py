@@ -148,7 +148,7 @@ def _serve() -> None:
         try:
             job = pickle.load(jobs)
         except EOFError:  # the training process closed our input: done. os._exit: every answer is
-            sys.stderr.flush()  # flushed, and tearing down matplotlib, scipy and POT took ~0.5 s the run waited for
+            sys.stderr.flush()  # flushed, and tearing down matplotlib, scipy and POT took 0.7-0.8 s the run waited for
             os._exit(0)
         except pickle.UnpicklingError:
             if _orphaned(parent):  # a job cut short by the training process's death
