@@ -153,6 +153,24 @@ def test_mmd_matches_the_pairwise_sum_and_the_median_heuristic_by_hand():
     assert set(mmd_metrics(x, y, prefix="domain_")) == {"domain_mmd", "domain_mmd_multiscale"}
 
 
+def test_mmd_in_row_blocks_equals_the_whole_matrices():
+    """The kernel sums go in blocks of rows (the symmetric ones over the upper triangle only): with
+    several blocks and a short last one, the same MMD² as the whole-matrix formula."""
+    from ganlab.metrics.mmd import BLOCK_ROWS, mmd2_unbiased
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(2 * BLOCK_ROWS + 17, 5)), rng.normal(0.2, 1.1, size=(BLOCK_ROWS + 3, 5))
+
+    def whole(sigma):
+        kernel = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma * sigma))  # noqa: E731
+        m, n = len(x), len(y)
+        return ((kernel(x, x).sum() - m) / (m * (m - 1)) + (kernel(y, y).sum() - n) / (n * (n - 1))
+                - 2 * kernel(x, y).mean())
+
+    sigmas = [0.5, 2.0, 8.0]
+    assert mmd2_unbiased(x, y, sigmas) == pytest.approx([whole(s) for s in sigmas], rel=1e-9, abs=1e-15)
+
+
 def test_mmd_of_two_gaussians_has_its_closed_form():
     """x ~ N(mu1, s²I), y ~ N(mu2, s²I) in d dimensions, kernel bandwidth σ:
     MMD² = 2 c (1 - exp(-|mu1 - mu2|² / (2(σ² + 2s²)))), c = (σ² / (σ² + 2s²))^(d/2)."""

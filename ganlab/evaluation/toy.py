@@ -5,7 +5,7 @@ are completed in the background (jobs.py, worker.py)."""
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ganlab.data.toy import GaussianMixture
 from ganlab.evaluation.base import (
@@ -16,6 +16,7 @@ from ganlab.evaluation.base import (
     scalars,
 )
 from ganlab.evaluation.jobs import EvalJob, ReferenceJob, offline_toy_metrics
+from ganlab.losses import batch_coupling
 from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
@@ -24,6 +25,7 @@ from ganlab.remedies import Remedy
 
 GRID_RESOLUTION = 120  # D heatmap: points per side
 JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
+GRID_BLOCK = 2048  # heatmap points per call of D
 
 
 def protocol(n: int, w_n: int, wasserstein_critic: bool) -> dict:
@@ -68,9 +70,20 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         source = remedy.sample_sources(G, z)
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
         ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
-        d_grid = remedy.d_map(D, torch.stack([xs.flatten(), ys.flatten()], dim=1)).view(GRID_RESOLUTION, GRID_RESOLUTION)
+        d_grid = d_map_in_blocks(remedy, D, torch.stack([xs.flatten(), ys.flatten()], dim=1))
     return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
-                      d_grid.float().cpu().numpy(), None if source is None else source.cpu().numpy())
+                      d_grid.view(GRID_RESOLUTION, GRID_RESOLUTION).float().cpu().numpy(),
+                      None if source is None else source.cpu().numpy())
+
+
+def d_map_in_blocks(remedy: Remedy, D: nn.Module, points: Tensor) -> Tensor:
+    """D's map over the heatmap's points, GRID_BLOCK points per call: the 14,400 at once took 25 ms
+    of each evaluation against 10 ms in blocks (CPU, default MLP: the whole batch's activations,
+    7 MB a layer, are fresh memory every call). A batch-coupled D (minibatch layers) scores a point
+    among the others of its batch, so it gets them all at once, as before."""
+    if batch_coupling(D) is not None:
+        return remedy.d_map(D, points)
+    return torch.cat([remedy.d_map(D, block) for block in points.split(GRID_BLOCK)])
 
 
 class ToyEvaluator:

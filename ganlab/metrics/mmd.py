@@ -21,31 +21,56 @@ MEDIAN_POINTS = 1000
 MAX_POINTS = 1000  # per side, as W1/W2 (eval.w_samples): 0.08 s at 2-D instead of 0.5 s at 2,500
 
 
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
+# Rows of the kernel matrices per block. The background worker shares the machine with training: whole
+# 1,000 x 1,000 float64 matrices (8 MB each, several live at once) streamed through memory slowed a
+# training loop on the other core by half while they were computed; 64-row blocks (0.5 MB) stay in
+# the core's cache, and halved the metric's own time (docs/benchmarks.md, "Loop overhead").
+BLOCK_ROWS = 64
 
 
 def median_bandwidth(x: np.ndarray, y: np.ndarray) -> float:
     """The median heuristic: the median distance between distinct points of the pooled samples."""
+    from scipy.spatial.distance import pdist  # one pass over the pairs, no n x n matrix
+
     pooled = np.concatenate([x[:MEDIAN_POINTS // 2], y[:MEDIAN_POINTS // 2]])
-    d2 = squared_distances(pooled, pooled)
-    return float(np.median(np.sqrt(d2[np.triu_indices(len(pooled), k=1)])))
+    return float(np.median(pdist(pooled)))
+
+
+def _kernel_sums(a: np.ndarray, b: np.ndarray | None, gammas: list[float]) -> np.ndarray:
+    """sum_ij exp(gamma * ||a_i - b_j||^2) for each gamma, in blocks of rows. b=None: b is a, and
+    only the blocks on and above the diagonal are computed (the matrix is symmetric)."""
+    symmetric = b is None
+    b = a if symmetric else b
+    a2, b2 = (a * a).sum(1), (b * b).sum(1)
+    sums = np.zeros(len(gammas))
+    for start in range(0, len(a), BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, len(a))
+        first = start if symmetric else 0  # columns before the block's own: the mirror image of earlier blocks
+        d2 = a[start:stop] @ b[first:].T
+        d2 *= -2
+        d2 += a2[start:stop, None]
+        d2 += b2[None, first:]
+        np.maximum(d2, 0.0, out=d2)
+        k = np.empty_like(d2)
+        for j, gamma in enumerate(gammas):
+            np.exp(np.multiply(d2, gamma, out=k), out=k)
+            if symmetric:  # the diagonal block once, the blocks right of it for both triangles
+                sums[j] += k[:, :stop - start].sum() + 2 * k[:, stop - start:].sum()
+            else:
+                sums[j] += k.sum()
+    return sums
 
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray, sigmas: list[float] | tuple[float, ...]) -> list[float]:
-    """MMD²_u of the Gaussian kernel at each bandwidth, from one set of squared distances."""
+    """MMD²_u of the Gaussian kernel at each bandwidth, from one pass over the pairs."""
     m, n = len(x), len(y)
     if m < 2 or n < 2:
         raise ValueError(f"MMD needs at least 2 points per side, got {m} and {n}")
-    dxx, dyy, dxy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
-    out = []
-    for sigma in sigmas:
-        g = -1.0 / (2 * sigma * sigma)
-        kxx = (np.exp(g * dxx).sum() - m) / (m * (m - 1))  # minus the diagonal, k(a, a) = 1
-        kyy = (np.exp(g * dyy).sum() - n) / (n * (n - 1))
-        kxy = np.exp(g * dxy).mean()
-        out.append(float(kxx + kyy - 2 * kxy))
-    return out
+    gammas = [-1.0 / (2 * sigma * sigma) for sigma in sigmas]
+    sxx, syy, sxy = _kernel_sums(x, None, gammas), _kernel_sums(y, None, gammas), _kernel_sums(x, y, gammas)
+    # Minus the diagonal, k(a, a) = 1.
+    return [float((sxx[j] - m) / (m * (m - 1)) + (syy[j] - n) / (n * (n - 1)) - 2 * sxy[j] / (m * n))
+            for j in range(len(gammas))]
 
 
 def mmd_metrics(fake: np.ndarray, real: np.ndarray, prefix: str = "") -> dict:
