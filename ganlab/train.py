@@ -393,7 +393,7 @@ class Loop:
         self.last = ev = self.evaluator.evaluate(self.exp.G, self.exp.D, self.exp.remedy, self.eval_rng, step=step)
         self.tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(ev).items()})
         self.metric_history.setdefault(step, {}).update(scalars(ev))
-        self.offloader.submit(self.evaluator.job(step, ev))
+        self.offloader.submit(self.evaluator.job(step, ev, last=step == self.steps))
         headline = self.evaluator.headline(ev.metrics)
         log.info("%sstep %d of %d  %s%s", self.label, step, self.steps, info, headline)  # train.log tells the run's story
         return headline

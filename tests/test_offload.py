@@ -39,6 +39,36 @@ def test_background_matches_inline_and_keeps_order():
         assert all(png.startswith(b"\x89PNG") for png in result.images.values())
 
 
+def test_the_last_job_splits_its_work_and_gives_the_same_results():
+    """The run's last job solves W1 and W2 in two threads while it draws: the same numbers and
+    pictures as one after the other."""
+    from dataclasses import replace
+
+    from ganlab.metrics.wasserstein import empirical_wasserstein
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(300, 2)), rng.normal(0.3, 1.2, size=(300, 2))
+    assert empirical_wasserstein(x, y, parallel=True) == empirical_wasserstein(x, y)
+    plain = job(40)
+    serial, split = plain.complete(), replace(plain, last=True).complete()
+    assert split.scalars == serial.scalars and set(split.images) == set(serial.images)
+    assert split.images["samples"] == serial.images["samples"]
+
+
+def test_only_the_runs_last_evaluation_is_marked_last(tmp_path, monkeypatch):
+    from conftest import TINY, make_cfg
+
+    from ganlab.evaluation.toy import ToyEvaluator
+    from ganlab.train import run
+
+    marked = []
+    original = ToyEvaluator.job
+    monkeypatch.setattr(ToyEvaluator, "job", lambda self, step, ev, last=False: marked.append((step, last))
+                        or original(self, step, ev, last))
+    run(make_cfg(*TINY, "steps=30", "eval.every=10"), tmp_path / "run")
+    assert marked == [(10, False), (20, False), (30, True)]
+
+
 def test_a_failing_job_raises_in_the_caller():
     offloader = Offloader(background=True)
     try:

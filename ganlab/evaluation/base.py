@@ -84,8 +84,9 @@ class Evaluator(Protocol):
         hand their offline part to `offloader` (the loop's); its result (EvalResult.references) then
         completes the rows."""
 
-    def job(self, step: int, ev: Evaluation) -> Any:
-        """The background part of `ev` (jobs.py), for the worker."""
+    def job(self, step: int, ev: Evaluation, last: bool = False) -> Any:
+        """The background part of `ev` (jobs.py), for the worker. `last`: the run's last evaluation,
+        which training waits for, so its job may use every core."""
 
     def headline(self, metrics: dict) -> str:
         """A few numbers for the progress bar and train.log."""

@@ -339,7 +339,7 @@ class ImageEvaluator:
                 "error); reverse_kl_corrected = KL(p || uniform) "
                 f"of p refitted on those {unit}s alone. It assumes generated images are confused like real test images")
 
-    def job(self, step: int, ev: Evaluation) -> ImageEvalJob:
+    def job(self, step: int, ev: Evaluation, last: bool = False) -> ImageEvalJob:  # pictures only: nothing to split
         return ImageEvalJob(step, ev.grid, scalars(ev), ev.metrics.get("mode_counts"), self.n_modes,
                             bool(self.data.stacked), list(self.history.steps), list(self.history.counts), ev.source)
 

@@ -111,9 +111,9 @@ class ToyEvaluator:
             self.history.record(step, ev)
         return ev
 
-    def job(self, step: int, ev: Evaluation) -> EvalJob:
+    def job(self, step: int, ev: Evaluation, last: bool = False) -> EvalJob:
         return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
-                       list(self.history.steps), list(self.history.counts), self.cfg.w_samples, ev.source)
+                       list(self.history.steps), list(self.history.counts), self.cfg.w_samples, ev.source, last)
 
     def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                    offloader=None) -> dict:
