@@ -43,6 +43,9 @@ class Experiment:
     # The optimizers each phase steps (main first), fixed once build() has added the extras.
     d_opts: list[torch.optim.Optimizer] = field(default_factory=list)
     g_opts: list[torch.optim.Optimizer] = field(default_factory=list)
+    # The D side's parameters that the G step holds fixed (no gradient), unless the remedy's G
+    # objective differentiates through them (Remedy.g_loss_needs_d_gradients).
+    fixed_in_g_step: list[nn.Parameter] = field(default_factory=list)
 
     def optimizers(self, side: str) -> list[torch.optim.Optimizer]:
         """The optimizers stepped in the D phase ("d") or the G phase ("g")."""
@@ -98,6 +101,10 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
         exp.extra_sides[name] = side
         exp.extra_opts[name] = _instantiate(cfg.optim[side], f"optim.{side}", module.parameters())
     exp.d_opts, exp.g_opts = exp.optimizers("d"), exp.optimizers("g")
+    if not remedy.g_loss_needs_d_gradients:
+        g_side = {id(p) for opt in exp.g_opts for group in opt.param_groups for p in group["params"]}
+        exp.fixed_in_g_step = [p for opt in exp.d_opts for group in opt.param_groups for p in group["params"]
+                               if p.requires_grad and id(p) not in g_side]
     remedy.prepare(g_opt, d_opt, cfg.steps)
     return exp
 

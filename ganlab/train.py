@@ -87,9 +87,15 @@ def g_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None)
     as unrolled and feature matching use it). The loss, detached."""
     for opt in exp.g_opts:
         opt.zero_grad(set_to_none=True)
-    with speed.autocast() if speed is not None else contextlib.nullcontext():
-        g_loss = exp.remedy.g_loss(exp.G, exp.D, exp.loss, real, z)
-    g_loss.backward()
+    for p in exp.fixed_in_g_step:  # D's side: its gradients here would be thrown away by the next D step
+        p.requires_grad_(False)
+    try:
+        with speed.autocast() if speed is not None else contextlib.nullcontext():
+            g_loss = exp.remedy.g_loss(exp.G, exp.D, exp.loss, real, z)
+        g_loss.backward()
+    finally:
+        for p in exp.fixed_in_g_step:
+            p.requires_grad_(True)
     for opt in exp.g_opts:
         opt.step()
     return g_loss.detach().float()

@@ -131,6 +131,8 @@ class Unrolled(Remedy):
                               f"{type(loss).__name__}'s G loss is not minus its D loss: add "
                               "remedy.unrolled.g_objective=loss, or use loss=nsgan, gan, dragan or wgan_gp")
 
+    g_loss_needs_d_gradients = True  # the look-ahead D is a function of D's parameters
+
     def prepare(self, g_opt, d_opt, steps):
         self.replay = OptimizerReplay(d_opt)
 
