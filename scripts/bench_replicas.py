@@ -8,6 +8,12 @@ when CUDA is present, on the GPU. One sequence of max(N) sequential runs gives e
 figure (the time of its first N runs). Repeats are interleaved in alternating order; medians are
 reported, with the machine's load average before and after: a busy machine's figures are not final.
 
+A second table times the step alone, with no loop, evaluation or logging around it: N experiments
+stepped one after another (`d_step`, `g_step`) against one vectorised `Replicas.train_step` over the
+same N. It is the ceiling of what vectorising can give on the device: where the step's arithmetic,
+not Python, is most of its time (small MLPs on one CPU core), batching the N replicas' matrix
+products saves little, whatever the loop around it does.
+
     python scripts/bench_replicas.py [--steps 400] [--repeats 3] [--sizes 1,8,32] [--devices cpu,cuda] [overrides...]
 """
 
@@ -22,8 +28,11 @@ from pathlib import Path
 
 import torch
 
+from ganlab import replicas as replica_group
 from ganlab.config import compose_config
-from ganlab.train import run
+from ganlab.experiment import build, seed_everything
+from ganlab.speed import Speed
+from ganlab.train import d_step, g_step, run
 
 
 def config(overrides: list[str], steps: int, device: str, **keys):
@@ -54,18 +63,54 @@ def timed_sequence(overrides, steps: int, device: str, sizes: list[int], out: Pa
     return done
 
 
+def step_ceiling(overrides, device: str, n: int, steps: int) -> tuple[float, float]:
+    """Seed-steps per second of the step alone: one vectorised step over n replicas, and n separate
+    experiments stepped one after another (each n_critic D steps, then a G step)."""
+    cfg = config(overrides, steps, device)
+    exps, streams = [], []
+    for k in range(n):
+        seed_everything(cfg.seed + k)
+        exps.append(build(cfg, torch.device(device)))
+        streams.append(replica_group.training_stream(torch.device(device)))
+    speed = Speed(cfg.speed, torch.device(device))
+    group = replica_group.Replicas(exps, streams, cfg.batch_size, torch.device(device))
+
+    def vectorised():
+        for _ in range(steps):
+            losses = group.train_step(False, speed)[1]
+        return losses
+
+    def one_by_one():
+        for _ in range(steps):
+            for exp in exps:
+                for _ in range(exp.loss.n_critic):
+                    real = exp.remedy.real_batch(exp.data, cfg.batch_size)
+                    d_step(exp, real, torch.randn(cfg.batch_size, exp.latent_dim, device=device), speed)
+                loss = g_step(exp, real, torch.randn(cfg.batch_size, exp.latent_dim, device=device), speed)
+        return loss
+
+    figures = []
+    for fn in (vectorised, one_by_one):
+        fn()  # warm-up
+        start = time.perf_counter()
+        fn().sum().item()  # waits for the device
+        figures.append(n * steps / (time.perf_counter() - start))
+    return figures[0], figures[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="1,8,32", help="comma-separated N")
+    parser.add_argument("--ceiling-steps", type=int, default=50, help="steps per timing of the step alone")
     parser.add_argument("--devices", default=None, help="default: cpu, and cuda when present")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for `ganlab train`")
     args = parser.parse_args()
     sizes = sorted({int(n) for n in args.sizes.split(",")})
     devices = args.devices.split(",") if args.devices else ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     load_before = os.getloadavg()
-    rows = []
+    rows, ceilings = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             replicas: dict[int, list[float]] = {n: [] for n in sizes}
@@ -83,6 +128,10 @@ def main() -> None:
                     else:
                         replicas[item].append(timed_replicas(args.overrides, args.steps, device, item, Path(tmp)))
             rows += [(device, n, replicas[n], sequential[n]) for n in sizes]
+            for n in sizes:
+                if n > 1:
+                    ceilings.append((device, n, [step_ceiling(args.overrides, device, n, args.ceiling_steps)
+                                                 for _ in range(args.repeats)]))
     load_after = os.getloadavg()
     print(f"{args.steps} steps per seed, {args.repeats} repeats (median), overrides: {' '.join(args.overrides) or 'none'}; "
           f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
@@ -92,6 +141,11 @@ def main() -> None:
         target = "   (target >= 1.25)" if device == "cpu" and n == 8 else ""
         print(f"{device:4s} N={n:3d}: replicas {r:8.1f} seed-steps/s ({', '.join(f'{v:.1f}' for v in ours)}), "
               f"{n} sequential runs {s:8.1f} ({', '.join(f'{v:.1f}' for v in theirs)}); ratio {r / s:.2f}{target}")
+    print("The step alone (no loop, evaluation or logging), seed-steps/s:")
+    for device, n, pairs in ceilings:
+        v, o = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        print(f"{device:4s} N={n:3d}: one vectorised step {v:8.1f} ({', '.join(f'{p[0]:.1f}' for p in pairs)}), "
+              f"{n} experiments one by one {o:8.1f} ({', '.join(f'{p[1]:.1f}' for p in pairs)}); ratio {v / o:.2f}")
 
 
 if __name__ == "__main__":

@@ -42,12 +42,15 @@ def test_bench_remedies_prints_a_row_per_remedy():
 
 def test_bench_replicas_prints_seed_steps_per_second_and_the_load():
     out = script("scripts/bench_replicas.py", "--steps", "5", "--repeats", "1", "--sizes", "1,2", "--devices", "cpu",
-                 "batch_size=32")
+                 "--ceiling-steps", "3", "batch_size=32")
     assert out.returncode == 0, out.stderr
-    rows = [line for line in out.stdout.splitlines() if line.startswith("cpu ")]
+    runs, ceiling = out.stdout.split("The step alone")
+    rows = [line for line in runs.splitlines() if line.startswith("cpu ")]
     assert [row.split(":")[0] for row in rows] == ["cpu  N=  1", "cpu  N=  2"]
     assert all(re.search(r"replicas +\d+\.\d seed-steps/s .* sequential runs +\d+\.\d .*ratio \d+\.\d\d", r) for r in rows)
     assert re.search(r"load average \(1, 5, 15 min\) before [\d.]+ [\d.]+ [\d.]+, after", out.stdout)
+    assert re.search(r"cpu  N=  2: one vectorised step +\d+\.\d .* 2 experiments one by one +\d+\.\d .*ratio \d+\.\d\d",
+                     ceiling)
 
 
 @pytest.mark.slow
