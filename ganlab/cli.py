@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, compose_checked
+from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, compose_checked, compose_config
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.summary import NAME as SUMMARY
 from ganlab.summary import RunSummary
@@ -300,6 +300,26 @@ def _runs_in_parallel(hydra_cfg: DictConfig) -> bool:
     return launcher.get("n_jobs") != 1
 
 
+def oversubscription(launcher: DictConfig, jobs: int, cpu_threads: int, cores: int) -> str | None:
+    """The warning for a local parallel sweep whose jobs together start more torch threads than the
+    machine has cores, or None. Oversubscribed threads spin waiting for each other: 2 jobs of 2
+    threads on 2 cores ran a sweep 9x slower than 2 jobs of 1 thread (docs/benchmarks.md)."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        at_once = min(jobs, n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1))  # joblib: -1 is every core
+    elif target.endswith("submitit_launcher.LocalLauncher"):
+        at_once = jobs  # every job at once
+    else:  # one job after the other (basic), or on cluster nodes of their own (Slurm)
+        return None
+    threads = cpu_threads if cpu_threads > 0 else cores  # 0: torch's default, a thread per core
+    if at_once < 2 or at_once * threads <= cores:
+        return None
+    return (f"{at_once} jobs at once x {threads} torch threads = {at_once * threads} threads on {cores} cores: "
+            "oversubscribed threads wait for each other (2 x 2 on 2 cores ran 9x slower than 2 x 1); "
+            "use cpu_threads=1, or fewer jobs at once (hydra.launcher.n_jobs)")
+
+
 class _Prefixed(logging.Formatter):
     """Puts the job's name before each console line, so parallel jobs' interleaved lines stay apart."""
 
@@ -452,6 +472,13 @@ def train(args: list[str]) -> None:
                 overrides.append(f"hydra.sweep.dir={sweep}")
         configs = preflight(overrides, parsed.multirun, training=not parsed.cfg, config_dir=parsed.config_dir)
         n_jobs = sum(c.get("replicas", 1) for c in configs)  # the runs that write a summary.json: replicas=N makes N
+        if parsed.multirun:
+            plain = [o.input_line for o in parse_overrides(overrides) if not o.is_sweep_override()]
+            launcher = compose_config(plain, parsed.config_dir, return_hydra_config=True).hydra.launcher
+            warning = oversubscription(launcher, len(configs), max(int(c.get("cpu_threads", 1)) for c in configs),
+                                       os.cpu_count() or 1)
+            if warning:
+                log.warning("%s", warning)
         if auto:
             key = "hydra.sweep.dir=" if parsed.multirun else "hydra.run.dir="
             given = [o[len(key):] for o in overrides if o.startswith(key)]
