@@ -26,7 +26,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, compose_checked, compose_config
+from ganlab.config import (
+    CONFIG_NAME,
+    CONFIG_SOURCE,
+    GROUPS,
+    compose_checked,
+    compose_config,
+)
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.summary import NAME as SUMMARY
 from ganlab.summary import RunSummary

@@ -12,6 +12,7 @@ the core beside the one that trains (docs/benchmarks.md, "Loop overhead").
 from __future__ import annotations
 
 import io
+from typing import ClassVar
 
 import matplotlib
 
@@ -32,9 +33,9 @@ def _to_png(fig) -> bytes:
 
 class _Canvas:
     """A figure kept for the pictures of one kind and one fixed frame (mode centres, axis limits):
-    `draw` builds it on first use; later calls update its artists and render it again."""
+    `get` builds it on first use; later calls update its artists and render it again."""
 
-    _kept: dict[tuple, _Canvas] = {}
+    _kept: ClassVar[dict[tuple, _Canvas]] = {}
     _MAX_KEPT = 8  # a process that draws for many runs (the tests, `ganlab eval`) keeps the latest only
 
     def __init__(self, fig, artists: dict):

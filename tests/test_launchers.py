@@ -182,7 +182,7 @@ def test_a_parallel_sweep_with_more_threads_than_cores_is_warned_about():
 
 def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, caplog):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    import ganlab.cli as cli
+    from ganlab import cli
 
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(cli, "_train_job", lambda: None)  # only what happens before the sweep starts

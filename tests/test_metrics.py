@@ -162,7 +162,7 @@ def test_mmd_in_row_blocks_equals_the_whole_matrices():
     x, y = rng.normal(size=(2 * BLOCK_ROWS + 17, 5)), rng.normal(0.2, 1.1, size=(BLOCK_ROWS + 3, 5))
 
     def whole(sigma):
-        kernel = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma * sigma))  # noqa: E731
+        kernel = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma * sigma))
         m, n = len(x), len(y)
         return ((kernel(x, x).sum() - m) / (m * (m - 1)) + (kernel(y, y).sum() - n) / (n * (n - 1))
                 - 2 * kernel(x, y).mean())
