@@ -22,6 +22,8 @@ it needs; the defaults are the plain GAN step of the chosen loss. In the order t
   (`data.sample_with_classes`) and keep them for the step's objective.
 - `d_loss(G, D, loss, real, z)` / `g_loss(G, D, loss, real, z)`: the objective of one D or G step
   (unrolled G steps, extra terms). `real` in the G step is the last real batch D trained on.
+  The G step holds D's parameters fixed (no gradients) unless the remedy sets
+  `g_loss_needs_d_gradients` (its G objective differentiates through them, as unrolled's look-ahead).
 - `before_eval(G, D, data, generator)`: called before each evaluation draws its samples
   (rejection sampling calibrates D on held-out data here).
 - `sample(G, D, z, generator)`: how n = len(z) samples are drawn for evaluation. A rejection sampler
