@@ -306,7 +306,7 @@ def _runs_in_parallel(hydra_cfg: DictConfig) -> bool:
     return launcher.get("n_jobs") != 1
 
 
-def oversubscription(launcher: DictConfig, jobs: int, cpu_threads: int, cores: int) -> str | None:
+def oversubscription_warning(launcher: DictConfig, jobs: int, cpu_threads: list[int], cores: int) -> str | None:
     """The warning for a local parallel sweep whose jobs together start more torch threads than the
     machine has cores, or None. Oversubscribed threads spin waiting for each other: 2 jobs of 2
     threads on 2 cores ran a sweep 9x slower than 2 jobs of 1 thread (docs/benchmarks.md)."""
@@ -318,7 +318,7 @@ def oversubscription(launcher: DictConfig, jobs: int, cpu_threads: int, cores: i
         at_once = jobs  # every job at once
     else:  # one job after the other (basic), or on cluster nodes of their own (Slurm)
         return None
-    threads = cpu_threads if cpu_threads > 0 else cores  # 0: torch's default, a thread per core
+    threads = max(t if t > 0 else cores for t in cpu_threads)  # 0: torch's default, a thread per core
     if at_once < 2 or at_once * threads <= cores:
         return None
     return (f"{at_once} jobs at once x {threads} torch threads = {at_once * threads} threads on {cores} cores: "
@@ -481,8 +481,8 @@ def train(args: list[str]) -> None:
         if parsed.multirun:
             plain = [o.input_line for o in parse_overrides(overrides) if not o.is_sweep_override()]
             launcher = compose_config(plain, parsed.config_dir, return_hydra_config=True).hydra.launcher
-            warning = oversubscription(launcher, len(configs), max(int(c.get("cpu_threads", 1)) for c in configs),
-                                       os.cpu_count() or 1)
+            warning = oversubscription_warning(launcher, len(configs), [int(c.get("cpu_threads", 1)) for c in configs],
+                                               len(os.sched_getaffinity(0)))  # the cores this process may use
             if warning:
                 log.warning("%s", warning)
         if auto:

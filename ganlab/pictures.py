@@ -135,7 +135,7 @@ def mode_history_picture(steps: list[int], counts: list[list[int]], title: str) 
         fig.colorbar(mesh, ax=ax, pad=0.02, label="fraction of samples")
         ax.set_yticks(range(0, n_modes, max(1, n_modes // 8)))
         ax.set(xlabel="step", ylabel="mode", title=title)
-        ax.set_xticks([0], ["0"], fontsize=7)  # a label of the run's sort, for the layout
+        ax.set_xticks([0], ["0"], fontsize=7)  # a placeholder step label, so the layout leaves room for them
         fig.tight_layout()
         return fig, {"ax": ax, "mesh": mesh}
 

@@ -87,9 +87,9 @@ def g_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None)
     as unrolled and feature matching use it). The loss, detached."""
     for opt in exp.g_opts:
         opt.zero_grad(set_to_none=True)
-    for p in exp.fixed_in_g_step:  # D's side: its gradients here would be thrown away by the next D step
-        p.requires_grad_(False)
     try:
+        for p in exp.fixed_in_g_step:  # D's side: its gradients here would be thrown away by the next D step
+            p.requires_grad_(False)
         with speed.autocast() if speed is not None else contextlib.nullcontext():
             g_loss = exp.remedy.g_loss(exp.G, exp.D, exp.loss, real, z)
         g_loss.backward()

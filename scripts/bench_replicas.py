@@ -63,7 +63,7 @@ def timed_sequence(overrides, steps: int, device: str, sizes: list[int], out: Pa
     return done
 
 
-def step_ceiling(overrides, device: str, n: int, steps: int) -> tuple[float, float]:
+def step_ceiling(overrides, device: str, n: int, steps: int, first_vectorised: bool = True) -> tuple[float, float]:
     """Seed-steps per second of the step alone: one vectorised step over n replicas, and n separate
     experiments stepped one after another (each n_critic D steps, then a G step)."""
     cfg = config(overrides, steps, device)
@@ -89,13 +89,13 @@ def step_ceiling(overrides, device: str, n: int, steps: int) -> tuple[float, flo
                 loss = g_step(exp, real, torch.randn(cfg.batch_size, exp.latent_dim, device=device), speed)
         return loss
 
-    figures = []
-    for fn in (vectorised, one_by_one):
+    figures = {}
+    for fn in (vectorised, one_by_one) if first_vectorised else (one_by_one, vectorised):
         fn()  # warm-up
         start = time.perf_counter()
         fn().sum().item()  # waits for the device
-        figures.append(n * steps / (time.perf_counter() - start))
-    return figures[0], figures[1]
+        figures[fn] = n * steps / (time.perf_counter() - start)
+    return figures[vectorised], figures[one_by_one]
 
 
 def main() -> None:
@@ -130,8 +130,9 @@ def main() -> None:
             rows += [(device, n, replicas[n], sequential[n]) for n in sizes]
             for n in sizes:
                 if n > 1:
-                    ceilings.append((device, n, [step_ceiling(args.overrides, device, n, args.ceiling_steps)
-                                                 for _ in range(args.repeats)]))
+                    # In alternating order, as above.
+                    ceilings.append((device, n, [step_ceiling(args.overrides, device, n, args.ceiling_steps, r % 2 == 0)
+                                                 for r in range(args.repeats)]))
     load_after = os.getloadavg()
     print(f"{args.steps} steps per seed, {args.repeats} repeats (median), overrides: {' '.join(args.overrides) or 'none'}; "
           f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "

@@ -166,25 +166,26 @@ def test_added_overrides_join_the_overrides_hydra_parses():
 def test_a_parallel_sweep_with_more_threads_than_cores_is_warned_about():
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from ganlab.cli import oversubscription
+    from ganlab.cli import oversubscription_warning as warning
 
     joblib = hydra_cfg("hydra/launcher=joblib").launcher  # n_jobs=-1: one job per core
-    assert oversubscription(joblib, jobs=4, cpu_threads=1, cores=2) is None
-    assert "2 jobs at once x 2 torch threads = 4 threads on 2 cores" in oversubscription(joblib, 4, 2, 2)
-    assert "x 2 torch threads" in oversubscription(joblib, 4, 0, 2)  # 0: torch's default, every core
-    assert oversubscription(joblib, jobs=1, cpu_threads=2, cores=2) is None  # one job: nothing shares
+    assert warning(joblib, jobs=4, cpu_threads=[1], cores=2) is None
+    assert "2 jobs at once x 2 torch threads = 4 threads on 2 cores" in warning(joblib, 4, [2], 2)
+    assert "x 2 torch threads" in warning(joblib, 4, [0], 2)  # 0: torch's default, every core
+    assert "x 2 torch threads" in warning(joblib, 4, [1, 0], 2)  # one job of a sweep over cpu_threads is enough
+    assert warning(joblib, jobs=1, cpu_threads=[2], cores=2) is None  # one job: nothing shares
     two_at_once = hydra_cfg("hydra/launcher=joblib", "hydra.launcher.n_jobs=2").launcher
-    assert oversubscription(two_at_once, 8, 2, 4) is None and oversubscription(two_at_once, 8, 3, 4)
-    assert "3 jobs at once" in oversubscription(hydra_cfg("hydra/launcher=local").launcher, 3, 1, 2)
-    assert oversubscription(hydra_cfg().launcher, 8, 2, 2) is None  # the basic launcher: one after another
-    assert oversubscription(hydra_cfg("hydra/launcher=slurm").launcher, 8, 2, 2) is None
+    assert warning(two_at_once, 8, [2], 4) is None and warning(two_at_once, 8, [3], 4)
+    assert "3 jobs at once" in warning(hydra_cfg("hydra/launcher=local").launcher, 3, [1], 2)
+    assert warning(hydra_cfg().launcher, 8, [2], 2) is None  # the basic launcher: one after another
+    assert warning(hydra_cfg("hydra/launcher=slurm").launcher, 8, [2], 2) is None
 
 
 def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, caplog):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from ganlab import cli
 
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(cli, "_train_job", lambda: None)  # only what happens before the sweep starts
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("WARNING"):

@@ -11,13 +11,17 @@ import pytest
 from ganlab import pictures
 
 
-@pytest.fixture
-def fresh_canvases():
+def _forget_canvases():
     for canvas in pictures._Canvas._kept.values():
         pictures.plt.close(canvas.fig)
     pictures._Canvas._kept.clear()
+
+
+@pytest.fixture
+def fresh_canvases():
+    _forget_canvases()
     yield
-    pictures._Canvas._kept.clear()
+    _forget_canvases()
 
 
 def _frame(scale=1.0):
@@ -43,7 +47,7 @@ def test_a_reused_samples_picture_equals_a_fresh_one(fresh_canvases):
     again = pictures.samples_picture(_points(0), _points(1), centers, limits, "step 500: 1/8 modes")
     assert np.array_equal(_pixels(again), _pixels(first))  # the second left no trace
     assert not np.array_equal(_pixels(second), _pixels(first))
-    pictures._Canvas._kept.clear()
+    _forget_canvases()
     fresh = pictures.samples_picture(_points(2), _points(3), centers, limits, "step 1000: 8/8 modes")
     assert np.array_equal(_pixels(fresh), _pixels(second))
 
@@ -53,7 +57,10 @@ def test_the_heatmap_colour_scale_follows_each_map(fresh_canvases):
     ramp = np.linspace(0, 1, 120)[None, :] * np.ones((120, 1))
     small = pictures.discriminator_picture(ramp, _points(0), centers, limits, "D at step 500")
     pictures.discriminator_picture(100 * ramp - 50, _points(1), centers, limits, "D at step 1000")
+    (canvas,) = pictures._Canvas._kept.values()
+    assert canvas.artists["mesh"].get_clim() == (-50.0, 50.0)  # the second map's range, not the first's
     again = pictures.discriminator_picture(ramp, _points(0), centers, limits, "D at step 500")
+    assert canvas.artists["mesh"].get_clim() == (0.0, 1.0)
     assert np.array_equal(_pixels(again), _pixels(small))
 
 
@@ -75,5 +82,32 @@ def test_the_mode_history_grows_a_column_per_evaluation(fresh_canvases):
     one = _pixels(pictures.mode_history_picture([0, 500], [[4, 0], [0, 4]], "h"))
     two = _pixels(pictures.mode_history_picture([0, 500, 1000], [[4, 0], [0, 4], [2, 2]], "h"))
     assert one.shape == two.shape and not np.array_equal(one, two)
-    pictures._Canvas._kept.clear()
-    assert np.array_equal(_pixels(pictures.mode_history_picture([0, 500], [[4, 0], [0, 4]], "h")), one)
+    _forget_canvases()  # the reused figure's three columns are what a new figure draws
+    assert np.array_equal(_pixels(pictures.mode_history_picture([0, 500, 1000], [[4, 0], [0, 4], [2, 2]], "h")), two)
+
+
+@pytest.mark.parametrize("remedy", ["none", "minibatch_disc"])
+def test_the_heatmap_is_scored_in_blocks_unless_d_couples_its_batch(remedy):
+    """D's map over the heatmap's 14,400 points goes in blocks of GRID_BLOCK (the same values as one
+    batch); a D whose scores depend on the rest of the batch (minibatch layers) gets one batch."""
+    import torch
+    from conftest import make_cfg
+
+    from ganlab.evaluation.toy import GRID_BLOCK, d_map_in_blocks
+    from ganlab.experiment import build, seed_everything
+
+    seed_everything(0)
+    exp = build(make_cfg(f"remedy={remedy}"), torch.device("cpu"))
+    blocks = 3 if remedy == "none" else 1  # minibatch layers are n^2: one block and a bit is enough
+    points = torch.rand(blocks * GRID_BLOCK + 5, 2) * 4 - 2
+    sizes = []
+    original = exp.remedy.d_map
+    exp.remedy.d_map = lambda D, x: sizes.append(len(x)) or original(D, x)
+    with torch.no_grad():
+        blocked = d_map_in_blocks(exp.remedy, exp.D, points)
+        whole = original(exp.D, points)
+    if remedy == "none":
+        assert sizes == [GRID_BLOCK] * 3 + [5]
+        assert torch.allclose(blocked, whole, rtol=1e-5, atol=1e-6)
+    else:
+        assert sizes == [len(points)] and torch.equal(blocked, whole)

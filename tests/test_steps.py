@@ -79,11 +79,12 @@ def test_n_critic_d_steps_per_g_step(monkeypatch, tmp_path):
     assert calls == {"d": 21, "g": 7}
 
 
-@pytest.mark.parametrize("remedy", ["none", "pacgan", "feature_matching", "veegan", "unrolled"])
+@pytest.mark.parametrize("remedy", ["none", "pacgan", "feature_matching", "veegan", "unrolled_surrogate", "unrolled"])
 def test_the_g_step_holds_d_fixed_and_updates_g_as_with_d_gradients(remedy):
     """The G step computes no gradient for D's side (nothing would read it) unless the remedy's G
     objective differentiates through D's parameters (unrolled); every G-side network moves exactly
-    as in a step that also computes D's gradients, and D's parameters require gradients again after."""
+    as in a step that also computes D's gradients, and D's parameters require gradients again after
+    (unrolled_surrogate differentiates detached copies of D's parameters, so it holds D fixed too)."""
     cfg = make_cfg(f"remedy={remedy}", "batch_size=32")
     runs = []
     for hold_d in (True, False):
@@ -97,6 +98,7 @@ def test_the_g_step_holds_d_fixed_and_updates_g_as_with_d_gradients(remedy):
         g_step(exp, exp.data.sample(32), torch.randn(32, exp.latent_dim))
         assert all(p.requires_grad for p in exp.D.parameters())
         added = [not torch.equal(p.grad, g) for p, g in zip(exp.D.parameters(), d_grads)]
-        assert any(added) == (not hold_d or remedy == "unrolled")
+        # unrolled differentiates through D's parameters either way; the surrogate's G loss, through none
+        assert any(added) == {"unrolled": True, "unrolled_surrogate": False}.get(remedy, not hold_d)
         runs.append([p.detach().clone() for opt in exp.g_opts for group in opt.param_groups for p in group["params"]])
     assert all(torch.equal(a, b) for a, b in zip(*runs))

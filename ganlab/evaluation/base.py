@@ -86,7 +86,7 @@ class Evaluator(Protocol):
 
     def job(self, step: int, ev: Evaluation, last: bool = False) -> Any:
         """The background part of `ev` (jobs.py), for the worker. `last`: the run's last evaluation,
-        which training waits for, so its job may use every core."""
+        which its training process only waits for, so its job may use a second core."""
 
     def headline(self, metrics: dict) -> str:
         """A few numbers for the progress bar and train.log."""

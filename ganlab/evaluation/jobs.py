@@ -25,7 +25,7 @@ class EvalJob:
     history_counts: list[list[int]]
     w_samples: int
     source: np.ndarray | None = None  # which generator made each sample, for a picture by generator
-    # The run's last evaluation: training waits for it (nothing else runs), so it may use both cores.
+    # The run's last evaluation: its training process only waits for it, so it may use a second core.
     last: bool = False
 
     def complete(self) -> EvalResult:

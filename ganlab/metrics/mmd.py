@@ -9,7 +9,7 @@ distance of the pooled samples (at most MEDIAN_POINTS of them), gives `mmd`; `mm
 mean of MMD²_u over the fixed multiples SCALES of that σ, so one number sees both the fine structure
 (a mode's width) and the coarse one (which modes are there). Scale-free: the same rule on 2-D points
 and on classifier or Inception features. At most MAX_POINTS per side (the first ones): the cost is O(n²).
-numpy only: the background worker computes it for 2-D runs, beside the exact W1/W2.
+numpy (and scipy's pdist): the background worker computes it for 2-D runs, beside the exact W1/W2.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MAX_POINTS = 1000  # per side, as W1/W2 (eval.w_samples): 0.08 s at 2-D instead 
 
 # Rows of the kernel matrices per block. The background worker shares the machine with training: whole
 # 1,000 x 1,000 float64 matrices (8 MB each, several live at once) streamed through memory slowed a
-# training loop on the other core by half while they were computed; 64-row blocks (0.5 MB) stay in
+# training loop on the other core by half while they were computed; 64-row blocks (two 0.5 MB arrays) stay in
 # the core's cache, and halved the metric's own time (docs/benchmarks.md, "Loop overhead").
 BLOCK_ROWS = 64
 

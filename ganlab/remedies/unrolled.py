@@ -111,6 +111,7 @@ G_OBJECTIVES = ("value", "loss")
 
 class Unrolled(Remedy):
     replica_refusal = "its G step replays D's optimizer (its state kept on the remedy), which is not stacked per replica"
+    g_loss_needs_d_gradients = True  # the look-ahead D is a function of D's parameters
 
     def __init__(self, k: int = 5, g_objective: str = "value"):
         if k < 0:
@@ -130,8 +131,6 @@ class Unrolled(Remedy):
             raise ConfigError(f"remedy.unrolled.g_objective=value is the zero-sum game's value (Metz et al.); "
                               f"{type(loss).__name__}'s G loss is not minus its D loss: add "
                               "remedy.unrolled.g_objective=loss, or use loss=nsgan, gan, dragan or wgan_gp")
-
-    g_loss_needs_d_gradients = True  # the look-ahead D is a function of D's parameters
 
     def prepare(self, g_opt, d_opt, steps):
         self.replay = OptimizerReplay(d_opt)

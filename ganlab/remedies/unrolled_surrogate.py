@@ -14,6 +14,8 @@ from ganlab.remedies.unrolled import Unrolled, unrolled_d_loss
 
 
 class UnrolledSurrogate(Unrolled):
+    g_loss_needs_d_gradients = False  # its steps run on detached copies of D's parameters
+
     def g_loss(self, G, D, loss, real, z):
         fake = G(z)
         params = {name: p.detach().requires_grad_(True) for name, p in D.named_parameters()}
