@@ -97,3 +97,31 @@ def test_a_dataset_that_names_no_evaluator_is_one_config_error():
 
     with pytest.raises(ConfigError, match="dataset: Points names no evaluator; give its class an `evaluator`"):
         make_evaluator(Points(), 2, None, False, "cpu")
+
+
+def test_the_training_loop_names_no_remedy_and_no_loss():
+    """The loop (train.py, and replicas.py's vectorised step) calls the loss object and the remedy
+    hooks and knows neither by name: no option name as a string, no loss or remedy class but the
+    base classes and the combiner, and no module of ganlab.remedies besides the base and the stack."""
+    import importlib
+
+    from ganlab import losses, remedies
+    from ganlab.config import options
+
+    option_names = set(options("remedy")) | set(options("loss"))
+    classes = {name for name, obj in vars(losses).items() if inspect.isclass(obj) and issubclass(obj, losses.Loss)}
+    for module in options("remedy"):
+        found = importlib.import_module(f"ganlab.remedies.{module}")
+        classes |= {name for name, obj in vars(found).items()
+                    if inspect.isclass(obj) and issubclass(obj, remedies.Remedy) and obj.__module__ == found.__name__}
+    allowed = {"Loss", "Remedy", "RemedyStack"}
+    for path in (PACKAGE / "train.py", PACKAGE / "replicas.py"):
+        tree = ast.parse(path.read_text())
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not strings & option_names, (path.name, strings & option_names)
+        assert not (names & classes) - allowed, (path.name, (names & classes) - allowed)
+        assert not {m for m in imported if m.startswith("ganlab.remedies.")} - {"ganlab.remedies.stack",
+                                                                                 "ganlab.remedies.base"}
