@@ -326,6 +326,19 @@ def oversubscription_warning(launcher: DictConfig, jobs: int, cpu_threads: list[
             "use cpu_threads=1, or fewer jobs at once (hydra.launcher.n_jobs)")
 
 
+def _launcher_config(overrides: list[str], config_dir: str | None) -> DictConfig | None:
+    """The sweep's launcher config, or None when Hydra cannot compose it (an unknown launcher):
+    Hydra itself then reports that, as the sweep starts."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = [o.input_line for o in parse_overrides(overrides) if not o.is_sweep_override()]
+    try:
+        return compose_config(plain, config_dir, return_hydra_config=True).hydra.launcher
+    except (HydraException, OmegaConfBaseException):
+        return None
+
+
 class _Prefixed(logging.Formatter):
     """Puts the job's name before each console line, so parallel jobs' interleaved lines stay apart."""
 
@@ -479,10 +492,10 @@ def train(args: list[str]) -> None:
         configs = preflight(overrides, parsed.multirun, training=not parsed.cfg, config_dir=parsed.config_dir)
         n_jobs = sum(c.get("replicas", 1) for c in configs)  # the runs that write a summary.json: replicas=N makes N
         if parsed.multirun:
-            plain = [o.input_line for o in parse_overrides(overrides) if not o.is_sweep_override()]
-            launcher = compose_config(plain, parsed.config_dir, return_hydra_config=True).hydra.launcher
-            warning = oversubscription_warning(launcher, len(configs), [int(c.get("cpu_threads", 1)) for c in configs],
-                                               len(os.sched_getaffinity(0)))  # the cores this process may use
+            launcher = _launcher_config(overrides, parsed.config_dir)
+            warning = launcher and oversubscription_warning(
+                launcher, len(configs), [int(c.get("cpu_threads", 1)) for c in configs],
+                len(os.sched_getaffinity(0)))  # the cores this process may use
             if warning:
                 log.warning("%s", warning)
         if auto:

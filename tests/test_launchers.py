@@ -195,3 +195,6 @@ def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, caplog)
     with caplog.at_level("WARNING"):
         cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=1", "seed=0,1", *TINY])
     assert "threads on" not in caplog.text
+    # An unknown launcher is Hydra's to report when the sweep starts (one line), not a traceback here.
+    assert cli._launcher_config(["hydra/launcher=nonexistent", "seed=0,1"], None) is None
+    assert cli._launcher_config(["hydra/launcher=joblib", "seed=0,1"], None)._target_.endswith("JoblibLauncher")
