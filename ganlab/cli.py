@@ -21,7 +21,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -326,6 +326,23 @@ def oversubscription_warning(launcher: DictConfig, jobs: int, cpu_threads: list[
             "use cpu_threads=1, or fewer jobs at once (hydra.launcher.n_jobs)")
 
 
+def missing_option_line(message: str) -> str:
+    """Hydra's several-line "Could not find 'hydra/launcher/x'" (an unknown hydra/... option, which
+    preflight leaves to Hydra) as one line with the group's options."""
+    lines = message.splitlines()
+    first = lines[0].split(": ", 1)[-1] if lines else message  # drop "In 'hydra/config': "
+    listed = False
+    options = []
+    for line in lines[1:]:
+        if line.startswith("Available options"):
+            listed = True
+        elif listed and line.startswith(("\t", " ")):
+            options.append(line.strip())
+        elif listed:
+            break
+    return first + (f"; choose one of: {', '.join(options)}" if options else "")
+
+
 def _launcher_config(overrides: list[str], config_dir: str | None) -> DictConfig | None:
     """The sweep's launcher config, or None when Hydra cannot compose it (an unknown launcher):
     Hydra itself then reports that, as the sweep starts."""
@@ -515,6 +532,8 @@ def train(args: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _train_job()
+    except MissingConfigException as exc:  # an IOError as well, but an unknown option of Hydra's own groups
+        raise ConfigError(missing_option_line(str(exc))) from None
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise WriteError(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable "

@@ -116,3 +116,13 @@ def test_the_installed_cli_agrees(override, tmp_path):
 def test_the_lines_say_what_is_wrong(override, line, capsys, monkeypatch, tmp_path):
     code, out, err = run_in_process([override], capsys, monkeypatch, tmp_path)
     assert code == 2 and err.strip().startswith(line), err
+
+
+@pytest.mark.parametrize("multirun", [[], ["-m", "seed=0,1"]])
+def test_an_unknown_option_of_a_hydra_group_is_one_line(multirun, capsys, monkeypatch, tmp_path):
+    """hydra/launcher=... and the other hydra/ groups are Hydra's to compose; its several-line
+    error (an IOError, once reported as "cannot write") becomes one line with the options."""
+    code, out, err = run_in_process([*multirun, "hydra/launcher=nonexistent"], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, "hydra/launcher=nonexistent", "Could not find 'hydra/launcher/nonexistent'",
+                    tmp_path)
+    assert "choose one of: basic" in err and "cannot write" not in err
