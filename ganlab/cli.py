@@ -343,6 +343,12 @@ def missing_option_line(message: str) -> str:
     return first + (f"; choose one of: {', '.join(options)}" if options else "")
 
 
+def _usable_cores() -> int:
+    """The cores this process may use (its affinity, as joblib counts them; all of them where the
+    platform has no affinity call, macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _launcher_config(overrides: list[str], config_dir: str | None) -> DictConfig | None:
     """The sweep's launcher config, or None when Hydra cannot compose it (an unknown launcher):
     Hydra itself then reports that, as the sweep starts."""
@@ -512,7 +518,7 @@ def train(args: list[str]) -> None:
             launcher = _launcher_config(overrides, parsed.config_dir)
             warning = launcher and oversubscription_warning(
                 launcher, len(configs), [int(c.get("cpu_threads", 1)) for c in configs],
-                len(os.sched_getaffinity(0)))  # the cores this process may use
+                _usable_cores())
             if warning:
                 log.warning("%s", warning)
         if auto:

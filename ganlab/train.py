@@ -101,6 +101,17 @@ def g_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None)
     return g_loss.detach().float()
 
 
+def one_step(exp: Experiment, batch_size: int, speed: Speed | None = None) -> Tensor:
+    """One whole training step in the loop's order (n_critic D steps, each on a fresh real batch and
+    fresh codes, then the G step on the last real batch), without the loop's bookkeeping: what the
+    benchmarks time. G's loss, detached."""
+    for _ in range(exp.loss.n_critic):
+        real = exp.remedy.real_batch(exp.data, batch_size)
+        real = speed.batch(real) if speed is not None else real
+        d_step(exp, real, torch.randn(batch_size, exp.latent_dim, device=real.device), speed)
+    return g_step(exp, real, torch.randn(batch_size, exp.latent_dim, device=real.device), speed)
+
+
 def grad_norm(module: nn.Module) -> Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

@@ -25,7 +25,7 @@ from ganlab.config import compose_config, resolve_device
 from ganlab.evaluation import make_evaluator
 from ganlab.experiment import build, seed_everything
 from ganlab.speed import Speed
-from ganlab.train import d_step, g_step, run
+from ganlab.train import one_step, run
 
 SETTINGS = {
     "none": ["speed.cudnn_benchmark=false"],
@@ -51,12 +51,10 @@ def bare_loop(cfg, steps: int, warmup: int) -> float:
     exp = build(cfg, device)
     speed = Speed(cfg.speed, device)
     speed.prepare(exp.G, exp.D)
-    n, zdim = cfg.batch_size, exp.latent_dim
+    n = cfg.batch_size
 
     def step():  # the training loop's own phases (ganlab.train), under the speed switches
-        real = speed.batch(exp.data.sample(n))
-        d_step(exp, real, torch.randn(n, zdim, device=device), speed)
-        g_step(exp, real, torch.randn(n, zdim, device=device), speed)
+        one_step(exp, n, speed)
 
     for _ in range(warmup):  # compilation and cuDNN's algorithm search happen here, as in ganlab's first steps
         step()

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
 from ganlab.experiment import build
-from ganlab.train import d_step, g_step, run
+from ganlab.train import one_step, run
 
 
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:
@@ -60,10 +60,7 @@ def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> t
     n = cfg.batch_size
 
     def step():
-        for _ in range(exp.loss.n_critic):
-            real = exp.remedy.real_batch(exp.data, n)
-            d_step(exp, real, torch.randn(n, exp.latent_dim))
-        return g_step(exp, real, torch.randn(n, exp.latent_dim))
+        return one_step(exp, n)
 
     with FlopCounterMode(display=False) as counter:
         step()

@@ -9,7 +9,7 @@ figure (the time of its first N runs). Repeats are interleaved in alternating or
 reported, with the machine's load average before and after: a busy machine's figures are not final.
 
 A second table times the step alone, with no loop, evaluation or logging around it: N experiments
-stepped one after another (`d_step`, `g_step`) against one vectorised `Replicas.train_step` over the
+stepped one after another (`ganlab.train.one_step`) against one vectorised `Replicas.train_step` over the
 same N. It is the ceiling of what vectorising can give on the device: where the step's arithmetic,
 not Python, is most of its time (small MLPs on one CPU core), batching the N replicas' matrix
 products saves little, whatever the loop around it does.
@@ -32,7 +32,7 @@ from ganlab import replicas as replica_group
 from ganlab.config import compose_config
 from ganlab.experiment import build, seed_everything
 from ganlab.speed import Speed
-from ganlab.train import d_step, g_step, run
+from ganlab.train import one_step, run
 
 
 def config(overrides: list[str], steps: int, device: str, **keys):
@@ -83,10 +83,7 @@ def step_ceiling(overrides, device: str, n: int, steps: int, first_vectorised: b
     def one_by_one():
         for _ in range(steps):
             for exp in exps:
-                for _ in range(exp.loss.n_critic):
-                    real = exp.remedy.real_batch(exp.data, cfg.batch_size)
-                    d_step(exp, real, torch.randn(cfg.batch_size, exp.latent_dim, device=device), speed)
-                loss = g_step(exp, real, torch.randn(cfg.batch_size, exp.latent_dim, device=device), speed)
+                loss = one_step(exp, cfg.batch_size, speed)
         return loss
 
     figures = {}

@@ -1,6 +1,6 @@
 """Benchmark: torch threads for one run, and joblib jobs x threads for a sweep, on this machine.
 
-Part 1, one process: the training step (ganlab.train's d_step and g_step on the built experiment)
+Part 1, one process: the training step (ganlab.train's one_step on the built experiment)
 with 1 and with 2 torch threads, in interleaved repeats, for the 2-D default (NS-GAN on the ring,
 the default MLPs and batch) and for DCGAN (experiment=stacked_setup: the Stacked Fashion-MNIST
 networks, batch 64). Prints the median steps per second of each and the ratio 2 threads / 1.
@@ -32,7 +32,7 @@ import torch
 
 from ganlab.config import compose_config
 from ganlab.experiment import build, seed_everything
-from ganlab.train import d_step, g_step
+from ganlab.train import one_step
 
 MODELS = {"toy": [], "dcgan": ["experiment=stacked_setup"]}
 GANLAB = [sys.executable, "-m", "ganlab.cli"]
@@ -48,12 +48,10 @@ def steps_per_second(cfg, threads: int, steps: int) -> float:
     torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     exp = build(cfg, torch.device("cpu"))
-    n, zdim = cfg.batch_size, exp.latent_dim
+    n = cfg.batch_size
 
     def step():
-        real = exp.remedy.real_batch(exp.data, n)
-        d_step(exp, real, torch.randn(n, zdim))
-        return g_step(exp, real, torch.randn(n, zdim))
+        return one_step(exp, n)
 
     for _ in range(3):
         step()
