@@ -4,13 +4,18 @@
 # docs/results/toy.md (ours next to the papers', reference rows, verdicts over seeds, training length
 # against the paper's, whether each row was still moving, machine time).
 #
-#   scripts/reproduce_toy.sh [veegan] [pacgan] [pacgan34] [remedies] [remedies2]   # default: veegan pacgan
+#   scripts/reproduce_toy.sh [baselines] [veegan] [pacgan] [pacgan34] [remedies] [remedies2]
+#                                          # default: baselines veegan pacgan pacgan34
 #
 # The parts:
-#   veegan     GAN, VEEGAN and Unrolled GAN (k = 5) in the VEEGAN-row setup, ring and grid (the Unrolled-GAN
-#              notebook's length, 25,000 steps);
-#   pacgan     GAN and PacGAN2 in PacGAN's setup, ring and grid;
-#   pacgan34   PacGAN3 and PacGAN4 (not in the default: the machine time);
+#   baselines  the GAN row of each candidate setup (VEEGAN-row and PacGAN setups, ring and grid) over
+#              BASELINE_SEEDS (10): which setups collapse is measured before any remedy row is read, by the
+#              rule docs/results/toy.md states first (scripts/toy_results.py BASELINE_RULE);
+#   veegan     VEEGAN, Unrolled GAN (k = 5) and its k = 0 control (the same saturating G objective, no
+#              unrolling) in the VEEGAN-row setup, ring and grid (the Unrolled-GAN notebook's length,
+#              25,000 steps);
+#   pacgan     PacGAN2 in PacGAN's setup, ring and grid;
+#   pacgan34   PacGAN3 and PacGAN4, ring and grid;
 #   remedies, remedies2   every other remedy in the VEEGAN-row setup (not in the default);
 #   methods    the conditional GANs (cgan_projection, acgan) and the local generator, same setup
 #              (three multiruns: methods, methods_local_ring, methods_local_grid);
@@ -23,7 +28,8 @@
 # other STEPS, EVERY or SEEDS into the same OUT is refused (use another OUT). Each segment's wall time
 # is appended to $OUT/PART/.segments; the doc sums the runs' own training time (summary.json wall_seconds).
 #
-# Knobs (environment): SEEDS (default 0,1,2,3,4); STEPS (veegan, remedies parts; default 25000);
+# Knobs (environment): SEEDS (remedy rows, default 0,1,2,3,4); BASELINE_SEEDS (the GAN rows, default
+# 0,...,9: with 10 baseline and 5 remedy seeds an exact permutation test reaches p = 2/3003); STEPS (veegan, remedies parts; default 25000);
 # PACGAN_STEPS (default 25000); EVERY (evaluation cadence, default 500); JOBS (parallel jobs through
 # the joblib launcher, default 2); OUT (default $HOME/ganlab-runs/reproduce_toy: outside the checkout,
 # so a fresh clone of the work tree does not lose it); DOC (default docs/results/toy.md).
@@ -31,6 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SEEDS=${SEEDS:-0,1,2,3,4}
+BASELINE_SEEDS=${BASELINE_SEEDS:-0,1,2,3,4,5,6,7,8,9}
 STEPS=${STEPS:-25000}
 PACGAN_STEPS=${PACGAN_STEPS:-25000}
 EVERY=${EVERY:-500}
@@ -39,11 +46,12 @@ OUT=${OUT:-$HOME/ganlab-runs/reproduce_toy}
 DOC=${DOC:-docs/results/toy.md}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(veegan pacgan)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(baselines veegan pacgan pacgan34)
 
-part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
+part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME over $PART_SEEDS (default SEEDS)
   local name=$1 steps=$2; shift 2
-  local knobs="steps=$steps every=$EVERY seeds=$SEEDS"
+  local seeds=${PART_SEEDS:-$SEEDS}
+  local knobs="steps=$steps every=$EVERY seeds=$seeds"
   if [ -f "$OUT/$name/.complete" ]; then
     if [ "$(cat "$OUT/$name/.complete")" != "$knobs" ]; then
       echo "reproduce_toy: $OUT/$name was completed with $(cat "$OUT/$name/.complete"), not $knobs; choose another OUT" >&2
@@ -56,7 +64,7 @@ part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
   local start status=0; start=$(date +%s)
   # W1/W2 and pictures inline (no worker process per job: the joblib jobs already fill the cores).
   # Failed or diverged jobs do not stop the rest: the report counts them.
-  "$GANLAB" train -m "$@" seed="$SEEDS" steps="$steps" eval.every="$EVERY" resume=auto \
+  "$GANLAB" train -m "$@" seed="$seeds" steps="$steps" eval.every="$EVERY" resume=auto \
     eval.background=false hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT/$name" \
     || status=$?
   echo "$(( $(date +%s) - start )) $steps $JOBS $status" >> "$OUT/$name/.segments"
@@ -70,8 +78,14 @@ part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME
 for name in "${PARTS[@]}"; do
   case $name in
     # Experiment first, seed second: Hydra runs the cheap GAN rows of every seed before the unrolled ones.
-    veegan) part veegan "$STEPS" experiment=veegan_ring_gan,veegan_grid_gan,veegan_ring_veegan,veegan_grid_veegan,veegan_ring_unrolled,veegan_grid_unrolled ;;
-    pacgan) part pacgan "$PACGAN_STEPS" experiment=pacgan_grid_gan,pacgan_grid_pac2,pacgan_ring_gan,pacgan_ring_pac2 ;;
+    # The baselines first, cheap setups first: they decide which tables are run at all.
+    baselines) PART_SEEDS=$BASELINE_SEEDS part baselines_veegan "$STEPS" experiment=veegan_ring_gan,veegan_grid_gan
+               PART_SEEDS=$BASELINE_SEEDS part baselines_pacgan "$PACGAN_STEPS" experiment=pacgan_grid_gan,pacgan_ring_gan ;;
+    # The k = 0 control: unrolled's G objective (the saturating game value) without unrolling, so a difference
+    # between it and k = 5 is the unrolling's, not the objective's.
+    veegan) part veegan "$STEPS" experiment=veegan_ring_veegan,veegan_grid_veegan,veegan_ring_unrolled,veegan_grid_unrolled
+            part veegan_unrolled_k0 "$STEPS" experiment=veegan_ring_unrolled,veegan_grid_unrolled remedy.unrolled.k=0 ;;
+    pacgan) part pacgan "$PACGAN_STEPS" experiment=pacgan_grid_pac2,pacgan_ring_pac2 ;;
     pacgan34) part pacgan34 "$PACGAN_STEPS" experiment=pacgan_grid_pac3,pacgan_grid_pac4,pacgan_ring_pac3,pacgan_ring_pac4 ;;
     # The same setup as the VEEGAN GAN rows, which are its remedy=none baseline.
     remedies) part remedies "$STEPS" experiment=veegan_setup dataset=ring,grid \
@@ -88,7 +102,7 @@ for name in "${PARTS[@]}"; do
                remedy.local_generator.scale=0.0025 ;;
     # Another loss in the same setup (its networks, optimizers and length): the Loss-Sensitive GAN.
     losses) part losses "$STEPS" experiment=veegan_setup dataset=ring,grid loss=loss_sensitive ;;
-    *) echo "unknown part '$name': choose from veegan, pacgan, pacgan34, remedies, remedies2, methods, losses" >&2; exit 2 ;;
+    *) echo "unknown part '$name': choose from baselines, veegan, pacgan, pacgan34, remedies, remedies2, methods, losses" >&2; exit 2 ;;
   esac
 done
 
