@@ -9,18 +9,22 @@ not complete are counted and listed, never dropped.
 A number alone is not a claim (DESIGN 3), so the report also gives:
 - reference rows under the table: what the runs' untrained G, a Gaussian fit to the data and the
   real data score under the same protocol (summary.json `references`);
-- a verdict per metric against a baseline group (`--baseline remedy=none` by default), from Welch's
-  t-test over seeds (ganlab/verdicts.py), and a flag on rows indistinguishable from the Gaussian blob;
+- a verdict per metric against a baseline group (`--baseline remedy=none` by default): an exact
+  permutation test over seeds, a bootstrap interval of the difference and Benjamini-Hochberg over the
+  report's comparisons (ganlab/verdicts.py), and a flag on rows indistinguishable from the Gaussian blob;
+- rows whose remedy uses more than samples from G (class labels, real anchors: `Remedy.uses`) in a
+  table of their own, never compared with the plain GAN;
 - convergence: each metric against the step (mean ± s.e. over seeds, report_convergence.png), and a
   flag on rows whose metrics were still moving at the end.
 
 `build_report()` is the pure part (read, group, compute); `Report` renders the result (rich
-tables, Markdown, CSV); ganlab/report_output.py draws the figures, writes the files and is `ganlab report`.
+tables that read in a 100-column terminal: one per metric; Markdown with the protocol; CSV); ganlab/report_output.py draws the figures, writes the files and is `ganlab report`.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import math
 import re
@@ -68,10 +72,15 @@ CAPTION = ("mean ± standard error over the completed runs of each configuration
            "configuration, diverged and failed included. all modes: the fraction of those runs that "
            "captured every mode (modes_captured = n_modes); diverged and failed runs count in the "
            "denominator, as runs that did not.")
-VERDICT_CAPTION = ("vs {baseline}: Welch's t-test over the completed seeds of the row and of its baseline "
-                   "(the {baseline} group with the same dataset and the most config in common), α = 0.05, "
-                   "two-sided p; better/worse by each metric's better side, higher/lower where it has none; "
-                   "n/a with fewer than 2 seeds.")
+VERDICT_CAPTION = ("vs {baseline}: each row against its baseline (the {baseline} group with the same dataset, "
+                   "the same extra information and the most config in common), over the completed seeds: "
+                   + verdicts.METHOD + "; {family} comparisons in the family; better/worse by each metric's better "
+                   "side, higher/lower where it has none; n/a with fewer than 2 seeds. Δ: the row's mean minus the "
+                   "baseline's, with its interval. Welch's t-test p is in report.csv (welch_p) for older tables.")
+USES_CAPTION = ("Rows whose remedy uses more than samples from G ({uses}) answer another question than the plain "
+                "GAN's rows (a conditional G is told the mode to draw from; a localized G samples around real "
+                "points), so they sit in a table of their own with their own metrics and are never compared "
+                "with {baseline}.")
 FLAG_CAPTION = (f"flags: '{BLOB_FLAG}' when {', '.join(BLOB_METRICS)} are all within 2 s.e. of the difference "
                 "from the Gaussian-fit reference of the same runs; 'still moving: METRIC' when the seeds' changes "
                 "of the metric over the last 20 % of the evaluations differ from 0 (one-sample t-test, α = 0.05: "
@@ -134,6 +143,7 @@ class Group:
     movement: dict[str, Movement] = field(default_factory=dict)
     reference_stats: dict[str, dict[str, Stat]] = field(default_factory=dict)  # name -> metric -> Stat
     flags: list[str] = field(default_factory=list)
+    uses: tuple[str, ...] = ()     # what its remedy uses beyond samples from G (Remedy.uses)
 
     @property
     def completed(self) -> list[Run]:
@@ -229,25 +239,70 @@ class Report:
         return [r for r in self.runs if r.status != "completed"]
 
     # ---- rendering -------------------------------------------------------------------------
-    def header(self) -> list[str]:
-        verdict_columns = [f"{m} vs {self.baseline_text}" for m in self.metrics] if self.has_verdicts else []
-        return ["configuration", "seeds", "diverged", "failed", "all modes", *self.metrics, *verdict_columns, "flags"]
+    # Every table is built once as a TableSpec and drawn by rich (the terminal) or as Markdown (report.md).
+    # One table per metric, not one with a column per metric and verdict: with intervals and q-values a
+    # single table was 16 columns wide and unreadable in a 100-column terminal.
 
-    def rows(self) -> list[list[str]]:
+    @property
+    def compared_groups(self) -> list[Group]:
+        """The groups of the main tables: samples from G alone."""
+        return [g for g in self.groups if not g.uses]
+
+    @property
+    def family_size(self) -> int:
+        """The comparisons Benjamini-Hochberg adjusted over (one report is one family)."""
+        return max((v.family for g in self.groups for v in g.verdicts.values()), default=0)
+
+    def overview_spec(self) -> TableSpec:
+        rows = [[g.label, str(g.n_seeds), str(g.n_diverged), str(g.n_failed), g.all_modes_text(),
+                 "; ".join(g.flags + ([f"uses {', '.join(g.uses)}: own table"] if g.uses else []))]
+                for g in self.groups]
+        return TableSpec(f"ganlab report: {self.root}",
+                         ["configuration", "seeds", "diverged", "failed", "all modes", "flags"], rows, wrap=(0, 5))
+
+    def metric_spec(self, metric: str) -> TableSpec:
+        groups = self.compared_groups
+        if self.has_verdicts:
+            title = (f"{metric}: vs {self.baseline_text}, permutation p, Benjamini-Hochberg q over "
+                     f"{self.family_size} comparisons")
+            columns = ["configuration", "mean ± s.e.", "Δ [95 % CI]", "p", "q", "verdict"]
+        else:
+            title, columns = metric, ["configuration", "mean ± s.e."]
         rows = []
-        for g in self.groups:
-            verdict_cells = [g.verdict_text(m) for m in self.metrics] if self.has_verdicts else []
-            rows.append([g.label, str(g.n_seeds), str(g.n_diverged), str(g.n_failed), g.all_modes_text(),
-                         *(g.stats[m].text(g.n_completed) for m in self.metrics), *verdict_cells, "; ".join(g.flags)])
-        return rows
+        for g in groups:
+            row = [g.label, g.stats[metric].text(g.n_completed)]
+            if self.has_verdicts:
+                row += _verdict_cells(g, metric)
+            rows.append(row)
+        pad = [""] * (len(columns) - 2)
+        references = [[ref.label, ref.stats[metric].text(ref.n) if metric in ref.stats else "–", *pad]
+                      for ref in self.reference_rows]
+        return TableSpec(title, columns, rows, references)
 
-    def reference_cells(self) -> list[list[str]]:
-        """The reference rows, in the table's columns: what the protocol gives a distribution that
-        learned nothing, a blob, and the data."""
-        blank = ["" for _ in self.metrics] if self.has_verdicts else []
-        return [[ref.label, str(ref.n), "", "", "", *(ref.stats[m].text(ref.n) if m in ref.stats else "–"
-                                                      for m in self.metrics), *blank, ""]
-                for ref in self.reference_rows]
+    def uses_specs(self) -> list[TableSpec]:
+        """The rows with extra information, one table per kind: the shown metrics and the metrics only they
+        have (class fidelity, distance to the anchors), values without verdicts, at most 4 metrics a table."""
+        specs = []
+        for uses in dict.fromkeys(g.uses for g in self.groups if g.uses):
+            groups = [g for g in self.groups if g.uses == uses]
+            plain = {m for g in self.compared_groups for r in g.completed for m in r.metrics}
+            own = sorted({m for g in groups for r in g.completed for m in r.metrics} - plain)
+            shown = [*self.metrics, *own]
+            for start in range(0, len(shown), 4):
+                chunk = shown[start:start + 4]
+                rows = [[g.label, str(g.n_seeds), *(_stat(g, m).text(g.n_completed) for m in chunk)] for g in groups]
+                specs.append(TableSpec(f"rows that use {', '.join(uses)} (not compared with "
+                                       f"{self.baseline_text or 'the other rows'})",
+                                       ["configuration", "seeds", *chunk], rows))
+        return specs
+
+    def problems_spec(self) -> TableSpec:
+        return TableSpec("runs that did not complete (counted above, not in the means)",
+                         ["run", "status", "step", "diverged at / error"], self.problem_rows(), wrap=(0, 3))
+
+    def specs(self) -> list[TableSpec]:
+        specs = [self.overview_spec(), *(self.metric_spec(m) for m in self.metrics), *self.uses_specs()]
+        return specs + ([self.problems_spec()] if self.problems else [])
 
     def caption(self) -> str:
         text = CAPTION
@@ -256,13 +311,16 @@ class Report:
         if self.reference_rows:
             text += (" reference rows: the same evaluator and sample count on this run's G before its first step "
                      "(untrained G), on a Gaussian with the data's mean and covariance (Gaussian fit) and on fresh "
-                     "data (real data), mean ± s.e. over the seeds that measured them (seeds column; one run per seed, "
+                     "data (real data), mean ± s.e. over the seeds that measured them (one run per seed, "
                      "as the runs of one seed draw the same reference samples).")
         if "reverse_kl" in self.metrics or "reverse_kl_hq" in self.metrics:
             text += (" reverse_kl: KL(p_gen(mode) || uniform) with p the nearest-mode histogram of all samples; "
                      "reverse_kl_hq: of the high-quality samples only (PacGAN's logger), undefined without one.")
         if self.has_verdicts:
-            text += " " + VERDICT_CAPTION.format(baseline=self.baseline_text)
+            text += " " + VERDICT_CAPTION.format(baseline=self.baseline_text, family=self.family_size)
+        uses = list(dict.fromkeys(u for g in self.groups for u in g.uses))
+        if uses:
+            text += " " + USES_CAPTION.format(uses=", ".join(uses), baseline=self.baseline_text or "the other rows")
         return text + " " + FLAG_CAPTION
 
     def problem_rows(self) -> list[list[str]]:
@@ -275,48 +333,14 @@ class Report:
         return rows
 
     def tables(self) -> list:
-        """The rich tables: the comparison, and the runs that did not complete (if any)."""
-        # Cells as Text, not markup strings: values like [0.5, 0.9] must print as they are.
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(title=Text(f"ganlab report: {self.root}"), caption=Text(self.caption()),
-                      caption_justify="left")
-        longest_item = max((len(f"{k}={v}") for g in self.groups for k, v in g.items), default=0)
-        table.add_column(self.header()[0], min_width=min(longest_item, 40))  # never cut a key=value
-        for name in self.header()[1:]:
-            table.add_column(name, justify="right")
-        for row in self.rows():
-            table.add_row(*map(Text, row))
-        if self.reference_rows:
-            table.add_section()  # a rule between the runs and the references
-        for row in self.reference_cells():
-            table.add_row(*(Text(cell, style="dim") for cell in row))
-        tables = [table]
-        if self.problems:
-            problems = Table(title="runs that did not complete (counted above, not in the means)")
-            for name in ("run", "status", "step", "diverged at / error"):
-                problems.add_column(name, justify="right" if name == "step" else "left")
-            for row in self.problem_rows():
-                problems.add_row(*map(Text, row))
-            tables.append(problems)
-        return tables
+        """The rich tables, in the order of `specs`."""
+        return [spec.rich() for spec in self.specs()]
 
     def markdown(self) -> str:
-        def line(cells) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-        header = self.header()
-        out = [f"# ganlab report: {self.root}", "", line(header),
-               "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-        out += [line(row) for row in self.rows()]
-        out += [line(row) for row in self.reference_cells()]
-        out += ["", self.caption()]
-        if self.problems:
-            out += ["", "## Runs that did not complete", "",
-                    "Counted in the table above, not in its means.", "",
-                    line(["run", "status", "step", "diverged at / error"]), "|---|---|---:|---|"]
-            out += [line(row) for row in self.problem_rows()]
+        out = [f"# ganlab report: {self.root}", ""]
+        for i, spec in enumerate(self.specs()):
+            out += spec.markdown(heading=i > 0) + [""]
+        out += ["## Protocol", "", self.caption()]
         if self.notes:
             out += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]
         return "\n".join(out) + "\n"
@@ -326,8 +350,8 @@ class Report:
         columns = ["configuration", *keys, "n_seeds", "n_completed", "n_diverged", "n_failed", "n_modes",
                    "n_all_modes", "all_modes_fraction"]
         for m in self.metrics:
-            columns += [f"{m}_mean", f"{m}_se", f"{m}_n", f"{m}_verdict", f"{m}_p"]
-        columns += ["baseline", "flags"]
+            columns += [f"{m}_{part}" for part in CSV_VERDICT_PARTS]
+        columns += ["baseline", "family", "uses", "flags"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -336,19 +360,64 @@ class Report:
             row = [g.label, *(items.get(k, "") for k in keys), g.n_seeds, g.n_completed, g.n_diverged,
                    g.n_failed, _blank(g.n_modes), g.n_all_modes, _blank(g.all_modes_fraction)]
             for m in self.metrics:
-                s = g.stats[m]
-                verdict = g.verdicts.get(m)
-                word = g.verdict_text(m) if g.baseline is g else (verdict.word if verdict else "")
-                row += [_blank(s.mean), _blank(s.se), s.n, word, _blank(verdict.p if verdict else None)]
-            row += ["" if g.baseline is None else g.baseline.label, "; ".join(g.flags)]
+                s, v = _stat(g, m), g.verdicts.get(m)
+                word = g.verdict_text(m) if g.baseline is g else (v.word if v else "")
+                row += [_blank(s.mean), _blank(s.se), s.n, word,
+                        *(_blank(getattr(v, name, None)) for name in ("p", "q", "diff", "low", "high", "welch"))]
+            row += ["" if g.baseline is None else g.baseline.label, self.family_size if self.has_verdicts else "",
+                    "; ".join(g.uses), "; ".join(g.flags)]
             writer.writerow(row)
         for ref in self.reference_rows:  # the same columns; the counts are the runs it is pooled over
             row = [ref.label, *("" for _ in keys), ref.n, ref.n, "", "", "", "", ""]
             for m in self.metrics:
                 s = ref.stats.get(m, Stat(None, None, 0))
-                row += [_blank(s.mean), _blank(s.se), s.n, "", ""]
-            writer.writerow(row + ["", ""])
+                row += [_blank(s.mean), _blank(s.se), s.n] + [""] * (len(CSV_VERDICT_PARTS) - 3)
+            writer.writerow(row + ["", "", "", ""])
         return buffer.getvalue()
+
+
+CSV_VERDICT_PARTS = ("mean", "se", "n", "verdict", "p", "q", "diff", "ci_low", "ci_high", "welch_p")
+
+
+@dataclass
+class TableSpec:
+    """One table, drawn by rich in the terminal or as Markdown. Only the `wrap` columns may wrap (at
+    spaces, never cut): numbers and verdicts stay on one line."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    references: list[list[str]] = field(default_factory=list)  # dim, under a rule
+    wrap: tuple[int, ...] = (0,)
+
+    def rich(self):
+        # Cells as Text, not markup strings: values like [0.5, 0.9] must print as they are.
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=Text(self.title), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+        for i, name in enumerate(self.columns):
+            wraps = i in self.wrap
+            table.add_column(name, justify="left" if wraps or i == len(self.columns) - 1 else "right",
+                             no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
+                             min_width=min(12, max(len(w) for w in name.split())) if wraps else None)
+        for row in self.rows:
+            table.add_row(*map(Text, row))
+        if self.references:
+            table.add_section()  # a rule between the runs and the references
+        for row in self.references:
+            table.add_row(*(Text(cell, style="dim") for cell in row))
+        return table
+
+    def markdown(self, heading: bool = True) -> list[str]:
+        def line(cells) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        aligns = ["---" if i in self.wrap else "---:" for i in range(len(self.columns))]
+        return ([f"## {self.title}", ""] if heading else []) + [line(self.columns), "|" + "|".join(aligns) + "|",
+                                                                 *map(line, self.rows), *map(line, self.references)]
+
 
 # ---- reading -------------------------------------------------------------------------------
 
@@ -616,12 +685,35 @@ def _assign_baselines(groups: list[Group], metrics: list[str], spec: tuple[str, 
         # A verdict across datasets means nothing: the baseline has the group's dataset config, and
         # of those the most config in common (PacGAN's GAN row for PacGAN's rows, not the VEEGAN setup's).
         candidates = [b for b in bases if _items(b.runs, "dataset.") == _items(g.runs, "dataset.")]
-        if not candidates:
-            g.verdicts = {m: Verdict("n/a", None, "no baseline on this dataset") for m in metrics}
+        # Nor one between rows that use different information (class labels, real anchors: Remedy.uses).
+        comparable = [b for b in candidates if b.uses == g.uses]
+        if not comparable:
+            why = (f"uses {', '.join(g.uses)}: not compared with {key}={value}" if candidates
+                   else "no baseline on this dataset")
+            g.verdicts = {m: Verdict("n/a", None, why) for m in metrics}
             continue
-        g.baseline = min(candidates, key=lambda b: distance(g, b))
+        g.baseline = min(comparable, key=lambda b: distance(g, b))
         g.verdicts = {m: verdicts.compare(m, g.values(m), g.baseline.values(m)) for m in metrics}
+    # One report is one family: Benjamini-Hochberg over every comparison it shows.
+    compared = [(g, m) for g in groups if g.baseline is not None and g.baseline is not g for m in metrics]
+    adjusted = verdicts.adjust((m, g.verdicts[m], _stat(g, m).mean, _stat(g.baseline, m).mean) for g, m in compared)
+    for (g, m), verdict in zip(compared, adjusted):
+        g.verdicts[m] = verdict
     return True
+
+
+def _uses(run: Run) -> tuple[str, ...]:
+    """What a run's remedies use beyond samples from G (`Remedy.uses` of the classes its config names)."""
+    found: list[str] = []
+    for key, target in run.config.items():
+        if not (key.startswith("remedy.") and key.endswith("._target_") and str(target).startswith("ganlab.")):
+            continue
+        module, _, name = str(target).rpartition(".")
+        try:
+            found += getattr(getattr(importlib.import_module(module), name), "uses", ())
+        except (ImportError, AttributeError):  # a remedy renamed since the run: it claims nothing
+            continue
+    return tuple(dict.fromkeys(found))
 
 
 def _flags(group: Group, metrics: list[str]) -> list[str]:
@@ -741,7 +833,7 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
 
     report = Report(root, metrics, by, [], runs)
     for members, pairs, label in zip(groups, items, labels):
-        group = Group(label, pairs, members)
+        group = Group(label, pairs, members, uses=tuple(dict.fromkeys(u for r in members for u in _uses(r))))
         completed = [r for r in members if r.outcome == "completed"]
         # The blob flag's metrics are computed whether shown or not (rows show `metrics` only).
         group.stats = {m: mean_se([r.metrics.get(m) for r in completed]) for m in dict.fromkeys([*metrics, *BLOB_METRICS])}
@@ -780,3 +872,25 @@ def _num(x: float) -> str:
 
 def _blank(value: Any) -> Any:
     return "" if value is None else value
+
+
+def _stat(group: Group, metric: str) -> Stat:
+    return group.stats.get(metric) or mean_se(group.values(metric))
+
+
+def _pq(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _verdict_cells(group: Group, metric: str) -> list[str]:
+    """Δ [CI], p, q, verdict of a row in a metric's table."""
+    if group.baseline is group:
+        return ["baseline", "", "", ""]
+    v = group.verdicts.get(metric)
+    if v is None:
+        return ["", "", "", ""]
+    if v.p is None:
+        return ["", "", "", v.text()]
+    return [v.interval_text(), _pq(v.p), _pq(v.q), v.word]

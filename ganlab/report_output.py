@@ -218,9 +218,12 @@ def parser() -> argparse.ArgumentParser:
                    help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
                         f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
     p.add_argument("--baseline", metavar="KEY=VALUE",
-                   help="the groups every other group is compared with, by Welch's t-test over seeds "
+                   help="the groups every other group is compared with: an exact permutation test over seeds, a "
+                        "bootstrap interval of the difference, Benjamini-Hochberg over the report's comparisons "
                         f"(default: {'='.join(DEFAULT_BASELINE)}, where the runs have such a group and others); "
                         "each group is compared with the baseline group of its dataset that shares the most config")
+    p.add_argument("--protocol", action="store_true",
+                   help="also print how every number was measured and tested (always written into report.md)")
     p.add_argument("--by", metavar="KEY,KEY", type=_names,
                    help="group by these keys only, pooling runs that differ elsewhere: option names "
                         "(dataset, loss, remedy, ...) or dotted config keys (loss._target_, optim.d.lr)")
@@ -244,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         console = Console(width=max(console.width, *(Measurement.get(console, roomy, t).maximum for t in tables)))
     for table in tables:
         console.print(table)
+    if args.protocol:
+        console.print(report.caption(), markup=False, highlight=False)
+    else:
+        console.print("how each number was measured and tested: report.md's Protocol, or --protocol",
+                      markup=False, highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False,

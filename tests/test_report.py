@@ -141,14 +141,14 @@ def test_mean_and_standard_error_against_hand_computed_values(mixed):
     assert rkl.n == 2 and rkl.mean == pytest.approx(0.2) and rkl.se == pytest.approx(0.1)
     # W1 is NaN in one: 1.0, 1.0 -> mean 1, s.e. 0
     assert (w1.n, w1.mean, w1.se) == (2, 1.0, 0.0)
-    row = dict(zip(report.header(), report.rows()[report.groups.index(nsgan)]))
-    assert row["modes_captured"] == "7.00 ± 0.58"
-    assert row["high_quality_pct"] == "90.0 ± 5.8"
-    assert row["reverse_kl"].endswith("(n=2)") and row["wasserstein1"] == "1 ± 0 (n=2)"
+    cell = {m: dict(report.metric_spec(m).rows) for m in report.metrics}  # label -> mean ± s.e.
+    assert cell["modes_captured"]["loss=nsgan"] == "7.00 ± 0.58"
+    assert cell["high_quality_pct"]["loss=nsgan"] == "90.0 ± 5.8"
+    assert cell["reverse_kl"]["loss=nsgan"].endswith("(n=2)") and cell["wasserstein1"]["loss=nsgan"] == "1 ± 0 (n=2)"
     # one completed seed: the value alone, no ±
     wgan = by_label(report)["loss=wgan_gp"]
     assert wgan.stats["modes_captured"].se is None
-    assert dict(zip(report.header(), report.rows()[report.groups.index(wgan)]))["modes_captured"] == "8"
+    assert cell["modes_captured"]["loss=wgan_gp"] == "8"
 
 
 def test_diverged_and_failed_runs_are_counted_and_listed(mixed):
@@ -261,8 +261,9 @@ def test_by_groups_by_the_named_keys_only(tmp_path):
 
 def test_metrics_selects_the_columns(mixed):
     report = build_report(mixed, metrics=["critic_gap", "wasserstein2"])
-    # no remedy other than none among these runs: no verdict columns, only the flags after the metrics
-    assert report.header()[-3:] == ["critic_gap", "wasserstein2", "flags"] and len(report.header()) == 8
+    # one table per shown metric; no remedy other than none among these runs: no verdict columns
+    assert [spec.title for spec in report.specs()[1:3]] == ["critic_gap", "wasserstein2"]
+    assert report.metric_spec("critic_gap").columns == ["configuration", "mean ± s.e."]
     assert {"critic_gap", "wasserstein2"} <= set(report.groups[0].stats)  # + the blob flag's, not shown
     header = report.csv().splitlines()[0].split(",")
     assert "critic_gap_mean" in header and "wasserstein2_se" in header and "reverse_kl_mean" not in header
@@ -286,8 +287,9 @@ def test_markdown_csv_and_figure_are_written(mixed):
     assert [p.name for p in written] == list(REPORT_FILES) and all(p.parent == mixed for p in written)
     assert not [p for p in mixed.iterdir() if p.name.endswith(".tmp")]
     md = (mixed / "report.md").read_text()
-    assert "| loss=nsgan | 5 | 1 | 1 | 0.20 (1/5) | 7.00 ± 0.58 |" in md
-    assert "## Runs that did not complete" in md and "| 3_nsgan_s3 | diverged | 100 |" in md
+    assert "| loss=nsgan | 5 | 1 | 1 | 0.20 (1/5) |" in md and "| loss=nsgan | 7.00 ± 0.58 |" in md
+    assert "## Protocol" in md and "s.e. = sample std with ddof=1" in " ".join(md.split())
+    assert "## runs that did not complete" in md and "| 3_nsgan_s3 | diverged | 100 |" in md
     assert "boom: bad \\| value" in md  # a | inside a cell does not break the table
     with open(mixed / "report.csv", newline="") as f:
         rows = {row["configuration"]: row for row in csv.DictReader(f)}
@@ -377,11 +379,13 @@ def test_ring_and_grid_rows_get_verdicts_against_their_own_baseline(ring_and_gri
         pac, none = rows[f"dataset={dataset} remedy=pacgan"], rows[f"dataset={dataset} remedy=none"]
         assert pac.baseline is none and none.baseline is none
         assert pac.verdicts["modes_captured"].word == "better" and pac.verdicts["reverse_kl"].word == "better"
-        assert pac.verdicts["modes_captured"].p < 0.001
         assert none.verdict_text("modes_captured") == "baseline"
+    # 5 against 5 seeds all apart: p = 2/252 on each metric; 2 datasets x 4 metrics (modes, HQ, KL, W1) = 8 comparisons in the family
+    assert pac.verdicts["modes_captured"].p == pytest.approx(2 / 252) and report.family_size == 8
     md = report.markdown()
-    assert "modes_captured vs remedy=none" in md and "better (p<0.001)" in md
-    assert "Welch's t-test" in md
+    assert "## modes_captured: vs remedy=none, permutation p, Benjamini-Hochberg q over 8 comparisons" in md
+    assert "| dataset=ring remedy=pacgan | 7.80 ± 0.20 | +7 [6.2, 7.6] | 0.008 | 0.016 | better |" in md
+    assert "exact permutation test" in md and "no difference" not in md
 
 
 def test_reference_rows_are_labelled_and_pooled_per_dataset(ring_and_grid):
@@ -394,7 +398,7 @@ def test_reference_rows_are_labelled_and_pooled_per_dataset(ring_and_grid):
     assert gauss.n == 5 and gauss.stats["modes_captured"].mean == pytest.approx(18.4)
     md = report.markdown()
     for label in labels:
-        assert f"| {label} | 5 |" in md
+        assert f"| {label} | " in md
     rows = list(csv.DictReader(io.StringIO(report.csv())))
     assert rows[-1]["configuration"] == "reference: real data (dataset=ring)" and rows[-1]["modes_captured_mean"] == "25.0"
 
@@ -471,8 +475,89 @@ def test_sweep_of_remedies_reports_references_and_verdicts(tmp_path):
     text = " ".join(report.stdout.split())
     for label in ("reference: untrained G", "reference: Gaussian fit", "reference: real data"):
         assert label in text
-    assert "vs remedy=none" in text and "baseline" in text and ("(p=" in text or "(p<" in text)
+    assert "vs remedy=none, permutation p, Benjamini-Hochberg q over" in text and "baseline" in text
+    # 2 seeds a side: the smallest exact permutation p is 2/C(4, 2) = 0.333, so nothing can be significant
+    assert "not significant" in text and "better" not in text
     assert (sweep / CONVERGENCE_FILE).exists()
+
+
+CONDITIONAL = {"acgan": {"_target_": "ganlab.remedies.acgan.ACGAN", "class_weight": 1.0}}
+LOCAL = {"local_generator": {"_target_": "ganlab.remedies.local_generator.LocalizedGAN", "scale": 0.0004}}
+
+
+@pytest.fixture
+def with_labels_and_anchors(tmp_path):
+    """none, pacgan, acgan (class labels) and local_generator (real anchors) on the ring, 5 seeds each."""
+    root = tmp_path / "uses"
+    for seed in range(5):
+        write_summary(root / f"none_s{seed}", seed, references=references(seed=seed),
+                      metrics=metrics(3 + seed % 3, rkl=1.0 + 0.1 * seed), history=history([1, 2, 3 + seed % 3]))
+        write_summary(root / f"pacgan_s{seed}", seed, remedy=PACGAN, references=references(seed=seed),
+                      metrics=metrics(7 + seed % 2, rkl=0.05 + 0.01 * seed))
+        write_summary(root / f"acgan_s{seed}", seed, remedy=CONDITIONAL, references=references(seed=seed),
+                      metrics={**metrics(8, rkl=0.0017), "class_fidelity_pct": 90.0 + seed})
+        write_summary(root / f"local_s{seed}", seed, remedy=LOCAL, references=references(seed=seed),
+                      metrics={**metrics(8, rkl=0.0016), "local_origin_error": 0.07 + 0.01 * seed})
+    return root
+
+
+def test_rows_that_use_labels_or_anchors_get_their_own_tables_and_no_verdicts(with_labels_and_anchors):
+    from ganlab.remedies.acgan import ACGAN
+    from ganlab.remedies.cgan_projection import ProjectionCGAN
+    from ganlab.remedies.local_generator import LocalizedGAN
+    from ganlab.remedies.pacgan import PacGAN
+
+    assert ACGAN.uses == ProjectionCGAN.uses == ("class labels",) and LocalizedGAN.uses == ("real anchors at sampling",)
+    assert PacGAN.uses == ()
+    report = build_report(with_labels_and_anchors)
+    rows = by_label(report)
+    acgan, local, pac = rows["remedy=acgan"], rows["remedy=local_generator"], rows["remedy=pacgan"]
+    assert acgan.uses == ("class labels",) and local.uses == ("real anchors at sampling",)
+    assert acgan.baseline is None and local.baseline is None and pac.baseline is rows["remedy=none"]
+    assert acgan.verdict_text("modes_captured") == "n/a (uses class labels: not compared with remedy=none)"
+    assert report.family_size == 4  # pacgan's 4 metrics only
+    assert report.compared_groups == [rows["remedy=none"], pac]
+    md = report.markdown()
+    main_tables = md.split("## rows that use")[0]
+    assert "remedy=acgan" not in main_tables.split("## modes_captured")[1]
+    assert "## rows that use class labels (not compared with remedy=none)" in md
+    assert "## rows that use real anchors at sampling (not compared with remedy=none)" in md
+    # their own metrics (class fidelity, distance to the anchors) in their tables
+    uses_tables = {spec.title: spec for spec in report.uses_specs()}
+    assert any("class_fidelity_pct" in spec.columns for title, spec in uses_tables.items() if "class labels" in title)
+    assert any("local_origin_error" in spec.columns for title, spec in uses_tables.items() if "anchors" in title)
+    csv_rows = {row["configuration"]: row for row in csv.DictReader(io.StringIO(report.csv()))}
+    assert csv_rows["remedy=acgan"]["uses"] == "class labels" and csv_rows["remedy=acgan"]["modes_captured_p"] == ""
+
+
+def test_the_terminal_report_reads_at_100_columns(with_labels_and_anchors):
+    """Every table fits 100 columns and no cell is cut: numbers and verdicts whole on one line, labels and
+    flags wrapped at spaces only."""
+    from rich.console import Console
+
+    report = build_report(with_labels_and_anchors)
+    console = Console(width=100, record=True, file=io.StringIO())
+    for table in report.tables():
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
+    words = set(text.split())
+    for spec in report.specs():
+        for row in spec.rows + spec.references:
+            for i, cell in enumerate(row):
+                if i in spec.wrap:
+                    assert set(cell.split()) <= words, cell
+                else:
+                    assert cell in text, cell
+    assert "not significant" in text or "better" in text
+
+
+def test_cli_prints_the_protocol_only_when_asked(ring_and_grid):
+    plain = ganlab("report", str(ring_and_grid), cwd=ring_and_grid)
+    assert plain.returncode == 0 and "exact permutation test" not in plain.stdout
+    assert "report.md's Protocol, or --protocol" in plain.stdout
+    full = ganlab("report", str(ring_and_grid), "--protocol", cwd=ring_and_grid)
+    assert full.returncode == 0 and "exact permutation test" in " ".join(full.stdout.split())
 
 
 def drawn(monkeypatch, make, report):

@@ -24,6 +24,7 @@ class EvalJob:
     history_steps: list[int]    # mode histogram so far, for the over-time picture
     history_counts: list[list[int]]
     w_samples: int
+    mmd_sigma: float            # the run's fixed MMD bandwidth (ToyEvaluator.mmd_sigma)
     source: np.ndarray | None = None  # which generator made each sample, for a picture by generator
     # The run's last evaluation: its training process only waits for it, so it may use a second core.
     last: bool = False
@@ -48,16 +49,19 @@ class ReferenceJob:
 
     rows: dict[str, tuple[np.ndarray, np.ndarray]]  # row name -> (its samples, the real set)
     w_samples: int
+    mmd_sigma: float  # the run's, as its evaluations': the rows are a scale for their MMD
 
     def complete(self) -> EvalResult:
-        return EvalResult(0, {}, {}, references={name: offline_toy_metrics(x, real, self.w_samples)
+        return EvalResult(0, {}, {}, references={name: offline_toy_metrics(x, real, self.w_samples, self.mmd_sigma)
                                                  for name, (x, real) in self.rows.items()})
 
 
-def offline_toy_metrics(fake: np.ndarray, real: np.ndarray, w_samples: int, parallel: bool = False) -> dict:
+def offline_toy_metrics(fake: np.ndarray, real: np.ndarray, w_samples: int, mmd_sigma: float,
+                        parallel: bool = False) -> dict:
     """The 2-D metrics computed off the device: exact W1/W2 on the first `w_samples` points per side,
-    and the Gaussian-kernel MMD (metrics/mmd.py). The worker computes them for the loop, the
-    evaluator for `ganlab eval` and the reference rows. parallel: W1 and W2 on two cores at once."""
+    and the Gaussian-kernel MMD (metrics/mmd.py) at the run's fixed bandwidth `mmd_sigma`. The worker
+    computes them for the loop, the evaluator for `ganlab eval` and the reference rows. parallel: W1
+    and W2 on two cores at once."""
     # Imported here: POT and scipy take a while to load, which every run start would pay.
     from ganlab.metrics.mmd import mmd_metrics
     from ganlab.metrics.wasserstein import empirical_wasserstein
@@ -66,7 +70,7 @@ def offline_toy_metrics(fake: np.ndarray, real: np.ndarray, w_samples: int, para
         return {"wasserstein1": float("nan"), "wasserstein2": float("nan"), "mmd": float("nan"),
                 "mmd_multiscale": float("nan")}
     n = min(w_samples, len(fake))
-    return {**empirical_wasserstein(fake[:n], real[:n], parallel=parallel), **mmd_metrics(fake, real)}
+    return {**empirical_wasserstein(fake[:n], real[:n], parallel=parallel), **mmd_metrics(fake, real, sigma=mmd_sigma)}
 
 
 def _complete_toy(job: EvalJob) -> EvalResult:
@@ -74,10 +78,10 @@ def _complete_toy(job: EvalJob) -> EvalResult:
     training process waits for at its end, solves W1 and W2 in two threads while this one draws
     (the end of the default run waited about 0.35 s for it, done one after the other)."""
     if not job.last:
-        scalars = offline_toy_metrics(job.fake, job.real, job.w_samples)
+        scalars = offline_toy_metrics(job.fake, job.real, job.w_samples, job.mmd_sigma)
         return EvalResult(job.step, scalars, _toy_pictures(job))
     with ThreadPoolExecutor(1) as pool:
-        metrics = pool.submit(offline_toy_metrics, job.fake, job.real, job.w_samples, True)
+        metrics = pool.submit(offline_toy_metrics, job.fake, job.real, job.w_samples, job.mmd_sigma, True)
         images = _toy_pictures(job)
         return EvalResult(job.step, metrics.result(), images)
 

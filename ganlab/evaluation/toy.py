@@ -4,6 +4,7 @@ are completed in the background (jobs.py, worker.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +20,7 @@ from ganlab.evaluation.jobs import EvalJob, ReferenceJob, offline_toy_metrics
 from ganlab.losses import batch_coupling
 from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
+from ganlab.metrics.mmd import MEDIAN_POINTS
 from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
 from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
 from ganlab.remedies import Remedy
@@ -26,9 +28,22 @@ from ganlab.remedies import Remedy
 GRID_RESOLUTION = 120  # D heatmap: points per side
 JACOBIAN_SAMPLES = 256  # z points for the smallest singular value of dG/dz
 GRID_BLOCK = 2048  # heatmap points per call of D
+BANDWIDTH_SEED = 20_170_101  # the data sample the MMD's bandwidth comes from: the same in every run on a dataset
 
 
-def protocol(n: int, w_n: int, wasserstein_critic: bool) -> dict:
+def fixed_bandwidth(data: GaussianMixture) -> float:
+    """The MMD's σ for every evaluation and reference row of a run (metrics/mmd.py): the median pairwise
+    distance of MEDIAN_POINTS data points drawn from a generator of their own, so the training and
+    evaluation RNGs are untouched. Not each evaluation's real set: that is fresh every time, and its
+    median would move between evaluations. mmd.median_bandwidth's rule by torch.pdist (the same
+    distances): its scipy, which the training process does not import otherwise (the worker does),
+    would add about 0.3 s to every run's start."""
+    rng = torch.Generator(data.device).manual_seed(BANDWIDTH_SEED)
+    real = data.sample(MEDIAN_POINTS, generator=rng).double().cpu()
+    return float(np.median(torch.pdist(real).numpy()))
+
+
+def protocol(n: int, w_n: int, wasserstein_critic: bool, mmd_sigma: float) -> dict:
     """How the numbers of an evaluation were measured; stored in summary.json next to them."""
     return {
         "samples": n,
@@ -41,7 +56,8 @@ def protocol(n: int, w_n: int, wasserstein_critic: bool) -> dict:
                       "N(mean, covariance) of the data, exact moments of the mixture; data: n fresh data samples "
                       "(the ceiling). The same evaluator, sample count and real set; critic_gap and "
                       "jacobian_sigma_min need a G and D, so only `untrained` has them",
-        "mmd": MMD_PROTOCOL,
+        "mmd": f"{MMD_PROTOCOL}. Its real samples: {MEDIAN_POINTS} data points drawn with seed {BANDWIDTH_SEED}, "
+               f"the same in every run on this dataset and device; σ = {mmd_sigma:.6g}",
         "wasserstein_samples": w_n,
         "wasserstein": "exact empirical W1 and W2 between the first w_samples generated and data points "
                        "(exact optimal transport, Euclidean ground metric)",
@@ -100,9 +116,11 @@ class ToyEvaluator:
         self.metric_keys = protocol_metrics("toy")  # the registry's, read now: a metric registered since counts
         self.limits = data.plot_limits()
         self.centers = data.centers.cpu().numpy()
+        self.mmd_sigma = fixed_bandwidth(data)  # one kernel for the run: its evaluations, its reference rows
 
     def protocol(self) -> dict:
-        return protocol(self.cfg.samples, min(self.cfg.w_samples, self.cfg.samples), self.wasserstein_critic)
+        return protocol(self.cfg.samples, min(self.cfg.w_samples, self.cfg.samples), self.wasserstein_critic,
+                        self.mmd_sigma)
 
     def evaluate(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                  n: int | None = None, step: int | None = None) -> Evaluation:
@@ -113,7 +131,8 @@ class ToyEvaluator:
 
     def job(self, step: int, ev: Evaluation, last: bool = False) -> EvalJob:
         return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
-                       list(self.history.steps), list(self.history.counts), self.cfg.w_samples, ev.source, last)
+                       list(self.history.steps), list(self.history.counts), self.cfg.w_samples, self.mmd_sigma,
+                       ev.source, last)
 
     def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                    offloader=None) -> dict:
@@ -128,7 +147,7 @@ class ToyEvaluator:
             metrics = mode_coverage(x, self.data.centers, self.data.std)
             del metrics["mode_counts"]
             out[name], rows[name] = metrics, (x.cpu().numpy(), untrained.real)  # the same real set as `untrained`
-        job = ReferenceJob(rows, self.cfg.w_samples)
+        job = ReferenceJob(rows, self.cfg.w_samples, self.mmd_sigma)
         if offloader is not None:
             offloader.submit(job)
             return out
@@ -140,7 +159,7 @@ class ToyEvaluator:
     def offline_metrics(self, ev: Evaluation) -> dict:
         """The metrics the background worker adds (exact W1/W2, MMD), computed here, for `ganlab eval`
         and the reference rows."""
-        return offline_toy_metrics(ev.fake, ev.real, self.cfg.w_samples)
+        return offline_toy_metrics(ev.fake, ev.real, self.cfg.w_samples, self.mmd_sigma)
 
     def saved_samples(self, ev: Evaluation) -> dict:
         """What samples.npz keeps: exactly the samples the final metrics were computed on."""

@@ -4,11 +4,15 @@ MMD²_u = 1/(m(m-1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n-1)) Σ_{i≠j} k(y_i, y_j) 
 k(a, b) = exp(-||a - b||² / (2σ²)). The unbiased estimate can be slightly negative when the two
 samples come from one distribution.
 
-Bandwidths (the protocol, stated in summary.json): the median heuristic, σ = the median pairwise
-distance of the pooled samples (at most MEDIAN_POINTS of them), gives `mmd`; `mmd_multiscale` is the
-mean of MMD²_u over the fixed multiples SCALES of that σ, so one number sees both the fine structure
-(a mode's width) and the coarse one (which modes are there). Scale-free: the same rule on 2-D points
-and on classifier or Inception features. At most MAX_POINTS per side (the first ones): the cost is O(n²).
+Bandwidths (the protocol, stated in summary.json): σ is the median pairwise distance of the real
+samples alone (at most MEDIAN_POINTS of them), fixed for a run: the evaluator passes one σ to every
+evaluation and reference row (2-D runs: that of a fixed data sample, evaluation/toy.py; image runs:
+that of the cached reference features), so the kernel does not move with G and the values of two
+models share one scale (a σ from the pooled fake and real samples moved with G: a collapsed G shrank
+it). It gives `mmd`; `mmd_multiscale` is the mean of MMD²_u over the fixed multiples SCALES of that σ,
+so one number sees both the fine structure (a mode's width) and the coarse one (which modes are
+there). Scale-free: the same rule on 2-D points and on classifier or Inception features. At most
+MAX_POINTS per side (the first ones): the cost is O(n²).
 numpy (and scipy's pdist): the background worker computes it for 2-D runs, beside the exact W1/W2.
 """
 
@@ -28,12 +32,14 @@ MAX_POINTS = 1000  # per side, as W1/W2 (eval.w_samples): 0.08 s at 2-D instead 
 BLOCK_ROWS = 64
 
 
-def median_bandwidth(x: np.ndarray, y: np.ndarray) -> float:
-    """The median heuristic: the median distance between distinct points of the pooled samples."""
+def median_bandwidth(real: np.ndarray) -> float:
+    """The median heuristic on the real side only: the median distance between distinct points of the
+    first MEDIAN_POINTS real samples (flattened, float64). No fake sample enters it, so it does not
+    change with G."""
     from scipy.spatial.distance import pdist  # one pass over the pairs, no n x n matrix
 
-    pooled = np.concatenate([x[:MEDIAN_POINTS // 2], y[:MEDIAN_POINTS // 2]])
-    return float(np.median(pdist(pooled)))
+    y = np.asarray(real[:MEDIAN_POINTS], dtype=np.float64)
+    return float(np.median(pdist(y.reshape(len(y), -1))))
 
 
 def _kernel_sums(a: np.ndarray, b: np.ndarray | None, gammas: list[float]) -> np.ndarray:
@@ -73,14 +79,16 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, sigmas: list[float] | tuple[floa
             for j in range(len(gammas))]
 
 
-def mmd_metrics(fake: np.ndarray, real: np.ndarray, prefix: str = "") -> dict:
-    """{prefix}mmd (median-heuristic σ) and {prefix}mmd_multiscale (mean over SCALES x σ), on the
-    first MAX_POINTS samples of each side, flattened, in float64."""
+def mmd_metrics(fake: np.ndarray, real: np.ndarray, prefix: str = "", sigma: float | None = None) -> dict:
+    """{prefix}mmd (at σ) and {prefix}mmd_multiscale (mean over SCALES x σ), on the first MAX_POINTS
+    samples of each side, flattened, in float64. σ: the run's fixed bandwidth; None: median_bandwidth(real)
+    (the same σ at every call only when `real` is the same set)."""
     x = np.asarray(fake[:MAX_POINTS], dtype=np.float64).reshape(min(len(fake), MAX_POINTS), -1)
     y = np.asarray(real[:MAX_POINTS], dtype=np.float64).reshape(min(len(real), MAX_POINTS), -1)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):  # a diverging G: the loop reports it
         return {f"{prefix}mmd": float("nan"), f"{prefix}mmd_multiscale": float("nan")}
-    sigma = median_bandwidth(x, y)
+    if sigma is None:
+        sigma = median_bandwidth(y)
     if sigma == 0:  # every point equal: no scale to measure at
         sigma = 1.0
     values = mmd2_unbiased(x, y, [sigma * s for s in SCALES])
@@ -88,5 +96,6 @@ def mmd_metrics(fake: np.ndarray, real: np.ndarray, prefix: str = "") -> dict:
 
 
 PROTOCOL = (f"unbiased MMD² with a Gaussian kernel on the first {MAX_POINTS} samples per side: mmd at the median "
-            f"heuristic's σ (median pairwise distance of up to {MEDIAN_POINTS} pooled points), mmd_multiscale the "
-            f"mean over σ x {SCALES}")
+            f"heuristic's σ on the real samples alone (median pairwise distance of up to {MEDIAN_POINTS} real points, "
+            "no generated ones), fixed for the run: every evaluation and reference row uses the same σ, so values of "
+            f"two models share one kernel; mmd_multiscale the mean over σ x {SCALES}")

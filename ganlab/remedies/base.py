@@ -95,6 +95,11 @@ class Remedy:
     # not, the G step holds the D side's parameters fixed, so its backward skips their gradients,
     # which nothing reads (the next D step zeroes them): 8 % of the default step's time.
     g_loss_needs_d_gradients: bool = False
+    # What the remedy uses beyond samples from G (and real batches for D): e.g. "class labels" (G is told
+    # which mode to draw from) or "real anchors at sampling" (samples are made around real points).
+    # Rows of such remedies answer another question than "does G cover the modes by itself", so the report
+    # and the results scripts put them in a table of their own, never in a verdict against the plain GAN.
+    uses: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -65,6 +65,7 @@ class Conditional(Remedy):
 
     build_order = 36  # after head changes (minibatch layers): the conditional D reads the final features
     key = "conditional"  # the remedy's config name, for messages
+    uses = ("class labels",)  # G draws at a given class: the mode histogram is the labels' (uniform) one
     replica_refusal = ("it keeps each real batch's classes on the remedy object between its hooks, and one "
                        "remedy object serves every replica of the vectorised step")
 

@@ -94,6 +94,7 @@ def _local(G: nn.Module) -> LocalGenerator:
 
 class LocalizedGAN(Remedy):
     build_order = 5  # G is replaced before any remedy changes D (it never touches D)
+    uses = ("real anchors at sampling",)  # G(x, z) samples around real points drawn at evaluation
 
     def __init__(self, locality_weight: float = 1.0, ortho_weight: float = 1.0, directions: int = 8,
                  scale: float = 1.0):

@@ -30,6 +30,7 @@ class RemedyStack(Remedy):
         for name, remedy in self.remedies.items():
             remedy.check_partners({n: r for n, r in self.remedies.items() if n != name})
         self.g_loss_needs_d_gradients = any(r.g_loss_needs_d_gradients for r in self.remedies.values())
+        self.uses = tuple(dict.fromkeys(u for r in self.remedies.values() for u in r.uses))
         # Bind each step hook once, so that a step costs one call, not a lookup per remedy.
         for hook, remedy in self._owner.items():
             setattr(self, hook, getattr(remedy, hook))
