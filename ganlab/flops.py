@@ -120,6 +120,9 @@ def step_cost(cfg: DictConfig | Mapping | str | Path) -> StepCost:
     docstring for what is counted). Builds the experiment on the CPU and takes one step; a few seconds
     for the Stacked DCGAN setup, well under one for the 2-D ones. Raises ConfigError as `build` does."""
     cfg = as_config(cfg)
+    missing = [k for k in _STEP_KEYS if k not in cfg]
+    if missing:  # a summary written before summaries carried the whole config, a partial mapping
+        raise GanlabError(f"the config has no {', '.join(missing)}: not a whole training config")
     return _cached(_key(cfg), cfg)
 
 

@@ -9,10 +9,10 @@ evaluation at the protocol's 2,500 samples (on freshly built networks), where re
 when samples are drawn (drs) spend their time.
 
 The pass count: the matrix-product FLOPs of one training step (D phase and G phase), counted by torch's
-FlopCounterMode, their multiple of remedy=none's, the time of one step alone (no evaluation or
-start-up in it) and the GFLOP/s that gives. Matrix products are most of a step at these sizes, so a
-remedy running at its inherent cost keeps none's GFLOP/s; elementwise work and cdist (minibatch_disc's
-n^2 L1 term) are not counted."""
+FlopCounterMode (ganlab.flops.step_cost: its docstring says what is counted), their multiple of
+remedy=none's, the time of one step alone (no evaluation or start-up in it) and the GFLOP/s that gives.
+Matrix products are most of a step at these sizes, so a remedy running at its inherent cost keeps none's
+GFLOP/s; elementwise work and cdist (minibatch_disc's n^2 L1 term) are not counted."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
 from ganlab.experiment import build
+from ganlab.flops import step_flops
 from ganlab.train import one_step, run
 
 
@@ -54,6 +54,7 @@ def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> t
     and the seconds such a step takes alone (median of three timings of `steps` steps, after warm-up:
     no evaluation, logging or run start-up in it)."""
     cfg = compose_config(["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
+    flops = step_flops(cfg)  # on networks of its own, built apart from the timed ones
     torch.set_num_threads(cfg.cpu_threads)
     exp = build(cfg, torch.device("cpu"))
     exp.remedy.begin_step(1)
@@ -62,9 +63,7 @@ def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> t
     def step():
         return one_step(exp, n)
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    for _ in range(3):
+    for _ in range(4):
         step()
     times = []
     for _ in range(3):
@@ -73,7 +72,7 @@ def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> t
             loss = step()
         loss.item()
         times.append((time.perf_counter() - start) / steps)
-    return counter.get_total_flops(), statistics.median(times)
+    return flops, statistics.median(times)
 
 
 def main() -> None:

@@ -143,14 +143,34 @@ def test_mmd_matches_the_pairwise_sum_and_the_median_heuristic_by_hand():
     x, y = rng.normal(size=(12, 3)), rng.normal(0.5, 1.2, size=(9, 3))
     for sigma in (0.3, 1.0, 4.0):
         assert mmd2_unbiased(x, y, [sigma])[0] == pytest.approx(_mmd2_by_loops(x, y, sigma), rel=1e-10)
-    pooled = np.concatenate([x, y])
-    distances = [np.linalg.norm(pooled[i] - pooled[j]) for i in range(21) for j in range(i + 1, 21)]
-    assert median_bandwidth(x, y) == pytest.approx(float(np.median(distances)))
+    # The bandwidth: the median of the 36 distances between the 9 real points, the generated ones left out.
+    distances = [np.linalg.norm(y[i] - y[j]) for i in range(9) for j in range(i + 1, 9)]
+    sigma = float(np.median(distances))
+    assert median_bandwidth(y) == pytest.approx(sigma, rel=1e-12)
     m = mmd_metrics(x, y)
-    sigma = median_bandwidth(x, y)
     assert m["mmd"] == pytest.approx(_mmd2_by_loops(x, y, sigma), rel=1e-10)
     assert m["mmd_multiscale"] == pytest.approx(np.mean([_mmd2_by_loops(x, y, s * sigma) for s in SCALES]), rel=1e-10)
     assert set(mmd_metrics(x, y, prefix="domain_")) == {"domain_mmd", "domain_mmd_multiscale"}
+    assert mmd_metrics(x, y, sigma=0.3)["mmd"] == pytest.approx(_mmd2_by_loops(x, y, 0.3), rel=1e-10)  # a σ given
+
+
+def test_the_mmd_bandwidth_does_not_depend_on_the_generated_samples():
+    """Two very different generated sets, one real set: both MMDs at the real set's median. A pooled
+    median (the rule before) would give the far, wide set a kernel 8 times as wide."""
+    from scipy.spatial.distance import pdist
+
+    from ganlab.metrics.mmd import SCALES, median_bandwidth, mmd_metrics
+
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(10, 2))
+    near, far = rng.normal(0.2, 1.0, size=(8, 2)), rng.normal(20.0, 5.0, size=(11, 2))
+    sigma = median_bandwidth(real)
+    assert float(np.median(pdist(np.concatenate([far, real])))) > 8 * sigma
+    for fake in (near, far):
+        m = mmd_metrics(fake, real)
+        assert m["mmd"] == pytest.approx(_mmd2_by_loops(fake, real, sigma), rel=1e-10)
+        assert m["mmd_multiscale"] == pytest.approx(
+            np.mean([_mmd2_by_loops(fake, real, s * sigma) for s in SCALES]), rel=1e-10)
 
 
 def test_mmd_in_row_blocks_equals_the_whole_matrices():
@@ -195,3 +215,41 @@ def test_a_2d_run_reports_mmd_for_itself_and_its_references(tmp_path):
     assert summary["metrics"]["mmd"] > summary["references"]["data"]["mmd"]
     assert summary["references"]["gaussian"]["mmd_multiscale"] > summary["references"]["data"]["mmd_multiscale"]
     assert "median heuristic" in summary["protocol"]["mmd"]
+
+
+def test_every_evaluation_and_reference_row_of_a_2d_run_measures_at_one_bandwidth(tmp_path, monkeypatch):
+    """A 2-D run takes the MMD's σ once, from a fixed data sample (ganlab/evaluation/toy.py): its three
+    reference rows and both evaluations use it, though each evaluation draws fresh real samples and G
+    moves (a σ recomputed per evaluation, from the pooled samples or from its real set alone, differs);
+    it is mmd.median_bandwidth of that sample, and summary.json states it."""
+    from conftest import TINY, make_cfg
+
+    from ganlab.evaluation.toy import BANDWIDTH_SEED
+    from ganlab.experiment import build
+    from ganlab.metrics import mmd
+    from ganlab.train import run
+
+    used = []  # (σ, generated, real) of every MMD the run computes
+    original = mmd.mmd2_unbiased
+
+    def spy(x, y, sigmas):
+        used.append((sigmas[mmd.SCALES.index(1.0)], x, y))
+        return original(x, y, sigmas)
+
+    monkeypatch.setattr(mmd, "mmd2_unbiased", spy)
+    cfg = make_cfg(*TINY)  # inline: the worker's MMD is computed in this process
+    summary = run(cfg, tmp_path / "run")
+    assert len(used) == 3 + 2  # untrained, gaussian, data; the evaluations at steps 10 and 20
+    sigmas = {sigma for sigma, _, _ in used}
+    assert len(sigmas) == 1, sigmas
+    sigma = sigmas.pop()
+    # What the per-evaluation rules would give: 5 kernels from the pooled samples; 3 from the real sets
+    # alone (the reference rows share the untrained evaluation's).
+    assert len({mmd.median_bandwidth(np.concatenate([x, y])) for _, x, y in used}) == 5
+    assert len({mmd.median_bandwidth(y) for _, _, y in used}) == 3
+
+    device = torch.device(summary["device"])  # the fixed sample is drawn on the run's device
+    data = build(cfg, device).data
+    fixed = data.sample(mmd.MEDIAN_POINTS, generator=torch.Generator(device).manual_seed(BANDWIDTH_SEED))
+    assert sigma == pytest.approx(mmd.median_bandwidth(fixed.cpu().numpy()), rel=1e-12)
+    assert summary["protocol"]["mmd"].endswith(f"σ = {sigma:.6g}")

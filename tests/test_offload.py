@@ -20,7 +20,7 @@ def job(step, w_samples=50):
     return EvalJob(step=step, fake=rng.normal(size=(60, 2)), real=rng.normal(size=(60, 2)),
                    d_grid=rng.normal(size=(10, 10)), centers=centers, limits=(-3.0, 3.0),
                    metrics={"modes_captured": 1, "high_quality_pct": 50.0}, history_steps=[step],
-                   history_counts=[[30, 30]], w_samples=w_samples)
+                   history_counts=[[30, 30]], w_samples=w_samples, mmd_sigma=1.0)
 
 
 def test_background_matches_inline_and_keeps_order():
