@@ -69,7 +69,10 @@ class Verdict:
         """'+1.20 [0.40, 2.00]': the difference and its bootstrap interval."""
         if self.diff is None:
             return ""
-        return f"{_signed(self.diff)} [{_num(self.low)}, {_num(self.high)}]"
+        # Resampled means of equal values differ from them by rounding (4e-16): print those as the value.
+        scale = max(abs(self.diff), abs(self.low), abs(self.high))
+        low, high = (0.0 if abs(x) <= 1e-9 * scale else x for x in (self.low, self.high))
+        return f"{_signed(self.diff)} [{_num(low)}, {_num(high)}]"
 
 
 def p_text(p: float) -> str:

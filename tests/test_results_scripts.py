@@ -8,13 +8,21 @@ from conftest import REPO, TINY, make_cfg
 
 from ganlab.train import run
 
+CONTROL = "Unrolled k = 0 (control)"
+
 
 def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_path):
     root = tmp_path / "runs"
-    presets = ["veegan_ring_gan", "veegan_ring_veegan", "pacgan_ring_gan", "pacgan_ring_pac2"]
+    # the VEEGAN setup's GAN over the rule's 10 seeds (a baseline the rule can decide), PacGAN's over 3 (undecided)
+    for seed in range(10):
+        run(make_cfg(*TINY, "experiment=veegan_ring_gan", f"seed={seed}"), root / "baselines_veegan" / f"ring_gan_s{seed}")
+    presets = ["veegan_ring_veegan", "pacgan_ring_gan", "pacgan_ring_pac2"]
     for i, (preset, seed) in enumerate(product(presets, [0, 1, 2])):
         part = "veegan" if preset.startswith("veegan") else "pacgan"
         run(make_cfg(*TINY, f"experiment={preset}", f"seed={seed}"), root / part / f"{i}_{preset}_s{seed}")
+    for k, seed in product((5, 0), (0, 1, 2)):  # Unrolled GAN and its k = 0 control
+        run(make_cfg(*TINY, "experiment=veegan_ring_unrolled", f"remedy.unrolled.k={k}", f"seed={seed}"),
+            root / "veegan" / f"unrolled_k{k}_s{seed}")
     for seed in (0, 1, 2):  # another loss in the setup (the losses part) is a row of its own, named by its loss
         run(make_cfg(*TINY, "experiment=veegan_setup", "dataset=ring", "loss=loss_sensitive", f"seed={seed}"),
             root / "losses" / f"{seed}_loss_sensitive_s{seed}", labels={"loss": "loss_sensitive"})
@@ -32,22 +40,78 @@ def test_toy_results_doc_has_references_verdicts_lengths_and_no_bare_claims(tmp_
     text = doc.read_text()
     for label in ("reference: untrained G", "reference: Gaussian fit", "reference: real data"):
         assert text.count(f"| {label} |") == 2  # under the VEEGAN and the PacGAN ring table
+    # the rule is stated before the measurement it decides, and applied to each setup's GAN
+    rule = text.index("> A setup's GAN is a **collapsing baseline** when, over 10 seeds")
+    assert rule < text.index("| setup | dataset | seed | over training |") < text.index("The rule applied:")
+    assert ("- veegan setup, ring: **a collapsing baseline**: ends below the real data's modes in 10 of 10 seeds, "
+            "fully collapsed at some evaluation in 10 of 10.") in text
+    assert "- pacgan setup, ring: **not decided yet**" in text and "fewer than the rule's 10 seeds" in text
     # 20 steps x 32 samples against the papers' lengths: never "reproduced"
     assert "shorter than the paper" in text and "reproduced (" not in text
     assert "(0.005 % of the paper's)" in text  # 640 of the notebook's 12.8M samples
-    # verdicts come from Welch's t-test with a p-value, never from a bare comparison of means
-    assert "holds" not in text
-    assert "## Local-generator rows" in text and "veegan setup, ring, local_generator: origin error " in text
-    assert "## Conditional rows" in text and "veegan setup, ring, acgan: class fidelity " in text
+    # PacGAN's length counts packs: 20 steps x 16 packs of 2 = 320 of 40M packs
+    assert "| PacGAN2 |" in text and "20 × 16 packs of 2 (0.0008 % of the paper's)" in text
+    # every table row has as many cells as its header
+    for table in text.split("\n\n"):
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert len({len(line.strip().strip("|").split("|")) for line in rows}) <= 1, table
+    # verdicts: permutation test, BH q over the table, the interval; never Welch's words
+    assert " holds " not in text and "no difference" not in text and "Welch" not in text
+    veegan_ring = text.split("## VEEGAN Table 1 rows")[1].split("## PacGAN Table 1 rows")[0]
+    assert "Verdicts (veegan setup, ring; Benjamini-Hochberg over this table's 20 comparisons)" in veegan_ring
+    assert "| VEEGAN vs GAN | modes |" in veegan_ring and "| loss_sensitive vs GAN | KL |" in veegan_ring
+    assert f"| Unrolled GAN vs {CONTROL} | modes |" in veegan_ring and f"| {CONTROL} |" in veegan_ring
+    assert "GFLOP/step" in veegan_ring
+    pacgan_ring = text.split("## PacGAN Table 1 rows")[1].split("\n## ")[0]
+    assert "No verdicts: the GAN here is not decided yet" in pacgan_ring and "vs GAN" not in pacgan_ring
+    # rows that use labels or anchors: their own sections, not in the tables, never compared with the GAN
+    assert "| acgan |" not in text and "| local_generator |" not in text and "acgan vs GAN" not in text
+    assert "## Local-generator rows (real anchors)" in text and "veegan setup, ring, local_generator: origin error " in text
+    assert "## Conditional rows (class labels)" in text and "veegan setup, ring, acgan: class fidelity " in text
     assert text.count("| loss_sensitive |") == 1 and text.count("| GAN |") == 2  # the GAN rows stay the nsgan runs
-    # Another loss's row is a remedy=none group (the report's baseline of its own), yet compared with the GAN row
-    row = next(line for line in text.splitlines() if line.startswith("| loss_sensitive |"))
-    assert "baseline" not in row and "veegan setup, ring, loss_sensitive vs GAN: modes " in text
     section = text.split("## Loss-Sensitive rows")[1].split("\n## ")[0]
     assert "veegan setup, ring, loss_sensitive: Jacobian sigma_min " in section and "veegan setup, ring, GAN: " in section
     assert "runs collapsed to a point (sigma_min < 1e-3): " in section and "pacgan setup" not in section
-    assert "veegan setup, ring, VEEGAN vs GAN: modes " in text and "pacgan setup, ring, PacGAN2 vs GAN: modes " in text
-    assert "(p=" in text or "(p<" in text
     assert "Machine time" in text and "1 recorded segment(s) of the script" in text
+    assert "`pacgan34`: **not run yet**" in text
     assert (figures / "toy_convergence.png").read_bytes().startswith(b"\x89PNG")
     assert (figures / "toy_veegan_ring_gan_s0_mode_history.png").exists()
+
+
+def _toy_results():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_results", REPO / "scripts" / "toy_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_baseline_rule_by_hand(tmp_path):
+    """8 of 10 seeds below the data's modes, and fully collapsed at some evaluation in 5: collapsing; in 4:
+    mode-dropping; 7 below: not a baseline; 9 seeds: undecided."""
+    import math
+
+    from ganlab.report import Group, Run
+
+    toy = _toy_results()
+    log8 = math.log(8)
+
+    def gan(final_modes, collapsed_seeds):
+        runs = []
+        for seed, modes in enumerate(final_modes):
+            kls = [0.95 * log8 if seed in collapsed_seeds else 0.5 * log8, 0.1]  # 0.95 log K >= 0.9 log K: fully
+            runs.append(Run(tmp_path, f"s{seed}", "completed", 100, seed, {}, {}, {"modes_captured": modes}, 8,
+                            references={"data": {"modes_captured": 8}},
+                            history={"steps": [50, 100], "metrics": {"reverse_kl": kls}}))
+        return Group("GAN", [], runs)
+
+    eight_below = [5, 6, 7, 4, 6, 7, 5, 6, 8, 8]
+    assert toy.baseline_status(gan(eight_below, {0, 1, 2, 3, 4}))[0] == "collapsing"
+    assert toy.baseline_status(gan(eight_below, {0, 1, 2, 3}))[0] == "mode-dropping"
+    word, counts = toy.baseline_status(gan([5, 6, 7, 4, 6, 7, 5, 8, 8, 8], set(range(10))))
+    assert word == "not a baseline" and counts.startswith("ends below the real data's modes in 7 of 10 seeds")
+    assert toy.baseline_status(gan(eight_below[:9], set(range(9))))[0] == "undecided"
+    # the boundary: exactly 0.9 log K counts as fully collapsed
+    assert toy.collapsed_at(Run(tmp_path, "s", "completed", 100, 0, {}, {}, {}, 8,
+                                history={"steps": [50], "metrics": {"reverse_kl": [0.9 * log8]}}), 8) == [50]
