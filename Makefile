@@ -38,12 +38,12 @@ tensorboard: setup
 bench: setup
 	$(BIN)/python scripts/bench_loop.py $(ARGS)
 
-# The VEEGAN / PacGAN 2-D tables and every remedy, 5 seeds: docs/results/toy.md (see its wall time).
+# The collapsing baselines (10 seeds), then the VEEGAN / PacGAN 2-D rows (5 seeds): docs/results/toy.md.
 # Parts and knobs: make reproduce-toy ARGS="pacgan" (see scripts/reproduce_toy.sh).
 reproduce-toy: setup
 	scripts/reproduce_toy.sh $(ARGS)
 
-# Stacked Fashion-MNIST: DCGAN, pacgan and unrolled over 3 seeds: docs/results/stacked.md.
+# Stacked Fashion-MNIST: DCGAN, the image remedies and their controls over 5 seeds: docs/results/stacked.md.
 reproduce-stacked: setup
 	scripts/reproduce_stacked.sh $(ARGS)
 
