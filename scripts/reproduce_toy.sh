@@ -11,6 +11,7 @@
 #   baselines  the GAN row of each candidate setup (VEEGAN-row and PacGAN setups, ring and grid) over
 #              BASELINE_SEEDS (10): which setups collapse is measured before any remedy row is read, by the
 #              rule docs/results/toy.md states first (scripts/toy_results.py BASELINE_RULE);
+#   (the remedy parts below train only in the setups whose GAN the baselines part found to be a baseline)
 #   veegan     VEEGAN, Unrolled GAN (k = 5) and its k = 0 control (the same saturating G objective, no
 #              unrolling) in the VEEGAN-row setup, ring and grid (the Unrolled-GAN notebook's length,
 #              25,000 steps);
@@ -75,6 +76,33 @@ part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME 
   fi
 }
 
+# The remedy parts train only where the setup's GAN is a baseline by the rule (toy_results.py BASELINE_RULE),
+# which the baselines part measures: no machine time on tables whose GAN does not collapse. A remedy part
+# asked for before its baseline is measured is refused (exit 2).
+only_baselines() {  # only_baselines PRESET,PRESET...: the presets (SETUP_DATASET_ROW) whose setup's GAN is a baseline
+  local status keep=() preset word
+  status=$(.venv/bin/python scripts/toy_results.py "$OUT" --baselines)
+  for preset in ${1//,/ }; do
+    word=$(awk -v s="${preset%%_*}" -v d="$(cut -d_ -f2 <<< "$preset")" '$1 == s && $2 == d {print $3}' <<< "$status")
+    if [ -z "$word" ] || [ "$word" = undecided ]; then
+      echo "reproduce_toy: ${preset%_*}'s GAN baseline is not measured over 10 seeds yet; run the baselines part first" >&2
+      exit 2
+    fi
+    [ "$word" = collapsing ] || [ "$word" = mode-dropping ] && keep+=("$preset")
+  done
+  (IFS=,; echo "${keep[*]}")
+}
+remedy_part() {  # remedy_part NAME STEPS PRESETS [overrides...]: a part over the presets that passed
+  local name=$1 steps=$2 presets
+  presets=$(only_baselines "$3") || exit 2
+  shift 3
+  if [ -z "$presets" ]; then
+    echo "== $name: no setup of its rows is a baseline; nothing to train"
+    return
+  fi
+  part "$name" "$steps" experiment="$presets" "$@"
+}
+
 for name in "${PARTS[@]}"; do
   case $name in
     # Experiment first, seed second: Hydra runs the cheap GAN rows of every seed before the unrolled ones.
@@ -83,10 +111,10 @@ for name in "${PARTS[@]}"; do
                PART_SEEDS=$BASELINE_SEEDS part baselines_pacgan "$PACGAN_STEPS" experiment=pacgan_grid_gan,pacgan_ring_gan ;;
     # The k = 0 control: unrolled's G objective (the saturating game value) without unrolling, so a difference
     # between it and k = 5 is the unrolling's, not the objective's.
-    veegan) part veegan "$STEPS" experiment=veegan_ring_veegan,veegan_grid_veegan,veegan_ring_unrolled,veegan_grid_unrolled
-            part veegan_unrolled_k0 "$STEPS" experiment=veegan_ring_unrolled,veegan_grid_unrolled remedy.unrolled.k=0 ;;
-    pacgan) part pacgan "$PACGAN_STEPS" experiment=pacgan_grid_pac2,pacgan_ring_pac2 ;;
-    pacgan34) part pacgan34 "$PACGAN_STEPS" experiment=pacgan_grid_pac3,pacgan_grid_pac4,pacgan_ring_pac3,pacgan_ring_pac4 ;;
+    veegan) remedy_part veegan "$STEPS" veegan_ring_veegan,veegan_grid_veegan,veegan_ring_unrolled,veegan_grid_unrolled
+            remedy_part veegan_unrolled_k0 "$STEPS" veegan_ring_unrolled,veegan_grid_unrolled remedy.unrolled.k=0 ;;
+    pacgan) remedy_part pacgan "$PACGAN_STEPS" pacgan_grid_pac2,pacgan_ring_pac2 ;;
+    pacgan34) remedy_part pacgan34 "$PACGAN_STEPS" pacgan_grid_pac3,pacgan_grid_pac4,pacgan_ring_pac3,pacgan_ring_pac4 ;;
     # The same setup as the VEEGAN GAN rows, which are its remedy=none baseline.
     remedies) part remedies "$STEPS" experiment=veegan_setup dataset=ring,grid \
         remedy=unrolled_surrogate,pacgan,minibatch_disc,minibatch_std,feature_matching,label_smoothing,spectral_norm,instance_noise ;;

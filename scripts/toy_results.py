@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 from ganlab.metrics import REFERENCES
-from ganlab.report import Group, Run, build_report
+from ganlab.report import Group, Run, build_report, find_runs
 from ganlab.report_output import convergence_figure
 from ganlab.verdicts import METHOD, adjust, compare, q_text, within
 
@@ -288,13 +288,15 @@ def _summary_number(run: Run, key: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("path")
-    ap.add_argument("--seeds", required=True, help="the remedy rows' seeds (the GAN baselines have their own: "
-                                                   f"{BASELINE_SEEDS_NEEDED})")
+    ap.add_argument("--seeds", help="the remedy rows' seeds (the GAN baselines have their own: "
+                                    f"{BASELINE_SEEDS_NEEDED})")
     ap.add_argument("--out", default="docs/results/toy.md")
     ap.add_argument("--figures", default="docs/figures", help="where the convergence and mode-history figures go")
+    ap.add_argument("--baselines", action="store_true",
+                    help="only print each setup's baseline status, 'SETUP DATASET STATUS' a line (reproduce_toy.sh "
+                         "trains remedy rows only where the GAN is a baseline)")
     args = ap.parse_args()
     root, out, figures = Path(args.path), Path(args.out), Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
 
     report = build_report(root, metrics=METRICS)
     rows: dict[tuple[str, str, str], Group] = {}
@@ -304,6 +306,13 @@ def main() -> None:
             key = (key[0], key[1], f"{key[2]} [{g.label}]")
         rows[key] = g
     status = {(s, d): baseline_status(g) for (s, d, m), g in rows.items() if m == "GAN"}
+    if args.baselines:
+        for (setup, dataset), (word, counts) in sorted(status.items()):
+            print(f"{setup} {dataset} {word.replace(' ', '_')}  # {counts}")
+        return
+    if not args.seeds:
+        ap.error("--seeds is required to write the doc")
+    figures.mkdir(parents=True, exist_ok=True)
     n_seeds = len(args.seeds.split(","))
     lines = [
         "# Toy reproduction: VEEGAN and PacGAN Table 1 on the ring and the grid",
@@ -506,7 +515,10 @@ def explained_rows(root: Path, title: str, metrics: list[str], text: str, descri
     """A section for the rows whose runs logged `metrics[0]` (a method whose modes and KL mean something
     else, with metrics of its own), or those whose (setup, dataset, method) `select` accepts: `text`, then
     one line per row, `describe(group)`. Empty without such rows."""
-    groups = [(classify(g), g) for g in build_report(root, metrics=metrics).groups
+    present = {m for r in find_runs(root) for m in (r.metrics or {})}
+    if select is None and metrics[0] not in present:  # no such rows: no section (and no unknown metric to ask for)
+        return []
+    groups = [(classify(g), g) for g in build_report(root, metrics=[m for m in metrics if m in present]).groups
               if (select(classify(g)) if select else any(metrics[0] in (r.metrics or {}) for r in g.runs))]
     if not groups:
         return []

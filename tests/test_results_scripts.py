@@ -115,3 +115,50 @@ def test_the_baseline_rule_by_hand(tmp_path):
     # the boundary: exactly 0.9 log K counts as fully collapsed
     assert toy.collapsed_at(Run(tmp_path, "s", "completed", 100, 0, {}, {}, {}, 8,
                                 history={"steps": [50], "metrics": {"reverse_kl": [0.9 * log8]}}), 8) == [50]
+
+
+def _gan_summary(run_dir, seed, dataset, final_modes, kls):
+    """A GAN run's summary.json of the VEEGAN-row setup, cut down to what toy_results reads."""
+    import json
+
+    n_modes = 8 if dataset == "ring" else 25
+    config = {"seed": seed, "steps": 25000, "batch_size": 256, "model": {"g": {"width": 128}},
+              "dataset": {"_target_": f"ganlab.data.toy.{dataset}"},
+              "loss": {"_target_": "ganlab.losses.NonSaturatingGAN"},
+              "remedy": {"none": {"_target_": "ganlab.remedies.none.NoRemedy"}}, "eval": {"every": 500}}
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({
+        "status": "completed", "step": 25000, "seed": seed, "n_modes": n_modes, "config": config,
+        "labels": {"dataset": dataset, "loss": "nsgan", "remedy": "none"},
+        "metrics": {"modes_captured": final_modes, "reverse_kl": kls[-1]}, "wall_seconds": 60.0,
+        "references": {"data": {"modes_captured": n_modes}},
+        "history": {"steps": [500 * (i + 1) for i in range(len(kls))], "metrics": {"reverse_kl": kls}}}))
+
+
+def test_reproduce_toy_trains_remedy_rows_only_where_the_gan_is_a_baseline(tmp_path):
+    """The remedy parts read the baselines' status: rows in a setup whose GAN collapses, none where it does not,
+    and a refusal (exit 2, one line) before a setup's baseline is measured."""
+    import math
+    import os
+
+    out = tmp_path / "out"
+    for seed in range(10):
+        _gan_summary(out / "baselines_veegan" / f"ring_s{seed}", seed, "ring", 4, [2.0, 0.5])  # collapsing
+        _gan_summary(out / "baselines_veegan" / f"grid_s{seed}", seed, "grid", 25, [0.5, 0.05])  # covers every mode
+    assert math.log(8) * 0.9 < 2.0
+    calls = tmp_path / "calls"
+    fake = tmp_path / "ganlab"
+    fake.write_text(f"#!/bin/bash\necho \"$*\" >> {calls}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "OUT": str(out), "GANLAB": str(fake), "DOC": str(tmp_path / "toy.md")}
+    script = str(REPO / "scripts" / "reproduce_toy.sh")
+    done = subprocess.run([script, "veegan"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    trained = [line for line in calls.read_text().splitlines() if line.startswith("train")]
+    assert len(trained) == 2  # the rows and the k = 0 control
+    assert "experiment=veegan_ring_veegan,veegan_ring_unrolled " in trained[0] and "grid" not in trained[0]
+    assert "experiment=veegan_ring_unrolled remedy.unrolled.k=0 " in trained[1]
+    refused = subprocess.run([script, "pacgan"], capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("reproduce_toy: pacgan_grid's GAN baseline is not measured over 10 seeds yet; "
+                                      "run the baselines part first")
