@@ -265,7 +265,7 @@ class Report:
         if self.has_verdicts:
             title = (f"{metric}: vs {self.baseline_text}, permutation p, Benjamini-Hochberg q over "
                      f"{self.family_size} comparisons")
-            columns = ["configuration", "mean ± s.e.", "Δ [95 % CI]", "p", "q", "verdict"]
+            columns = ["configuration", "mean ± s.e.", "95 % CI of Δ", "p", "q", "verdict"]
         else:
             title, columns = metric, ["configuration", "mean ± s.e."]
         rows = []
@@ -277,7 +277,8 @@ class Report:
         pad = [""] * (len(columns) - 2)
         references = [[ref.label, ref.stats[metric].text(ref.n) if metric in ref.stats else "–", *pad]
                       for ref in self.reference_rows]
-        return TableSpec(title, columns, rows, references)
+        # The verdict may wrap at spaces ("n/a (no baseline on this dataset)"); the numbers never do.
+        return TableSpec(title, columns, rows, references, wrap=(0, len(columns) - 1) if self.has_verdicts else (0,))
 
     def uses_specs(self) -> list[TableSpec]:
         """The rows with extra information, one table per kind: the shown metrics and the metrics only they
@@ -396,12 +397,17 @@ class TableSpec:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=Text(self.title), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+        table = Table(title=Text(self.title), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+                      collapse_padding=True)
+        cells = [[row[i] for row in self.rows + self.references] for i in range(len(self.columns))]
         for i, name in enumerate(self.columns):
             wraps = i in self.wrap
+            # A wrapping column is at least as wide as its longest word (up to 24), so it breaks at spaces;
+            # only a longer word (a path) is folded.
+            longest = max((len(word) for text in [name, *cells[i]] for word in text.split()), default=1)
             table.add_column(name, justify="left" if wraps or i == len(self.columns) - 1 else "right",
                              no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
-                             min_width=min(12, max(len(w) for w in name.split())) if wraps else None)
+                             min_width=min(24, longest) if wraps else None)
         for row in self.rows:
             table.add_row(*map(Text, row))
         if self.references:
@@ -711,8 +717,8 @@ def _uses(run: Run) -> tuple[str, ...]:
         module, _, name = str(target).rpartition(".")
         try:
             found += getattr(getattr(importlib.import_module(module), name), "uses", ())
-        except (ImportError, AttributeError):  # a remedy renamed since the run: it claims nothing
-            continue
+        except (ImportError, AttributeError):  # a remedy renamed since the run: what it used is unknown, so
+            found.append(f"an unknown remedy ({target})")  # it is kept apart rather than compared
     return tuple(dict.fromkeys(found))
 
 
@@ -878,12 +884,6 @@ def _stat(group: Group, metric: str) -> Stat:
     return group.stats.get(metric) or mean_se(group.values(metric))
 
 
-def _pq(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _verdict_cells(group: Group, metric: str) -> list[str]:
     """Δ [CI], p, q, verdict of a row in a metric's table."""
     if group.baseline is group:
@@ -893,4 +893,4 @@ def _verdict_cells(group: Group, metric: str) -> list[str]:
         return ["", "", "", ""]
     if v.p is None:
         return ["", "", "", v.text()]
-    return [v.interval_text(), _pq(v.p), _pq(v.q), v.word]
+    return [v.ci_text(digits=2), verdicts.pq_cell(v.p), verdicts.pq_cell(v.q), v.word]

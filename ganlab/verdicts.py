@@ -69,24 +69,37 @@ class Verdict:
         """'+1.20 [0.40, 2.00]': the difference and its bootstrap interval."""
         if self.diff is None:
             return ""
+        return f"{_signed(self.diff)} {self.ci_text()}"
+
+    def ci_text(self, digits: int = 3) -> str:
+        """'[0.40, 2.00]': the bootstrap interval alone, to `digits` significant digits."""
+        if self.low is None or self.high is None:
+            return ""
         # Resampled means of equal values differ from them by rounding (4e-16): print those as the value.
-        scale = max(abs(self.diff), abs(self.low), abs(self.high))
+        scale = max(abs(self.diff or 0.0), abs(self.low), abs(self.high))
         low, high = (0.0 if abs(x) <= 1e-9 * scale else x for x in (self.low, self.high))
-        return f"{_signed(self.diff)} [{_num(low)}, {_num(high)}]"
+        return f"[{_num(low, digits)}, {_num(high, digits)}]"
 
 
 def p_text(p: float) -> str:
     return q_text(p, "p")
 
 
+def pq_cell(value: float | None) -> str:
+    """A p or q in a table cell: '0.012', '<0.001', '' when there is none."""
+    if value is None:
+        return ""
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def q_text(value: float, name: str = "q") -> str:
     return f"{name}<0.001" if value < 0.001 else f"{name}={value:.3f}"
 
 
-def _num(x: float | None) -> str:
+def _num(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "–"
-    return "0" if x == 0 else f"{x:.3g}"
+    return "0" if x == 0 else f"{x:.{digits}g}"
 
 
 def _signed(x: float) -> str:

@@ -55,6 +55,17 @@ GANLAB=${GANLAB:-.venv/bin/ganlab}
 BASE=${DATASET#stacked_}
 
 mkdir -p "$OUT"
+# .complete records which remedies' sweeps finished, not their seeds or length: an OUT is for one SEEDS and
+# STEPS, kept in $OUT/.knobs, and a call with others is refused (a re-run would skip the new seeds).
+knobs="seeds=$SEEDS steps=$STEPS dataset=$DATASET"
+if [ -f "$OUT/.knobs" ] && [ "$(cat "$OUT/.knobs")" != "$knobs" ]; then
+  echo "reproduce_stacked: $OUT holds runs with $(cat "$OUT/.knobs"), not $knobs; choose another OUT" >&2
+  exit 2
+elif [ ! -f "$OUT/.knobs" ] && [ -f "$OUT/.complete" ]; then
+  echo "reproduce_stacked: $OUT was made before its seeds were recorded (.knobs); choose another OUT" >&2
+  exit 2
+fi
+echo "$knobs" > "$OUT/.knobs"
 # The mode classifier labels every channel; it is trained once and cached.
 "$GANLAB" classifier dataset="$BASE"
 

@@ -33,7 +33,7 @@
 # 0,...,9: with 10 baseline and 5 remedy seeds an exact permutation test reaches p = 2/3003); STEPS (veegan, remedies parts; default 25000);
 # PACGAN_STEPS (default 25000); EVERY (evaluation cadence, default 500); JOBS (parallel jobs through
 # the joblib launcher, default 2); OUT (default $HOME/ganlab-runs/reproduce_toy: outside the checkout,
-# so a fresh clone of the work tree does not lose it); DOC (default docs/results/toy.md).
+# so a fresh clone of the work tree does not lose it); DOC (default docs/results/toy.md); FIGURES (docs/figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +45,7 @@ EVERY=${EVERY:-500}
 JOBS=${JOBS:-2}
 OUT=${OUT:-$HOME/ganlab-runs/reproduce_toy}
 DOC=${DOC:-docs/results/toy.md}
+FIGURES=${FIGURES:-docs/figures}
 GANLAB=${GANLAB:-.venv/bin/ganlab}
 PARTS=("$@")
 [ ${#PARTS[@]} -eq 0 ] && PARTS=(baselines veegan pacgan pacgan34)
@@ -81,7 +82,10 @@ part() {  # part NAME STEPS OVERRIDES...: one resumable multirun into $OUT/NAME 
 # asked for before its baseline is measured is refused (exit 2).
 only_baselines() {  # only_baselines PRESET,PRESET...: the presets (SETUP_DATASET_ROW) whose setup's GAN is a baseline
   local status keep=() preset word
-  status=$(.venv/bin/python scripts/toy_results.py "$OUT" --baselines)
+  status=$(.venv/bin/python scripts/toy_results.py "$OUT" --baselines) || {
+    echo "reproduce_toy: reading the baselines in $OUT failed (above)" >&2
+    exit 2
+  }
   for preset in ${1//,/ }; do
     word=$(awk -v s="${preset%%_*}" -v d="$(cut -d_ -f2 <<< "$preset")" '$1 == s && $2 == d {print $3}' <<< "$status")
     if [ -z "$word" ] || [ "$word" = undecided ]; then
@@ -90,7 +94,7 @@ only_baselines() {  # only_baselines PRESET,PRESET...: the presets (SETUP_DATASE
     fi
     [ "$word" = collapsing ] || [ "$word" = mode-dropping ] && keep+=("$preset")
   done
-  (IFS=,; echo "${keep[*]}")
+  (IFS=,; echo "${keep[*]+${keep[*]}}")
 }
 remedy_part() {  # remedy_part NAME STEPS PRESETS [overrides...]: a part over the presets that passed
   local name=$1 steps=$2 presets
@@ -105,7 +109,7 @@ remedy_part() {  # remedy_part NAME STEPS PRESETS [overrides...]: a part over th
 
 for name in "${PARTS[@]}"; do
   case $name in
-    # Experiment first, seed second: Hydra runs the cheap GAN rows of every seed before the unrolled ones.
+    # Experiment first, seed second: Hydra runs every seed of one preset before the next preset.
     # The baselines first, cheap setups first: they decide which tables are run at all.
     baselines) PART_SEEDS=$BASELINE_SEEDS part baselines_veegan "$STEPS" experiment=veegan_ring_gan,veegan_grid_gan
                PART_SEEDS=$BASELINE_SEEDS part baselines_pacgan "$PACGAN_STEPS" experiment=pacgan_grid_gan,pacgan_ring_gan ;;
@@ -135,5 +139,5 @@ for name in "${PARTS[@]}"; do
 done
 
 "$GANLAB" report "$OUT"
-.venv/bin/python scripts/toy_results.py "$OUT" --seeds "$SEEDS" --out "$DOC"
+.venv/bin/python scripts/toy_results.py "$OUT" --seeds "$SEEDS" --out "$DOC" --figures "$FIGURES"
 echo "wrote $DOC (runs in $OUT)"

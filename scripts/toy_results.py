@@ -25,7 +25,7 @@ from pathlib import Path
 from ganlab.metrics import REFERENCES
 from ganlab.report import Group, Run, build_report, find_runs
 from ganlab.report_output import convergence_figure
-from ganlab.verdicts import METHOD, adjust, compare, q_text, within
+from ganlab.verdicts import METHOD, adjust, compare, pq_cell, q_text, within
 
 # Paper numbers: modes / HQ % (VEEGAN Table 1, 5 runs); modes / HQ % / reverse KL ± s.e. over 10 trials (PacGAN Table 1).
 VEEGAN = {("ring", "GAN"): (1, 99.3), ("ring", "Unrolled GAN"): (7.6, 35.6), ("ring", "VEEGAN"): (8, 52.9),
@@ -213,13 +213,16 @@ def collapse_history(run: Run, n_modes: int) -> str:
 def baseline_status(gan: Group) -> tuple[str, str]:
     """BASELINE_RULE applied to a setup's GAN row: ('collapsing' | 'mode-dropping' | 'not a baseline' |
     'undecided', the counts that decided it)."""
+    # Every seed counts in the denominator: a diverged or failed GAN run is not a collapse, so it counts against
+    # the rule instead of leaving the setup undecided for good.
     runs = [r for r in gan.completed if r.n_modes]
     below = sum(r.metrics.get("modes_captured", r.n_modes) < r.references.get("data", {}).get("modes_captured", r.n_modes)
                 for r in runs)
     fully = sum(bool(collapsed_at(r, r.n_modes)) for r in runs)
-    counts = (f"ends below the real data's modes in {below} of {len(runs)} seeds, fully collapsed at some evaluation "
-              f"in {fully} of {len(runs)}")
-    if len(runs) < BASELINE_SEEDS_NEEDED:
+    others = gan.n_seeds - len(runs)
+    counts = (f"ends below the real data's modes in {below} of {gan.n_seeds} seeds, fully collapsed at some evaluation "
+              f"in {fully} of {gan.n_seeds}" + (f" ({others} did not complete)" if others else ""))
+    if gan.n_seeds < BASELINE_SEEDS_NEEDED:
         return "undecided", f"{counts}: fewer than the rule's {BASELINE_SEEDS_NEEDED} seeds"
     if below < BASELINE_ENDS_BELOW:
         return "not a baseline", counts
@@ -496,9 +499,9 @@ def verdict_lines(setup: str, dataset: str, groups: dict[str, Group], word: str,
              "| comparison | metric | Δ [95 % CI] | p | q | verdict | note |", "|---|---|---|---|---|---|---|"]
     for (method, metric), v in found.items():
         name = method if " vs " in method else f"{method} vs GAN"
-        note = ("every seed at the ceiling (all modes): this restates the GAN's shortfall"
+        note = ("every seed at the ceiling (all modes): this restates the other row's shortfall"
                 if metric == "modes_captured" and at_ceiling(groups[method.split(" vs ")[0]]) else "")
-        pq = [q_text(v.p, "p")[2:], q_text(v.q)[2:]] if v.p is not None else ["", ""]
+        pq = [pq_cell(v.p), pq_cell(v.q)]
         lines.append(f"| {name} | {SHORT[metric]} | {v.interval_text() or '–'} | {pq[0]} | {pq[1]} | "
                      f"{v.word if v.p is not None else v.text()} | {note} |")
         if v.word in ("better", "worse"):

@@ -136,7 +136,8 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
             assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
     assert "| pacgan vs none | against the DCGAN baseline | modes |" in text
     # 2 seeds a side: the exact test's smallest p is 2/6; the doc says why nothing can be significant
-    assert "no verdict here can be significant at this seed count" in text and "| better |" not in text
+    assert "2/C(4, 2) = 0.333" in text and "No verdict here can be significant at this seed count." in text
+    assert "| better |" not in text
     # The conditional row uses class labels: its own table, never compared with the unconditional rows
     labelled = text.split("## Rows that use class labels")[1].split("\n## ")[0]
     assert "| acgan | 2 |" in labelled and "| acgan vs" not in text

@@ -384,7 +384,7 @@ def test_ring_and_grid_rows_get_verdicts_against_their_own_baseline(ring_and_gri
     assert pac.verdicts["modes_captured"].p == pytest.approx(2 / 252) and report.family_size == 8
     md = report.markdown()
     assert "## modes_captured: vs remedy=none, permutation p, Benjamini-Hochberg q over 8 comparisons" in md
-    assert "| dataset=ring remedy=pacgan | 7.80 ± 0.20 | +7 [6.2, 7.6] | 0.008 | 0.016 | better |" in md
+    assert "| dataset=ring remedy=pacgan | 7.80 ± 0.20 | [6.2, 7.6] | 0.008 | 0.016 | better |" in md
     assert "exact permutation test" in md and "no difference" not in md
 
 
@@ -535,7 +535,19 @@ def test_the_terminal_report_reads_at_100_columns(with_labels_and_anchors):
     flags wrapped at spaces only."""
     from rich.console import Console
 
-    report = build_report(with_labels_and_anchors)
+    # the hard cases: a dataset with no baseline (its verdict is a sentence), a one-seed row, long labels,
+    # small values with long intervals
+    root = with_labels_and_anchors
+    minibatch = {"minibatch_disc": {"_target_": "ganlab.remedies.minibatch_disc.MinibatchDiscrimination"}}
+    for seed in range(5):
+        write_summary(root / f"grid_mbd_s{seed}", seed, dataset="grid", remedy=minibatch, n_modes=25,
+                      metrics={**metrics(20 + seed), "reverse_kl_hq": 0.00013 * (seed + 2) ** 2})
+        write_summary(root / f"none_kl_s{seed}", seed, lr=3e-4, metrics={**metrics(8, rkl=0.0332 - 0.004 * seed),
+                                                                        "reverse_kl_hq": 0.0011 * (seed + 2)})
+    write_summary(root / "pac3_s0", 0, remedy={"pacgan": {"_target_": "ganlab.remedies.pacgan.PacGAN", "m": 3}},
+                  metrics={**metrics(8, rkl=0.00123), "reverse_kl_hq": 0.000451})
+    report = build_report(root)
+    assert any(g.n_seeds == 1 for g in report.groups) and any(g.baseline is None and not g.uses for g in report.groups)
     console = Console(width=100, record=True, file=io.StringIO())
     for table in report.tables():
         console.print(table)
@@ -550,6 +562,8 @@ def test_the_terminal_report_reads_at_100_columns(with_labels_and_anchors):
                 else:
                     assert cell in text, cell
     assert "not significant" in text or "better" in text
+    assert ["n/a (no baseline on this dataset)"] in [row[-1:] for row in report.metric_spec("reverse_kl").rows]
+    assert "remedy=minibatch_disc" in text  # a label's word is never broken
 
 
 def test_cli_prints_the_protocol_only_when_asked(ring_and_grid):

@@ -150,7 +150,8 @@ def test_reproduce_toy_trains_remedy_rows_only_where_the_gan_is_a_baseline(tmp_p
     fake = tmp_path / "ganlab"
     fake.write_text(f"#!/bin/bash\necho \"$*\" >> {calls}\n")
     fake.chmod(0o755)
-    env = {**os.environ, "OUT": str(out), "GANLAB": str(fake), "DOC": str(tmp_path / "toy.md")}
+    env = {**os.environ, "OUT": str(out), "GANLAB": str(fake), "DOC": str(tmp_path / "toy.md"),
+           "FIGURES": str(tmp_path / "figures")}  # never the repository's docs/figures
     script = str(REPO / "scripts" / "reproduce_toy.sh")
     done = subprocess.run([script, "veegan"], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
@@ -162,3 +163,26 @@ def test_reproduce_toy_trains_remedy_rows_only_where_the_gan_is_a_baseline(tmp_p
     assert refused.returncode == 2
     assert refused.stderr.strip() == ("reproduce_toy: pacgan_grid's GAN baseline is not measured over 10 seeds yet; "
                                       "run the baselines part first")
+    assert (tmp_path / "figures" / "toy_convergence.png").exists()
+
+
+def test_reproduce_stacked_refuses_an_out_of_other_seeds(tmp_path):
+    """.complete records finished sweeps, not their seeds: an OUT made with other SEEDS or STEPS is refused in one
+    line instead of skipping the new seeds as 'already complete'."""
+    import os
+
+    fake = tmp_path / "ganlab"
+    fake.write_text("#!/bin/bash\nexit 0\n")
+    fake.chmod(0o755)
+    script = str(REPO / "scripts" / "reproduce_stacked.sh")
+    for name, files in (("other", {".knobs": "seeds=0,1,2 steps=2000 dataset=stacked_fashion_mnist\n",
+                                   ".complete": "100 2000 2 none\n"}),
+                        ("legacy", {".complete": "100 2000 2 none,pacgan,unrolled,multiscale\n"})):
+        out = tmp_path / name
+        out.mkdir()
+        for file, text in files.items():
+            (out / file).write_text(text)
+        env = {**os.environ, "OUT": str(out), "GANLAB": str(fake), "DOC": str(tmp_path / "stacked.md")}
+        done = subprocess.run([script], capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "choose another OUT" in done.stderr and "Traceback" not in done.stderr

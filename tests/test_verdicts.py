@@ -81,6 +81,8 @@ def test_benjamini_hochberg_by_hand():
     # a large p early in rank order cannot get a q above a later one: 0.012, 0.05, 0.9 -> 0.036, 0.075, 0.9
     assert bh_adjust([0.9, 0.012, 0.05]) == pytest.approx([0.9, 0.036, 0.075])
     assert bh_adjust([]) == []
+    # the running minimum from the top: m p / rank = 0.03, 0.0165, 0.2 -> the first takes the second's 0.0165
+    assert bh_adjust([0.01, 0.011, 0.2]) == pytest.approx([0.0165, 0.0165, 0.2])
 
 
 def test_adjust_judges_the_word_on_q_over_the_whole_family():
@@ -150,15 +152,18 @@ def test_still_moving_fits_a_slope_over_the_whole_window():
 
 
 def test_still_moving_is_not_decided_by_the_two_end_points():
-    steps = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # the window: steps 9, 10, 11
-    # every seed rises steadily over the window but its last evaluation dips back to the window's start:
-    # end points alone see no change; the slope over all three evaluations is not 0 for any seed
-    seeds = [[0.0] * 8 + [0.0, 2.0 + s, 0.0] for s in (0.0, 0.5, 1.0)]
-    assert still_moving(steps, seeds).change == pytest.approx(0.0)
-    # a steady fall through the window
-    falling = [[0.0] * 8 + [3.0 + s, 2.0 + s, 1.0 + 0.9 * s] for s in (0.0, 0.1, 0.3, 0.2)]
-    result = still_moving(steps, falling)
-    assert result.moving is True and result.change < -1.5
+    steps = list(range(1, 22))  # 21 evaluations: the window is the last 5 (steps 17 to 21)
+    # every seed rises through the window, then its last evaluation falls back to the window's first value:
+    # end points alone see no change, the least-squares slope over the five evaluations does
+    shifts = (0.0, 0.3, 0.5, 0.8)
+    rising = [[0.0] * 16 + [0.0, 1.0, 2.0, 3.0 + s, 0.0] for s in shifts]
+    result = still_moving(steps, rising)
+    # slope = sum((x - 19) y) / 10 = (2 + s) / 10 per step; times the window's 4 steps
+    assert result.change == pytest.approx(np.mean([(2 + s) / 10 * 4 for s in shifts]))
+    assert result.moving is True
+    # one early high value, then flat: the end points say -(3 + s), the slope -0.8 (3 + s)
+    flat = [[0.0] * 16 + [3.0 + s, 0.0, 0.0, 0.0, 0.0] for s in shifts]
+    assert still_moving(steps, flat).change == pytest.approx(np.mean([-0.8 * (3 + s) for s in shifts]))
 
 
 def test_still_moving_standard_error_over_seeds_by_hand():
