@@ -150,6 +150,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path, help="the reproduce_stacked.sh output directory")
     ap.add_argument("--out", dest="doc", type=Path, default=Path("docs/results/stacked.md"))
+    ap.add_argument("--validation", type=Path, default=Path("docs/results/stacked_validation.md"),
+                    help="the counts' validation table (`make validate-stacked`), put in the doc when it exists")
     args = ap.parse_args()
     report = build_report(args.out, metrics=METRICS)
     runs = summaries(args.out)
@@ -270,6 +272,11 @@ def main() -> None:
         lines.append(f"The real data's own reference sample scores {ref['modes_captured']} modes and KL "
                      f"{ref['reverse_kl']:.3f} under the same classifier and sample count: the ceiling of this protocol.")
     lines += within_class_section(report.groups)
+    if args.validation.is_file():  # how far the counts above can be trusted, measured where the truth is known
+        lines += ["", args.validation.read_text().replace("\n## ", "\n### ").rstrip(), ""]
+    else:
+        lines += ["", ("The mode counts have not been validated on real images with known modes for this doc "
+                       "(`make validate-stacked` writes that table)."), ""]
     lines += ["", "## The papers' Stacked MNIST numbers (modes / KL), for scale only", ""]
     lines += [f"- {name}: {text}." for name, text in PAPERS]
     lines += ["", ("These are on Stacked MNIST (not Fashion-MNIST), with the papers' networks and training lengths; "

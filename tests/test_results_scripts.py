@@ -4,6 +4,7 @@ import subprocess
 import sys
 from itertools import product
 
+import pytest
 from conftest import REPO, TINY, make_cfg
 
 from ganlab.train import run
@@ -186,3 +187,60 @@ def test_reproduce_stacked_refuses_an_out_of_other_seeds(tmp_path):
         done = subprocess.run([script], capture_output=True, text=True, env=env, check=False)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "choose another OUT" in done.stderr and "Traceback" not in done.stderr
+
+
+def _validate_stacked():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validate_stacked_counts", REPO / "scripts" / "validate_stacked_counts.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+class _TemplateClassifier:
+    """Labels a grey image by the class template it correlates with most: exact on these synthetic digits, clean
+    or blurred, so every count must equal the truth; `confusion` the identity (it makes no errors)."""
+
+    def __init__(self, templates):
+        import torch
+
+        self.templates = templates.reshape(10, -1)
+        self.confusion, self.confusion_samples = torch.eye(10, dtype=torch.float64), torch.full((10,), 100)
+
+    def predict(self, x, batch_size=1024):
+        return (x.reshape(len(x), -1) @ self.templates.T).argmax(1)
+
+
+def test_validation_counts_known_modes_of_real_triples_built_as_the_script_builds_them():
+    import math
+
+    import torch
+
+    validate = _validate_stacked()
+    g = torch.Generator().manual_seed(0)
+    templates = torch.randint(0, 2, (10, 28, 28), generator=g).float() * 2 - 1
+    labels = torch.arange(10).repeat(20)  # 20 test images a class: its template, with pixel noise, as uint8
+    images = ((templates[labels] + 0.3 * torch.randn(200, 28, 28, generator=g)).clamp(-1, 1) * 127.5 + 127.5).round()
+    images = images.to(torch.uint8)
+    classifier = _TemplateClassifier(templates)
+    for case in validate.cases([100], ["uniform"], ["clean", "blur2"]):
+        row = validate.measure(case, classifier, images, labels, n=5000, seed=1)
+        assert row["true_modes"] == 100 and row["true_kl"] == pytest.approx(math.log(10))  # uniform on 100 of 1,000
+        assert row["modes_captured"] == row["modes_above_share"] == row["modes_corrected"] == 100, case
+        assert row["reverse_kl"] == pytest.approx(math.log(10), abs=0.02)
+    # Zipf: the heaviest mode holds 1/H_100 of the mass; the truth's KL is that of the weights, not log 10
+    p = validate.true_distribution(validate.Case(100, "zipf", "clean"), torch.Generator().manual_seed(0))
+    weights = p[p > 0].sort(descending=True).values
+    assert weights.sum() == pytest.approx(1.0) and weights[0] / weights[-1] == pytest.approx(100.0)
+    assert validate.reverse_kl(p) > math.log(10)  # further from uniform than 100 equal modes
+    # the degradations change the images as named, and the noise is the seed's
+    x = validate.stacked_sample(images, labels, p, 8, torch.Generator().manual_seed(2))
+    assert x.shape == (8, 3, 28, 28) and x.min() >= -1 and x.max() <= 1
+    once, twice = (validate.degrade(x, how, torch.Generator()) for how in ("blur1", "blur2"))
+    assert once.std() < x.std() and twice.std() < once.std()
+    noisy = [validate.degrade(x, "noise", torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*noisy) and not torch.equal(noisy[0], x)
+    lines = validate.table([validate.measure(validate.Case(100, "uniform", "clean"), classifier, images, labels, 2000, 0)])
+    assert lines[2].startswith("| 100 | uniform | clean | ") and "| 1.00 |" in lines[2]
