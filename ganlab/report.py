@@ -405,7 +405,7 @@ class TableSpec:
             # A wrapping column is at least as wide as its longest word (up to 24), so it breaks at spaces;
             # only a longer word (a path) is folded.
             longest = max((len(word) for text in [name, *cells[i]] for word in text.split()), default=1)
-            table.add_column(name, justify="left" if wraps or i == len(self.columns) - 1 else "right",
+            table.add_column(name, justify="left" if wraps else "right",
                              no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
                              min_width=min(24, longest) if wraps else None)
         for row in self.rows:
