@@ -127,7 +127,10 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
     (root / ".complete").write_text("120 2000 2\n60 2000 2 none,pacgan,unrolled,multiscale\n"
                                     "30 2000 2 acgan classes=first\n")
     doc = tmp_path / "stacked.md"
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out", str(doc)], check=False,
+    validation = tmp_path / "validation.md"  # the counts' validation table (make validate-stacked), put in the doc
+    validation.write_text("## Validation of the mode counts on real images with known modes\n\n| true modes |\n|---:|\n| 100 |\n")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out", str(doc),
+                          "--validation", str(validation)], check=False,
                          capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
     assert out.returncode == 0, out.stderr
     text = doc.read_text()
@@ -144,7 +147,8 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
     assert "GFLOP/step" in text and "Welch" not in text
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
     assert "Wall time of the sweep: **3.5 min**" in text
-    within = text.split("## Within-class collapse")[1].split("## The papers")[0]
+    assert "## Validation of the mode counts on real images with known modes\n\n| true modes |" in text
+    within = text.split("## Within-class collapse")[1].split("\n## ")[0]
     rows = [line for line in within.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[:3] for row in rows] == [["| none", "– (unconditional)", "2"],
                                                       ["| pacgan", "– (unconditional)", "2"],
