@@ -301,6 +301,8 @@ def main() -> None:
     args = ap.parse_args()
     root, out, figures = Path(args.path), Path(args.out), Path(args.figures)
 
+    if args.baselines and not (root.is_dir() and find_runs(root)):
+        return  # nothing measured yet: no status line (reproduce_toy.sh says to run the baselines part)
     report = build_report(root, metrics=METRICS)
     rows: dict[tuple[str, str, str], Group] = {}
     for g in report.groups:  # two configurations that classify alike (pacgan m=2 and m=3 in the VEEGAN setup) stay apart
@@ -591,4 +593,9 @@ def _mode_history_figures(rows: dict, figures: Path) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    main()
+    from ganlab.errors import GanlabError
+
+    try:
+        main()
+    except GanlabError as exc:  # a path without runs, an unreadable summary: one line, not a traceback
+        raise SystemExit(f"toy_results: {exc}") from None
