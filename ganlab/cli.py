@@ -557,8 +557,34 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
+def _inside_an_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _stop(signum) -> None:
+    print(f"ganlab: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: every file is already whole (atomic writes), and the interpreter's own shutdown
+    # after a KeyboardInterrupt can end the process by the signal instead of this exit status.
+    os._exit(128 + signum)
+
+
+def _on_signal(signum, frame) -> None:
+    """Ctrl-C or SIGTERM outside a run's loop (start-up, a report). Inside an import an exception
+    raised here can cross C++ extension code (torch's pybind11 module set-up), which aborts the
+    process with a C++ stack on the terminal (exit -6); nothing of ours is written during an import,
+    so there it stops at once. Elsewhere it raises, so that open `finally` blocks tidy up."""
+    if _inside_an_import(frame):
+        _stop(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+_START_UP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _quiet_thread_errors(args) -> None:
@@ -574,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.raiseExceptions = False
     threading.excepthook = _quiet_thread_errors
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous_term = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    previous = {sig: signal.signal(sig, _on_signal) for sig in _START_UP_SIGNALS} if on_main_thread else {}
     try:
         _main(argv)
     except KeyboardInterrupt as exc:
@@ -584,16 +610,11 @@ def main(argv: list[str] | None = None) -> None:
         if on_main_thread:  # a second Ctrl-C while we leave must not print a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(f"ganlab: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # os._exit: every file is already whole (atomic writes), and the interpreter's own shutdown
-        # after a KeyboardInterrupt can end the process by the signal instead of this exit status.
-        os._exit(128 + signum)
+        _stop(signum)
     finally:  # as they were: main() is also called in-process (tests, notebooks)
         logging.raiseExceptions, threading.excepthook = saved
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -91,3 +91,36 @@ def test_a_run_stopped_at_a_random_moment_ends_resumable(fraction, how, full_len
     # Resumable: the same run with resume=auto finishes it (from its checkpoint, if it has one).
     resumed = run(make_cfg(*RUN, "resume=auto"), run_dir)
     assert (resumed["status"], resumed["step"]) == ("completed", 60)
+
+
+# A module whose import calls C code (libc's qsort) that calls back into Python, where the signal
+# lands: as in torch's import, where pybind11 module set-up runs Python code and an exception raised
+# there aborts the process (exit -6, a C++ stack on the terminal). ctypes swallows such an exception
+# instead ("Exception ignored on calling ctypes callback function") and the process goes on.
+SIGNALLED_IN_C = """
+import ctypes, os, signal
+libc = ctypes.CDLL(None)
+COMPARE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+def compare(a, b):
+    os.kill(os.getpid(), signal.{name})
+    for _ in range(1000):  # the handler runs at the next bytecodes, inside this callback
+        pass
+    return a[0] - b[0]
+values = (ctypes.c_int * 2)(2, 1)
+libc.qsort(values, 2, ctypes.sizeof(ctypes.c_int), COMPARE(compare))
+print("the import went on after the signal")
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_inside_an_import_stops_at_once_in_one_line(name, tmp_path):
+    (tmp_path / "signalled_in_c.py").write_text(SIGNALLED_IN_C.format(name=name))
+    # The real main() and its start-up handlers; the command is replaced by the import.
+    program = ("import sys; from ganlab import cli; "
+               f"sys.path.insert(0, {str(tmp_path)!r}); "
+               "cli._command = lambda command, rest: __import__('signalled_in_c'); "
+               "cli.main(['train'])")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    signum = getattr(signal, name)
+    assert done.returncode == 128 + signum, done.stdout + done.stderr
+    assert done.stderr == f"ganlab: interrupted by {name}\n" and done.stdout == ""
