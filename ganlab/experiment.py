@@ -77,7 +77,7 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     """Everything a run needs, from the config. The CLI also calls it on the CPU for every job of a
     sweep before the first starts, so bad values fail at once; keep construction cheap (datasets
     that read files should read them lazily)."""
-    data = _instantiate(cfg.dataset, "dataset", device=device)
+    data = build_data(cfg, device)
     # cfg.remedy maps each chosen remedy's name to its config (`remedy=[pacgan,spectral_norm]`).
     remedy = combine({name: _instantiate(node, f"remedy.{name}") for name, node in cfg.remedy.items()})
     loss = _instantiate(cfg.loss, "loss")
@@ -107,6 +107,11 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
                                if p.requires_grad and id(p) not in g_side]
     remedy.prepare(g_opt, d_opt, cfg.steps)
     return exp
+
+
+def build_data(cfg: DictConfig, device: torch.device):
+    """The config's dataset alone (`ganlab eval --samples FILE` scores samples against it)."""
+    return _instantiate(cfg.dataset, "dataset", device=device)
 
 
 def _make_encoder(cfg: DictConfig, **kwargs) -> nn.Module:

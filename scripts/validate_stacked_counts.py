@@ -24,19 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ganlab.data.degrade import DEGRADATIONS, degrade
 from ganlab.metrics.classes import classify_channels, stacked_mode_metrics
 
 N_MODES = 1000
 WEIGHTS = ("uniform", "zipf")
-# What degrades a generated image, as the issue measured it: the blur of an upsampling G, and pixel noise.
-DEGRADATIONS = {"clean": "the test images as they are",
-                "blur1": "a 3x3 binomial blur, once",
-                "blur2": "a 3x3 binomial blur, twice",
-                "noise": "Gaussian noise, std 0.5 (pixels in [-1, 1]), clipped"}
-NOISE_STD = 0.5
 METRICS = ("modes_captured", "modes_above_share", "modes_corrected", "reverse_kl", "reverse_kl_corrected")
 
 
@@ -79,21 +73,6 @@ def stacked_sample(images: Tensor, labels: Tensor, p: Tensor, n: int, generator:
         pool = by_class[d]
         index[where] = pool[torch.randint(0, len(pool), (int(where.sum()),), generator=generator)]
     return images[index].float().div_(127.5).sub_(1.0)  # (n, 3, 28, 28): the three digits in the channels
-
-
-def degrade(x: Tensor, how: str, generator: torch.Generator) -> Tensor:
-    if how == "clean":
-        return x
-    if how in ("blur1", "blur2"):
-        kernel = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
-        for _ in range(1 if how == "blur1" else 2):
-            # Edge pixels repeat (replicate padding): a zero border would darken every digit's edge.
-            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-        return x
-    if how == "noise":
-        return (x + NOISE_STD * torch.randn(x.shape, generator=generator)).clamp_(-1.0, 1.0)
-    raise ValueError(f"unknown degradation {how!r}; choose from {', '.join(DEGRADATIONS)}")
 
 
 def measure(case: Case, classifier, images: Tensor, labels: Tensor, n: int, seed: int) -> dict:

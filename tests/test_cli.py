@@ -213,7 +213,8 @@ def test_an_explicit_run_directory_that_holds_a_run_is_refused(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--samples", "1"], "--samples must be >= 2, got 1"),
-    (["--samples", "x"], "argument --samples: invalid int value: 'x' (see `ganlab eval --help`)"),
+    (["--samples", "x"], "--samples x scores a file; leave out the run directory"),
+    (["--out", "e.json"], "--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json"),
     (["--bogus"], "unrecognized arguments: --bogus (see `ganlab eval --help`)"),
     (["metrics.inception=maybe"], "metrics.inception='maybe': choose true, false or auto"),
     (["eval.batch=0"], "eval.batch=0 is out of range: it must be an integer >= 1"),
@@ -233,15 +234,16 @@ def test_eval_argument_errors_are_one_line_before_any_work(tmp_path, capsys, arg
     assert len(lines) == 1 and lines[0].startswith("ganlab: error: ") and message in lines[0], lines
 
 
-def test_eval_usage_calls_only_the_run_directory_required(tmp_path, capsys):
+def test_eval_usage_names_a_run_directory_or_a_samples_file(tmp_path, capsys):
     from ganlab.cli import main
     from ganlab.evaluation.command import parser
 
-    assert parser().format_usage().split()[-3:] == ["RUN_DIR", "[overrides", "...]"]
+    assert parser().format_usage().split()[-3:] == ["[RUN_DIR]", "[overrides", "...]"]
     with pytest.raises(SystemExit):
         main(["eval"])
-    assert capsys.readouterr().err.strip() == ("ganlab: error: the following arguments are required: RUN_DIR "
-                                               "(see `ganlab eval --help`)")
+    assert capsys.readouterr().err.strip() == ("ganlab: error: ganlab eval needs a run directory (ganlab eval RUN_DIR), "
+                                               "or a samples file and its dataset (ganlab eval --samples FILE.npz "
+                                               "dataset=NAME)")
     # overrides may follow an option, as `ganlab --help` shows them: the arguments parse, and the
     # missing run is what is reported
     with pytest.raises(SystemExit):

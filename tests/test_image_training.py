@@ -91,6 +91,10 @@ def test_a_tiny_stacked_run_reports_modes_features_and_pictures(image_root, clas
     assert "fashion_mnist CNN sha256:" in summary["protocol"]["classifier"]
     assert "NOT Inception" in summary["protocol"]["domain_features"]
     assert 1 <= summary["protocol"]["reference_modes"]["modes_captured"] <= 64  # the real data under the same protocol
+    # the ceiling from the test split, and real images degraded as generated ones are, beside the untrained G
+    assert summary["protocol"]["ceiling_split"] == "test"
+    assert set(summary["references"]) == {"untrained", "data", "real_blurred", "real_noised"}
+    assert summary["references"]["real_blurred"]["domain_fid"] != summary["references"]["data"]["domain_fid"]
     assert summary["mode_history"]["steps"] == [3, 6]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import logging
 import pickle
 import struct
 import tarfile
@@ -23,6 +24,8 @@ from torch import Tensor
 
 from ganlab.data.files import data_root, fetch
 from ganlab.errors import ConfigError, GanlabError
+
+log = logging.getLogger(__name__)
 
 NAMES = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -169,6 +172,7 @@ class ImageDataset:
         self._images: Tensor | None = None  # (N, C, H, W), or (N, H, W) base digits when stacked
         self._labels: Tensor | None = None
         self._table: Tensor | None = None  # (stack_n, 3) indices into the base set
+        self._held_out: Tensor | bool | None = None  # the test split's images (False: not here)
 
     def _load(self) -> tuple[Tensor, Tensor]:
         if self._images is None:
@@ -224,6 +228,31 @@ class ImageDataset:
         if self.stacked:
             idx = self._table[idx]
         return images[idx].float().div_(127.5).sub_(1.0)
+
+    def held_out_sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, str]:
+        """n real images in [-1, 1] from the test split, which the mode classifier did not train on (a stacked
+        sample: three independent test images, so its triples are uniform over the 1,000 as the stack's are in
+        expectation); the ceiling rows. Returns them and the split they came from: the training split when the
+        test split's files are not here (the run's log says so)."""
+        if self.split == "test":
+            return self.sample(n, generator), "test"
+        if self._held_out is None:
+            try:
+                images, labels = _read(self.base, "test", _sources(self.base, "test", self.root))
+            except GanlabError as exc:
+                log.warning("the ceiling rows come from the %s split: %s", self.split, exc)
+                self._held_out = False
+            else:
+                if self.pad_to_32:
+                    images = F.pad(images, (2, 2, 2, 2))
+                self._held_out = images.to(self.device)
+        if self._held_out is False:
+            return self.sample(n, generator), self.split
+        images = self._held_out
+        shape = (n, 3) if self.stacked else (n,)
+        idx = torch.randint(0, len(images), shape, device=self.device, generator=generator)
+        picked = images[idx][:, :, 0] if self.stacked else images[idx]  # stacked: (n, 3, H, W), a digit a channel
+        return picked.float().div_(127.5).sub_(1.0), "test"
 
     mode_ids = staticmethod(mode_ids)
 

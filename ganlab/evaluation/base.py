@@ -79,6 +79,9 @@ class Evaluator(Protocol):
                  step: int | None = None) -> Evaluation:
         """Metrics on fresh samples (n, or the protocol's count); a `step` records it in the history."""
 
+    def evaluate_samples(self, fake: Any, generator: Any) -> Evaluation:
+        """Metrics of samples made elsewhere (`ganlab eval --samples FILE`): all that needs no G or D."""
+
     def references(self, G: Any, D: Any, remedy: Any, generator: Any, offloader: Any = None) -> dict:
         """{name: metrics} of the reference rows (untrained G, Gaussian fit, real data). An evaluator may
         hand their offline part to `offloader` (the loop's); its result (EvalResult.references) then

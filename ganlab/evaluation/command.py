@@ -1,9 +1,14 @@
-"""`ganlab eval RUN_DIR`: evaluate a finished run again, from its checkpoint.
+"""`ganlab eval RUN_DIR`: evaluate a finished run again, from its checkpoint; `ganlab eval --samples FILE
+dataset=NAME`: evaluate samples made elsewhere.
 
 The run's resolved config (in summary.json) rebuilds every network, the remedy's extra networks
 included, and the checkpoint fills them. With the default sample count, the evaluation draws the
 very samples of the run's final evaluation (its RNG is seeded from the seed and the step), so the
 numbers equal the summary's; `--samples` takes more or fewer. Results go to RUN_DIR/eval.json.
+
+A samples file (.npz with an array `images` (n, C, H, W), floats in [-1, 1] or uint8, or `points` (n, 2);
+`x` as ganlab's own samples.npz; or a bare .npy array) is scored by the same evaluator against the
+dataset it names, on everything that needs no G or D. Results go to FILE's name with .eval.json.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from ganlab.argparsing import Parser
 from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
-from ganlab.errors import ConfigError, GanlabError
+from ganlab.errors import ConfigError, GanlabError, UsageError
 from ganlab.evaluation import eval_seed, make_evaluator, scalars
-from ganlab.experiment import build, load_checkpoint
+from ganlab.experiment import build, build_data, load_checkpoint
 from ganlab.summary import RunSummary
 from ganlab.tracking import write_json_atomic
 
@@ -79,6 +87,99 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
 
 
 EVAL_KEYS = ("metrics.", "eval.batch", "eval.grid")  # what `ganlab eval` may change: how metrics are measured
+FILE_KEYS = ("dataset", "seed", "eval.w_samples", *EVAL_KEYS)  # and for a samples file: what it is compared with
+SAMPLE_ARRAYS = {"image": ("images", "x"), "toy": ("points", "x")}  # the array names a samples file may use
+# What a file's evaluation lacks: these need the G and D that made the samples.
+NEEDS_NETWORKS = ("critic_gap", "jacobian_sigma_min", "remedy_metrics")
+
+
+def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | None = None,
+                          out: str | Path | None = None) -> dict:
+    """Score the samples in `path` against the dataset `overrides` names (`dataset=NAME`, its keys, `metrics.*`,
+    `eval.batch`, `eval.w_samples`, `seed`: the real draws); write the record to `out` (default: the file's
+    name with .eval.json) and return it."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.startswith(FILE_KEYS):
+            raise ConfigError(f"{item!r}: ganlab eval --samples FILE takes key=value overrides of "
+                              f"{', '.join(k + ('' if k.endswith('.') else '*') for k in FILE_KEYS)} only")
+    named = [item.partition("=")[2] for item in overrides if item.startswith("dataset=")]
+    if not named:
+        from ganlab.config import options
+
+        raise UsageError(f"ganlab eval --samples {path} needs the dataset the samples imitate: dataset=NAME "
+                         f"({', '.join(options('dataset'))})")
+    cfg = compose_checked(overrides)
+    device = _device(device or "cpu")
+    data = build_data(cfg, device)
+    fake = load_samples(Path(path), data, named[-1], device)
+    evaluator = make_evaluator(data, cfg.model.latent_dim, OmegaConf.merge(cfg.eval, {"samples": len(fake)}),
+                               False, device, cfg.get("metrics"))
+    ev = evaluator.evaluate_samples(fake, torch.Generator(device).manual_seed(cfg.seed))
+    protocol = {k: v for k, v in evaluator.protocol().items() if k not in NEEDS_NETWORKS}
+    record = {"samples_file": str(path), "samples": len(fake), "dataset": named[-1],
+              "metrics": {**scalars(ev), **evaluator.offline_metrics(ev)},
+              "mode_counts": ev.metrics.get("mode_counts"), "protocol": protocol}
+    out = Path(out) if out else Path(path).with_suffix(".eval.json")
+    write_json_atomic(out, record)
+    record["written_to"] = str(out)
+    return record
+
+
+def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
+    """The samples in `path` as float32 on `device`, checked against the shape and range of `data` (the
+    dataset option `name`); raise GanlabError with the fix."""
+    kind = getattr(data, "evaluator", "toy")
+    names = SAMPLE_ARRAYS.get(kind, SAMPLE_ARRAYS["toy"])
+    how = f"numpy.savez(PATH, {names[0]}=array of shape (n, {', '.join(map(str, data.shape))}))"
+    if not path.is_file():
+        raise GanlabError(f"no samples file at {path}; write one with {how}")
+    try:
+        with open(path, "rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a bare .npy array
+                array = loaded
+            else:
+                with loaded:
+                    key = next((n for n in names if n in loaded.files), None)
+                    if key is None:
+                        held = ", ".join(loaded.files) or "no arrays"
+                        raise GanlabError(f"{path} holds {held}, no array named {' or '.join(names)}; write it with {how}")
+                    array = loaded[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy calls any other file "pickled data": its advice to unpickle an unknown file is not ours.
+        why = "neither" if "pickle" in str(exc) else str(exc).splitlines()[0]
+        raise GanlabError(f"cannot read {path} as a .npz or .npy file ({why}); write it with {how}") from None
+    if array.ndim != 1 + len(data.shape) or tuple(array.shape[1:]) != tuple(data.shape):
+        raise GanlabError(f"{path}: samples of shape (n, {', '.join(map(str, data.shape))}) for {name}, got "
+                          f"{tuple(array.shape)}")
+    if len(array) < MIN_SAMPLES:
+        raise GanlabError(f"{path} holds {len(array)} sample(s); the metrics compare sets: give >= {MIN_SAMPLES}")
+    if array.dtype == np.uint8 and kind == "image":
+        x = torch.from_numpy(array).float().div_(127.5).sub_(1.0)
+    elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
+        x = torch.from_numpy(np.asarray(array, np.float32))
+        if not torch.isfinite(x).all():
+            raise GanlabError(f"{path}: {int((~torch.isfinite(x)).sum())} values are NaN or infinite")
+        low, high = float(x.min()), float(x.max())
+        if kind == "image" and (low < -1.001 or high > 1.001):
+            raise GanlabError(f"{path}: images in [-1, 1] as floats (or 0..255 as uint8), got values from {low:.4g} "
+                              f"to {high:.4g}; rescale them (x / 127.5 - 1 for 0..255)")
+        if kind == "image":
+            x = x.clamp_(-1.0, 1.0)  # a rounding error's overshoot
+    else:
+        raise GanlabError(f"{path}: samples of numbers, got dtype {array.dtype}")
+    return x.to(device)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanlabError(f"--device {name}: not a torch device; use cpu or cuda (cuda:1: the second GPU)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanlabError(f"--device {name}: this machine has no CUDA; use --device cpu")
+    return device
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -107,15 +208,31 @@ def _with_overrides(cfg, overrides: list[str]):
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="ganlab eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("path", metavar="RUN_DIR", help="a run directory (with summary.json and checkpoint.pt)")
-    p.add_argument("--samples", type=int, default=None, metavar="N",
-                   help=f"samples to evaluate, >= {MIN_SAMPLES} (default: the run's eval.samples; W1/W2 take "
-                        f"min(N, eval.w_samples) of them, and the protocol {W_SAMPLES_PROTOCOL})")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on)")
+    p.add_argument("path", metavar="RUN_DIR", nargs="?", default=None,
+                   help="a run directory (with summary.json and checkpoint.pt); none with --samples FILE")
+    p.add_argument("--samples", default=None, metavar="N|FILE",
+                   help=f"N: samples to draw from the run, >= {MIN_SAMPLES} (default: the run's eval.samples; W1/W2 "
+                        f"take min(N, eval.w_samples) of them, and the protocol {W_SAMPLES_PROTOCOL}); FILE: a .npz "
+                        "of samples made elsewhere (`images` (n, C, H, W) in [-1, 1] or uint8, or `points` (n, 2)), "
+                        "scored against dataset=NAME")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="with --samples FILE: where the record goes (default: FILE's name with .eval.json)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on; cpu for a file)")
     # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
     p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
-                   "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...")
+                   "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "
+                   "dataset=NAME (and its keys) first")
     return p
+
+
+def _sample_count(value: str | None) -> int | None:
+    """--samples as a count, or None when it names a file."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,9 +245,24 @@ def main(argv: list[str] | None = None) -> None:
     warnings.setFormatter(logging.Formatter("ganlab: warning: %(message)s"))
     logging.getLogger("ganlab").addHandler(warnings)
     try:
-        record = evaluate_run(args.path, args.samples, args.device, args.overrides)
+        if args.samples is not None and _sample_count(args.samples) is None:
+            # A file of samples: `path` took the first override (dataset=NAME), if any.
+            if args.path is not None and "=" not in args.path:
+                raise UsageError(f"--samples {args.samples} scores a file; leave out the run directory {args.path} "
+                                 "and name the dataset (dataset=NAME)")
+            overrides = [*([args.path] if args.path else []), *args.overrides]
+            record = evaluate_samples_file(args.samples, overrides, args.device, args.out)
+            closing = f"{record['samples']} samples of {args.samples} against {record['dataset']}; wrote {record['written_to']}"
+        else:
+            if args.path is None:
+                raise UsageError("ganlab eval needs a run directory (ganlab eval RUN_DIR), or a samples file and "
+                                 "its dataset (ganlab eval --samples FILE.npz dataset=NAME)")
+            if args.out is not None:
+                raise UsageError("--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
+            record = evaluate_run(args.path, _sample_count(args.samples), args.device, args.overrides)
+            closing = f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}"
     finally:
         logging.getLogger("ganlab").removeHandler(warnings)
     for key, value in record["metrics"].items():
         print(f"{key:>28}  {value:.6g}")
-    print(f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}")
+    print(closing)

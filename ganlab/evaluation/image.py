@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganlab.data.degrade import DEGRADATIONS, degrade
 from ganlab.evaluation.base import (
     Evaluation,
     ModeHistory,
@@ -46,6 +47,7 @@ REMEDY_METRIC_SAMPLES = 1000  # remedies' own evaluation metrics (reconstruction
 SAVED_SAMPLES = 1000          # generated and real images kept in samples.npz (all 26k would be 61 MB per run)
 KID_KEYS = ("kid", "kid_std")
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
+REFERENCE_BLUR = "blur2"  # the real_blurred row's blur: the stronger of the validation's two (issue 26's table)
 
 
 def _chunks(n: int, size: int):
@@ -161,8 +163,11 @@ class ImageEvaluator:
                "n": n, "seed": REFERENCE_SEED, "draw": "without replacement", "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
-            labels, feats = self._classify(real)
-            ref["modes"] = self._mode_metrics(labels)
+            _, feats = self._classify(real)
+            # The counts' ceiling from images the classifier did not train on, as its confusion matrix was
+            # measured: training images, which it labels better than any other, would flatter the ceiling.
+            held_out, ref["ceiling_split"] = self.data.held_out_sample(n, generator=rng)
+            ref["modes"] = self._mode_metrics(self._classify(held_out)[0])
             features = feats.double().cpu().numpy()
             ref["mu"], ref["sigma"], _ = cached_statistics(
                 {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
@@ -217,17 +222,41 @@ class ImageEvaluator:
     @torch.no_grad()
     def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                    offloader=None) -> dict:
-        """The reference rows (DESIGN 3): the untrained G (call before the first step), and a second real
-        sample, drawn from `generator`, through the same classifier and features (the ceiling). No
-        Gaussian fit: a Gaussian in pixel space says nothing a reader could use. All measured here (the
-        features need the device): `offloader` is not used."""
+        """The reference rows (DESIGN 3): the untrained G (call before the first step), then the real-data
+        rows (`data_references`). No Gaussian fit: a Gaussian in pixel space says nothing a reader could
+        use. All measured here (the features need the device): `offloader` is not used."""
         untrained = scalars(self.evaluate(G, D, remedy, generator))
         untrained.pop("eval_seconds", None)
+        return {"untrained": untrained, **self.data_references(generator)}
+
+    @torch.no_grad()
+    def data_references(self, generator: torch.Generator) -> dict:
+        """The rows that need no G, drawn from `generator`: `data`, real test-split images through the same
+        classifier and features (the ceiling); with a mode classifier, `real_blurred` and `real_noised`,
+        the same images degraded as generated ones are (what a blurry or a noisy G that covers every mode
+        scores: the counts assume test-image confusion, and such images are confused otherwise)."""
         n = self.cfg.samples
         ref = self.reference_sample(n)
-        real = torch.cat([self.data.sample(size, generator=generator) for _, size in _chunks(n, self.cfg.batch)]).float()
-        data = {k: v for k, v in self._sample_metrics(real, ref).items() if k != "mode_counts"}
-        return {"untrained": untrained, "data": data}
+        real, _ = self.data.held_out_sample(n, generator)
+        rows = {"data": real}
+        if self.classifier is not None:
+            rows["real_blurred"] = degrade(real, REFERENCE_BLUR)
+            rows["real_noised"] = degrade(real, "noise", generator)
+        return {name: {k: v for k, v in self._sample_metrics(x, ref).items() if k != "mode_counts"}
+                for name, x in rows.items()}
+
+    @torch.no_grad()
+    def evaluate_samples(self, fake: Tensor, generator: torch.Generator) -> Evaluation:
+        """The metrics of images made elsewhere (`ganlab eval --samples FILE`), (n, C, H, W) in [-1, 1] on
+        this device: all that needs no G or D (no critic gap, no dG/dz, no remedy metrics)."""
+        start = time.perf_counter()
+        n = len(fake)
+        ref = self.reference_sample(n)
+        real = self.data.sample(n, generator=generator)
+        metrics = dict(sample_metrics("image", fake, real, self.data))
+        metrics.update(self._sample_metrics(fake.float(), ref))
+        metrics["eval_seconds"] = time.perf_counter() - start
+        return Evaluation(metrics, _to_uint8(fake[:SAVED_SAMPLES]), _to_uint8(real[:SAVED_SAMPLES]), None)
 
     def _sample_metrics(self, x: Tensor, ref: dict) -> dict:
         """Every metric of a batch of images against the reference sample: classifier modes and feature
@@ -285,8 +314,12 @@ class ImageEvaluator:
             "critic_gap": critic_gap_protocol(self.wasserstein_critic),
             "jacobian_sigma_min": f"mean over {JACOBIAN_SAMPLES} z of the smallest singular value of dG/dz",
             "remedy_metrics": f"on the first {REMEDY_METRIC_SAMPLES} evaluation samples",
-            "references": "untrained: this run's G before its first step; data: a second real sample of the "
-                          "same size through the same classifier and features (the ceiling)",
+            "references": "untrained: this run's G before its first step; data: real images of the same number "
+                          "from the test split (images the mode classifier did not train on; a stacked sample: "
+                          "three independent test images) through the same classifier and features (the ceiling)"
+                          + ("; real_blurred, real_noised: those images " + DEGRADATIONS[REFERENCE_BLUR] + ", and "
+                             + DEGRADATIONS["noise"] + ": what a blurry or noisy G that covers every mode scores"
+                             if self.classifier is not None else ""),
         }
         if self.classifier is not None:
             from ganlab.metrics.classifier import describe
@@ -297,8 +330,8 @@ class ImageEvaluator:
                                    + ("label triples out of 1000" if self.data.stacked else "classes out of 10")
                                    + "; reverse_kl = KL(p_gen(mode) || uniform), natural log, 0 log 0 = 0; "
                                    "modes_captured_real (modes_corrected_real) = modes_captured (modes_corrected) "
-                                   f"of the {n} reference images (real data of the same size through the same "
-                                   "classifier: the ceiling)")
+                                   f"of {n} real test-split images (seed {REFERENCE_SEED}) through the same "
+                                   "classifier: the ceiling")
             out["corrected_modes"] = self._corrected_protocol()
             out["domain_features"] = ("the classifier's penultimate layer" + (", the three channels' features concatenated"
                                       if self.data.stacked else "") + ": domain_fid, kid, precision/recall, "
@@ -314,6 +347,7 @@ class ImageEvaluator:
                 ref = self._reference["modes"]
                 out["reference_modes"] = {k: ref[k] for k in ("modes_captured", "reverse_kl", "modes_corrected",
                                                               "reverse_kl_corrected") if k in ref}
+                out["ceiling_split"] = self._reference["ceiling_split"]
         else:
             out["swd_pixels"] = f"sliced W1 on raw pixels over {self.mcfg.swd_projections} random directions (seed 0)"
         if self.inception is not None:

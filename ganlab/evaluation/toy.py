@@ -129,6 +129,16 @@ class ToyEvaluator:
             self.history.record(step, ev)
         return ev
 
+    @torch.no_grad()
+    def evaluate_samples(self, fake: Tensor, generator: torch.Generator) -> Evaluation:
+        """The metrics of points made elsewhere (`ganlab eval --samples FILE`), (n, 2) on this device: all
+        that needs no G or D (mode coverage and the registered sample metrics; `offline_metrics` adds
+        W1/W2 and the MMD)."""
+        real = self.data.sample(len(fake), generator=generator)
+        metrics = mode_coverage(fake, self.data.centers, self.data.std)
+        metrics.update(sample_metrics("toy", fake, real, self.data))
+        return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(), None)
+
     def job(self, step: int, ev: Evaluation, last: bool = False) -> EvalJob:
         return EvalJob(step, ev.fake, ev.real, ev.d_grid, self.centers, self.limits, scalars(ev),
                        list(self.history.steps), list(self.history.counts), self.cfg.w_samples, self.mmd_sigma,
