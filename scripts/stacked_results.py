@@ -268,6 +268,13 @@ def main() -> None:
         "penultimate features (3 x 128, one block per channel), not on Inception features: they are comparable "
         "between these runs only."),
     ]
+    if report.reference_rows:
+        lines.append("Reference rows: `real data` is test-split images (the mode classifier did not train on them; "
+                     "three independent test images a sample), the ceiling; `real data, blurred` and `real data, "
+                     "noised` are the same images after a 3x3 binomial blur twice, or with Gaussian noise of std 0.5: "
+                     "what a G that covers every mode but draws blurry or noisy images scores. Where those rows' "
+                     "corrected counts are far from the clean row's, the count cannot separate blur or noise from "
+                     "coverage (the validation below).")
     if ref:
         lines.append(f"The real data's own reference sample scores {ref['modes_captured']} modes and KL "
                      f"{ref['reverse_kl']:.3f} under the same classifier and sample count: the ceiling of this protocol.")

@@ -121,7 +121,7 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
                        "dataset.n=100", f"remedy={remedy}", f"seed={seed}")
         summary = run(cfg, root / f"{i}_{remedy}_s{seed}")
-        assert set(summary["references"]) == {"untrained", "data"}
+        assert set(summary["references"]) == {"untrained", "data", "real_blurred", "real_noised"}
         assert {"modes_captured", "reverse_kl", "domain_fid"} <= set(summary["references"]["data"])
     for seed in (0, 1):  # a conditional row, labelled by the first digit: the within-class section
         cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
@@ -138,7 +138,8 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
                          capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
     assert out.returncode == 0, out.stderr
     text = doc.read_text()
-    for label in ("untrained G", "real data"):  # one row per dataset config: the conditional runs' labels differ
+    for label in ("untrained G", "real data", "real data, blurred", "real data, noised"):  # one row per dataset
+        # config: the conditional runs' labels differ
         for classes in ("mode", "first"):
             assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
     assert "| pacgan vs none | against the DCGAN baseline | modes |" in text
