@@ -62,8 +62,18 @@ def tiny_run(root, run_dir):
     return run(cfg, run_dir)
 
 
-def test_inception_mmd_is_reported_and_near_zero_for_a_second_real_sample(image_root, stand_in, tmp_path):
-    summary = tiny_run(image_root, tmp_path / "run")
+@pytest.fixture
+def same_images_root(tmp_path):
+    """Fashion-MNIST files whose test split holds the train split's images (image i the constant i + 1 in both):
+    the `data` reference row, drawn from the test split, is then a second sample of the reference's images."""
+    from test_image_data import fake_mnist
+
+    fake_mnist(tmp_path / "data", "fashion_mnist", n_train=40, n_test=40)
+    return tmp_path / "data"
+
+
+def test_inception_mmd_is_reported_and_near_zero_for_a_second_real_sample(same_images_root, stand_in, tmp_path):
+    summary = tiny_run(same_images_root, tmp_path / "run")
     assert summary["status"] == "completed"
     fake, real = summary["metrics"], summary["references"]["data"]  # a second real sample: the ceiling
     for key in KEYS:

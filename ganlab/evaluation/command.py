@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
     p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
                    "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "
-                   "dataset=NAME (and its keys) first")
+                   "dataset=NAME and its keys (dataset.root=DIR)")
     return p
 
 
