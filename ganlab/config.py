@@ -84,7 +84,7 @@ class FidConfig:
 
 @dataclass
 class MetricsConfig:
-    """Image metrics (DESIGN 3, "FID and friends"); the toy protocol needs none of these."""
+    """Image metrics (docs/images.md); the toy protocol needs none of these."""
 
     inception: Any = "auto"                  # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
     fid: FidConfig = field(default_factory=FidConfig)

@@ -6,7 +6,7 @@ gives for each group and metric the mean and the standard error over the complet
 many runs diverged or failed, and the fraction of seeds that captured every mode. Runs that did
 not complete are counted and listed, never dropped.
 
-A number alone is not a claim (DESIGN 3), so the report also gives:
+A number alone is not a claim, so the report also gives:
 - reference rows under the table: what the runs' untrained G, a Gaussian fit to the data and the
   real data score under the same protocol (summary.json `references`);
 - a verdict per metric against a baseline group (`--baseline remedy=none` by default): an exact

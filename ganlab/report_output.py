@@ -1,5 +1,5 @@
 """`ganlab report PATH`: the report's figures (PNG bytes: mode coverage per configuration, and every
-row's metrics against the training step; convergence is shown, not assumed: DESIGN 3), its files
+row's metrics against the training step; convergence is shown, not assumed), its files
 (report.md, report.csv, the figures) and the command that prints its tables.
 
 The report itself (reading the runs, grouping, statistics, tables) is ganlab/report.py."""

@@ -1,4 +1,4 @@
-"""The speed switches of `cfg.speed` (DESIGN 4), in one place: the loop asks this object for an
+"""The speed switches of `cfg.speed` (docs/benchmarks.md), in one place: the loop asks this object for an
 autocast context and for batches in the networks' memory format, and knows no switch by name.
 
 - `amp=bf16`: the G and D steps run under bfloat16 autocast. bf16 has float32's exponent range,

@@ -28,7 +28,7 @@ class RunSummary:
     device: str | None = None
     n_modes: int | None = None
     metrics: dict = field(default_factory=dict)    # the final evaluation's numbers
-    references: dict = field(default_factory=dict)  # {untrained, gaussian, data: metrics} (DESIGN 3)
+    references: dict = field(default_factory=dict)  # {untrained, gaussian, data: metrics} (docs/cli.md, Comparing runs)
     config: dict | None = None           # the whole resolved config: `ganlab report` groups runs by it
     protocol: dict = field(default_factory=dict)   # how the numbers were measured
     wall_seconds: float = 0.0            # training time over every segment of a resumed run

@@ -1,4 +1,4 @@
-"""Statistics over seeds behind the report's claims (DESIGN 3, "What a number is compared with").
+"""Statistics over seeds behind the report's claims (docs/cli.md, Comparing runs).
 
 Seeds are few (3-10), metrics are bounded counts with arms of zero spread (8 ± 0 modes) or
 heavy-tailed (reverse KL), so nothing here assumes normality:

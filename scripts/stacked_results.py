@@ -5,7 +5,7 @@ classifier), verdicts against the DCGAN baseline and of each method against its 
 statistics as `ganlab report`: permutation test, bootstrap interval, Benjamini-Hochberg over the
 table), the compute of each row, the training length against the paper's, and the wall time. Rows
 that use class labels (acgan, cgan_projection) are never compared with the unconditional rows. Every number is read from the runs' summary.json files (via
-ganlab.report); the papers' Stacked MNIST numbers are quoted (DESIGN.md §3) for scale only: they are
+ganlab.report); the papers' Stacked MNIST numbers are quoted (docs/methods.md, References) for scale only: they are
 on Stacked MNIST with other networks and far longer training."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every number is read from the runs' summary.json files through ganlab.report (the same grouping,
 reference rows, statistics and convergence test as `ganlab report`); the papers' numbers and
-training lengths are quoted from their Table 1 and code (DESIGN.md §3). A claim is made only where
+training lengths are quoted from their Table 1 and code (docs/methods.md). A claim is made only where
 the statistics support it:
 - which setups are collapsing baselines is decided by BASELINE_RULE, stated before the measurement;
   remedy rows get verdicts only in a setup that passes it;
@@ -474,7 +474,7 @@ def main() -> None:
     lines += ["", "## Setups", "",
               ("- **VEEGAN-row setup** (`ganlab/configs/experiment/veegan_setup.yaml`): G and D 3x128 ReLU, latent 2, Adam G 1e-3 / "
                "D 1e-4, beta1 0.5, batch 256. The Unrolled-GAN notebook's networks (2x128 tanh, latent 256) do not make a "
-               "plain GAN collapse (DESIGN §3), so these rows use a setup in which it does, early on; the baseline "
+               "plain GAN collapse (measured: docs/default-run.md), so these rows use a setup in which it does, early on; the baseline "
                "section shows how long that lasts. VEEGAN's own 2-D networks are not in our notes; `remedy=veegan` uses "
                "`model.encoder` (3x128 ReLU) as its reconstructor."),
               ("- **PacGAN's setup** (`ganlab/configs/experiment/pacgan_setup.yaml`): G 4x400 ReLU + batch norm, D 3x200 maxout "

@@ -1,4 +1,4 @@
-"""The toy protocol's metrics on samples whose answer is known (DESIGN 3)."""
+"""The toy protocol's metrics on samples whose answer is known (docs/cli.md, Metrics)."""
 
 import math
 

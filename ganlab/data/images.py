@@ -1,6 +1,6 @@
-"""Image datasets: MNIST, Fashion-MNIST, CIFAR-10 and their stacked 1,000-mode versions (DESIGN 3).
+"""Image datasets: MNIST, Fashion-MNIST, CIFAR-10 and their stacked 1,000-mode versions (docs/images.md).
 
-Each is held on the training device as uint8 and sampled by random index there (DESIGN 4): no
+Each is held on the training device as uint8 and sampled by random index there (docs/benchmarks.md): no
 DataLoader, no per-step host-to-device copy.
 """
 

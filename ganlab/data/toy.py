@@ -1,4 +1,4 @@
-"""2-D Gaussian mixtures: the ring and the grid of DESIGN 3 (PacGAN's geometry up to scale)."""
+"""2-D Gaussian mixtures: the ring and the grid (PacGAN's geometry up to scale)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class GaussianMixture:
 
     @property
     def n_classes(self) -> int:
-        """Labels for conditional remedies: the mode a sample was drawn from (DESIGN 3's mode index)."""
+        """Labels for conditional remedies: the mode a sample was drawn from (its mode index)."""
         return self.n_modes
 
     def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -54,7 +54,7 @@ class GaussianMixture:
 
     def gaussian_fit(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples of the Gaussian with the mixture's mean and covariance: a blob that knows where the
-        data is but nothing of its modes (the reference a remedy must beat, DESIGN 3)."""
+        data is but nothing of its modes (the reference a remedy must beat)."""
         mean, cov = self.moments()
         noise = torch.randn(n, *self.shape, device=self.device, generator=generator, dtype=torch.float64)
         return (mean + noise @ torch.linalg.cholesky(cov).T).float()

@@ -1,4 +1,4 @@
-"""The image protocol (DESIGN 3): one evaluation of an image GAN, batched on the training device.
+"""The image protocol (docs/images.md): one evaluation of an image GAN, batched on the training device.
 
 What it measures depends on what the dataset offers:
 - MNIST-like and stacked data: the project's mode classifier labels every generated sample
@@ -222,7 +222,7 @@ class ImageEvaluator:
     @torch.no_grad()
     def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                    offloader=None) -> dict:
-        """The reference rows (DESIGN 3): the untrained G (call before the first step), then the real-data
+        """The reference rows (docs/cli.md, Comparing runs): the untrained G (call before the first step), then the real-data
         rows (`data_references`). No Gaussian fit: a Gaussian in pixel space says nothing a reader could
         use. All measured here (the features need the device): `offloader` is not used."""
         untrained = scalars(self.evaluate(G, D, remedy, generator))

@@ -1,4 +1,4 @@
-"""The 2-D protocol (DESIGN 3, VEEGAN / PacGAN): one evaluation on the training device, fresh
+"""The 2-D protocol (VEEGAN / PacGAN; docs/cli.md, Metrics): one evaluation on the training device, fresh
 samples from G and the data, and the metrics that need the networks. Exact W1/W2 and the pictures
 are completed in the background (jobs.py, worker.py)."""
 
@@ -103,7 +103,7 @@ def d_map_in_blocks(remedy: Remedy, D: nn.Module, points: Tensor) -> Tensor:
 
 
 class ToyEvaluator:
-    """The 2-D protocol (DESIGN 3): mode coverage against the known centres, the D gap, the
+    """The 2-D protocol (docs/cli.md, Metrics): mode coverage against the known centres, the D gap, the
     Jacobian's smallest singular value; exact W1/W2 and the pictures in the background worker."""
 
 

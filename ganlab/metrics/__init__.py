@@ -122,7 +122,7 @@ TOY_METRICS = protocol_metrics("toy")
 # Each metric's better direction, for the report's verdicts.
 BETTER = {name: m.better for name, m in REGISTRY.items() if m.better is not None}
 
-# The distributions every run is measured against (summary.json `references`, DESIGN 3): a G that
+# The distributions every run is measured against (summary.json `references`): a G that
 # learned nothing, a blob that knows only where the data is (2-D only), and the data (the ceiling).
 # Images with a mode classifier add real images degraded as generated ones are: full coverage, blurry or noisy.
 REFERENCES = {"untrained": "untrained G", "gaussian": "Gaussian fit", "data": "real data",

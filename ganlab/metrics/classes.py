@@ -1,5 +1,5 @@
 """Mode coverage from a classifier's labels: Stacked MNIST's 1,000 triples and plain 10-class data
-(DESIGN 3). Pure functions of label tensors, with the conventions of modes.py: reverse KL is
+(docs/images.md). Pure functions of label tensors, with the conventions of modes.py: reverse KL is
 KL(p_gen(mode) || uniform) = sum_k p_k log(K p_k), natural log, 0 log 0 = 0.
 
 `modes_captured` is the papers' count: modes with at least one sample. The classifier errs on a

@@ -1,4 +1,4 @@
-"""The mode classifier for MNIST-like data (DESIGN 3): it labels each channel of Stacked MNIST /
+"""The mode classifier for MNIST-like data (docs/images.md): it labels each channel of Stacked MNIST /
 Stacked Fashion-MNIST samples (the mode is the triple of labels), and its penultimate features give
 the Domain FID, the offline alternative to the Inception FID for 28x28 grey images.
 

@@ -1,4 +1,4 @@
-"""Mode counts corrected for the mode classifier's errors (DESIGN 3).
+"""Mode counts corrected for the mode classifier's errors (docs/images.md).
 
 The classifier labels each channel of a stacked sample on its own, so a sample of true triple
 s = (s1, s2, s3) is counted as triple t with probability A(s, t) = C[s1, t1] C[s2, t2] C[s3, t3],

@@ -1,4 +1,4 @@
-"""Mode coverage on mixtures of Gaussians, the VEEGAN / PacGAN protocol (DESIGN 3)."""
+"""Mode coverage on mixtures of Gaussians, the VEEGAN / PacGAN protocol (docs/cli.md, Metrics)."""
 
 from __future__ import annotations
 
