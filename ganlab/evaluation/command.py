@@ -144,7 +144,8 @@ def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
                     key = next((n for n in names if n in loaded.files), None)
                     if key is None:
                         held = ", ".join(loaded.files) or "no arrays"
-                        raise GanlabError(f"{path} holds {held}, no array named {' or '.join(names)}; write it with {how}")
+                        raise GanlabError(f"{path} holds {held}, no array named {' or '.join(names)}; "
+                                          f"write it with {how}")
                     array = loaded[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         # numpy calls any other file "pickled data": its advice to unpickle an unknown file is not ours.
@@ -217,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
                         "scored against dataset=NAME")
     p.add_argument("--out", default=None, metavar="FILE.json",
                    help="with --samples FILE: where the record goes (default: FILE's name with .eval.json)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on; cpu for a file)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda (default: the device the run trained on; cpu for a file)")
     # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
     p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
                    "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "

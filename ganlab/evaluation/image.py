@@ -222,9 +222,10 @@ class ImageEvaluator:
     @torch.no_grad()
     def references(self, G: nn.Module, D: nn.Module, remedy: Remedy, generator: torch.Generator,
                    offloader=None) -> dict:
-        """The reference rows (docs/cli.md, Comparing runs): the untrained G (call before the first step), then the real-data
-        rows (`data_references`). No Gaussian fit: a Gaussian in pixel space says nothing a reader could
-        use. All measured here (the features need the device): `offloader` is not used."""
+        """The reference rows (docs/cli.md, Comparing runs): the untrained G (call before the first step),
+        then the real-data rows (`data_references`). No Gaussian fit: a Gaussian in pixel space says
+        nothing a reader could use. All measured here (the features need the device): `offloader` is
+        not used."""
         untrained = scalars(self.evaluate(G, D, remedy, generator))
         untrained.pop("eval_seconds", None)
         return {"untrained": untrained, **self.data_references(generator)}
