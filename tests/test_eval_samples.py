@@ -52,7 +52,8 @@ def test_points_at_the_ring_centres_capture_every_mode(tmp_path, capsys):
     (["--samples", "{tmp}/points.npz"], "needs the dataset the samples imitate: dataset=NAME (cifar10,"),
     (["--samples", "{tmp}/points.npz", "dataset=ring", "loss=wgan"], "'loss=wgan': ganlab eval --samples FILE takes"),
     (["{tmp}", "--samples", "{tmp}/points.npz", "dataset=ring"], "scores a file; leave out the run directory"),
-    (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "cuda:7"], None),
+    (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "cuda:99"], "--device cuda:99: this machine has "),
+    (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "meta"], "--device meta: not a device ganlab"),
     (["--samples", "{tmp}/points.npz", "dataset=fashion_mnist", "dataset.root={images}"],
      "holds points, no array named images or x"),
     (["--samples", "{tmp}/wide.npz", "dataset=ring"], "samples of shape (n, 2) for ring, got (5, 3)"),
@@ -67,15 +68,11 @@ def test_a_bad_samples_file_or_argument_is_one_line(tmp_path, capsys, image_root
     np.savez(tmp_path / "nan.npz", points=np.array([[0.0, np.nan], [0, 0]]))
     np.savez(tmp_path / "one.npz", points=np.zeros((1, 2)))
     (tmp_path / "text.npz").write_text("not numpy\n")
-    if message is None:  # a device this machine does not have
-        message = ("--device cuda:7: this machine has no CUDA; use --device cpu" if not torch.cuda.is_available()
-                   else "")
     code, out, err = _eval(capsys, *(a.format(tmp=tmp_path, images=image_root) for a in args))
     lines = err.strip().splitlines()
-    if message:
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("ganlab: error: "), err
-        assert message.format(tmp=tmp_path) in lines[0]
-        assert not list(tmp_path.glob("*.json"))  # nothing written
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ganlab: error: "), err
+    assert message.format(tmp=tmp_path) in lines[0]
+    assert not list(tmp_path.glob("*.json"))  # nothing written
 
 
 # ---- images: a classifier that is exact on these synthetic digits --------------------------------------

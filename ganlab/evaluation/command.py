@@ -58,13 +58,7 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     except (GanlabError, ValueError) as exc:
         raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None
     # The run's own device by default: the same samples need the same RNG stream (CPU and CUDA differ).
-    try:
-        device = torch.device(device or summary.device or "cpu")
-    except RuntimeError:
-        raise GanlabError(f"--device {device}: not a torch device; use cpu or cuda (cuda:1: the second GPU)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanlabError(f"the run was trained on {device}, and this machine has no CUDA; pass --device cpu "
-                          "(the samples, and so the numbers, will differ from the summary's)")
+    device = _device(device) if device else _device(summary.device or "cpu", trained_on=True)
     cfg = _with_overrides(cfg, overrides)
     exp = build(cfg, device)
     step = load_checkpoint(run_dir / "checkpoint.pt", exp)
@@ -173,13 +167,22 @@ def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
     return x.to(device)
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, trained_on: bool = False) -> torch.device:
+    """`name` as a device this machine has (cpu, or a CUDA GPU it holds); GanlabError otherwise.
+    `trained_on`: the name is the run's own device, not the user's --device."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise GanlabError(f"--device {name}: not a torch device; use cpu or cuda (cuda:1: the second GPU)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanlabError(f"--device {name}: this machine has no CUDA; use --device cpu")
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise GanlabError(f"--device {name}: not a device ganlab evaluates on; use cpu or cuda (cuda:1: the second GPU)")
+    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        have = f"{count} GPU(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA"
+        if trained_on:
+            raise GanlabError(f"the run was trained on {name}, and this machine has {have}; pass --device cpu "
+                              "(the samples, and so the numbers, will differ from the summary's)")
+        raise GanlabError(f"--device {name}: this machine has {have}; use --device cpu")
     return device
 
 
