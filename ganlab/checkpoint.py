@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ganlab import atomic
-from ganlab.config import ADDED_KEYS
+from ganlab.config import ADDED_KEYS, RESUMABLE_ROLES, keys_with
 from ganlab.errors import GanlabError
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,9 @@ CHECKSUM_KEY = "sha256"
 # only required finite: Adam's step count alone reaches 25,000.
 WEIGHT_BOUND = 1e6
 NAME = "checkpoint.pt"
-# Keys that only say how long or how often: a resume may change them. `replicas` says how seeds are
-# grouped into processes: every run records 1 (a replica is one run of its own seed), and records
-# written before the key existed lack it.
-RUN_LENGTH_KEYS = ("steps", "eval.every", "log.every", "checkpoint.every", "eval.background", "resume",
-                   "resume_force", "replicas")
+# The keys a resume may change (how long, when measured, how the work is spread; config.Role): a change of
+# any other key is another experiment, refused unless resume_force=true.
+RESUMABLE_KEYS = keys_with(*RESUMABLE_ROLES)
 
 
 def rng_state() -> dict:
@@ -222,8 +220,8 @@ def _load_optimizer(opt, state: dict) -> None:
         group.update(fresh)
 
 
-def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RUN_LENGTH_KEYS) -> list[str]:
-    """Dotted config keys whose values differ between two resolved configs, run-length keys aside."""
+def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+    """Dotted config keys whose values differ between two resolved configs, the keys a resume may change aside."""
     a, b = _flatten(saved), _flatten(current)
     a.update({k: b[k] for k, old in ADDED_KEYS.items() if k not in a and b.get(k) == old})
     return sorted(k for k in set(a) | set(b)

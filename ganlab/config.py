@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import logging
 import math
@@ -42,13 +43,42 @@ CONFIG_NAME = "train"
 GROUPS = ("dataset", "model", "optim", "loss", "remedy")
 
 
-# The schema below is the one source of the top-level keys: their types, their default values and
-# the ranges `validate` enforces. configs/train.yaml only composes the groups on top of it (and
-# Hydra's settings); the group options (configs/<group>/*.yaml) hold the values of their own keys.
-def bounded(default: int, low: int, high: int | None = None) -> Any:
-    """An integer key with its default and the range `validate` enforces: [low, high], or >= low
+# The schema below is the one source of the top-level keys: their types, their default values, the
+# ranges `validate` enforces and each key's role. configs/train.yaml only composes the groups on top of it
+# (and Hydra's settings); the group options (configs/<group>/*.yaml) hold the values of their own keys.
+class Role(str, enum.Enum):
+    """What a key says about a run. The resume checks, resume=auto, the report's grouping and the replicas'
+    records take their key lists from these roles (`keys_with`), so a new key is placed once, here."""
+
+    experiment = "experiment"  # what is trained and measured: another value is another experiment
+    seed = "seed"              # the replicate axis: the report's statistics are taken over it
+    length = "length"          # how long it trains: a resume may extend it; the report keeps lengths apart
+    schedule = "schedule"      # when it is measured: a resume may change it; the histories differ, so the
+                               # report keeps schedules apart and resume=auto skips only a run measured alike
+    cadence = "cadence"        # how often scalars are read and state is saved: the same results
+    execution = "execution"    # threads, worker processes, seeds per process: the same experiment
+    device = "device"          # where it runs: the same experiment, but a resume stays there (RNG streams live on it)
+    command = "command"        # what the command does with the run directory (resume): not part of the run
+
+
+# Roles whose keys a resume may change (resume=DIR, and resume=auto of an interrupted run) ...
+RESUMABLE_ROLES = (Role.length, Role.schedule, Role.cadence, Role.execution, Role.command)
+# ... and those that do not make another experiment: the report pools runs that differ only in them
+# (besides the seed), and resume=auto counts a completed run as the one asked for.
+REPLICATE_ROLES = (Role.cadence, Role.execution, Role.device, Role.command)
+
+
+def key(default: Any, role: Role, **extra) -> Any:
+    """A schema field with its default and its role (a mutable default: pass default_factory=...)."""
+    if "default_factory" in extra:
+        return field(default_factory=extra.pop("default_factory"), metadata={"role": role, **extra})
+    return field(default=default, metadata={"role": role, **extra})
+
+
+def bounded(default: int, low: int, high: int | None = None, *, role: Role) -> Any:
+    """An integer key with its default, its role and the range `validate` enforces: [low, high], or >= low
     when high is None."""
-    return field(default=default, metadata={"range": (low, high)})
+    return key(default, role, range=(low, high))
 
 
 # A billion steps is years of GPU time for the networks here; more is a typo, not a plan.
@@ -61,14 +91,18 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
+E, S = Role.experiment, Role.schedule  # the two roles most keys below have
+
+
 @dataclass
 class EvalConfig:
-    every: int = bounded(500, 1)          # steps between evaluations (metrics + pictures)
-    samples: int = bounded(2500, 2)       # fresh generated samples per evaluation (VEEGAN/PacGAN protocol)
-    w_samples: int = bounded(1000, 2)     # points per side for the exact empirical W1/W2 (an optimal-transport LP)
-    background: bool = True               # W1/W2 and pictures in a worker process, so training does not wait for them
-    batch: int = bounded(1000, 1)         # images: samples per forward pass in an evaluation
-    grid: int = bounded(64, 1, 1024)      # images: samples in the sample-grid picture, drawn from fixed codes
+    every: int = bounded(500, 1, role=S)          # steps between evaluations (metrics + pictures)
+    samples: int = bounded(2500, 2, role=E)       # fresh generated samples per evaluation (VEEGAN/PacGAN protocol)
+    w_samples: int = bounded(1000, 2, role=E)     # points per side for the exact empirical W1/W2 (an optimal-transport LP)
+    # W1/W2 and pictures in a worker process, so training does not wait for them
+    background: bool = key(True, Role.execution)
+    batch: int = bounded(1000, 1, role=Role.execution)  # images: samples per forward pass in an evaluation
+    grid: int = bounded(64, 1, 1024, role=E)      # images: samples in the sample-grid picture, drawn from fixed codes
 
 
 class Precision(str, enum.Enum):
@@ -79,64 +113,100 @@ class Precision(str, enum.Enum):
 @dataclass
 class FidConfig:
     # path to pt_inception-2015-12-05-6726825d.pth; null: the cache (downloaded when online)
-    weights: Optional[str] = None  # noqa: UP045 - OmegaConf reads Optional, not `str | None`
+    weights: Optional[str] = key(None, E)  # noqa: UP045 - OmegaConf reads Optional, not `str | None`
 
 
 @dataclass
 class MetricsConfig:
     """Image metrics (docs/images.md); the toy protocol needs none of these."""
 
-    inception: Any = "auto"                  # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
+    inception: Any = key("auto", E)                  # true | false | auto: Inception FID and IS (auto: CIFAR-10 with the weights found)
     fid: FidConfig = field(default_factory=FidConfig)
-    prdc_samples: int = bounded(5000, 6)     # precision/recall (k=3), density/coverage (k=5) on this many samples per side
-    kid_subsets: int = bounded(100, 1)       # KID: mean over subsets of kid_subset_size samples
-    kid_subset_size: int = bounded(1000, 2)
-    swd_projections: int = bounded(128, 1)   # random directions of the sliced Wasserstein distance on features
+    prdc_samples: int = bounded(5000, 6, role=E)     # precision/recall (k=3), density/coverage (k=5) on this many samples per side
+    kid_subsets: int = bounded(100, 1, role=E)       # KID: mean over subsets of kid_subset_size samples
+    kid_subset_size: int = bounded(1000, 2, role=E)
+    swd_projections: int = bounded(128, 1, role=E)   # random directions of the sliced Wasserstein distance on features
 
 
 @dataclass
 class SpeedConfig:
-    """Switches for CUDA (they also run on the CPU); measured by scripts/bench_images.py."""
+    """Switches for CUDA (they also run on the CPU); measured by scripts/bench_images.py. Experiment keys:
+    each changes the arithmetic (bf16, the kernels chosen), so runs that differ in one are not replicates."""
 
-    amp: Precision = Precision.none  # none | bf16: autocast the training steps to bfloat16 (no loss scaling needed)
-    channels_last: bool = False      # NHWC memory format for conv networks
-    compile: bool = False            # torch.compile G and D for the training steps
-    cudnn_benchmark: bool = True     # let cuDNN pick the fastest conv algorithms (fixed shapes)
+    amp: Precision = key(Precision.none, E)  # none | bf16: autocast the training steps to bfloat16 (no loss scaling needed)
+    channels_last: bool = key(False, E)      # NHWC memory format for conv networks
+    compile: bool = key(False, E)            # torch.compile G and D for the training steps
+    cudnn_benchmark: bool = key(True, E)     # let cuDNN pick the fastest conv algorithms (fixed shapes)
 
 
 @dataclass
 class LogConfig:
-    every: int = bounded(100, 1)     # steps between scalar reads (the only host syncs in the loop)
+    every: int = bounded(100, 1, role=Role.cadence)     # steps between scalar reads (the only host syncs in the loop)
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = bounded(1000, 1)    # steps between periodic checkpoints
+    every: int = bounded(1000, 1, role=Role.cadence)    # steps between periodic checkpoints
 
 
 @dataclass
 class TrainConfig:
     # Group options are free-form here; `validate` checks them against their `_target_` signatures.
-    dataset: Any = MISSING
-    model: Any = MISSING
-    optim: Any = MISSING
-    loss: Any = MISSING
-    remedy: Any = MISSING
-    seed: int = bounded(0, 0, 2**32 - 1)
+    dataset: Any = key(MISSING, E)
+    model: Any = key(MISSING, E)
+    optim: Any = key(MISSING, E)
+    loss: Any = key(MISSING, E)
+    remedy: Any = key(MISSING, E)
+    seed: int = bounded(0, 0, 2**32 - 1, role=Role.seed)
     # Seeds seed..seed+replicas-1 trained together in one process, one vectorised step over all of them
-    # (ganlab/replicas.py); each writes its own run directory. 1: one run, the plain loop.
-    replicas: int = bounded(1, 1)
-    steps: int = bounded(10000, 1, MAX_STEPS)
-    batch_size: int = bounded(256, 1)
-    device: Device = Device.auto     # auto | cpu | cuda
-    cpu_threads: int = bounded(1, 0)  # torch intra-op threads on CPU; 1 is fastest for the small 2-D networks (0 = torch's default)
+    # (ganlab/replicas.py); each writes its own run directory (recording replicas=1). 1: one run, the plain loop.
+    replicas: int = bounded(1, 1, role=Role.execution)
+    steps: int = bounded(10000, 1, MAX_STEPS, role=Role.length)
+    batch_size: int = bounded(256, 1, role=E)
+    device: Device = key(Device.auto, Role.device)     # auto | cpu | cuda
+    # torch intra-op threads on CPU; 1 is fastest for the small 2-D networks (0 = torch's default)
+    cpu_threads: int = bounded(1, 0, role=Role.execution)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
-    resume: Optional[str] = None  # noqa: UP045 - OmegaConf reads Optional, not `str | None`; a run dir or checkpoint to continue
-    resume_force: bool = False     # resume even when the config differs from the checkpoint's
+    resume: Optional[str] = key(None, Role.command)  # noqa: UP045 - OmegaConf reads Optional; a run dir or checkpoint to continue
+    resume_force: bool = key(False, Role.command)     # resume even when the config differs from the checkpoint's
+
+
+@functools.cache
+def key_roles(schema: type | None = None, prefix: str = "") -> dict[str, Role]:
+    """Every key of the schema (a group, `dataset`, counts as one key: its options share its role) with its
+    role. A field that is neither a section (a dataclass) nor given a role is a bug: it raises TypeError,
+    so a key added without a role fails the test suite at once."""
+    schema = schema or TrainConfig
+    hints = typing.get_type_hints(schema)
+    found: dict[str, Role] = {}
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found |= key_roles(hints[f.name], f"{prefix}{f.name}.")
+        elif isinstance(f.metadata.get("role"), Role):
+            found[prefix + f.name] = f.metadata["role"]
+        else:
+            raise TypeError(f"schema key {prefix}{f.name} has no role: declare it with key(...) or bounded(..., role=...)")
+    return found
+
+
+def keys_with(*roles: Role) -> tuple[str, ...]:
+    """The schema's keys with any of these roles, dotted (a group's name covers its options)."""
+    return tuple(k for k, role in key_roles().items() if role in roles)
+
+
+def role_of(dotted: str) -> Role:
+    """The role of a dotted key of a resolved config (`remedy.unrolled.k` has its group's); a key the schema
+    does not hold (one a newer or older ganlab wrote) counts as experiment: never silently pooled."""
+    roles = key_roles()
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in roles:
+            return roles[".".join(parts[:n])]
+    return Role.experiment
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)

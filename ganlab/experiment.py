@@ -137,7 +137,7 @@ def auto_checkpoint(run_dir: Path) -> Path | None:
 def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple[int, dict]:
     """Load a checkpoint into a freshly built experiment for a resume: networks, optimizers and
     RNG states; return its step and the loop's bookkeeping. Refuse a checkpoint whose config differs
-    in more than run-length keys, unless resume_force=true."""
+    in more than the resumable keys (checkpoint.RESUMABLE_KEYS), unless resume_force=true."""
     state = checkpoint.read(path)
     if "config" not in state or "rng" not in state:
         raise GanlabError(f"checkpoint {path} holds no RNG state or config (written before full-state checkpoints); "
@@ -145,8 +145,10 @@ def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple
     differ = checkpoint.differing_keys(json.loads(state["config"]), config)
     if differ and not cfg.resume_force:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {shown}; resume with the same "
-                          "settings, or add resume_force=true")
+        allowed = ", ".join(k for k in checkpoint.RESUMABLE_KEYS if not k.startswith("resume"))
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {shown}; a resumed run keeps the "
+                          f"config it was started with (only {allowed} may change): repeat its settings, or add "
+                          "resume_force=true")
     checkpoint.load_into(state, exp, path)
     step = int(state["step"])
     if step >= cfg.steps:

@@ -6,7 +6,7 @@ parameters of each side, measured on the experiment that `build` makes from the 
     cost.flops, cost.gflop, cost.d_params, cost.networks
     flops_for_run_dir("outputs/.../0_ring_nsgan_none_s0").gflop  # a results table's "GFLOP per step"
 
-What is counted: one step of the training loop, as `ganlab.train.one_step` takes it: n_critic D steps,
+What is counted: one step of the training loop, as `ganlab.step.one_step` takes it: n_critic D steps,
 then the G step (`d_step`, `g_step`), on the CPU, under torch's FlopCounterMode. It counts matrix
 products and convolutions, forward and backward, higher-order gradients included (a gradient penalty,
 unrolled's replays): Linear layers (addmm/mm), conv and transposed conv, bmm/baddbmm (einsum),
@@ -207,7 +207,7 @@ def counter() -> FlopCounterMode:
 
 def _measure(cfg: DictConfig) -> StepCost:
     from ganlab.experiment import build
-    from ganlab.train import d_step, g_step
+    from ganlab.step import d_step, g_step
 
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -217,7 +217,7 @@ def _measure(cfg: DictConfig) -> StepCost:
             exp.data = _RandomBatches(exp.data)
             exp.remedy.begin_step(1)
             n = int(cfg.batch_size)
-            # ganlab.train.one_step's order, with the D phase and the G phase counted apart
+            # ganlab.step.one_step's order, with the D phase and the G phase counted apart
             # (tests/test_flops.py checks the sum against one_step's count).
             with counter() as d_counter:
                 for _ in range(exp.loss.n_critic):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +39,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from ganlab import checkpoint
-from ganlab.config import remedy_label
+from ganlab.config import Role, keys_with, remedy_label
 from ganlab.errors import ConfigError
-from ganlab.evaluation.worker import Offloader
 from ganlab.remedies.stack import RemedyStack
+from ganlab.speed import Speed
 
 # Optimizers whose update of a parameter element reads only that element's gradient and state, the
 # hyperparameters and the step count: one of them over the stacked tensors equals N separate ones.
@@ -90,7 +89,8 @@ def write_record(parent: Path, run_dir: Path, seed: int) -> None:
         if target.exists() or not source.is_file():
             continue
         recorded = yaml.safe_load(source.read_text()) or []
-        keep = [str(o) for o in recorded if str(o).split("=", 1)[0].lstrip("+~") not in ("seed", "replicas")]
+        replaced = (*keys_with(Role.seed), "replicas")  # this replica's seed, as a run of its own
+        keep = [str(o) for o in recorded if str(o).split("=", 1)[0].lstrip("+~") not in replaced]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump([*keep, f"seed={seed}", "replicas=1"]))
         return
@@ -222,13 +222,15 @@ class Objective(nn.Module):
 
 
 class Replicas:
-    """The experiments of N seeds, trained as one (see the module's docstring)."""
+    """The experiments of N seeds, trained as one (see the module's docstring): the loop's update
+    (ganlab/step.py `Update`) for replicas=N, each phase one vectorised update of every replica."""
 
-    def __init__(self, exps: list, streams: list[torch.Generator], batch_size: int, device: torch.device):
+    def __init__(self, exps: list, streams: list[torch.Generator], batch_size: int, device: torch.device,
+                 speed: Speed):
         self.exps, self.streams = exps, streams
-        self.batch, self.device = batch_size, device
+        self.batch, self.device, self.speed = batch_size, device, speed
         first = exps[0]
-        self.loss, self.latent_dim = first.loss, first.latent_dim
+        self.loss, self.latent_dim, self.n_critic = first.loss, first.latent_dim, first.loss.n_critic
         self.G, self.D = stack_modules([e.G for e in exps]), stack_modules([e.D for e in exps])
         self.g_opt = stacked_optimizer([e.g_opt for e in exps], self.G)
         self.d_opt = stacked_optimizer([e.d_opt for e in exps], self.D)
@@ -236,26 +238,25 @@ class Replicas:
         # every replica (all are at the same step).
         self.objective = Objective(first.remedy, first.loss, first.G, first.D)
 
-    def train_step(self, log_now: bool, speed) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """One step for every replica, as Loop.train_step takes it: n_critic D updates, then a G
-        update. Returns the D losses (n_critic, N), the G losses (N,) and, when `log_now`, each
-        replica's gradient norms of D (after its last D update) and of G."""
-        d_losses = []
-        for _ in range(self.loss.n_critic):
-            real = self.real_batches()
-            d_losses.append(self.update("d", real, self.codes(), speed))
-        d_grad = _replica_norms(self.D) if log_now else None
-        g_loss = self.update("g", real, self.codes(), speed)
-        return torch.stack(d_losses), g_loss, d_grad, _replica_norms(self.G) if log_now else None
+    # --- the phases (ganlab/step.py take_step puts them in order) ------------------------------------
 
-    def real_batches(self) -> Tensor:
+    def real_batch(self) -> Tensor:
         return torch.stack([e.remedy.real_batch(e.data, self.batch, generator=s) for e, s in zip(self.exps, self.streams)])
 
     def codes(self) -> Tensor:
         return torch.stack([torch.randn(self.batch, self.latent_dim, device=self.device, generator=s)
                             for s in self.streams])
 
-    def update(self, side: str, real: Tensor, z: Tensor, speed) -> Tensor:
+    def d(self, real: Tensor, z: Tensor) -> Tensor:
+        return self.update("d", real, z)
+
+    def g(self, real: Tensor, z: Tensor) -> Tensor:
+        return self.update("g", real, z)
+
+    def grad_norms(self, network: str) -> Tensor:
+        return _replica_norms(self.D if network == "D" else self.G)
+
+    def update(self, side: str, real: Tensor, z: Tensor) -> Tensor:
         """One update of G ("g") or D ("d") in every replica; the losses, detached, shape (N,)."""
         opt, trained = (self.d_opt, "D") if side == "d" else (self.g_opt, "G")
         opt.zero_grad(set_to_none=True)
@@ -270,7 +271,7 @@ class Replicas:
         def one(params, buffers, real, z):
             return functional_call(self.objective, (params, buffers), (side, real, z))
 
-        with speed.autocast():  # bf16 when speed.amp says so, as a separate run's step
+        with self.speed.autocast():  # bf16 when speed.amp says so, as a separate run's step
             losses = vmap(one, randomness="different")(params, buffers, real, z)
         losses.sum().backward()
         opt.step()
@@ -281,7 +282,7 @@ class Replicas:
     # --- back to the replicas' own experiments ----------------------------------------------------
 
     @torch.no_grad()
-    def unstack(self, k: int, optimizers: bool = False) -> None:
+    def sync(self, k: int, optimizers: bool = False) -> None:
         """Copy replica k's slice of the stacked parameters and buffers (and, for a checkpoint, of the
         optimizers' state) into its own Experiment, which evaluations and checkpoints read."""
         exp = self.exps[k]
@@ -311,55 +312,6 @@ class Replicas:
         return {**state, "vmap": shared}
 
 
-class SharedOffloader:
-    """One evaluation worker for all replicas (N workers would each load torch): replica k's
-    `view(k)` is its loop's offloader, submitting its jobs and getting back its own results. The
-    worker answers in submission order, so each answer goes to the replica next in line."""
-
-    def __init__(self, background: bool, n: int):
-        self.inner = Offloader(background=background)
-        self.owners: deque[int] = deque()
-        self.inbox: dict[int, list] = {k: [] for k in range(n)}
-        self.open = n
-
-    def view(self, k: int) -> _OffloaderView:
-        return _OffloaderView(self, k)
-
-    def _deliver(self, results: list) -> None:
-        for result in results:
-            self.inbox[self.owners.popleft()].append(result)
-
-
-class _OffloaderView:
-    def __init__(self, shared: SharedOffloader, k: int):
-        self.shared, self.k = shared, k
-
-    @property
-    def failed(self) -> BaseException | None:
-        return self.shared.inner.failed
-
-    def submit(self, job) -> None:
-        self.shared.inner.submit(job)  # first: an inline job that raises is not owed to anyone
-        self.shared.owners.append(self.k)
-
-    def _take(self) -> list:
-        mine, self.shared.inbox[self.k] = self.shared.inbox[self.k], []
-        return mine
-
-    def ready(self) -> list:
-        self.shared._deliver(self.shared.inner.ready())
-        return self._take()
-
-    def drain(self) -> list:
-        self.shared._deliver(self.shared.inner.drain())  # the other replicas' too: they keep them for later
-        return self._take()
-
-    def close(self) -> None:
-        self.shared.open -= 1
-        if self.shared.open == 0:  # the last replica to finish stops the worker
-            self.shared.inner.close()
-
-
 def restore_shared(rng: dict, device: torch.device) -> None:
     """Put back the global stream of the in-step randomness from a replica checkpoint's RNG states."""
     shared = rng.get("vmap")
@@ -382,7 +334,7 @@ def same_step(steps: dict[str, int]) -> int:
 
 
 def expand(config: dict) -> list[dict]:
-    """The runs a resolved config (a dict, as the CLI's preflight gives it) makes: itself, or its
+    """The runs a resolved config (a dict, as the pre-flight checks give it) makes: itself, or its
     replicas' (seed + k)."""
     n = int(config.get("replicas", 1))
     return [{**config, "seed": config["seed"] + k, "replicas": 1} for k in range(n)] if n > 1 else [config]

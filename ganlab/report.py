@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ganlab import verdicts
-from ganlab.config import ADDED_KEYS, GROUPS
+from ganlab.config import ADDED_KEYS, GROUPS, REPLICATE_ROLES, Role, keys_with
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, protocol_metrics
 from ganlab.summary import RunSummary
@@ -52,15 +52,12 @@ DEFAULT_BASELINE = ("remedy", "none")  # when the runs have such a group and oth
 BLOB_METRICS = ("modes_captured", "reverse_kl", "high_quality_pct")
 BLOB_FLAG = "indistinguishable from a Gaussian blob"
 
-SEED_KEY = "seed"  # the replicate axis: statistics are taken over it
-# Config keys that say how a run was executed, not which experiment it is, so runs that differ
-# only in these are replicates of one configuration: the thread count and the device change the
-# speed (and floating-point rounding), eval.background only moves W1/W2 and the pictures into a
-# worker process, log.every only sets how often scalars are read (the trajectory is the same).
-# checkpoint.every and resume only say when state was saved and where a run continued from.
-# replicas: every run records 1 (a replica of replicas=N is one run of its seed); older runs lack it.
-BOOKKEEPING_KEYS = ("cpu_threads", "device", "eval.background", "log.every", "checkpoint.every", "resume",
-                    "resume_force", "replicas")
+SEED_KEY, = keys_with(Role.seed)  # the replicate axis: statistics are taken over it
+# Keys that say how a run was executed, not which experiment it is (config.Role: cadence, execution, device,
+# command), so runs that differ only in these are replicates of one configuration: threads and the device
+# change the speed (and floating-point rounding), eval.background only moves W1/W2 and the pictures into a
+# worker process, log.every and checkpoint.every only say how often scalars were read and state saved.
+BOOKKEEPING_KEYS = keys_with(*REPLICATE_ROLES)
 
 REPORT_FILES = ("report.md", "report.csv", "report_modes.png")  # always written
 CONVERGENCE_FILE = "report_convergence.png"  # written when the runs logged their evaluations (summary history)

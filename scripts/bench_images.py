@@ -25,7 +25,8 @@ from ganlab.config import compose_config, resolve_device
 from ganlab.evaluation import make_evaluator
 from ganlab.experiment import build, seed_everything
 from ganlab.speed import Speed
-from ganlab.train import one_step, run
+from ganlab.step import one_step
+from ganlab.train import run
 
 SETTINGS = {
     "none": ["speed.cudnn_benchmark=false"],

@@ -28,7 +28,8 @@ from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
 from ganlab.experiment import build
 from ganlab.flops import step_flops
-from ganlab.train import one_step, run
+from ganlab.step import one_step
+from ganlab.train import run
 
 
 def steps_per_second(remedy: str, steps: int, dataset: str, extra: list[str], out: Path) -> float:

@@ -9,7 +9,7 @@ figure (the time of its first N runs). Repeats are interleaved in alternating or
 reported, with the machine's load average before and after: a busy machine's figures are not final.
 
 A second table times the step alone, with no loop, evaluation or logging around it: N experiments
-stepped one after another (`ganlab.train.one_step`) against one vectorised `Replicas.train_step` over the
+stepped one after another (`ganlab.step.one_step`) against one vectorised `Replicas.train_step` over the
 same N. It is the ceiling of what vectorising can give on the device: where the step's arithmetic,
 not Python, is most of its time (small MLPs on one CPU core), batching the N replicas' matrix
 products saves little, whatever the loop around it does.
@@ -32,7 +32,8 @@ from ganlab import replicas as replica_group
 from ganlab.config import compose_config
 from ganlab.experiment import build, seed_everything
 from ganlab.speed import Speed
-from ganlab.train import one_step, run
+from ganlab.step import one_step, take_step
+from ganlab.train import run
 
 
 def config(overrides: list[str], steps: int, device: str, **keys):
@@ -73,11 +74,11 @@ def step_ceiling(overrides, device: str, n: int, steps: int, first_vectorised: b
         exps.append(build(cfg, torch.device(device)))
         streams.append(replica_group.training_stream(torch.device(device)))
     speed = Speed(cfg.speed, torch.device(device))
-    group = replica_group.Replicas(exps, streams, cfg.batch_size, torch.device(device))
+    group = replica_group.Replicas(exps, streams, cfg.batch_size, torch.device(device), speed)
 
     def vectorised():
         for _ in range(steps):
-            losses = group.train_step(False, speed)[1]
+            losses = take_step(group, log_now=False).g_loss
         return losses
 
     def one_by_one():

@@ -32,7 +32,7 @@ import torch
 
 from ganlab.config import compose_config
 from ganlab.experiment import build, seed_everything
-from ganlab.train import one_step
+from ganlab.step import one_step
 
 MODELS = {"toy": [], "dcgan": ["experiment=stacked_setup"]}
 GANLAB = [sys.executable, "-m", "ganlab.cli"]

@@ -13,7 +13,8 @@ from ganlab.experiment import build
 from ganlab.remedies.acgan import ACGAN
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.cgan_projection import ProjectionCGAN
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 CONDITIONAL = ("cgan_projection", "acgan")
 

@@ -14,7 +14,8 @@ from conftest import REPO, TINY, TINY_DCGAN, built, ganlab, make_cfg
 from ganlab import flops
 from ganlab.errors import GanlabError
 from ganlab.flops import flops_for_run_dir, run_config, step_cost
-from ganlab.train import one_step, run
+from ganlab.step import one_step
+from ganlab.train import run
 
 # A small MLP GAN on the ring (2-D points): G 3 -> 8 -> 2, D 2 -> 6 -> 1, batch 4.
 B = 4
@@ -67,7 +68,7 @@ def test_the_veegan_setup_counts_what_bench_remedies_reported():
 
 
 def test_the_count_is_one_step_of_the_training_loop():
-    """D phase + G phase as step_cost counts them apart = ganlab.train.one_step under one counter."""
+    """D phase + G phase as step_cost counts them apart = ganlab.step.one_step under one counter."""
     for overrides in ([], ["loss=wgan_gp"], ["remedy=unrolled", "remedy.unrolled.k=2"], ["remedy=mrgan"]):
         exp = built(*SMALL, *overrides)
         with flops.counter() as counter:

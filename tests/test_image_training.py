@@ -10,7 +10,8 @@ from conftest import TINY_DCGAN, built, changed, make_cfg, snapshot
 from ganlab.config import options
 from ganlab.errors import ConfigError
 from ganlab.metrics.classifier import ModeClassifier, save_classifier
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 # Every loss and every remedy the configs offer: a new one is tested here without being listed.
 LOSSES = options("loss")

@@ -11,8 +11,10 @@ from conftest import TINY, ganlab, ganlab_on_terminal, run_dirs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ganlab.cli import _replace_overrides, _runs_in_parallel, main, sweep_exit_code
+from ganlab.cli import _replace_overrides, _runs_in_parallel, main
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
+from ganlab.errors import ConfigError
+from ganlab.sweep import sweep_exit_code
 
 SEEDS = ["0_ring_nsgan_none_s0", "1_ring_nsgan_none_s1"]
 
@@ -166,7 +168,7 @@ def test_added_overrides_join_the_overrides_hydra_parses():
 def test_a_parallel_sweep_with_more_threads_than_cores_is_warned_about():
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from ganlab.cli import oversubscription_warning as warning
+    from ganlab.preflight import oversubscription_warning as warning
 
     joblib = hydra_cfg("hydra/launcher=joblib").launcher  # n_jobs=-1: one job per core
     assert warning(joblib, jobs=4, cpu_threads=[1], cores=2) is None
@@ -181,20 +183,53 @@ def test_a_parallel_sweep_with_more_threads_than_cores_is_warned_about():
     assert warning(hydra_cfg("hydra/launcher=slurm").launcher, 8, [2], 2) is None
 
 
-def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, caplog):
+def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, capfd):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    from ganlab import cli
+    from hydra.core.plugins import Plugins
 
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(cli, "_train_job", lambda: None)  # only what happens before the sweep starts
+    from ganlab import cli, preflight, sweep
+
+    # Hydra loads its plugins' modules itself: the launcher class is the one its registry holds.
+    joblib = Plugins.instance().class_name_to_class["hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"]
+    monkeypatch.setattr(preflight.os, "sched_getaffinity", lambda pid: {0, 1})
+    launched = []  # only what happens before the jobs start: the launcher is handed the checked jobs
+    monkeypatch.setattr(joblib, "launch", lambda self, jobs, initial_job_idx: launched.append(len(jobs)) or [])
+    monkeypatch.setattr(sweep, "sweep_exit_code", lambda directory, n_runs: 0)
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("WARNING"):
-        cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=2", "seed=0,1", *TINY])
-    assert "2 jobs at once x 2 torch threads = 4 threads on 2 cores" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=1", "seed=0,1", *TINY])
-    assert "threads on" not in caplog.text
-    # An unknown launcher is Hydra's to report when the sweep starts (one line), not a traceback here.
-    assert cli._launcher_config(["hydra/launcher=nonexistent", "seed=0,1"], None) is None
-    assert cli._launcher_config(["hydra/launcher=joblib", "seed=0,1"], None)._target_.endswith("JoblibLauncher")
+    cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=2", "seed=0,1", *TINY])
+    printed = "".join(capfd.readouterr())
+    assert "2 jobs at once x 2 torch threads = 4 threads on 2 cores" in printed and launched == [2]
+    cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=1", "seed=0,1", *TINY])
+    assert "threads on" not in "".join(capfd.readouterr()) and launched == [2, 2]
+    # An unknown launcher: one line with the launchers there are, no traceback.
+    with pytest.raises(ConfigError, match=r"^Could not find 'hydra/launcher/nonexistent'; choose one of: .*joblib"):
+        cli.train(["-m", "hydra/launcher=nonexistent", "seed=0,1", *TINY])
+
+
+@pytest.mark.parametrize("multirun", [True, False])
+def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path, monkeypatch, multirun):
+    """The command line goes to Hydra once: Hydra composes the command's config once and, in a sweep,
+    each job's once (ganlab's sweeper); the pre-flight checks and the jobs read those configs, and ganlab
+    composes nothing beside them."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl  # Hydra's composition, counted
+
+    import ganlab.config
+
+    counts = {"command": 0, "job": 0, "ganlab": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration",
+                        counted("command", ConfigLoaderImpl.load_configuration))
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted("job", ConfigLoaderImpl.load_sweep_config))
+    monkeypatch.setattr(ganlab.config, "compose_config", counted("ganlab", ganlab.config.compose_config))
+    monkeypatch.chdir(tmp_path)
+    args = ["-m", "seed=0,1,2", "hydra.sweep.dir=sw"] if multirun else ["seed=1", "hydra.run.dir=one"]
+    main(["train", *TINY, *args])  # exits only on failure
+    # load_sweep_config composes through load_configuration too: a job's composition counts once in each
+    assert counts == ({"command": 1 + 3, "job": 3, "ganlab": 0} if multirun else {"command": 1, "job": 0, "ganlab": 0})
+    assert len(run_dirs(tmp_path / ("sw" if multirun else "."))) == (3 if multirun else 1)

@@ -19,7 +19,8 @@ from ganlab.remedies.local_generator import (
     ortho_penalty,
     tangents,
 )
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 
 def _tiny_local_g(data_dim=3, latent_dim=2):

@@ -9,7 +9,8 @@ from torch import nn
 from ganlab.errors import ConfigError
 from ganlab.experiment import build
 from ganlab.losses import LSGAN, LossSensitive, check_penalty_fits, has_penalty
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 
 class FirstCoordinate(nn.Module):

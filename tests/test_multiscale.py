@@ -14,7 +14,8 @@ from ganlab.experiment import build
 from ganlab.metrics.classifier import ModeClassifier, save_classifier
 from ganlab.remedies.base import discriminator_loss
 from ganlab.remedies.multiscale import MultiScaleDiscriminator
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 
 def stacked(root, *overrides):

@@ -218,12 +218,10 @@ def test_a_periodic_checkpoint_waits_for_an_idle_worker_at_most_its_interval():
     at most checkpoint.every steps late."""
     from types import SimpleNamespace
 
-    from ganlab.train import Loop
+    from ganlab.train import CheckpointPolicy
 
     busy = {"now": False}
-    loop = SimpleNamespace(checkpoint_every=10, checkpoint_owed=None,
-                           offloader=SimpleNamespace(busy=lambda: busy["now"]))
-    due = lambda step: Loop.checkpoint_due(loop, step)
+    due = CheckpointPolicy(10, SimpleNamespace(busy=lambda: busy["now"])).due
     assert [s for s in range(1, 31) if due(s)] == [10, 20, 30]  # an idle (or inline) worker: the multiples
     busy["now"] = True
     assert not due(40) and not due(41)

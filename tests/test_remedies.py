@@ -11,7 +11,8 @@ from ganlab.errors import ConfigError
 from ganlab.experiment import build
 from ganlab.losses import WGANGP, MinimaxGAN, NonSaturatingGAN
 from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
-from ganlab.train import d_step, g_step, run
+from ganlab.step import d_step, g_step
+from ganlab.train import run
 
 # Every remedy the configs offer, but those whose D or sampling differs from the plain GAN's: their own
 # files test them (mrgan, veegan: test_remedies_encoders.py; drs, ebgan: test_remedies_sampling.py;

@@ -30,6 +30,7 @@ from ganlab.replicas import (
 )
 from ganlab.report import build_report
 from ganlab.speed import Speed
+from ganlab.step import take_step
 from ganlab.train import Diverged, Interrupted, run
 
 CPU = torch.device("cpu")
@@ -53,13 +54,14 @@ def replica_group(*overrides: str, n: int = 2, batch: int = 32) -> Replicas:
         exps[-1].remedy.begin_step(1)
         streams.append(training_stream(CPU))
     check(cfg, exps[0])
-    return Replicas(exps, streams, batch, CPU)
+    return Replicas(exps, streams, batch, CPU, Speed(cfg.speed, CPU))
 
 
-def steps_and_moves_every_replica(group: Replicas, speed_cfg) -> None:
+def steps_and_moves_every_replica(group: Replicas) -> None:
     """One vectorised step: finite losses of the right shapes, and every replica's G and D moved."""
     before = {net: [p.detach().clone() for p in module.parameters()] for net, module in (("G", group.G), ("D", group.D))}
-    d, g, d_grad, g_grad = group.train_step(True, Speed(speed_cfg, CPU))
+    result = take_step(group, log_now=True)
+    d, g, d_grad, g_grad = torch.stack(result.d_losses), result.g_loss, result.d_grad, result.g_grad
     n = len(group.exps)
     assert d.shape == (group.loss.n_critic, n) and g.shape == (n,) and d_grad.shape == g_grad.shape == (n,)
     assert torch.isfinite(torch.cat([d.flatten(), g, d_grad, g_grad])).all()
@@ -128,12 +130,12 @@ def test_one_optimizer_over_stacked_tensors_is_n_separate_ones(cls, settings):
 @pytest.mark.parametrize("loss", options("loss"))
 def test_every_loss_steps_under_replicas(loss):
     group = replica_group(f"loss={loss}")
-    steps_and_moves_every_replica(group, make_cfg().speed)
+    steps_and_moves_every_replica(group)
 
 
 def test_batch_norm_in_g_steps_under_replicas_with_per_replica_running_statistics():
     group = replica_group("dataset=grid", "model.g.batch_norm=true")
-    steps_and_moves_every_replica(group, make_cfg().speed)
+    steps_and_moves_every_replica(group)
     means = [b for name, b in group.G.named_buffers() if name.endswith("running_mean")]
     assert means and all(not torch.equal(m[0], m[1]) for m in means)  # each replica's own batches
 
@@ -158,14 +160,15 @@ def test_every_remedy_steps_vectorised_or_is_refused_in_one_line(remedy, tmp_pat
         assert "\n" not in message and message.startswith("replicas=2: remedy ") and f"remedy {remedy} " in message
         assert REFUSED[remedy] in message
     else:
-        steps_and_moves_every_replica(replica_group(f"remedy={remedy}", *data, batch=8), cfg.speed)
+        steps_and_moves_every_replica(replica_group(f"remedy={remedy}", *data, batch=8))
 
 
 def test_a_refused_remedy_in_a_combination_and_other_refusals_are_one_line():
-    from ganlab.cli import preflight
+    from ganlab.preflight import check_jobs
 
     with pytest.raises(ConfigError, match=r"^replicas=2: remedy spectral_norm cannot train vectorised: .*out="):
-        preflight(["replicas=2", "remedy=[pacgan,spectral_norm]"], multirun=False)  # before any job starts
+        # the pre-flight checks, before any job starts
+        check_jobs([make_cfg("replicas=2", "remedy=[pacgan,spectral_norm]")], "hydra.run.dir")
     cfg = make_cfg("replicas=2")
     exp = build(cfg, CPU)
     exp.g_opt = torch.optim.LBFGS(exp.G.parameters())
@@ -275,15 +278,17 @@ def test_replicas_that_checkpointed_at_different_steps_are_refused_in_one_line(t
 def after_step(monkeypatch, at: int, action) -> None:
     """Vectorised step number `at` is taken by `action(group, step)`, which calls step() to take it and
     acts before or after."""
-    real, calls = Replicas.train_step, {"n": 0}
+    from ganlab import train
 
-    def wrapped(self, log_now, speed):
+    real, calls = train.take_step, {"n": 0}
+
+    def wrapped(update, log_now):
         calls["n"] += 1
         if calls["n"] == at:
-            return action(self, lambda: real(self, log_now, speed))
-        return real(self, log_now, speed)
+            return action(update, lambda: real(update, log_now))
+        return real(update, log_now)
 
-    monkeypatch.setattr(Replicas, "train_step", wrapped)
+    monkeypatch.setattr(train, "take_step", wrapped)
 
 
 def test_a_replica_that_diverges_stops_alone_and_the_others_train_on(tmp_path, monkeypatch):
@@ -358,3 +363,20 @@ def test_a_sweep_of_replicas_through_the_cli_and_its_resumes(tmp_path):
     assert one.returncode == 0, one.stderr
     s = json.loads((jobs[1] / "seed_1" / "summary.json").read_text())
     assert (s["status"], s["step"], s["seed"], s["labels"]["remedy"]) == ("completed", 20, 1, "pacgan")
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_plain_run_and_replicas_checkpoint_by_one_policy(tmp_path, monkeypatch, replicas):
+    """One loop trains both (ganlab/train.py train_loop): the periodic checkpoints fall where the one
+    CheckpointPolicy says, for the plain run and for every replica alike, and the final one at the end."""
+    from ganlab import checkpoint, train
+
+    asked, saved = [], []
+    monkeypatch.setattr(train.CheckpointPolicy, "due", lambda self, step: asked.append(step) or step in (7, 13))
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, exp, step, *a: saved.append((path.parent.name, step))
+                        or real_save(path, exp, step, *a))
+    run(make_cfg(*TINY, "steps=20", "checkpoint.every=5", f"replicas={replicas}"), tmp_path / "run")
+    assert asked == list(range(1, 20))  # asked once a step, for the whole group, never at the last step
+    names = ["run"] if replicas == 1 else ["seed_0", "seed_1"]
+    assert sorted(saved) == sorted((name, step) for name in names for step in (7, 13, 20))

@@ -6,7 +6,7 @@ from conftest import make_cfg
 
 from ganlab.config import options
 from ganlab.experiment import build, seed_everything
-from ganlab.train import d_step, g_step
+from ganlab.step import d_step, g_step
 
 LOSSES = options("loss")  # every loss the configs offer
 
@@ -105,15 +105,15 @@ def test_the_g_step_holds_d_fixed_and_updates_g_as_with_d_gradients(remedy):
 
 
 def test_one_step_takes_the_loops_phases(monkeypatch):
-    """The benchmarks' whole step (train.one_step): n_critic D steps, each on its own real batch, then
+    """The benchmarks' whole step (step.one_step): n_critic D steps, each on its own real batch, then
     one G step on the last of them."""
-    from ganlab import train
+    from ganlab import step
 
     seed_everything(0)
     exp = build(make_cfg("loss=wgan_gp", "batch_size=16"), torch.device("cpu"))
     calls = []
-    monkeypatch.setattr(train, "d_step", lambda exp, real, z, speed=None: calls.append(("d", real)))
-    monkeypatch.setattr(train, "g_step", lambda exp, real, z, speed=None: calls.append(("g", real)) or torch.zeros(()))
-    train.one_step(exp, 16)
+    monkeypatch.setattr(step, "d_step", lambda exp, real, z, speed=None: calls.append(("d", real)))
+    monkeypatch.setattr(step, "g_step", lambda exp, real, z, speed=None: calls.append(("g", real)) or torch.zeros(()))
+    step.one_step(exp, 16)
     assert [kind for kind, _ in calls] == ["d"] * exp.loss.n_critic + ["g"] and exp.loss.n_critic == 5
     assert calls[-1][1] is calls[-2][1] and calls[0][1] is not calls[1][1]

@@ -76,7 +76,7 @@ def test_a_resume_changes_run_length_keys_only(stopped_run, capsys, monkeypatch)
     cwd, before = stopped_run.parent.parent, summary(stopped_run)
     code, _, err = in_process(["train", f"resume={stopped_run}", "loss=nsgan"], capsys, monkeypatch, cwd)
     last = err.strip().splitlines()[-1]
-    assert code == 2 and last.startswith("ganlab: error: resume: the overrides would change the run's config in "
+    assert code == 2 and last.startswith("ganlab: error: resume: the config differs from the checkpoint's in "
                                          "loss._target_"), err
     assert "resume_force=true" in last and "Traceback" not in err
     assert summary(stopped_run) == before  # nothing touched

@@ -31,6 +31,7 @@ import queue
 import subprocess
 import sys
 import threading
+from collections import deque
 
 from ganlab.evaluation.jobs import EvalResult, complete
 
@@ -125,6 +126,64 @@ class Offloader:
                 self.worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.worker.kill()
+
+
+class SharedOffloader:
+    """One evaluation worker for the runs of one loop (replicas=N trains N; N workers would each load
+    torch): run k's `view(k)` is its offloader, submitting its jobs and getting back its own results. The
+    worker answers in submission order, so each answer goes to the run next in line."""
+
+    def __init__(self, background: bool, n: int):
+        self.inner = Offloader(background=background)
+        self.owners: deque[int] = deque()
+        self.inbox: dict[int, list] = {k: [] for k in range(n)}
+        self.open = n
+
+    def view(self, k: int) -> OffloaderView:
+        return OffloaderView(self, k)
+
+    def busy(self) -> bool:
+        """Whether any run's job is still in the worker's hands (never waits)."""
+        return self.inner.busy()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _deliver(self, results: list) -> None:
+        for result in results:
+            self.inbox[self.owners.popleft()].append(result)
+
+
+class OffloaderView:
+    """Run k's offloader (as an `Offloader` to it): its own jobs in, its own results out."""
+
+    def __init__(self, shared: SharedOffloader, k: int):
+        self.shared, self.k = shared, k
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self.shared.inner.failed
+
+    def submit(self, job) -> None:
+        self.shared.inner.submit(job)  # first: an inline job that raises is not owed to anyone
+        self.shared.owners.append(self.k)
+
+    def _take(self) -> list:
+        mine, self.shared.inbox[self.k] = self.shared.inbox[self.k], []
+        return mine
+
+    def ready(self) -> list:
+        self.shared._deliver(self.shared.inner.ready())
+        return self._take()
+
+    def drain(self) -> list:
+        self.shared._deliver(self.shared.inner.drain())  # the other replicas' too: they keep them for later
+        return self._take()
+
+    def close(self) -> None:
+        self.shared.open -= 1
+        if self.shared.open == 0:  # the last run to finish stops the worker
+            self.shared.inner.close()
 
 
 def _ignore_stop_signals() -> None:
