@@ -36,7 +36,6 @@ from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.hydra_private import parse_hydra_args
 from ganlab.preflight import Refused
 from ganlab.summary import RunSummary
-from ganlab.sweep import split_jobs
 
 log = logging.getLogger("ganlab")
 
@@ -271,6 +270,26 @@ def _replace_overrides(args: list[str], old: list[str], new: list[str]) -> list[
     return [*new, *args]
 
 
+@contextlib.contextmanager
+def _logging_restored():
+    """The root logger's handlers and level as they were before Hydra configured logging for the jobs:
+    `train` is also called in-process (tests, notebooks), where Hydra's handlers would go on writing to
+    streams that are closed by then."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()  # a job's train.log
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
 def train(args: list[str]) -> None:
     """`ganlab train`: the command line goes to Hydra once, which composes each job's config once; the
     pre-flight checks run on those configs before any work (ganlab/preflight.py: a callback for a single
@@ -279,6 +298,8 @@ def train(args: list[str]) -> None:
     parsed = parse_hydra_args(args)
     asks_for_help = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
     overrides = list(parsed.overrides)
+    if parsed.config_dir is not None and not Path(parsed.config_dir).expanduser().is_dir():
+        raise ConfigError(f"--config-dir {parsed.config_dir}: no such directory")
     if not asks_for_help:
         checked = parse_overrides(overrides)
         check_override_values(checked)
@@ -301,15 +322,16 @@ def train(args: list[str]) -> None:
                 log.info("resume=auto: continuing the sweep in %s", sweep)
                 overrides.append(f"hydra.sweep.dir={sweep}")
         if parsed.cfg:  # printing the config runs no job: its values are checked here, then Hydra prints it
-            jobs = split_jobs(ours) if parsed.multirun else [[o.input_line for o in ours]]
-            for job in jobs:
-                compose_checked(job, parsed.config_dir)
+            if parsed.multirun:
+                raise UsageError("--cfg prints one job's config and -m runs a sweep: drop one of them")
+            compose_checked([o.input_line for o in ours], parsed.config_dir)
     sys.argv = ["ganlab-train", *_replace_overrides(args, parsed.overrides, overrides)]
     # Errors outside our job function come back to us raw, instead of as Hydra's trimmed traceback: a
     # composition error or a file-system error (Hydra writing .hydra/ onto a full disk) is one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _train_job()
+        with _logging_restored():
+            _train_job()
     except Refused as exc:  # a pre-flight check of a single run's config (a Hydra callback)
         raise exc.error from None
     except MissingConfigException as exc:  # an IOError as well: an unknown option of a group

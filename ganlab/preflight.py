@@ -97,7 +97,8 @@ def check_jobs(configs: list[DictConfig], dir_key: str) -> list[dict]:
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
     resolved = [OmegaConf.to_container(cfg, resolve=True) for cfg in jobs]
     directory = Path(str(OmegaConf.select(configs[0], dir_key)))  # named from the values checked above
-    check_run_dir_free(directory, dir_key, resuming=any(c.get("resume") not in (None, "auto") for c in resolved))
+    # resume=PATH continues its run there, and resume=auto the runs already there (checked below)
+    check_run_dir_free(directory, dir_key, resuming=any(c.get("resume") is not None for c in resolved))
     if any(c.get("resume") == "auto" for c in resolved) and directory.is_dir():
         check_auto_resume(directory, resolved)
     check_writable(directory, dir_key)

@@ -26,11 +26,11 @@ from ganlab.train import run
 # (label, module file suffix, function name): the parts of a run, in the loop's order.
 PARTS = [
     ("start-up: build, reference rows", "ganlab/train.py", "start"),
-    ("training steps (D and G phases)", "ganlab/train.py", "d_step"),
-    ("", "ganlab/train.py", "g_step"),
-    ("log ticks (incl. evaluations)", "ganlab/train.py", "log_tick"),
-    ("  evaluations in the loop", "ganlab/train.py", "evaluate"),
+    ("training steps (D and G phases)", "ganlab/step.py", "d_step"),
+    ("", "ganlab/step.py", "g_step"),
+    ("log ticks", "ganlab/train.py", "log_tick"),
     ("  worker results written", "ganlab/train.py", "write_offloaded"),
+    ("evaluations in the loop", "ganlab/train.py", "evaluate"),
     ("checkpoints (incl. the final one)", "ganlab/train.py", "save_state"),
     ("  waits for the worker (drain)", "ganlab/evaluation/worker.py", "drain"),
     ("end: samples, final checkpoint, summary", "ganlab/train.py", "finish"),

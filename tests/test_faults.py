@@ -271,9 +271,9 @@ def read_only(monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system")
 
     import ganlab.atomic
-    import ganlab.cli
+    import ganlab.preflight
 
-    monkeypatch.setattr(ganlab.cli.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(ganlab.preflight.tempfile, "NamedTemporaryFile", refuse)
     monkeypatch.setattr(ganlab.atomic, "open", refuse, raising=False)
 
 

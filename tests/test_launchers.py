@@ -216,20 +216,28 @@ def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path,
     import ganlab.config
 
     counts = {"command": 0, "job": 0, "ganlab": 0}
+    inside_job = []
+    load, load_job, compose = ConfigLoaderImpl.load_configuration, ConfigLoaderImpl.load_sweep_config, ganlab.config.compose_config
 
-    def counted(name, real):
-        def call(*args, **kwargs):
-            counts[name] += 1
-            return real(*args, **kwargs)
-        return call
+    def load_counted(self, *args, **kwargs):
+        # Hydra's own probe of `hydra.mode` (get_mode: validate_sweep_overrides=False) composes no job
+        if not inside_job and kwargs.get("validate_sweep_overrides", True):
+            counts["command"] += 1
+        return load(self, *args, **kwargs)
 
-    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration",
-                        counted("command", ConfigLoaderImpl.load_configuration))
-    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted("job", ConfigLoaderImpl.load_sweep_config))
-    monkeypatch.setattr(ganlab.config, "compose_config", counted("ganlab", ganlab.config.compose_config))
+    def load_job_counted(self, *args, **kwargs):
+        counts["job"] += 1
+        inside_job.append(1)
+        try:
+            return load_job(self, *args, **kwargs)
+        finally:
+            inside_job.pop()
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", load_counted)
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", load_job_counted)
+    monkeypatch.setattr(ganlab.config, "compose_config", lambda *a, **k: counts.__setitem__("ganlab", 1) or compose(*a, **k))
     monkeypatch.chdir(tmp_path)
     args = ["-m", "seed=0,1,2", "hydra.sweep.dir=sw"] if multirun else ["seed=1", "hydra.run.dir=one"]
-    main(["train", *TINY, *args])  # exits only on failure
-    # load_sweep_config composes through load_configuration too: a job's composition counts once in each
-    assert counts == ({"command": 1 + 3, "job": 3, "ganlab": 0} if multirun else {"command": 1, "job": 0, "ganlab": 0})
-    assert len(run_dirs(tmp_path / ("sw" if multirun else "."))) == (3 if multirun else 1)
+    main(["train", *args, *TINY])  # exits only on failure
+    assert counts == {"command": 1, "job": 3 if multirun else 0, "ganlab": 0}
+    assert len(run_dirs(tmp_path / ("sw" if multirun else "one"))) == (3 if multirun else 1)
