@@ -76,3 +76,20 @@ def test_role_of_dotted_keys():
     assert role_of("remedy.unrolled.k") is Role.experiment  # a group's options share its role
     assert role_of("eval.every") is Role.schedule
     assert role_of("a.key.no.schema.has") is Role.experiment  # unknown (older or newer ganlab): never pooled
+
+
+def test_the_docs_table_gives_every_key_its_role():
+    """docs/remedies.md's table of the top-level keys: every schema key (groups aside), with its role."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "remedies.md").read_text()
+    table = text[text.index("| key | default | role | meaning |"):]
+    table = table[:table.index("\n\n")].splitlines()[2:]
+    listed = {}
+    for row in table:
+        cells = row.split(" | ")
+        for k in re.findall(r"`([^`]+)`", cells[0]):
+            listed[k] = cells[2]
+    groups = {"dataset", "model", "optim", "loss", "remedy"}
+    assert {k: r.value for k, r in key_roles().items() if k not in groups} == listed
