@@ -42,7 +42,8 @@ class Refused(BaseException):
 
 
 class Preflight(Callback):
-    """Checks a single run's config, as Hydra composed it, before Hydra creates the run directory."""
+    """Checks a single run's config, as Hydra composed it, before Hydra creates the run directory; ends a
+    sweep that another sweeper ran with ganlab's closing line."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -52,6 +53,22 @@ class Preflight(Callback):
             check_jobs([config], "hydra.run.dir")
         except Exception as exc:  # noqa: BLE001 - every error must stop the run (see Refused)
             raise Refused(exc) from exc
+
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        """A sweep through another sweeper (hydra/sweeper=basic, a sampler): its outcome, read from the
+        summaries its runs wrote, as the closing line and the exit status (ganlab's sweeper says its own)."""
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(".GanlabSweeper"):
+            return
+        from ganlab.sweep import sweep_exit_code
+
+        directory = Path(str(config.hydra.sweep.dir)).absolute()
+        # Each job's directory holds Hydra's record (.hydra/); one with no summary.json below it failed
+        # before it could write one (a replicas=N job's summaries are in its seed_K/ folders).
+        silent = [d for d in directory.glob("*/.hydra") if next(d.parent.rglob(SUMMARY), None) is None]
+        code = sweep_exit_code(directory, len(sweep_summaries(directory)) + len(silent))
+        if code:
+            raise SystemExit(code)  # a BaseException: Hydra would turn an Exception into a warning
 
 
 def job_config(cfg: DictConfig) -> DictConfig:

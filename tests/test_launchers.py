@@ -241,3 +241,17 @@ def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path,
     main(["train", *args, *TINY])  # exits only on failure
     assert counts == {"command": 1, "job": 3 if multirun else 0, "ganlab": 0}
     assert len(run_dirs(tmp_path / ("sw" if multirun else "one"))) == (3 if multirun else 1)
+
+
+def test_a_sweep_through_another_sweeper_ends_with_the_closing_line_and_the_failure(tmp_path, capsys, monkeypatch):
+    """hydra/sweeper=basic (or a sampler) checks no job before it starts; a job that fails its own checks
+    leaves no summary.json, and the sweep still ends with ganlab's closing line and a failing status."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "-m", "hydra/sweeper=basic", "seed=0,-1", "hydra.sweep.dir=sw", *TINY])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert f"ganlab: sweep {tmp_path / 'sw'}: 1 completed; 1 without summary.json (1 job(s))" in err
+    assert len(run_dirs(tmp_path / "sw")) == 1
+    main(["train", "-m", "hydra/sweeper=basic", "seed=0,1", "hydra.sweep.dir=sw2", *TINY])  # all completed: exit 0
+    assert "2 completed" in capsys.readouterr().out
