@@ -10,12 +10,15 @@ nothing written. What is checked: every value (config.validate), the targets' co
 the CPU), what replicas=N cannot train, sizes that cannot fit, what the evaluations need (a mode
 classifier, Inception weights), a resume's checkpoint and config, the output directory (free of a
 running ganlab, holding no other run, writable) and resume=auto's runs already there.
+A sweep's outcome afterwards (`sweep_exit_code`: the closing line and the exit status) is read from the
+summaries its runs wrote, whichever sweeper ran it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,8 +63,6 @@ class Preflight(Callback):
         summaries its runs wrote, as the closing line and the exit status (ganlab's sweeper says its own)."""
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".GanlabSweeper"):
             return
-        from ganlab.sweep import sweep_exit_code
-
         directory = Path(str(config.hydra.sweep.dir)).absolute()
         # Each job's directory holds Hydra's record (.hydra/); one with no summary.json below it failed
         # before it could write one (a replicas=N job's summaries are in its seed_K/ folders).
@@ -215,3 +216,33 @@ def usable_cores() -> int:
     """The cores this process may use (its affinity, as joblib counts them; all of them where the
     platform has no affinity call, macOS)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def sweep_exit_code(sweep_dir: Path, n_runs: int) -> int:
+    """The exit status of a multirun, from the summary.json of each run under `sweep_dir`: 0 when
+    all `n_runs` completed, 3 for a diverged run, a failed run's recorded code (or 1), and 1 for a
+    run that left no summary.json (killed, or failed before it could write one). Prints the closing line."""
+    from ganlab.train import Diverged
+
+    outcomes: dict[str, list[str]] = {}
+    code = 0
+    summaries = sweep_summaries(sweep_dir)
+    for path in summaries:
+        summary = RunSummary.read_or_none(path.parent)
+        status = "unreadable" if summary is None else str(summary.status)
+        job_code = {"completed": 0, "diverged": Diverged.exit_code}.get(status)
+        if job_code is None:
+            job_code = summary.exit_code if summary is not None and isinstance(summary.exit_code, int) else 1
+        code = max(code, job_code)
+        outcomes.setdefault(status, []).append(path.parent.name)
+    missing = n_runs - len(summaries)
+    if missing > 0:
+        code = max(code, 1)
+        outcomes["without summary.json"] = [f"{missing} job(s)"]
+    # print, not log: after in-process jobs the logging config is the last job's (its train.log).
+    # Unwrapped, on one line: the directory is for copying.
+    parts = [f"{len(names)} {status}" + ("" if status == "completed" else f" ({', '.join(names)})")
+             for status, names in outcomes.items()]
+    line = f"ganlab: sweep {sweep_dir}: {'; '.join(parts) or 'no runs'}; compare them with `ganlab report {sweep_dir}`"
+    print(line, file=sys.stderr if code else sys.stdout, flush=True)
+    return code

@@ -11,7 +11,7 @@ hydra_plugins/ganlab_sweeper):
    the configured launcher (joblib, SLURM) by their overrides, which its workers compose again
    (Hydra's launcher interface passes overrides, not configs);
 5. one closing line with every job's outcome, read from its summary.json wherever it ran, and the
-   worst exit status (`sweep_exit_code`).
+   worst exit status (preflight.sweep_exit_code, which also closes a sweep that another sweeper ran).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import sys
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -28,8 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config import explain_compose_error
 from ganlab.errors import ConfigError
-from ganlab.preflight import check_jobs, oversubscription_warning, sweep_summaries, usable_cores
-from ganlab.summary import RunSummary
+from ganlab.preflight import check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines ("[HYDRA] Launching 3 jobs locally")
 
@@ -108,33 +106,3 @@ def run_here(sweeper, jobs: list[list[str]], configs: list[DictConfig]) -> list:
                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return returns
-
-
-def sweep_exit_code(sweep_dir: Path, n_runs: int) -> int:
-    """The exit status of a multirun, from the summary.json of each run under `sweep_dir`: 0 when
-    all `n_runs` completed, 3 for a diverged run, a failed run's recorded code (or 1), and 1 for a
-    run that left no summary.json (killed, or failed before it could write one). Prints the closing line."""
-    from ganlab.train import Diverged
-
-    outcomes: dict[str, list[str]] = {}
-    code = 0
-    summaries = sweep_summaries(sweep_dir)
-    for path in summaries:
-        summary = RunSummary.read_or_none(path.parent)
-        status = "unreadable" if summary is None else str(summary.status)
-        job_code = {"completed": 0, "diverged": Diverged.exit_code}.get(status)
-        if job_code is None:
-            job_code = summary.exit_code if summary is not None and isinstance(summary.exit_code, int) else 1
-        code = max(code, job_code)
-        outcomes.setdefault(status, []).append(path.parent.name)
-    missing = n_runs - len(summaries)
-    if missing > 0:
-        code = max(code, 1)
-        outcomes["without summary.json"] = [f"{missing} job(s)"]
-    # print, not log: after in-process jobs the logging config is the last job's (its train.log).
-    # Unwrapped, on one line: the directory is for copying.
-    parts = [f"{len(names)} {status}" + ("" if status == "completed" else f" ({', '.join(names)})")
-             for status, names in outcomes.items()]
-    line = f"ganlab: sweep {sweep_dir}: {'; '.join(parts) or 'no runs'}; compare them with `ganlab report {sweep_dir}`"
-    print(line, file=sys.stderr if code else sys.stdout, flush=True)
-    return code

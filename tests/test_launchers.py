@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from ganlab.cli import _replace_overrides, _runs_in_parallel, main
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
 from ganlab.errors import ConfigError
-from ganlab.sweep import sweep_exit_code
+from ganlab.preflight import sweep_exit_code
 
 SEEDS = ["0_ring_nsgan_none_s0", "1_ring_nsgan_none_s1"]
 
@@ -194,7 +194,7 @@ def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(preflight.os, "sched_getaffinity", lambda pid: {0, 1})
     launched = []  # only what happens before the jobs start: the launcher is handed the checked jobs
     monkeypatch.setattr(joblib, "launch", lambda self, jobs, initial_job_idx: launched.append(len(jobs)) or [])
-    monkeypatch.setattr(sweep, "sweep_exit_code", lambda directory, n_runs: 0)
+    monkeypatch.setattr(sweep, "sweep_exit_code", lambda directory, n_runs: 0)  # the name sweep.py calls
     monkeypatch.chdir(tmp_path)
     cli.train(["-m", "hydra/launcher=joblib", "cpu_threads=2", "seed=0,1", *TINY])
     printed = "".join(capfd.readouterr())
