@@ -69,9 +69,7 @@ REPLICATE_ROLES = (Role.cadence, Role.execution, Role.device, Role.command)
 
 
 def key(default: Any, role: Role, **extra) -> Any:
-    """A schema field with its default and its role (a mutable default: pass default_factory=...)."""
-    if "default_factory" in extra:
-        return field(default_factory=extra.pop("default_factory"), metadata={"role": role, **extra})
+    """A schema field with its (immutable) default and its role; `extra`: more metadata (a range)."""
     return field(default=default, metadata={"role": role, **extra})
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganlab import checkpoint
+from ganlab.config import Role, role_of
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.losses import Loss, check_penalty_fits
 from ganlab.remedies import Remedy
@@ -145,7 +146,7 @@ def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple
     differ = checkpoint.differing_keys(json.loads(state["config"]), config)
     if differ and not cfg.resume_force:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-        allowed = ", ".join(k for k in checkpoint.RESUMABLE_KEYS if not k.startswith("resume"))
+        allowed = ", ".join(k for k in checkpoint.RESUMABLE_KEYS if role_of(k) is not Role.command)
         raise ConfigError(f"resume: the config differs from the checkpoint's in {shown}; a resumed run keeps the "
                           f"config it was started with (only {allowed} may change): repeat its settings, or add "
                           "resume_force=true")

@@ -287,7 +287,7 @@ def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: t
            resume: Path | None, offloader: OffloaderView | None = None) -> SetUp:
     """Seed, build, then measure the reference rows (a fresh run) or restore the checkpoint `resume`:
     the start of a run, and of each replica of replicas=N, which thus starts as the run of its seed.
-    With the run's `offloader`, the rows' offline metrics arrive through it (Loop.write_offloaded)."""
+    With the run's `offloader`, the rows' offline metrics arrive through it (RunState.write_offloaded)."""
     seed_everything(cfg.seed)
     summary = RunSummary(step=0, run_dir=str(run_dir), labels=labels, seed=cfg.seed, device=str(device),
                          config=config)
