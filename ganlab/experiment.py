@@ -18,6 +18,7 @@ from torch import nn
 
 from ganlab import checkpoint
 from ganlab.config import Role, role_of
+from ganlab.data.protocol import LabelledData, check, missing
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.losses import Loss, check_penalty_fits
 from ganlab.remedies import Remedy
@@ -88,7 +89,7 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     make = NetworkFactory(lambda **kw: _instantiate(cfg.model.g, "model.g", **kw),
                           lambda **kw: _instantiate(cfg.model.d, "model.d", **kw),
                           lambda **kw: _make_encoder(cfg, **kw), latent_dim, data.shape,
-                          getattr(data, "n_classes", None))
+                          None if missing(data, LabelledData) else data.n_classes)
     G, D = remedy.build(make.G(), make.D(), make)
     check_penalty_fits(loss, D)
     G, D = G.to(device), D.to(device)
@@ -111,8 +112,11 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
 
 
 def build_data(cfg: DictConfig, device: torch.device):
-    """The config's dataset alone (`ganlab eval --samples FILE` scores samples against it)."""
-    return _instantiate(cfg.dataset, "dataset", device=device)
+    """The config's dataset alone (`ganlab eval --samples FILE` scores samples against it), checked against
+    the protocol its evaluator reads (ganlab/data/protocol.py): a member missing is one line, now."""
+    data = _instantiate(cfg.dataset, "dataset", device=device)
+    check(data)
+    return data
 
 
 def _make_encoder(cfg: DictConfig, **kwargs) -> nn.Module:

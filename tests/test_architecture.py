@@ -87,19 +87,6 @@ def test_run_reads_top_to_bottom_in_under_80_lines():
     assert len(inspect.getsource(train.run).splitlines()) < 80
 
 
-def test_a_dataset_that_names_no_evaluator_is_one_config_error():
-    import pytest
-
-    from ganlab.errors import ConfigError
-    from ganlab.evaluation import make_evaluator
-
-    class Points:  # a dataset of one's own, without the `evaluator` attribute
-        pass
-
-    with pytest.raises(ConfigError, match="dataset: Points names no evaluator; give its class an `evaluator`"):
-        make_evaluator(Points(), 2, None, False, "cpu")
-
-
 def test_the_training_loop_names_no_remedy_and_no_loss():
     """The loop (train.py, and replicas.py's vectorised step) calls the loss object and the remedy
     hooks and knows neither by name: no option name as a string, no loss or remedy class but the

@@ -138,8 +138,8 @@ def mode_ids(labels: Tensor) -> Tensor:
 class ImageDataset:
     """A real image dataset held on `device` as uint8, sampled at random indices there.
 
-    The interface of `GaussianMixture`: `shape`, `n_modes`, `device`, `sample(n, generator)`, and for
-    conditional remedies `n_classes` and `sample_with_classes(n, generator)`.
+    It offers `ganlab.data.protocol.ImageData` (what the image evaluator reads) and `LabelledData`
+    (`n_classes`, `sample_with_classes`, for conditional remedies).
     Files are resolved (and fetched) at construction, so a missing file fails at start-up; the
     pixels are read on first use, so building every job of a sweep beforehand stays cheap.
     A stacked dataset (`stack_n` > 0) puts three base digits in the RGB channels, drawn from a
@@ -169,6 +169,10 @@ class ImageDataset:
         side = 32 if pad_to_32 or base == "cifar10" else 28
         self.shape = (3 if self.stacked or base == "cifar10" else 1, side, side)
         self.n_modes = 1000 if self.stacked else 10
+        # The project's mode classifier is trained on MNIST-like digits (metrics/classifier_training.py);
+        # Inception's features are meant for photographs.
+        self.mode_classifier = None if base == "cifar10" else base
+        self.natural_images = base == "cifar10"
         self._images: Tensor | None = None  # (N, C, H, W), or (N, H, W) base digits when stacked
         self._labels: Tensor | None = None
         self._table: Tensor | None = None  # (stack_n, 3) indices into the base set
@@ -186,6 +190,11 @@ class ImageDataset:
                 self._table = torch.randint(0, len(images), (self.stack_n, 3), generator=cpu).to(self.device)
             self._images, self._labels = images.to(self.device), labels.to(self.device)
         return self._images, self._labels
+
+    def identity(self) -> dict:
+        """What decides the images sample_unique draws: the real reference statistics' cache key."""
+        return {"dataset": self.name, "split": self.split, "shape": list(self.shape),
+                "stack": [self.stack_n, self.stack_seed]}
 
     def __len__(self) -> int:
         return self.stack_n if self.stacked else len(self._load()[0])

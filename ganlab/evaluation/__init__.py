@@ -29,8 +29,8 @@ __all__ = ["Evaluation", "Evaluator", "ModeHistory", "critic_gap_protocol", "eva
 
 
 def make_evaluator(data, latent_dim: int, eval_cfg, wasserstein_critic: bool, device, metrics_cfg=None) -> Evaluator:
-    """The evaluator the dataset names (`data.evaluator`: "toy" or "image"). `wasserstein_critic`:
-    whether D is a Lipschitz critic, so that its gap estimates W1 (the protocol says which)."""
+    """The evaluator the dataset names (`data.evaluator`: "toy" or "image"; ganlab.data.protocol says what
+    each reads). `wasserstein_critic`: whether D is a Lipschitz critic, so that its gap estimates W1."""
     kind = getattr(data, "evaluator", None)
     if kind == "toy":
         from ganlab.evaluation.toy import ToyEvaluator
@@ -40,6 +40,7 @@ def make_evaluator(data, latent_dim: int, eval_cfg, wasserstein_critic: bool, de
         from ganlab.evaluation.image import ImageEvaluator
 
         return ImageEvaluator(data, latent_dim, eval_cfg, wasserstein_critic, device, metrics_cfg)
-    # A dataset of one's own (--config-dir) can lack it: one line, no traceback.
-    raise ConfigError(f"dataset: {type(data).__name__} names no evaluator; give its class an `evaluator` attribute, "
-                      "'toy' (centers, std) or 'image'")
+    from ganlab.data.protocol import check
+
+    check(data)  # the dataset's build checked it already: here for data built some other way
+    raise ConfigError(f"dataset: no evaluator {kind!r}")  # unreachable while check knows the same kinds

@@ -1,13 +1,13 @@
 """The image protocol (docs/images.md): one evaluation of an image GAN, batched on the training device.
 
-What it measures depends on what the dataset offers:
-- MNIST-like and stacked data: the project's mode classifier labels every generated sample
-  (each channel of a stacked sample), giving modes captured and KL(p_gen || uniform) over 10 classes
+What it measures depends on what the dataset offers (ganlab.data.protocol.ImageData):
+- A `mode_classifier` (MNIST-like and stacked data): the project's mode classifier labels every generated
+  sample (each channel of a `stacked` sample), giving modes captured and KL(p_gen || uniform) over 10 classes
   or 1,000 triples; its penultimate features give the *domain* FID, KID, precision/recall,
   density/coverage and the sliced Wasserstein distance.
 - With the Inception weights (metrics.inception): Inception FID, IS and the Gaussian-kernel MMD on
-  the pool3 features. `auto` turns them on for CIFAR-10 when the weights file is found (on the CPU
-  they cost minutes per evaluation elsewhere).
+  the pool3 features. `auto` turns them on for `natural_images` (CIFAR-10) when the weights file is
+  found (on the CPU they cost minutes per evaluation elsewhere).
 - Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
 
 The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
@@ -89,11 +89,11 @@ class ImageEvaluator:
     # --- what is available -------------------------------------------------------------------------
 
     def _load_classifier(self):
-        if self.data.base not in ("mnist", "fashion_mnist"):
+        if self.data.mode_classifier is None:
             return None, None
         from ganlab.metrics.classifier_training import ensure_classifier
 
-        model, info = ensure_classifier(self.data.base, getattr(self.data, "root", None), self.device)
+        model, info = ensure_classifier(self.data.mode_classifier, self.data.root, self.device)
         return model.eval(), info
 
     def _load_inception(self):
@@ -104,7 +104,7 @@ class ImageEvaluator:
             return None
         if choice == "auto":
             found = bool(weights) or inception.weights_cache_path().is_file()
-            if self.data.base != "cifar10" or not found:
+            if not self.data.natural_images or not found:
                 return None
         return inception.load_fid_inception(weights, self.device)
 
@@ -159,8 +159,7 @@ class ImageEvaluator:
 
         rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
         real = self.data.sample_unique(n, generator=rng)  # without replacement, as the FID protocol
-        key = {"dataset": self.data.name, "split": self.data.split, "shape": list(self.data.shape),
-               "n": n, "seed": REFERENCE_SEED, "draw": "without replacement", "stack": [getattr(self.data, "stack_n", 0), getattr(self.data, "stack_seed", 0)]}
+        key = {**self.data.identity(), "n": n, "seed": REFERENCE_SEED, "draw": "without replacement"}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
             _, feats = self._classify(real)
@@ -363,14 +362,14 @@ class ImageEvaluator:
     def _corrected_protocol(self) -> str:
         if self.classifier.confusion is None:
             return ("not measured: the classifier was cached before its confusion matrix was recorded, and the "
-                    f"{self.data.base} test split it is measured on could not be read (the run's log says why)")
+                    f"{self.data.mode_classifier} test split it is measured on could not be read (the run's log says why)")
         from ganlab.metrics.confusion import MIN_SHARE, Z
 
         unit, model = ("triple", "(C ⊗ C ⊗ C)ᵀ p, channels labelled independently") if self.data.stacked else \
             ("class", "Cᵀ p")
         return (f"modes_corrected, reverse_kl_corrected: the observed {unit} histogram deconvolved with the "
                 "classifier's confusion matrix C[i, j] = P(label j | class i), measured on the "
-                f"{int(self.classifier.confusion_samples.sum())} {self.data.base} test images: the true {unit} "
+                f"{int(self.classifier.confusion_samples.sum())} {self.data.mode_classifier} test images: the true {unit} "
                 f"distribution p is estimated by maximum likelihood (EM, i.e. Richardson-Lucy) under observed = {model}. "
                 f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
                 f"whose samples labelled as themselves (n p_t times the product of C's diagonal entries) stand {Z:g} "
