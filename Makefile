@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast sweep tensorboard bench bench-images reproduce-toy reproduce-stacked validate-stacked clean
+.PHONY: setup run test test-fast sweep tensorboard bench bench-images docs reproduce-toy reproduce-stacked validate-stacked clean
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ validate-stacked: setup
 # Image training speed under each speed switch, against a bare PyTorch loop (run it on a GPU).
 bench-images: setup
 	$(BIN)/python scripts/bench_images.py $(ARGS)
+
+# The docs' metric lists (docs/cli.md, docs/images.md), from the registry's descriptions (ganlab/metrics/__init__.py).
+docs: setup
+	$(BIN)/python -m ganlab.metrics.docs
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,11 +1,13 @@
 """The toy protocol's metrics on samples whose answer is known (docs/cli.md, Metrics)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import ganlab
 from ganlab.data.toy import grid, ring
 from ganlab.metrics.modes import mode_coverage
 from ganlab.metrics.wasserstein import empirical_wasserstein
@@ -80,21 +82,56 @@ def test_smallest_singular_value_of_dg_dz_is_exact_for_linear_and_pointwise_gene
 
 def test_every_registered_metric_names_a_function_that_exists_and_every_reported_key_is_registered():
     """The registry (ganlab/metrics/__init__.py) is the one list: the report and the verdicts read it, and
-    each evaluator's metric columns are registered metrics."""
-    import importlib
+    each evaluator's metric columns are registered metrics, each with the function that computes it."""
+    from ganlab.metrics import BETTER, REGISTRY, TOY_METRICS, FunctionRef, protocol_metrics
 
-    from ganlab.metrics import BETTER, REGISTRY, TOY_METRICS, protocol_metrics
-
+    evaluators = "".join(p.read_text() for p in (Path(ganlab.__file__).parent / "evaluation").glob("*.py"))
     for metric in REGISTRY.values():
         assert metric.better in ("higher", "lower", None) and set(metric.protocols) <= {"toy", "image"}
-        for where in metric.function.split(" | "):
-            if where == "evaluator":
+        assert metric.meaning and "\n" not in metric.meaning
+        for protocol, computed in metric.computed.items():
+            if computed.function is None:  # measured by the evaluator itself
+                assert metric.name == "eval_seconds"
                 continue
-            module, name = where.rsplit(".", 1)
-            assert callable(getattr(importlib.import_module(f"ganlab.metrics.{module}"), name)), where
+            assert isinstance(computed.function, FunctionRef), metric.name
+            assert callable(computed.function.resolve()), computed.function
+            if not computed.on_samples:  # the evaluators call it by name (the worker's jobs.py included)
+                name = str(computed.function).rsplit(".", 1)[1]
+                assert f"{name}(" in evaluators, f"{metric.name}: no evaluator calls {name}"
     assert TOY_METRICS == protocol_metrics("toy") and TOY_METRICS[:3] == ("modes_captured", "high_quality_pct", "reverse_kl")
     assert set(BETTER) <= set(REGISTRY) and BETTER["reverse_kl"] == "lower" and "critic_gap" not in BETTER
     # ImageEvaluator refuses a metric column that is not registered (its constructor checks).
+
+
+def test_the_docs_metric_lists_are_generated_from_the_registry():
+    """One description per metric: docs/cli.md's and docs/images.md's lists are the registry's (`make docs`)."""
+    from ganlab.metrics import REGISTRY
+    from ganlab.metrics.docs import DOCS, FILES, metric_list, rewrite
+
+    for protocol, name in FILES.items():
+        text = (DOCS / name).read_text()
+        assert rewrite(text, protocol) == text, f"docs/{name} is stale: run make docs"
+        listed = metric_list(protocol)
+        assert all(f"- `{m}` (" in listed for m, metric in REGISTRY.items() if protocol in metric.computed)
+    assert "`modes.coverage_of_samples(fake, real, data)`" in metric_list("toy")
+
+
+def test_the_built_in_on_samples_functions_give_exactly_their_registered_metrics():
+    """The 2-D mode coverage goes through the path a metric of one's own takes (sample_metrics)."""
+    from ganlab.metrics import REGISTRY, sample_metrics
+
+    data = ring()
+    fake, real = data.sample(500), data.sample(500)
+    by_function: dict = {}
+    for name, metric in REGISTRY.items():
+        computed = metric.computed.get("toy")
+        if computed is not None and computed.on_samples:
+            by_function.setdefault(computed.function, set()).add(name)
+    assert by_function, "no built-in metric goes through the on-samples path"
+    for function, names in by_function.items():
+        assert set(function(fake, real, data)) - {"mode_counts"} == names, function
+    got = sample_metrics("toy", fake, real, data)
+    assert got["modes_captured"] == 8 and got == mode_coverage(fake, data.centers, data.std)
 
 
 def spread_of_samples(fake, real, data) -> dict:
@@ -108,13 +145,12 @@ def test_a_new_metric_is_one_function_and_its_registration(tmp_path, monkeypatch
     loop or report code changes."""
     from conftest import make_cfg
 
-    from ganlab.metrics import REGISTRY, Metric, register
+    from ganlab.metrics import REGISTRY, Metric, on_samples, register
     from ganlab.report import build_report
     from ganlab.train import run
 
     monkeypatch.setitem(REGISTRY, "sample_spread", REGISTRY.get("sample_spread"))  # restored after the test
-    register(Metric("sample_spread", "higher", ("toy",), f"{__name__}.spread_of_samples", "mean distance to the mean",
-                    on_samples=True))
+    register(Metric("sample_spread", "higher", "mean distance to the mean", {"toy": on_samples(spread_of_samples)}))
     summaries = [run(make_cfg("debug=tiny", f"seed={seed}"), tmp_path / f"s{seed}") for seed in (0, 1)]
     for summary in summaries:
         spread = summary["metrics"]["sample_spread"]

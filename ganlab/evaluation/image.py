@@ -35,6 +35,7 @@ from ganlab.evaluation.base import (
 )
 from ganlab.evaluation.jobs import ImageEvalJob
 from ganlab.metrics import REGISTRY, protocol_metrics, sample_metrics
+from ganlab.metrics.critic import critic_gap
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.remedies import Remedy
 
@@ -80,7 +81,7 @@ class ImageEvaluator:
             keys += ["swd_pixels"]
         if self.inception is not None:
             keys += ["fid", "inception_score", "inception_score_std", "inception_mmd", "inception_mmd_multiscale"]
-        keys += [name for name, m in REGISTRY.items() if m.on_samples and "image" in m.protocols]
+        keys += [name for name, m in REGISTRY.items() if "image" in m.computed and m.computed["image"].on_samples]
         unregistered = set(keys) - set(protocol_metrics("image"))
         if unregistered:  # a programming error: every column is a registered metric (ganlab/metrics/__init__.py)
             raise ValueError(f"image metrics not in ganlab.metrics.REGISTRY: {sorted(unregistered)}")
@@ -203,7 +204,7 @@ class ImageEvaluator:
             real = self.data.sample(n, generator=generator)
             d_real = torch.cat([D(real[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
             d_fake = torch.cat([D(fake[s:s + size]) for s, size in _chunks(n, self.cfg.batch)])
-            metrics: dict = {"critic_gap": float(d_real.float().mean() - d_fake.float().mean())}
+            metrics: dict = {"critic_gap": critic_gap(d_real, d_fake)}
             metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
             k = min(n, REMEDY_METRIC_SAMPLES)
             metrics.update(sample_metrics("image", fake, real, self.data))  # registered metrics of the samples

@@ -22,7 +22,8 @@ from ganlab.metrics import protocol_metrics, sample_metrics
 from ganlab.metrics.jacobian import smallest_singular_value
 from ganlab.metrics.mmd import MEDIAN_POINTS
 from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
-from ganlab.metrics.modes import HQ_THRESHOLD, mode_coverage
+from ganlab.metrics.critic import critic_gap
+from ganlab.metrics.modes import HQ_THRESHOLD
 from ganlab.remedies import Remedy
 
 GRID_RESOLUTION = 120  # D heatmap: points per side
@@ -78,10 +79,9 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         z = torch.randn(n, latent_dim, device=data.device, generator=generator)
         fake = remedy.sample(G, D, z, generator)
         real = data.sample(n, generator=generator)
-        metrics = {"critic_gap": float(D(real).mean() - D(fake).mean())}
-        metrics.update(mode_coverage(fake, data.centers, data.std))
+        metrics = {"critic_gap": critic_gap(D(real), D(fake))}
+        metrics.update(sample_metrics("toy", fake, real, data))  # mode coverage, and any registered metric of samples
         metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
-        metrics.update(sample_metrics("toy", fake, real, data))  # registered metrics of the samples
         metrics.update(remedy.eval_metrics(G, D, data, z, fake, real))
         source = remedy.sample_sources(G, z)
         ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
@@ -135,8 +135,7 @@ class ToyEvaluator:
         that needs no G or D (mode coverage and the registered sample metrics; `offline_metrics` adds
         W1/W2 and the MMD)."""
         real = self.data.sample(len(fake), generator=generator)
-        metrics = mode_coverage(fake, self.data.centers, self.data.std)
-        metrics.update(sample_metrics("toy", fake, real, self.data))
+        metrics = sample_metrics("toy", fake, real, self.data)
         return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(), None)
 
     def job(self, step: int, ev: Evaluation, last: bool = False) -> EvalJob:
@@ -153,8 +152,9 @@ class ToyEvaluator:
         untrained = self.evaluate(G, D, remedy, generator)
         n = self.cfg.samples
         out, rows = {"untrained": scalars(untrained)}, {"untrained": (untrained.fake, untrained.real)}
+        real = torch.from_numpy(untrained.real).to(self.data.device)
         for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
-            metrics = mode_coverage(x, self.data.centers, self.data.std)
+            metrics = sample_metrics("toy", x, real, self.data)
             del metrics["mode_counts"]
             out[name], rows[name] = metrics, (x.cpu().numpy(), untrained.real)  # the same real set as `untrained`
         job = ReferenceJob(rows, self.cfg.w_samples, self.mmd_sigma)

@@ -35,3 +35,9 @@ def mode_coverage(samples: Tensor, centers: Tensor, std: float, threshold: float
         "mode_counts": counts.tolist(),
     }
 
+
+
+def coverage_of_samples(fake: Tensor, real: Tensor, data) -> dict:
+    """`mode_coverage` against the dataset's own modes (ganlab.data.protocol.ToyData): the registry's
+    on-samples function of the 2-D protocol (the real samples are not needed)."""
+    return mode_coverage(fake, data.centers, data.std)
