@@ -1,41 +1,44 @@
-"""`ganlab <command> [overrides]`: the commands' entry point. `train` hands its command line to Hydra
-once; Hydra composes each job's config once, ganlab's pre-flight checks read those configs before any
-work (ganlab/preflight.py, ganlab/sweep.py), so a typo or a bad value ends with one line naming the
-key, exit status 2, and no traceback, even in a sweep; the job function then trains on them.
+"""`ganlab <command> [arguments]`: every command's entry point, in this one module: its arguments read,
+the work handed to the module that does it, and every GanlabError turned into one line and its exit status.
+
+- `train`: the command line goes to Hydra once (ganlab/launch.py holds the job function); Hydra composes
+  each job's config once, ganlab's pre-flight checks read those configs before any work
+  (ganlab/preflight.py, ganlab/sweep.py), so a typo or a bad value ends with one line naming the key,
+  exit status 2, and no traceback, even in a sweep;
+- `eval`: ganlab/evaluation/saved.py (a run's checkpoint, or a samples file);
+- `report`: ganlab/report.py builds it, ganlab/report_output.py writes its files and figures;
+- `classifier`: ganlab/metrics/classifier_training.py.
+Each command imports its work when it runs: `ganlab --help` loads no torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-import traceback
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab.config import (
-    CONFIG_NAME,
-    CONFIG_SOURCE,
-    GROUPS,
-    Role,
-    compose_checked,
-    explain_compose_error,
-    keys_with,
-)
+from ganlab.argparsing import Parser
+from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked, explain_compose_error
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.hydra_private import parse_hydra_args
+from ganlab.launch import (
+    check_override_values,
+    logging_restored,
+    missing_option_line,
+    parse_overrides,
+    previous_sweep,
+    replace_overrides,
+    resume_overrides,
+    resume_run_dir,
+    train_job,
+)
 from ganlab.preflight import Refused
-from ganlab.summary import RunSummary
 
 log = logging.getLogger("ganlab")
 
@@ -59,235 +62,6 @@ def usage() -> str:
 def fail(message: str, code: int = 2) -> None:
     print(f"ganlab: error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def parse_overrides(overrides: list[str]) -> list:
-    """Hydra's parse of the overrides; a malformed one is named in one line, with the syntax."""
-    parser = OverridesParser.create()
-    try:
-        return parser.parse_overrides(overrides)
-    except HydraException:
-        pass
-    for line in overrides:  # find the culprit: Hydra's message names the parser state, not the override
-        try:
-            parser.parse_overrides([line])
-        except HydraException:
-            odd = sorted({c for c in line if not c.isascii() or not c.isprintable()})
-            if odd:
-                reason = f"{', '.join(map(repr, odd))} is not allowed in an unquoted value"
-            elif any(line.count(a) != line.count(b) for a, b in ("[]", "{}", "()")):
-                reason = "its brackets do not pair up"
-            elif special := sorted({c for c in line.partition("=")[2] if c in "'\"#;~$:@!\\ ="}):
-                reason = f"{' '.join(special)} must stand inside a quoted value"
-            else:
-                reason = "it does not follow the override syntax"
-            raise ConfigError(f"cannot read the override {line!r}: {reason}; write key=value, group=option, "
-                              "key=[a,b], or quote the value: key='...'") from None
-    raise ConfigError(f"cannot parse the overrides {' '.join(overrides)!r}")
-
-
-def check_override_values(parsed: list) -> None:
-    """What Hydra accepts but cannot mean what the user wants: an empty output directory (the run
-    would land in the current directory), an empty or repeating remedy list."""
-    for o in parsed:
-        key = o.get_key_element().lstrip("+~")
-        if not key:
-            raise ConfigError(f"the override {o.input_line!r} names no key; write key=value or group=option")
-        empty = str(o.value() if o.value() is not None else "").strip() == ""
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() and empty:
-            raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
-        if key == "remedy" and not o.is_sweep_override() and isinstance(o.value(), list):
-            names = [str(v) for v in o.value()]
-            if not names:
-                raise ConfigError("remedy=[] chooses no remedy; use remedy=none for the plain GAN")
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ConfigError(f"{o.input_line} lists {', '.join(twice)} more than once; list each remedy once")
-
-
-def started_overrides(run_dir: Path) -> list[str] | None:
-    """The overrides a run directory's run was last started (or resumed) with, from Hydra's record;
-    None for a run started without the CLI (ganlab.train.run from Python)."""
-    import yaml
-
-    for record in (run_dir / ".hydra_resume" / "overrides.yaml", run_dir / ".hydra" / "overrides.yaml"):
-        try:
-            recorded = yaml.safe_load(record.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(recorded, list):
-            keys = keys_with(Role.command)  # resume=...: how that command treated the directory, not the run
-            return [str(o) for o in recorded
-                    if str(o).split("=", 1)[0].lstrip("+~") not in keys and not str(o).startswith("hydra")]
-    return None
-
-
-def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
-    """`ganlab train resume=DIR [steps=N ...]`: the run's own overrides, then the user's. The resumed
-    config is checked against the checkpoint's before any work (experiment.restore, from the pre-flight
-    checks): only the keys a resume may change (checkpoint.RESUMABLE_KEYS) may differ, unless
-    resume_force=true; repeating the run's own settings is no change."""
-    original = started_overrides(run_dir)
-    return overrides if original is None else [*original, *overrides]
-
-
-def _runs_in_parallel(hydra_cfg: DictConfig) -> bool:
-    """Whether this job may share the terminal with other jobs running at the same time: a multirun
-    through any launcher but Hydra's basic one (one job after the other), unless it runs one job
-    at a time (joblib's n_jobs=1)."""
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return False
-    launcher = hydra_cfg.launcher
-    if str(launcher.get("_target_", "")).endswith(".BasicLauncher"):
-        return False
-    return launcher.get("n_jobs") != 1
-
-
-def missing_option_line(message: str) -> str:
-    """Hydra's several-line "Could not find 'hydra/launcher/x'" (an unknown hydra/... option, which
-    preflight leaves to Hydra) as one line with the group's options."""
-    lines = message.splitlines()
-    first = lines[0].split(": ", 1)[-1] if lines else message  # drop "In 'hydra/config': "
-    listed = False
-    options = []
-    for line in lines[1:]:
-        if line.startswith("Available options"):
-            listed = True
-        elif listed and line.startswith(("\t", " ")):
-            options.append(line.strip())
-        elif listed:
-            break
-    return first + (f"; choose one of: {', '.join(options)}" if options else "")
-
-
-class _Prefixed(logging.Formatter):
-    """Puts the job's name before each console line, so parallel jobs' interleaved lines stay apart."""
-
-    def __init__(self, prefix: str, inner: logging.Formatter | None):
-        super().__init__()
-        self.prefix, self.inner = prefix, inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.prefix + self.inner.format(record)
-
-
-def _record_exit_code(run_dir: Path, code: int) -> None:
-    """Add the exit code to a failed run's summary.json, for the launching process to read."""
-    summary = RunSummary.read_or_none(run_dir)
-    if summary is not None and summary.status == "failed":
-        summary.exit_code = code
-        with contextlib.suppress(GanlabError):  # a full disk: the exit status still says it
-            summary.write(run_dir)
-
-
-# The package's configs; `ganlab train --config-dir DIR` (Hydra's option) adds DIR's after them, and
-# preflight composes with the same (ganlab.config.compose_config).
-@hydra.main(config_path=CONFIG_SOURCE, config_name=CONFIG_NAME, version_base="1.3")
-def _train_job(cfg: DictConfig) -> dict | None:
-    from ganlab.train import (  # torch is imported only when a job runs, so --help stays fast
-        Interrupted,
-        run,
-    )
-
-    hydra_cfg = HydraConfig.get()
-    labels = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    parallel = _runs_in_parallel(hydra_cfg)
-    consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
-    if parallel:  # no progress bars, and console lines named by job (train.log needs no name)
-        for handler in consoles:
-            handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
-    try:
-        return run(cfg, run_dir, labels, progress=False if parallel else None)
-    except Interrupted as exc:
-        # Stop the whole sweep: the signal was meant for all of it. A re-run with resume=auto
-        # resumes this job and starts the ones after it.
-        log.error("%s", exc)
-        sys.exit(exc.exit_code)
-    except GanlabError as exc:
-        # The run's summary.json already says what happened; a multirun goes on with the next job, and its
-        # closing line reads every job's outcome from the summaries (ganlab/sweep.py).
-        _record_exit_code(run_dir, exc.exit_code)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            log.error("%s", exc)  # named by job when jobs run in parallel
-            return None
-        # A single run ends as every user error does: one line on stderr (and in train.log), its exit status.
-        with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
-            f.write(f"ganlab: error: {exc}\n")
-        print(f"ganlab: error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - a bug or a resource error: this job failed, a sweep goes on
-        with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
-            traceback.print_exc(file=f)
-        log.error("%s failed: %s: %s (the traceback is in %s)", run_dir.name, type(exc).__name__,
-                  str(exc).splitlines()[0] if str(exc) else "", run_dir / "train.log")
-        _record_exit_code(run_dir, 1)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(1)
-        return None
-    finally:
-        for handler in consoles:
-            if isinstance(handler.formatter, _Prefixed):
-                handler.setFormatter(handler.formatter.inner)
-
-
-def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun")) -> Path | None:
-    """For `ganlab train -m ... resume=auto`: the newest sweep directory under `root` that the same
-    command (the same overrides) wrote, so that a re-run continues it; None if there is none."""
-    import yaml
-
-    same = []
-    for recorded in root.glob("*/*/multirun.yaml"):
-        try:
-            task = yaml.safe_load(recorded.read_text())["hydra"]["overrides"]["task"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
-            continue
-        if sorted(task) == sorted(overrides):
-            same.append(recorded.parent)
-    return max(same, key=lambda d: d.stat().st_mtime, default=None)
-
-
-def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
-    """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
-    None. Raises GanlabError for a path that holds no run."""
-    from ganlab.checkpoint import find
-    from ganlab.replicas import is_replica_parent
-
-    parsed = parse_overrides(overrides)
-    values = [o for o in parsed if o.get_key_element() == "resume" and not o.is_sweep_override()]
-    if multirun or not values or values[-1].value() in (None, "null", "auto"):
-        return None
-    path = Path(str(values[-1].value())).expanduser()
-    return path if is_replica_parent(path) else find(path).parent  # replicas=N: all of them resume
-
-
-def _replace_overrides(args: list[str], old: list[str], new: list[str]) -> list[str]:
-    """`args` with its run of overrides `old` replaced by `new` (Hydra wants them as one run of words)."""
-    n = len(old)
-    for i in range(len(args) - n, -1, -1) if n else ():
-        if args[i:i + n] == old:
-            return [*args[:i], *new, *args[i + n:]]
-    return [*new, *args]
-
-
-@contextlib.contextmanager
-def _logging_restored():
-    """The root logger's handlers and level as they were before Hydra configured logging for the jobs:
-    `train` is also called in-process (tests, notebooks), where Hydra's handlers would go on writing to
-    streams that are closed by then."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()  # a job's train.log
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
 
 
 def train(args: list[str]) -> None:
@@ -325,13 +99,13 @@ def train(args: list[str]) -> None:
             if parsed.multirun:
                 raise UsageError("--cfg prints one job's config and -m runs a sweep: drop one of them")
             compose_checked([o.input_line for o in ours], parsed.config_dir)
-    sys.argv = ["ganlab-train", *_replace_overrides(args, parsed.overrides, overrides)]
+    sys.argv = ["ganlab-train", *replace_overrides(args, parsed.overrides, overrides)]
     # Errors outside our job function come back to us raw, instead of as Hydra's trimmed traceback: a
     # composition error or a file-system error (Hydra writing .hydra/ onto a full disk) is one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        with _logging_restored():
-            _train_job()
+        with logging_restored():
+            train_job()
     except Refused as exc:  # a pre-flight check of a single run's config (a Hydra callback)
         raise exc.error from None
     except MissingConfigException as exc:  # an IOError as well: an unknown option of a group
@@ -344,6 +118,213 @@ def train(args: list[str]) -> None:
         where = f" {exc.filename}" if exc.filename else ""
         raise WriteError(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable "
                          "directory (hydra.run.dir=PATH)") from None
+
+
+def eval_parser() -> Parser:
+    from ganlab.evaluation.saved import MIN_SAMPLES
+
+    p = Parser(prog="ganlab eval", description="Evaluate a finished run again, from its checkpoint (RUN_DIR/eval.json); "
+                                                "or samples made elsewhere (--samples FILE dataset=NAME).")
+    p.add_argument("path", metavar="RUN_DIR", nargs="?", default=None,
+                   help="a run directory (with summary.json and checkpoint.pt); none with --samples FILE")
+    p.add_argument("--samples", default=None, metavar="N|FILE",
+                   help=f"N: samples to draw from the run, >= {MIN_SAMPLES} (default: the run's eval.samples; W1/W2 "
+                        f"take min(N, eval.w_samples) of them, and the protocol {W_SAMPLES_PROTOCOL}); FILE: a .npz "
+                        "of samples made elsewhere (`images` (n, C, H, W) in [-1, 1] or uint8, or `points` (n, 2)), "
+                        "scored against dataset=NAME")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="with --samples FILE: where the record goes (default: FILE's name with .eval.json)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda (default: the device the run trained on; cpu for a file)")
+    # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
+    p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
+                   "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "
+                   "dataset=NAME and its keys (dataset.root=DIR)")
+    return p
+
+
+def _sample_count(value: str | None) -> int | None:
+    """--samples as a count, or None when it names a file."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def evaluate(argv: list[str]) -> None:
+    """`ganlab eval`: a run again from its checkpoint, or a file of samples (ganlab/evaluation/saved.py)."""
+    from ganlab.evaluation.saved import evaluate_run, evaluate_samples_file
+
+    # intermixed: `ganlab eval RUN_DIR --samples N metrics.inception=true` (overrides after an option) parses too.
+    args = eval_parser().parse_intermixed_args(argv)
+    # Warnings (log.warning) as `ganlab: warning: ...` lines: no Hydra job sets up logging for this
+    # command. Removed afterwards: main() may run inside another program (the tests).
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("ganlab: warning: %(message)s"))
+    logging.getLogger("ganlab").addHandler(warnings)
+    try:
+        if args.samples is not None and _sample_count(args.samples) is None:
+            # A file of samples: `path` took the first override (dataset=NAME), if any.
+            if args.path is not None and "=" not in args.path:
+                raise UsageError(f"--samples {args.samples} scores a file; leave out the run directory {args.path} "
+                                 "and name the dataset (dataset=NAME)")
+            overrides = [*([args.path] if args.path else []), *args.overrides]
+            record = evaluate_samples_file(args.samples, overrides, args.device, args.out)
+            closing = f"{record['samples']} samples of {args.samples} against {record['dataset']}; wrote {record['written_to']}"
+        else:
+            if args.path is None:
+                raise UsageError("ganlab eval needs a run directory (ganlab eval RUN_DIR), or a samples file and "
+                                 "its dataset (ganlab eval --samples FILE.npz dataset=NAME)")
+            if args.out is not None:
+                raise UsageError("--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
+            record = evaluate_run(args.path, _sample_count(args.samples), args.device, args.overrides)
+            closing = f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}"
+    finally:
+        logging.getLogger("ganlab").removeHandler(warnings)
+    for key, value in record["metrics"].items():
+        print(f"{key:>28}  {value:.6g}")
+    print(closing)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def report_parser() -> Parser:
+    from ganlab.report import DEFAULT_BASELINE, DEFAULT_METRICS, METRICS
+
+    p = Parser(prog="ganlab report",
+               description="Compare the runs under PATH: group them by config (seed aside), and print "
+                           "mean ± standard error over seeds of each metric, the diverged and failed "
+                           "counts and the fraction of seeds that captured all modes. Also writes "
+                           "report.md, report.csv and report_modes.png into PATH.")
+    p.add_argument("path", metavar="PATH", help="a run directory, a multirun directory, or any folder of runs")
+    p.add_argument("--metrics", metavar="A,B", type=_names,
+                   help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
+                        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
+    p.add_argument("--baseline", metavar="KEY=VALUE",
+                   help="the groups every other group is compared with: an exact permutation test over seeds, a "
+                        "bootstrap interval of the difference, Benjamini-Hochberg over the report's comparisons "
+                        f"(default: {'='.join(DEFAULT_BASELINE)}, where the runs have such a group and others); "
+                        "each group is compared with the baseline group of its dataset that shares the most config")
+    p.add_argument("--protocol", action="store_true",
+                   help="also print how every number was measured and tested (always written into report.md)")
+    p.add_argument("--by", metavar="KEY,KEY", type=_names,
+                   help="group by these keys only, pooling runs that differ elsewhere: option names "
+                        "(dataset, loss, remedy, ...) or dotted config keys (loss._target_, optim.d.lr)")
+    return p
+
+
+def report(argv: list[str]) -> None:
+    """`ganlab report PATH`: the tables printed, report.md, report.csv and the figures written into PATH."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from ganlab.report import build_report
+    from ganlab.report_output import write_report
+
+    args = report_parser().parse_args(argv)
+    report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
+    try:
+        written = write_report(report)
+    except OSError as exc:
+        raise WriteError(f"cannot write the report into {args.path}: {exc.strerror or exc}") from None
+    tables = report.tables()
+    console = Console()
+    if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns
+        roomy = console.options.update_width(1000)
+        console = Console(width=max(console.width, *(Measurement.get(console, roomy, t).maximum for t in tables)))
+    for table in tables:
+        console.print(table)
+    if args.protocol:
+        console.print(report.caption(), markup=False, highlight=False)
+    else:
+        console.print("how each number was measured and tested: report.md's Protocol, or --protocol",
+                      markup=False, highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
+CLASSIFIER_HELP = """Train the mode classifier that the image metrics use (a small CNN on MNIST or Fashion-MNIST), and
+cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py)."""
+CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
+         "[dataset.root=PATH] [cpu_threads=0] [force=true]")
+_CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "force")
+
+
+def _classifier_args(argv: list[str]) -> dict:
+    from ganlab.metrics.classifier import TARGETS
+
+    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "force": False}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            print(f"usage: {CLASSIFIER_USAGE}\n\n{CLASSIFIER_HELP}")
+            sys.exit(0)
+        if not sep or key not in _CLASSIFIER_KEYS:
+            raise UsageError(f"{arg!r}: expected key=value with key one of {', '.join(_CLASSIFIER_KEYS)}; usage: {CLASSIFIER_USAGE}")
+        if key in ("epochs", "seed", "cpu_threads"):
+            try:
+                args[key] = int(value)
+            except ValueError:
+                raise UsageError(f"{key}={value}: expected an integer")
+            if args[key] < (1 if key == "epochs" else 0):
+                raise UsageError(f"{key}={value}: must be >= {1 if key == 'epochs' else 0}")
+        elif key == "force":
+            if value.lower() not in ("true", "false"):
+                raise UsageError(f"force={value}: expected true or false")
+            args[key] = value.lower() == "true"
+        elif key == "device":
+            if value not in ("auto", "cpu", "cuda"):
+                raise UsageError(f"device={value}: choose auto, cpu or cuda")
+            args[key] = value
+        elif key == "dataset":
+            if value not in TARGETS:
+                raise UsageError(f"dataset={value}: choose one of {', '.join(TARGETS)}")
+            args[key] = value
+        else:  # dataset.root
+            args[key] = None if value in ("", "null") else value
+    if "dataset" not in args:
+        raise UsageError(f"dataset= is required ({', '.join(TARGETS)}); usage: {CLASSIFIER_USAGE}")
+    return args
+
+
+def classifier(argv: list[str]) -> None:
+    """`ganlab classifier dataset=NAME`: train the mode classifier (ganlab/metrics/classifier_training.py)."""
+    import torch
+    from rich import get_console
+    from rich.logging import RichHandler
+
+    from ganlab.config import resolve_device
+    from ganlab.metrics.classifier import DEFAULT_EPOCHS, TARGETS, classifier_path, describe, load_classifier
+    from ganlab.metrics.classifier_training import train_and_save
+
+    args = _classifier_args(argv)
+    dataset = args["dataset"]
+    path = classifier_path(dataset)
+    if path.exists() and not args["force"]:
+        _, info = load_classifier(dataset)
+        print(f"{describe(info)} at {path}; force=true retrains it")
+        return
+    device = resolve_device(args["device"])
+    if args["cpu_threads"] > 0:
+        torch.set_num_threads(args["cpu_threads"])
+    if not logging.getLogger().handlers:  # the epoch lines, above the progress bar
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            handlers=[RichHandler(console=get_console(), show_path=False)])
+    epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
+    path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
+    _, info = load_classifier(dataset)  # what later metrics will load, hash checked
+    print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({seconds:.0f} s); wrote {path}")
+    print(f"classifier: {describe(info)}")
+    if info["below_target"]:
+        print(f"warning: below the protocol's target of {100 * TARGETS[dataset]:g}% for {dataset}; metrics computed "
+              "with it say so. Train longer (epochs=) with force=true", file=sys.stderr)
 
 
 class Terminated(KeyboardInterrupt):
@@ -398,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     previous = {sig: signal.signal(sig, _on_signal) for sig in _START_UP_SIGNALS} if on_main_thread else {}
     try:
         _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`ganlab --help | head`): what it did not read is not an error to report.
+        # stdout to /dev/null, so that the interpreter's last flush does not fail again (Python's docs, signal).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except KeyboardInterrupt as exc:
         # Ctrl-C or SIGTERM before a run's loop took over the signal (start-up, a report): nothing
         # half-written stays behind (every file is written atomically), so one line says it all.
@@ -425,23 +411,10 @@ def _main(argv: list[str] | None = None) -> None:
 
 
 def _command(command: str, rest: list[str]) -> None:
-    if command == "train":
-        train(rest)
-    elif command == "eval":
-        from ganlab.evaluation.command import main as reevaluate
-
-        reevaluate(rest)
-    elif command == "report":
-        # Imported here: matplotlib and rich load only for a report.
-        from ganlab.report_output import main as report
-
-        report(rest)
-    elif command == "classifier":
-        from ganlab.metrics.classifier_training import main as classifier
-
-        classifier(rest)
-    else:
+    run = {"train": train, "eval": evaluate, "report": report, "classifier": classifier}.get(command)
+    if run is None:
         raise UsageError(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
+    run(rest)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ A number alone is not a claim, so the report also gives:
   flag on rows whose metrics were still moving at the end.
 
 `build_report()` is the pure part (read, group, compute); `Report` renders the result (rich
-tables that read in a 100-column terminal: one per metric; Markdown with the protocol; CSV); ganlab/report_output.py draws the figures, writes the files and is `ganlab report`.
+tables that read in a 100-column terminal: one per metric; Markdown with the protocol; CSV); ganlab/report_output.py draws the figures and writes the files; `ganlab report` is ganlab/cli.py's.
 """
 
 from __future__ import annotations

@@ -1,29 +1,22 @@
-"""`ganlab report PATH`: the report's figures (PNG bytes: mode coverage per configuration, and every
-row's metrics against the training step; convergence is shown, not assumed), its files
-(report.md, report.csv, the figures) and the command that prints its tables.
+"""The report's figures (PNG bytes: mode coverage per configuration, and every row's metrics against the
+training step; convergence is shown, not assumed) and its files (report.md, report.csv, the figures).
 
-The report itself (reading the runs, grouping, statistics, tables) is ganlab/report.py."""
+The report itself (reading the runs, grouping, statistics, tables) is ganlab/report.py; the command that
+prints its tables, `ganlab report PATH`, is ganlab/cli.py's `report`."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import textwrap
 from collections import Counter
 from pathlib import Path
 
-from ganlab.argparsing import Parser
 from ganlab.atomic import write_atomic
-from ganlab.errors import WriteError
 from ganlab.report import (
     CONVERGENCE_FILE,
-    DEFAULT_BASELINE,
-    DEFAULT_METRICS,
-    METRICS,
     REPORT_FILES,
     Report,
-    build_report,
 )
 
 
@@ -201,58 +194,3 @@ def write_report(report: Report, directory: str | Path | None = None) -> list[Pa
         _write_atomic(convergence, figure)
         written.append(convergence)
     return written
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ganlab report",
-               description="Compare the runs under PATH: group them by config (seed aside), and print "
-                           "mean ± standard error over seeds of each metric, the diverged and failed "
-                           "counts and the fraction of seeds that captured all modes. Also writes "
-                           "report.md, report.csv and report_modes.png into PATH.")
-    p.add_argument("path", metavar="PATH", help="a run directory, a multirun directory, or any folder of runs")
-    p.add_argument("--metrics", metavar="A,B", type=_names,
-                   help=f"metrics to show (default: {','.join(DEFAULT_METRICS)}; also: "
-                        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
-    p.add_argument("--baseline", metavar="KEY=VALUE",
-                   help="the groups every other group is compared with: an exact permutation test over seeds, a "
-                        "bootstrap interval of the difference, Benjamini-Hochberg over the report's comparisons "
-                        f"(default: {'='.join(DEFAULT_BASELINE)}, where the runs have such a group and others); "
-                        "each group is compared with the baseline group of its dataset that shares the most config")
-    p.add_argument("--protocol", action="store_true",
-                   help="also print how every number was measured and tested (always written into report.md)")
-    p.add_argument("--by", metavar="KEY,KEY", type=_names,
-                   help="group by these keys only, pooling runs that differ elsewhere: option names "
-                        "(dataset, loss, remedy, ...) or dotted config keys (loss._target_, optim.d.lr)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    args = parser().parse_args(argv)
-    report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
-    try:
-        written = write_report(report)
-    except OSError as exc:
-        raise WriteError(f"cannot write the report into {args.path}: {exc.strerror or exc}") from None
-    tables = report.tables()
-    console = Console()
-    if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns
-        roomy = console.options.update_width(1000)
-        console = Console(width=max(console.width, *(Measurement.get(console, roomy, t).maximum for t in tables)))
-    for table in tables:
-        console.print(table)
-    if args.protocol:
-        console.print(report.caption(), markup=False, highlight=False)
-    else:
-        console.print("how each number was measured and tested: report.md's Protocol, or --protocol",
-                      markup=False, highlight=False)
-    for note in report.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} into {report.root}", markup=False, highlight=False,
-                  soft_wrap=True)

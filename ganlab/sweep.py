@@ -76,7 +76,7 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     if warning:
         logging.getLogger("ganlab").warning("%s", warning)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")  # what a re-run with resume=auto finds (cli.previous_sweep)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")  # what a re-run with resume=auto finds (launch.previous_sweep)
     if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
         returns = run_here(sweeper, jobs, configs)
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganlab.cli import classifier as classifier_command
 from ganlab.cli import main as cli_main
 from ganlab.errors import GanlabError
 from ganlab.metrics import classifier as clf
@@ -194,7 +195,7 @@ def test_main_rejects_bad_arguments(argv, says, cache, capsys):
 
 def test_main_reports_a_cached_classifier(cache, capsys):
     _saved()
-    training.main(["dataset=fashion_mnist"])
+    classifier_command(["dataset=fashion_mnist"])
     out = capsys.readouterr().out
     assert "fashion_mnist CNN sha256:" in out and "force=true" in out
 
@@ -231,7 +232,7 @@ def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeyp
     assert clf.state_hash(c.state_dict()) != clf.state_hash(a.state_dict())
 
     monkeypatch.setattr(training, "BATCH_SIZE", 32)
-    training.main(["dataset=mnist", "epochs=1", "device=cpu"])
+    classifier_command(["dataset=mnist", "epochs=1", "device=cpu"])
     captured = capsys.readouterr()
     assert "wrote " + str(cache / "classifiers" / "mnist.pt") in captured.out
     assert "warning: below the protocol's target of 98.5%" in captured.err

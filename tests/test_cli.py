@@ -235,10 +235,9 @@ def test_eval_argument_errors_are_one_line_before_any_work(tmp_path, capsys, arg
 
 
 def test_eval_usage_names_a_run_directory_or_a_samples_file(tmp_path, capsys):
-    from ganlab.cli import main
-    from ganlab.evaluation.command import parser
+    from ganlab.cli import eval_parser, main
 
-    assert parser().format_usage().split()[-3:] == ["[RUN_DIR]", "[overrides", "...]"]
+    assert eval_parser().format_usage().split()[-3:] == ["[RUN_DIR]", "[overrides", "...]"]
     with pytest.raises(SystemExit):
         main(["eval"])
     assert capsys.readouterr().err.strip() == ("ganlab: error: ganlab eval needs a run directory (ganlab eval RUN_DIR), "

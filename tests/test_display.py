@@ -158,7 +158,7 @@ def test_log_lines_are_never_wrapped(tmp_path):
 
 
 def test_eval_warns_of_too_few_samples_for_the_protocols_w1(terminal_run, capsys):
-    from ganlab.evaluation.command import main
+    from ganlab.cli import evaluate as main
 
     run_dir, _ = terminal_run
     main([str(run_dir), "--samples", "500"])

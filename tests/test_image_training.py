@@ -214,7 +214,7 @@ def test_speed_switches_on_cuda(image_root, classifier_cache, tmp_path):
 
 def test_ganlab_eval_takes_any_sample_count_and_metric_settings(image_root, classifier_cache, tmp_path):
     from ganlab.errors import GanlabError
-    from ganlab.evaluation.command import evaluate_run
+    from ganlab.evaluation.saved import evaluate_run
 
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
                    "dataset.n=100")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import make_cfg
 from torch import nn
 
-from ganlab.evaluation.command import evaluate_run
+from ganlab.evaluation.saved import evaluate_run
 from ganlab.metrics import inception
 from ganlab.metrics.classifier import ModeClassifier, save_classifier
 from ganlab.metrics.feature_cache import cache_root

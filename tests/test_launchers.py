@@ -11,7 +11,8 @@ from conftest import TINY, ganlab, ganlab_on_terminal, run_dirs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ganlab.cli import _replace_overrides, _runs_in_parallel, main
+from ganlab.cli import main
+from ganlab.launch import replace_overrides, runs_in_parallel
 from ganlab.config import CONFIG_DIR, CONFIG_NAME
 from ganlab.errors import ConfigError
 from ganlab.preflight import sweep_exit_code
@@ -131,12 +132,12 @@ def test_which_jobs_count_as_parallel():
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     multirun = "hydra.mode=MULTIRUN"
-    assert not _runs_in_parallel(hydra_cfg())
-    assert not _runs_in_parallel(hydra_cfg(multirun))  # the basic launcher: one job after the other
-    assert not _runs_in_parallel(hydra_cfg("hydra/launcher=joblib"))  # a single run
-    assert _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib"))
-    assert not _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"))
-    assert _runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=local"))
+    assert not runs_in_parallel(hydra_cfg())
+    assert not runs_in_parallel(hydra_cfg(multirun))  # the basic launcher: one job after the other
+    assert not runs_in_parallel(hydra_cfg("hydra/launcher=joblib"))  # a single run
+    assert runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib"))
+    assert not runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"))
+    assert runs_in_parallel(hydra_cfg(multirun, "hydra/launcher=local"))
 
 
 def test_slurm_and_local_presets():
@@ -160,7 +161,7 @@ def test_added_overrides_join_the_overrides_hydra_parses():
     for args in (["-m", "seed=0,1"], ["seed=0,1", "-m", "-cd", "conf"], ["-m"], ["-m", "-cd", "conf"],
                  ["--cfg", "job", "seed=1"], ["seed=1", "--cfg", "job"]):
         overrides = get_args_parser().parse_args(args).overrides
-        again = get_args_parser().parse_args(_replace_overrides(args, overrides, ["a=1", *overrides, extra]))
+        again = get_args_parser().parse_args(replace_overrides(args, overrides, ["a=1", *overrides, extra]))
         assert again.overrides == ["a=1", *overrides, extra]
         assert again.multirun == ("-m" in args) and again.cfg == ("job" if "--cfg" in args else None)
 

@@ -5,7 +5,7 @@
 - `image.py`: the image protocol (classifier modes, FID / KID / PRDC / SWD);
 - `jobs.py`: the part that needs no device (exact W1/W2, the pictures), torch-free;
 - `worker.py`: the background process that completes those jobs while training goes on;
-- `command.py`: `ganlab eval RUN_DIR`, a finished run evaluated again from its checkpoint.
+- `saved.py`: what `ganlab eval` does: a finished run evaluated again from its checkpoint, or a samples file.
 
 The loop talks to an *evaluator* (the `Evaluator` protocol below), chosen by the dataset's
 `evaluator` attribute. This module imports no torch: the worker imports the package too.

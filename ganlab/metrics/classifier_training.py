@@ -1,5 +1,5 @@
-"""Training the mode classifier (metrics/classifier.py): `ganlab classifier dataset=NAME`, and
-`ensure_classifier`, which trains it on a run's first use when the cache has none (as FID tools
+"""Training the mode classifier (metrics/classifier.py): what `ganlab classifier dataset=NAME` runs
+(ganlab/cli.py reads its arguments), and `ensure_classifier`, which trains it on a run's first use when the cache has none (as FID tools
 fetch their weights on first use)."""
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganlab.errors import GanlabError, UsageError
+from ganlab.errors import GanlabError
 from ganlab.metrics.classifier import (
     DEFAULT_EPOCHS,
     MINUTES,
-    TARGETS,
     ModeClassifier,
     check_dataset,
     classifier_path,
     confusion_record,
-    describe,
     load_classifier,
     save_classifier,
     set_confusion,
@@ -152,74 +150,3 @@ def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: P
         log.warning("measured the confusion matrix of %s on the test split but could not store it there (%s)",
                     path, exc)
     return True
-
-
-# --- `ganlab classifier` ---------------------------------------------------------------------------
-
-USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
-         "[dataset.root=PATH] [cpu_threads=0] [force=true]")
-_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "force")
-
-
-def _parse(argv: list[str]) -> dict:
-    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "force": False}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if arg in ("-h", "--help"):
-            print(f"usage: {USAGE}\n\n{__doc__}")
-            sys.exit(0)
-        if not sep or key not in _KEYS:
-            raise UsageError(f"{arg!r}: expected key=value with key one of {', '.join(_KEYS)}; usage: {USAGE}")
-        if key in ("epochs", "seed", "cpu_threads"):
-            try:
-                args[key] = int(value)
-            except ValueError:
-                raise UsageError(f"{key}={value}: expected an integer")
-            if args[key] < (1 if key == "epochs" else 0):
-                raise UsageError(f"{key}={value}: must be >= {1 if key == 'epochs' else 0}")
-        elif key == "force":
-            if value.lower() not in ("true", "false"):
-                raise UsageError(f"force={value}: expected true or false")
-            args[key] = value.lower() == "true"
-        elif key == "device":
-            if value not in ("auto", "cpu", "cuda"):
-                raise UsageError(f"device={value}: choose auto, cpu or cuda")
-            args[key] = value
-        elif key == "dataset":
-            if value not in TARGETS:
-                raise UsageError(f"dataset={value}: choose one of {', '.join(TARGETS)}")
-            args[key] = value
-        else:  # dataset.root
-            args[key] = None if value in ("", "null") else value
-    if "dataset" not in args:
-        raise UsageError(f"dataset= is required ({', '.join(TARGETS)}); usage: {USAGE}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    from rich import get_console
-    from rich.logging import RichHandler
-
-    from ganlab.config import resolve_device
-
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    dataset = args["dataset"]
-    path = classifier_path(dataset)
-    if path.exists() and not args["force"]:
-        _, info = load_classifier(dataset)
-        print(f"{describe(info)} at {path}; force=true retrains it")
-        return
-    device = resolve_device(args["device"])
-    if args["cpu_threads"] > 0:
-        torch.set_num_threads(args["cpu_threads"])
-    if not logging.getLogger().handlers:  # the epoch lines, above the progress bar
-        logging.basicConfig(level=logging.INFO, format="%(message)s",
-                            handlers=[RichHandler(console=get_console(), show_path=False)])
-    epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
-    path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
-    _, info = load_classifier(dataset)  # what later metrics will load, hash checked
-    print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({seconds:.0f} s); wrote {path}")
-    print(f"classifier: {describe(info)}")
-    if info["below_target"]:
-        print(f"warning: below the protocol's target of {100 * TARGETS[dataset]:g}% for {dataset}; metrics computed "
-              "with it say so. Train longer (epochs=) with force=true", file=sys.stderr)

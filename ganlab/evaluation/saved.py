@@ -1,5 +1,5 @@
-"""`ganlab eval RUN_DIR`: evaluate a finished run again, from its checkpoint; `ganlab eval --samples FILE
-dataset=NAME`: evaluate samples made elsewhere.
+"""What `ganlab eval` runs (ganlab/cli.py reads its arguments): `ganlab eval RUN_DIR` evaluates a finished
+run again, from its checkpoint; `ganlab eval --samples FILE dataset=NAME` evaluates samples made elsewhere.
 
 The run's resolved config (in summary.json) rebuilds every network, the remedy's extra networks
 included, and the checkpoint fills them. With the default sample count, the evaluation draws the
@@ -13,9 +13,7 @@ dataset it names, on everything that needs no G or D. Results go to FILE's name 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import zipfile
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from ganlab.argparsing import Parser
 from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError
 from ganlab.evaluation import eval_seed, make_evaluator, scalars
@@ -208,66 +205,3 @@ def _with_overrides(cfg, overrides: list[str]):
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     except Exception as exc:  # noqa: BLE001 - OmegaConf's parse and merge errors alike
         raise GanlabError(f"bad override: {str(exc).splitlines()[0]}") from None
-
-
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ganlab eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("path", metavar="RUN_DIR", nargs="?", default=None,
-                   help="a run directory (with summary.json and checkpoint.pt); none with --samples FILE")
-    p.add_argument("--samples", default=None, metavar="N|FILE",
-                   help=f"N: samples to draw from the run, >= {MIN_SAMPLES} (default: the run's eval.samples; W1/W2 "
-                        f"take min(N, eval.w_samples) of them, and the protocol {W_SAMPLES_PROTOCOL}); FILE: a .npz "
-                        "of samples made elsewhere (`images` (n, C, H, W) in [-1, 1] or uint8, or `points` (n, 2)), "
-                        "scored against dataset=NAME")
-    p.add_argument("--out", default=None, metavar="FILE.json",
-                   help="with --samples FILE: where the record goes (default: FILE's name with .eval.json)")
-    p.add_argument("--device", default=None,
-                   help="cpu or cuda (default: the device the run trained on; cpu for a file)")
-    # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
-    p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
-                   "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "
-                   "dataset=NAME and its keys (dataset.root=DIR)")
-    return p
-
-
-def _sample_count(value: str | None) -> int | None:
-    """--samples as a count, or None when it names a file."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def main(argv: list[str] | None = None) -> None:
-    # intermixed: `ganlab eval RUN_DIR --samples N metrics.inception=true` (overrides after an option) parses too.
-    args = parser().parse_intermixed_args(argv)
-    # Warnings (log.warning) as `ganlab: warning: ...` lines: no Hydra job sets up logging for this
-    # command. Removed afterwards: main() may run inside another program (the tests).
-    warnings = logging.StreamHandler(sys.stderr)
-    warnings.setLevel(logging.WARNING)
-    warnings.setFormatter(logging.Formatter("ganlab: warning: %(message)s"))
-    logging.getLogger("ganlab").addHandler(warnings)
-    try:
-        if args.samples is not None and _sample_count(args.samples) is None:
-            # A file of samples: `path` took the first override (dataset=NAME), if any.
-            if args.path is not None and "=" not in args.path:
-                raise UsageError(f"--samples {args.samples} scores a file; leave out the run directory {args.path} "
-                                 "and name the dataset (dataset=NAME)")
-            overrides = [*([args.path] if args.path else []), *args.overrides]
-            record = evaluate_samples_file(args.samples, overrides, args.device, args.out)
-            closing = f"{record['samples']} samples of {args.samples} against {record['dataset']}; wrote {record['written_to']}"
-        else:
-            if args.path is None:
-                raise UsageError("ganlab eval needs a run directory (ganlab eval RUN_DIR), or a samples file and "
-                                 "its dataset (ganlab eval --samples FILE.npz dataset=NAME)")
-            if args.out is not None:
-                raise UsageError("--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
-            record = evaluate_run(args.path, _sample_count(args.samples), args.device, args.overrides)
-            closing = f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}"
-    finally:
-        logging.getLogger("ganlab").removeHandler(warnings)
-    for key, value in record["metrics"].items():
-        print(f"{key:>28}  {value:.6g}")
-    print(closing)
