@@ -73,7 +73,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: Path, exp, step: int, loop: dict, config: dict, rng: dict | None = None) -> None:
-    """Write the full state of `exp` (a train.Experiment) at `step`, atomically. `rng`: the RNG states to
+    """Write the full state of `exp` (a gan.GAN) at `step`, atomically. `rng`: the RNG states to
     resume with (default: the global ones, which a single run trains from)."""
     payload = {
         "format": FORMAT, "step": step,
@@ -168,7 +168,7 @@ def read(path: Path) -> dict:
 
 
 def unhealthy(exp) -> str | None:
-    """What makes the state of `exp` (a train.Experiment) unfit to checkpoint, or None: a parameter,
+    """What makes the state of `exp` (a gan.GAN) unfit to checkpoint, or None: a parameter,
     buffer or optimizer state that is not finite, or a parameter beyond WEIGHT_BOUND. Losses can
     stay finite for a while after the weights blow up (a saturated D), so the weights are checked
     themselves: resuming from such a state only diverges again."""

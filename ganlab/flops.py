@@ -206,7 +206,7 @@ def counter() -> FlopCounterMode:
 
 
 def _measure(cfg: DictConfig) -> StepCost:
-    from ganlab.experiment import build
+    from ganlab.gan import build
     from ganlab.step import d_step, g_step
 
     py_state, np_state = random.getstate(), np.random.get_state()

@@ -87,7 +87,7 @@ def started_overrides(run_dir: Path) -> list[str] | None:
 
 def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     """`ganlab train resume=DIR [steps=N ...]`: the run's own overrides, then the user's. The resumed
-    config is checked against the checkpoint's before any work (experiment.restore, from the pre-flight
+    config is checked against the checkpoint's before any work (gan.restore, from the pre-flight
     checks): only the keys a resume may change (checkpoint.RESUMABLE_KEYS) may differ, unless
     resume_force=true; repeating the run's own settings is no change."""
     original = started_overrides(run_dir)

@@ -89,7 +89,7 @@ def check_jobs(configs: list[DictConfig], dir_key: str) -> list[dict]:
     from ganlab.checkpoint import find
     from ganlab.config import resolve_device
     from ganlab.evaluation import make_evaluator
-    from ganlab.experiment import build, restore
+    from ganlab.gan import build, restore
     from ganlab.memory import check_fits
     from ganlab.replicas import check as check_replicas
 

@@ -19,7 +19,7 @@ run's. `Replicas` then trains them as one:
   replica's stream: such runs agree with separate ones in distribution, not bit for bit.
 
 Before an evaluation or a checkpoint, replica k's slice (and its optimizer state) is copied back into
-its own plain Experiment, and the loop's own evaluation, summary and checkpoint code takes over. Its
+its own plain GAN, and the loop's own evaluation, summary and checkpoint code takes over. Its
 checkpoint holds its own stream as the training RNG (so it also resumes as a run of its own) and,
 under "vmap", the in-step stream, so that the group resumes bit-identically.
 What cannot train this way is refused at start-up in one line (`check`): a remedy's
@@ -100,7 +100,7 @@ def write_record(parent: Path, run_dir: Path, seed: int) -> None:
 
 def check(cfg: DictConfig, exp) -> None:
     """Refuse, in one line, what the vectorised step cannot train (ConfigError). `exp` is any one
-    replica's Experiment (they differ only in their weights)."""
+    replica's GAN (they differ only in their weights)."""
     n = cfg.replicas
     remedies = exp.remedy.remedies if isinstance(exp.remedy, RemedyStack) else {remedy_label(cfg.remedy): exp.remedy}
     for name, remedy in remedies.items():
@@ -284,7 +284,7 @@ class Replicas:
     @torch.no_grad()
     def sync(self, k: int, optimizers: bool = False) -> None:
         """Copy replica k's slice of the stacked parameters and buffers (and, for a checkpoint, of the
-        optimizers' state) into its own Experiment, which evaluations and checkpoints read."""
+        optimizers' state) into its own GAN, which evaluations and checkpoints read."""
         exp = self.exps[k]
         for stacked, own in ((self.G, exp.G), (self.D, exp.D)):
             for (_, mine), (_, theirs) in zip(own.named_parameters(), stacked.named_parameters()):

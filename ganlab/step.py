@@ -20,13 +20,13 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from ganlab.experiment import Experiment
+from ganlab.gan import GAN
 from ganlab.speed import Speed
 
 
 # --- the two phases of a plain run's step ---------------------------------------------------------------
 
-def d_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None) -> Tensor:
+def d_step(exp: GAN, real: Tensor, z: Tensor, speed: Speed | None = None) -> Tensor:
     """One D update (D and the remedy's d-side networks) on a real batch and G's codes; the loss,
     detached (no host sync). Everything it touches comes in as arguments, so a loop over several
     seeds at once can call it on stacked parameters."""
@@ -41,7 +41,7 @@ def d_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None)
     return d_loss.detach().float()  # a no-op for float32; bf16 under amp
 
 
-def g_step(exp: Experiment, real: Tensor, z: Tensor, speed: Speed | None = None) -> Tensor:
+def g_step(exp: GAN, real: Tensor, z: Tensor, speed: Speed | None = None) -> Tensor:
     """One G update (G and the remedy's g-side networks); `real` is the last D batch (remedies such
     as unrolled and feature matching use it). The loss, detached."""
     for opt in exp.g_opts:
@@ -77,7 +77,7 @@ class Update(Protocol):
     def d(self, real: Tensor, z: Tensor) -> Tensor: ...  # one D update; its detached loss (per replica)
     def g(self, real: Tensor, z: Tensor) -> Tensor: ...  # one G update; its detached loss (per replica)
     def grad_norms(self, network: str) -> Tensor: ...    # "D" or "G": the gradient's norm (per replica)
-    def sync(self, k: int, optimizers: bool = False) -> None: ...  # run k's Experiment holds its current state
+    def sync(self, k: int, optimizers: bool = False) -> None: ...  # run k's GAN holds its current state
     def rng_state(self, k: int) -> dict: ...         # run k's RNG states, for its checkpoint
 
 
@@ -108,7 +108,7 @@ class PlainUpdate:
     """One run's update: `d_step` and `g_step` on its own networks, batches and codes from the global RNG
     (which its checkpoint saves)."""
 
-    def __init__(self, exp: Experiment, batch_size: int, speed: Speed | None = None):
+    def __init__(self, exp: GAN, batch_size: int, speed: Speed | None = None):
         self.exp, self.batch, self.speed = exp, batch_size, speed
         self.n_critic = exp.loss.n_critic
         self.device = next(exp.G.parameters()).device
@@ -130,7 +130,7 @@ class PlainUpdate:
         return grad_norm(self.exp.D if network == "D" else self.exp.G)
 
     def sync(self, k: int, optimizers: bool = False) -> None:
-        """Nothing to copy: the run's Experiment is what trains."""
+        """Nothing to copy: the run's GAN is what trains."""
 
     def rng_state(self, k: int) -> dict:
         from ganlab.checkpoint import rng_state
@@ -138,7 +138,7 @@ class PlainUpdate:
         return rng_state()  # the global RNGs, which the run trains from
 
 
-def one_step(exp: Experiment, batch_size: int, speed: Speed | None = None) -> Tensor:
+def one_step(exp: GAN, batch_size: int, speed: Speed | None = None) -> Tensor:
     """One whole training step of a plain run, in the loop's order, without the loop's bookkeeping: what the
     benchmarks time. G's loss, detached."""
     return take_step(PlainUpdate(exp, batch_size, speed), log_now=False).g_loss

@@ -1,6 +1,6 @@
 """`run(cfg)`: train one GAN, or N seeds of one (replicas=N), as the config says; evaluate; write run directories.
 
-Read `run` top to bottom: skip a completed run, set up (ganlab/experiment.py builds; a checkpoint
+Read `run` top to bottom: skip a completed run, set up (ganlab/gan.py builds; a checkpoint
 restores), then `train_loop`, one flat loop whose step is, in order: the update (ganlab/step.py: the
 D phase, n_critic D updates, then the G phase), the log tick, the evaluation tick, the checkpoint
 tick; then each run's summary (ganlab/summary.py). The loop knows no loss and no remedy by name: the
@@ -34,8 +34,8 @@ from ganlab.config import REPLICATE_ROLES, keys_with, remedy_label, resolve_devi
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import Evaluation, Evaluator, eval_seed, make_evaluator, scalars
 from ganlab.evaluation.worker import OffloaderView, SharedOffloader
-from ganlab.experiment import (
-    Experiment,
+from ganlab.gan import (
+    GAN,
     auto_checkpoint,
     build,
     restore,
@@ -268,7 +268,7 @@ class SetUp:
 
     cfg: DictConfig
     run_dir: Path
-    exp: Experiment
+    exp: GAN
     evaluator: Evaluator
     summary: RunSummary
     start_step: int
@@ -340,7 +340,7 @@ def differs_from_completed(summary: dict, config: dict) -> list[str]:
 
 
 def start(cfg: DictConfig, device: torch.device, run_dir: Path, summary: RunSummary,
-          fresh: bool, offloader: OffloaderView | None = None) -> tuple[Experiment, Evaluator, dict]:
+          fresh: bool, offloader: OffloaderView | None = None) -> tuple[GAN, Evaluator, dict]:
     """Build the experiment and its evaluator, and (for a fresh run) measure the reference rows on
     the untrained G. A fresh run that fails here leaves a summary saying so, for the sweep's report."""
     try:
@@ -356,7 +356,7 @@ def start(cfg: DictConfig, device: torch.device, run_dir: Path, summary: RunSumm
         raise
 
 
-def measure_references(evaluator: Evaluator, exp: Experiment, seed: int, offloader: OffloaderView | None = None) -> dict:
+def measure_references(evaluator: Evaluator, exp: GAN, seed: int, offloader: OffloaderView | None = None) -> dict:
     """The evaluator's reference rows for the freshly built (untrained) G. They draw from an RNG of
     their own (the evaluation seed of step 0, which no evaluation uses), and every global RNG is put
     back afterwards: measuring them never changes the training trajectory."""

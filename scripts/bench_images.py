@@ -23,7 +23,7 @@ import torch
 
 from ganlab.config import compose_config, resolve_device
 from ganlab.evaluation import make_evaluator
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.speed import Speed
 from ganlab.step import one_step
 from ganlab.train import run

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ganlab.config import compose_config, resolve_device
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.train import run
 
 

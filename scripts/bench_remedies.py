@@ -26,7 +26,7 @@ import torch
 
 from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.flops import step_flops
 from ganlab.step import one_step
 from ganlab.train import run

@@ -30,7 +30,7 @@ import torch
 
 from ganlab import replicas as replica_group
 from ganlab.config import compose_config
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.speed import Speed
 from ganlab.step import one_step, take_step
 from ganlab.train import run

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ganlab.config import compose_config
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.step import one_step
 
 MODELS = {"toy": [], "dcgan": ["experiment=stacked_setup"]}

@@ -45,7 +45,7 @@ def reference_modes(config: dict) -> dict:
     from omegaconf import OmegaConf
 
     from ganlab.evaluation.image import ImageEvaluator
-    from ganlab.experiment import build
+    from ganlab.gan import build
 
     cfg = OmegaConf.create(config)
     exp = build(cfg, torch.device("cpu"))

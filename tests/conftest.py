@@ -53,7 +53,7 @@ def built(*overrides):
     """The experiment of `overrides` on the CPU, seeded, at its first step (schedules started)."""
     import torch
 
-    from ganlab.experiment import build, seed_everything
+    from ganlab.gan import build, seed_everything
 
     seed_everything(0)
     exp = build(make_cfg(*overrides), torch.device("cpu"))

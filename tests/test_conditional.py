@@ -9,7 +9,7 @@ from conftest import TINY, TINY_DCGAN, built, changed, make_cfg, snapshot
 
 from ganlab.data.toy import grid
 from ganlab.errors import ConfigError
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.remedies.acgan import ACGAN
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.cgan_projection import ProjectionCGAN

@@ -70,7 +70,7 @@ def test_a_dataset_that_names_no_evaluator_is_one_config_error():
 def test_a_missing_member_fails_the_build_before_any_network(monkeypatch):
     from conftest import make_cfg
 
-    from ganlab.experiment import build
+    from ganlab.gan import build
 
     monkeypatch.setattr("ganlab.data.toy.GaussianMixture.plot_limits", None)
     with pytest.raises(ConfigError, match="dataset: GaussianMixture lacks `plot_limits`"):

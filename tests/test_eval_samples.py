@@ -144,7 +144,7 @@ def test_a_known_mode_set_is_counted_right_through_the_command(digits, tmp_path,
 def test_the_image_references_come_from_the_test_split_clean_blurred_and_noised(digits):
     from ganlab.config import compose_config
     from ganlab.evaluation import make_evaluator
-    from ganlab.experiment import build_data
+    from ganlab.gan import build_data
 
     root, _ = digits
     cfg = compose_config(["dataset=stacked_fashion_mnist", f"dataset.root={root}", "dataset.n=1000",

@@ -10,7 +10,7 @@ from torch import nn
 from ganlab.config import compose_config
 from ganlab.errors import ConfigError
 from ganlab.evaluation.toy import evaluate
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.losses import NonSaturatingGAN
 from ganlab.remedies.local_generator import (
     LocalGenerator,

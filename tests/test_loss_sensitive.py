@@ -7,7 +7,7 @@ from conftest import TINY, built, changed, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.losses import LSGAN, LossSensitive, check_penalty_fits, has_penalty
 from ganlab.step import d_step, g_step
 from ganlab.train import run

@@ -261,7 +261,7 @@ def test_every_evaluation_and_reference_row_of_a_2d_run_measures_at_one_bandwidt
     from conftest import TINY, make_cfg
 
     from ganlab.evaluation.toy import BANDWIDTH_SEED
-    from ganlab.experiment import build
+    from ganlab.gan import build
     from ganlab.metrics import mmd
     from ganlab.train import run
 

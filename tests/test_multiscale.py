@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import TINY_DCGAN, built, changed, ganlab, make_cfg, snapshot
 
 from ganlab.errors import ConfigError
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.metrics.classifier import ModeClassifier, save_classifier
 from ganlab.remedies.base import discriminator_loss
 from ganlab.remedies.multiscale import MultiScaleDiscriminator

@@ -94,7 +94,7 @@ def test_the_heatmap_is_scored_in_blocks_unless_d_couples_its_batch(remedy):
     from conftest import make_cfg
 
     from ganlab.evaluation.toy import GRID_BLOCK, d_map_in_blocks
-    from ganlab.experiment import build, seed_everything
+    from ganlab.gan import build, seed_everything
 
     seed_everything(0)
     exp = build(make_cfg(f"remedy={remedy}"), torch.device("cpu"))

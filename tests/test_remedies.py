@@ -8,7 +8,7 @@ from torch import nn
 
 from ganlab.config import options
 from ganlab.errors import ConfigError
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.losses import WGANGP, MinimaxGAN, NonSaturatingGAN
 from ganlab.remedies.unrolled import OptimizerReplay, Unrolled
 from ganlab.step import d_step, g_step
@@ -533,7 +533,7 @@ def test_ortho_jacobian_penalty_is_zero_for_a_linear_g_with_orthonormal_columns(
 
 
 def test_ortho_jacobian_trains_its_scale_with_g_and_checkpoints_it(tmp_path):
-    from ganlab.experiment import load_checkpoint
+    from ganlab.gan import load_checkpoint
 
     exp = built("remedy=ortho_jacobian", "batch_size=16")
     assert list(exp.extras) == ["scale"] and exp.extra_sides == {"scale": "g"}

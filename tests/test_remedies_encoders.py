@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import TINY, built, changed, make_cfg, snapshot
 
 from ganlab.errors import ConfigError
-from ganlab.experiment import build, load_checkpoint, seed_everything
+from ganlab.gan import build, load_checkpoint, seed_everything
 from ganlab.remedies.base import NetworkFactory
 from ganlab.remedies.mrgan import MRGAN, ManifoldDiffusionGAN
 from ganlab.remedies.veegan import VEEGAN, PairDiscriminator

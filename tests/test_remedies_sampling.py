@@ -11,7 +11,7 @@ from conftest import TINY, built, changed, make_cfg, snapshot
 from torch import nn
 
 from ganlab.errors import ConfigError
-from ganlab.experiment import build
+from ganlab.gan import build
 from ganlab.remedies.drs import DRS
 from ganlab.remedies.ebgan import EnergyAutoencoder, EnergyMarginLoss, pull_away
 from ganlab.train import run

@@ -18,7 +18,7 @@ from torch import nn
 from ganlab.config import options
 from ganlab.errors import ConfigError
 from ganlab.evaluation.saved import evaluate_run
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.replicas import (
     ELEMENTWISE,
     Replicas,

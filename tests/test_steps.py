@@ -5,7 +5,7 @@ import torch
 from conftest import make_cfg
 
 from ganlab.config import options
-from ganlab.experiment import build, seed_everything
+from ganlab.gan import build, seed_everything
 from ganlab.step import d_step, g_step
 
 LOSSES = options("loss")  # every loss the configs offer

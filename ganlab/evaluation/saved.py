@@ -25,7 +25,7 @@ from torch import Tensor
 from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError
 from ganlab.evaluation import eval_seed, make_evaluator, scalars
-from ganlab.experiment import build, build_data, load_checkpoint
+from ganlab.gan import build, build_data, load_checkpoint
 from ganlab.summary import RunSummary
 from ganlab.tracking import write_json_atomic
 

@@ -1,5 +1,6 @@
-"""An experiment: everything `run()` trains, built from the config (`build`), seeded, and
-restored from a checkpoint for a resume (`restore`) or an evaluation (`load_checkpoint`).
+"""The GAN a run trains: its data, objective, remedy, networks and optimizers, built from the config
+(`build`), seeded, and restored from a checkpoint for a resume (`restore`) or an evaluation
+(`load_checkpoint`). (The configs' `experiment/` presets only choose a config; they are not this.)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from ganlab.remedies.stack import combine
 
 
 @dataclass
-class Experiment:
-    """Everything built from the config, before any step is taken."""
+class GAN:
+    """Everything built from the config, before any step is taken (a run's code calls it `exp`)."""
 
     data: object
     loss: Loss
@@ -75,7 +76,7 @@ def _instantiate(node: DictConfig, key: str, *args, **kwargs):
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
 
 
-def build(cfg: DictConfig, device: torch.device) -> Experiment:
+def build(cfg: DictConfig, device: torch.device) -> GAN:
     """Everything a run needs, from the config. The CLI also calls it on the CPU for every job of a
     sweep before the first starts, so bad values fail at once; keep construction cheap (datasets
     that read files should read them lazily)."""
@@ -95,7 +96,7 @@ def build(cfg: DictConfig, device: torch.device) -> Experiment:
     G, D = G.to(device), D.to(device)
     g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
     d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
-    exp = Experiment(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
+    exp = GAN(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
     for name, (module, side) in remedy.extra_networks().items():
         if side not in ("g", "d"):  # a programming error in a remedy, not a user's: say which
             raise ValueError(f"remedy network {name!r}: side must be 'g' or 'd', got {side!r}")
@@ -139,7 +140,7 @@ def auto_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple[int, dict]:
+def restore(path: Path, exp: GAN, cfg: DictConfig, config: dict) -> tuple[int, dict]:
     """Load a checkpoint into a freshly built experiment for a resume: networks, optimizers and
     RNG states; return its step and the loop's bookkeeping. Refuse a checkpoint whose config differs
     in more than the resumable keys (checkpoint.RESUMABLE_KEYS), unless resume_force=true."""
@@ -163,7 +164,7 @@ def restore(path: Path, exp: Experiment, cfg: DictConfig, config: dict) -> tuple
     return step, state["loop"]
 
 
-def load_checkpoint(path: Path, exp: Experiment) -> int:
+def load_checkpoint(path: Path, exp: GAN) -> int:
     """Load a checkpoint's networks and optimizers into a freshly built experiment; return its step."""
     state = checkpoint.read(path)
     checkpoint.load_into(state, exp, path)
