@@ -9,6 +9,8 @@ from pathlib import Path
 import ganlab
 from ganlab import train
 
+REPO = Path(__file__).resolve().parents[1]
+
 PACKAGE = Path(ganlab.__file__).parent
 
 
@@ -113,3 +115,17 @@ def test_the_training_loop_names_no_remedy_and_no_loss():
         assert not (names & classes) - allowed, (path.name, (names & classes) - allowed)
         assert not {m for m in imported if m.startswith("ganlab.remedies.")} - {"ganlab.remedies.stack",
                                                                                  "ganlab.remedies.base"}
+
+
+def test_the_readme_layout_names_every_module_and_script():
+    """README's Layout is where a maintainer starts: a module or a script it does not name is one a reader
+    cannot find (a remedy's module is its option's name: docs/remedies.md lists them)."""
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## How to add")]
+    package = REPO / "ganlab"
+    modules = [p for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+               and "configs" not in p.relative_to(package).parts and p.parent.name != "remedies"]
+    modules += [p for p in (package / "remedies").glob("*.py") if p.stem in ("base", "stack", "conditional")]
+    unnamed = [str(p.relative_to(REPO)) for p in [*modules, *(REPO / "scripts").iterdir()]
+               if p.suffix in (".py", ".sh") and p.stem not in layout]
+    assert unnamed == [], f"README's Layout does not name {unnamed}"
