@@ -251,16 +251,17 @@ def report(argv: list[str]) -> None:
 
 
 CLASSIFIER_HELP = """Train the mode classifier that the image metrics use (a small CNN on MNIST or Fashion-MNIST), and
-cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py)."""
+cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py). augment=true
+also trains it on blurred, noised and low-contrast images (ganlab/data/degrade.py), as generated ones are."""
 CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
-         "[dataset.root=PATH] [cpu_threads=0] [force=true]")
-_CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "force")
+         "[dataset.root=PATH] [cpu_threads=0] [augment=false] [force=true]")
+_CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "augment", "force")
 
 
 def _classifier_args(argv: list[str]) -> dict:
     from ganlab.metrics.classifier import TARGETS
 
-    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "force": False}
+    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "augment": False, "force": False}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if arg in ("-h", "--help"):
@@ -275,9 +276,9 @@ def _classifier_args(argv: list[str]) -> dict:
                 raise UsageError(f"{key}={value}: expected an integer")
             if args[key] < (1 if key == "epochs" else 0):
                 raise UsageError(f"{key}={value}: must be >= {1 if key == 'epochs' else 0}")
-        elif key == "force":
+        elif key in ("force", "augment"):
             if value.lower() not in ("true", "false"):
-                raise UsageError(f"force={value}: expected true or false")
+                raise UsageError(f"{key}={value}: expected true or false")
             args[key] = value.lower() == "true"
         elif key == "device":
             if value not in ("auto", "cpu", "cuda"):
@@ -318,7 +319,8 @@ def classifier(argv: list[str]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s",
                             handlers=[RichHandler(console=get_console(), show_path=False)])
     epochs = args.get("epochs", DEFAULT_EPOCHS[dataset])
-    path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device)
+    path, test_acc, seconds = train_and_save(dataset, args["dataset.root"], epochs, args["seed"], device,
+                                             augment=args["augment"])
     _, info = load_classifier(dataset)  # what later metrics will load, hash checked
     print(f"test accuracy {100 * test_acc:.2f}% after {epochs} epochs ({seconds:.0f} s); wrote {path}")
     print(f"classifier: {describe(info)}")

@@ -240,6 +240,44 @@ def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeyp
     assert saved["below_target"] and saved["settings"]["epochs"] == 1
 
 
+def test_augmentation_degrades_three_quarters_of_a_batch_reproducibly():
+    from ganlab.data.degrade import augment, gaussian_blur
+
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    a = augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, augment(x, torch.Generator().manual_seed(0))) and not torch.equal(a, augment(
+        x, torch.Generator().manual_seed(1)))
+    unchanged = (a == x).flatten(1).all(dim=1)
+    assert int(unchanged.sum()) == 16  # the clean quarter, exactly
+    assert a.min() >= -1 and a.max() <= 1
+    flat = torch.full((2, 1, 28, 28), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.2), flat)  # a blur keeps a flat image (weights sum to 1)
+    edge = torch.zeros(1, 1, 28, 28)
+    edge[..., 14:] = 1
+    blurred = gaussian_blur(edge, 1.0)
+    assert 0 < float(blurred[0, 0, 0, 13]) < 0.5 < float(blurred[0, 0, 0, 14]) < 1  # the step is smoothed
+
+
+def test_an_augmented_classifier_is_recorded_as_such(cache, monkeypatch, capsys):
+    import ganlab.data.images
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    monkeypatch.setattr(training, "BATCH_SIZE", 32)
+    plain, _ = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
+    augmented, _ = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32,
+                                             progress=False, augment=True)
+    assert clf.state_hash(plain.state_dict()) != clf.state_hash(augmented.state_dict())  # it trained on other images
+    classifier_command(["dataset=mnist", "epochs=1", "device=cpu", "augment=true"])
+    saved = torch.load(cache / "classifiers" / "mnist.pt", weights_only=True)
+    assert saved["settings"]["augment"].startswith("each batch in four random quarters")
+    _, info = clf.load_classifier("mnist")
+    assert info["augmented"] and "trained on blurred and noised images too" in clf.describe(info)
+    assert "trained on blurred and noised images too" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["classifier", "dataset=mnist", "augment=maybe"])
+    assert exited.value.code == 2 and "augment=maybe: expected true or false" in capsys.readouterr().err
+
+
 # --- the confusion matrix, stored with the classifier -------------------------------------------------
 
 def test_a_trained_classifier_stores_its_confusion_on_the_test_split(cache, monkeypatch):

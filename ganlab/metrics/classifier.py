@@ -209,11 +209,13 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
                           f"{_retrain(dataset)}") from None
     model.confusion, model.confusion_samples = _read_confusion(saved, path, dataset)
     info = {"dataset": dataset, "accuracy": float(saved["accuracy"]), "hash": actual, "path": str(path),
-            "below_target": float(saved["accuracy"]) < TARGETS[dataset]}
+            "below_target": float(saved["accuracy"]) < TARGETS[dataset],
+            "augmented": bool((saved.get("settings") or {}).get("augment"))}
     return model.to(device).eval(), info
 
 
 def describe(info: dict) -> str:
     """The classifier as a metric's protocol names it: 'fashion_mnist CNN sha256:ab12cd34 (test acc 91.2%)'."""
     note = f", below the {100 * TARGETS[info['dataset']]:g}% target" if info.get("below_target") else ""
+    note += ", trained on blurred and noised images too" if info.get("augmented") else ""
     return f"{info['dataset']} CNN sha256:{info['hash'][:8]} (test acc {100 * info['accuracy']:.1f}%{note})"
