@@ -127,7 +127,7 @@ def test_cache_round_trip(cache):
     assert not list(path.parent.glob(".*.tmp"))
     loaded, info = clf.load_classifier("fashion_mnist")
     assert info == {"dataset": "fashion_mnist", "accuracy": 0.912, "hash": clf.state_hash(model.state_dict()),
-                    "path": str(path), "below_target": False}
+                    "path": str(path), "below_target": False, "augmented": False}
     assert not loaded.training
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     assert torch.equal(loaded(x), model(x))
