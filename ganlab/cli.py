@@ -310,7 +310,10 @@ def classifier(argv: list[str]) -> None:
     path = classifier_path(dataset)
     if path.exists() and not args["force"]:
         _, info = load_classifier(dataset)
-        print(f"{describe(info)} at {path}; force=true retrains it")
+        # Asked for the other recipe than the cached one's: say so, or the user would think they got it.
+        other = "" if info["augmented"] == args["augment"] else \
+            f" (not augment={str(args['augment']).lower()}, which was asked for)"
+        print(f"{describe(info)} at {path}{other}; force=true retrains it")
         return
     device = resolve_device(args["device"])
     if args["cpu_threads"] > 0:

@@ -198,6 +198,9 @@ def test_main_reports_a_cached_classifier(cache, capsys):
     classifier_command(["dataset=fashion_mnist"])
     out = capsys.readouterr().out
     assert "fashion_mnist CNN sha256:" in out and "force=true" in out
+    classifier_command(["dataset=fashion_mnist", "augment=true"])  # the cached one was trained without
+    out = capsys.readouterr().out
+    assert "(not augment=true, which was asked for); force=true retrains it" in out
 
 
 def test_main_reports_a_corrupt_classifier_in_one_line(cache, capsys):

@@ -57,6 +57,14 @@ def test_a_missing_member_is_one_config_error_naming_it():
                               "offers evaluator, device, shape, n_modes, sample, centers, std, gaussian_fit, plot_limits")
 
 
+def test_an_unknown_mode_classifier_is_one_config_error_at_build(image_root):
+    data = fashion_mnist(root=str(image_root))
+    data.mode_classifier = "svhn"
+    with pytest.raises(ConfigError, match=r"^dataset: ImageDataset.mode_classifier='svhn': there is no such mode "
+                                          r"classifier; use one of mnist, fashion_mnist, or None"):
+        check(data)
+
+
 def test_a_dataset_that_names_no_evaluator_is_one_config_error():
     class Unnamed:
         pass

@@ -104,3 +104,9 @@ def check(data: object, what: str = "dataset") -> None:
     if lacking:
         raise ConfigError(f"{what}: {cls} lacks `{lacking[0]}`, which the {kind!r} evaluator reads; "
                           f"a {kind} dataset offers {', '.join(declared(protocol))} (README: How to add a dataset)")
+    if kind == "image" and data.mode_classifier is not None:  # else the run would fail only once it started
+        from ganlab.metrics.classifier import TARGETS
+
+        if data.mode_classifier not in TARGETS:
+            raise ConfigError(f"{what}: {cls}.mode_classifier={data.mode_classifier!r}: there is no such mode "
+                              f"classifier; use one of {', '.join(TARGETS)}, or None (no mode counts)")
