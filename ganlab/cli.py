@@ -251,17 +251,19 @@ def report(argv: list[str]) -> None:
 
 
 CLASSIFIER_HELP = """Train the mode classifier that the image metrics use (a small CNN on MNIST or Fashion-MNIST), and
-cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py). augment=true
-also trains it on blurred, noised and low-contrast images (ganlab/data/degrade.py), as generated ones are."""
+cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py). By default
+(augment=true) it trains on blurred, noised and low-contrast images too (ganlab/data/degrade.py), as generated
+ones are; augment=false trains on the clean images alone."""
 CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
-         "[dataset.root=PATH] [cpu_threads=0] [augment=false] [force=true]")
+         "[dataset.root=PATH] [cpu_threads=0] [augment=true|false] [force=true]")
 _CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "augment", "force")
 
 
 def _classifier_args(argv: list[str]) -> dict:
-    from ganlab.metrics.classifier import TARGETS
+    from ganlab.metrics.classifier import DEFAULT_AUGMENT, TARGETS
 
-    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "augment": False, "force": False}
+    args: dict = {"seed": 0, "device": "auto", "dataset.root": None, "cpu_threads": 0, "augment": DEFAULT_AUGMENT,
+                  "force": False}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if arg in ("-h", "--help"):

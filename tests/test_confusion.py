@@ -197,10 +197,11 @@ def test_a_stacked_run_reports_the_corrected_counts_and_the_ceiling(image_root, 
     assert {"modes_corrected", "reverse_kl_corrected"} <= set(summary["references"]["data"])
     assert protocol["corrected_modes"].startswith("modes_corrected, reverse_kl_corrected: the observed triple "
                                                   "histogram deconvolved with the classifier's confusion matrix")
-    assert "measured on the 10 fashion_mnist test images" in protocol["corrected_modes"]
+    assert "(10 fashion_mnist images), blurred and noised as the samples look" in protocol["corrected_modes"]
+    assert 0 <= m["matched_blur"] <= 1.7 and 0 <= m["matched_noise"] <= 0.5
     assert "(C ⊗ C ⊗ C)ᵀ p" in protocol["corrected_modes"] and "modes_captured_real" in protocol["mode_metrics"]
     saved = torch.load(classifier_cache / "classifiers" / "fashion_mnist.pt", weights_only=True)
-    assert saved["confusion_samples"].tolist() == [1] * 10  # stored for the next run
+    assert saved["confusion_family"]["samples"][0].tolist() == [1] * 10  # stored for the next run
 
 
 def test_without_a_confusion_matrix_the_corrected_counts_are_left_out(image_root, classifier_cache, tmp_path,

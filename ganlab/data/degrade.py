@@ -11,10 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NOISE_STD = 0.5
+CONTRAST = 0.7
 DEGRADATIONS = {"clean": "the images as they are",
                 "blur1": "a 3x3 binomial blur, once",
                 "blur2": "a 3x3 binomial blur, twice",
-                "noise": f"Gaussian noise, std {NOISE_STD} (pixels in [-1, 1]), clipped"}
+                "noise": f"Gaussian noise, std {NOISE_STD} (pixels in [-1, 1]), clipped",
+                # Two that the matched confusion's grid of blurs and noises (metrics/matched_confusion.py) does not
+                # hold, so the validation sees how the match does on a look it was not built from.
+                "downup": "averaged 2x2 down, then bilinear up (the softness of a G's upsampling path)",
+                "contrast": f"contrast x {CONTRAST} (pixels towards the middle grey)"}
 
 
 def degrade(x: Tensor, how: str, generator: torch.Generator | None = None) -> Tensor:
@@ -32,6 +37,10 @@ def degrade(x: Tensor, how: str, generator: torch.Generator | None = None) -> Te
     if how == "noise":
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + NOISE_STD * noise).clamp_(-1.0, 1.0)
+    if how == "downup":
+        return F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
+    if how == "contrast":
+        return x * CONTRAST
     raise ValueError(f"unknown degradation {how!r}; choose from {', '.join(DEGRADATIONS)}")
 
 

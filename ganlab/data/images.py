@@ -239,22 +239,31 @@ class ImageDataset:
         return images[idx].float().div_(127.5).sub_(1.0)
 
     def held_out_sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, str]:
-        """n real images in [-1, 1] from the test split, which the mode classifier did not train on (a stacked
-        sample: three independent test images, so its triples are uniform over the 1,000 as the stack's are in
-        expectation); the ceiling rows. Returns them and the split they came from: the training split when the
-        test split's files are not here (the run's log says so)."""
-        if self.split == "test":
-            return self.sample(n, generator), "test"
+        """n real images in [-1, 1] from the scored half of the test split (metrics/matched_confusion.split_test):
+        images the mode classifier did not train on, and not those its confusion matrices were measured on (a
+        stacked sample: three independent test images, so its triples are uniform over the 1,000 as the stack's
+        are in expectation); the ceiling rows. Returns them and the split they came from: the training split
+        when the test split's files are not here (the run's log says so)."""
+        from ganlab.metrics.matched_confusion import split_test
+
         if self._held_out is None:
             try:
-                images, labels = _read(self.base, "test", _sources(self.base, "test", self.root))
+                if self.split == "test":
+                    images, labels = self._load()
+                    images = images[:, None] if self.stacked else images  # (N, C, H, W) either way
+                else:
+                    images, labels = _read(self.base, "test", _sources(self.base, "test", self.root))
+                    if self.pad_to_32:
+                        images = F.pad(images, (2, 2, 2, 2))
             except GanlabError as exc:
                 log.warning("the ceiling rows come from the %s split: %s", self.split, exc)
                 self._held_out = False
             else:
-                if self.pad_to_32:
-                    images = F.pad(images, (2, 2, 2, 2))
-                self._held_out = images.to(self.device)
+                scored = split_test(labels)[0]
+                if not len(scored):  # one image a class: nothing to halve (test fixtures); all of them, then
+                    log.warning("the %s test split holds one image a class: the ceiling rows use all of it", self.base)
+                    scored = torch.arange(len(labels))
+                self._held_out = images[scored.to(images.device)].to(self.device)
         if self._held_out is False:
             return self.sample(n, generator), self.split
         images = self._held_out

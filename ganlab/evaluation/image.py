@@ -76,6 +76,8 @@ class ImageEvaluator:
             keys += ["modes_captured", "reverse_kl", "modes_captured_real"]
             if self.classifier.confusion is not None:
                 keys += ["modes_corrected", "reverse_kl_corrected", "modes_corrected_real"]
+                if self._family() is not None:
+                    keys += ["modes_corrected_low", "modes_corrected_high", "matched_blur", "matched_noise"]
             keys += ["domain_fid", *KID_KEYS, *PRDC_KEYS, "swd", "domain_mmd", "domain_mmd_multiscale"]
         else:
             keys += ["swd_pixels"]
@@ -96,6 +98,11 @@ class ImageEvaluator:
 
         model, info = ensure_classifier(self.data.mode_classifier, self.data.root, self.device)
         return model.eval(), info
+
+    def _family(self):
+        """The classifier's confusion matrices under blur and noise (None: its clean one alone, as in a classifier
+        of one's own that has `confusion` only)."""
+        return getattr(self.classifier, "confusion_family", None)
 
     def _load_inception(self):
         from ganlab.metrics import inception
@@ -137,17 +144,33 @@ class ImageEvaluator:
         return inception.features(self.inception, inception.quantize(x), batch_size=min(self.cfg.batch, 200),
                                   return_logits=True)
 
-    def _mode_metrics(self, labels: Tensor) -> dict:
+    def _mode_metrics(self, labels: Tensor, images: Tensor) -> dict:
+        """The mode counts of `images`, whose classifier labels are `labels`."""
         from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
 
-        # With the classifier's confusion matrix (a classifier cached before it was recorded, whose
-        # test split could not be read, has none), the confusion-corrected counts too.
-        confusion = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
+        # With the classifier's confusion matrices (a classifier cached before they were recorded, whose
+        # test split could not be read, has none), the confusion-corrected counts too: corrected by the C
+        # measured on real images degraded to look like these (metrics/matched_confusion.py).
+        family, matched = self._family(), {}
+        clean = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
+        confusion = clean
+        if family is not None:
+            i = family.match(self._for_classifier(images))
+            confusion = {"confusion": family.confusions[i], "per_class": family.samples[i]}
+            matched = {"matched_blur": float(family.sigma[i]), "matched_noise": float(family.noise[i])}
         if self.data.stacked:
-            return stacked_mode_metrics(labels, **confusion)
-        out = class_metrics(labels, n_classes=self.n_modes, **confusion)
-        out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
-        return out
+            out = stacked_mode_metrics(labels, **confusion)
+        else:
+            out = class_metrics(labels, n_classes=self.n_modes, **confusion)
+            out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
+        if family is not None:  # the bounds: strict under the matched C, lenient under the clean one
+            from ganlab.metrics.confusion import count_bounds
+
+            k = len(clean["confusion"])
+            counts = torch.tensor(out["mode_counts"], dtype=torch.float64).view((k,) * (3 if self.data.stacked else 1))
+            out.update(count_bounds(counts, confusion["confusion"], confusion["per_class"], clean["confusion"],
+                                    clean["per_class"]))
+        return {**out, **matched}
 
     def reference_sample(self, n: int) -> dict:
         """The real side: features and statistics of n reference images (cached on disk), and the MMD's
@@ -167,7 +190,7 @@ class ImageEvaluator:
             # The counts' ceiling from images the classifier did not train on, as its confusion matrix was
             # measured: training images, which it labels better than any other, would flatter the ceiling.
             held_out, ref["ceiling_split"] = self.data.held_out_sample(n, generator=rng)
-            ref["modes"] = self._mode_metrics(self._classify(held_out)[0])
+            ref["modes"] = self._mode_metrics(self._classify(held_out)[0], held_out)
             features = feats.double().cpu().numpy()
             ref["mu"], ref["sigma"], _ = cached_statistics(
                 {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
@@ -265,7 +288,7 @@ class ImageEvaluator:
         out: dict = {}
         if self.classifier is not None:
             labels, feats = self._classify(x)
-            out.update(self._mode_metrics(labels))
+            out.update(self._mode_metrics(labels, x))
             # The ceiling beside each count: the reference sample (real, the same n) through the same
             # classifier, already classified for the feature metrics.
             out.update({f"{key}_real": ref["modes"][key] for key in ("modes_captured", "modes_corrected")
@@ -362,21 +385,27 @@ class ImageEvaluator:
 
     def _corrected_protocol(self) -> str:
         if self.classifier.confusion is None:
-            return ("not measured: the classifier was cached before its confusion matrix was recorded, and the "
-                    f"{self.data.mode_classifier} test split it is measured on could not be read (the run's log says why)")
+            return ("not measured: the classifier was cached before its confusion matrices were recorded, and the "
+                    f"{self.data.mode_classifier} test split they are measured on could not be read (the run's log says why)")
         from ganlab.metrics.confusion import MIN_SHARE, Z
 
         unit, model = ("triple", "(C ⊗ C ⊗ C)ᵀ p, channels labelled independently") if self.data.stacked else \
             ("class", "Cᵀ p")
+        family = self._family()
+        which = ("measured on the confusion half of the test split "
+                 f"({int(self.classifier.confusion_samples.sum())} {self.data.mode_classifier} images)")
+        if family is not None:
+            which += (", blurred and noised as the samples look: of the grid blur sigma x noise std (matched_blur, "
+                      "matched_noise), the member whose radial power spectrum is nearest the samples'")
         return (f"modes_corrected, reverse_kl_corrected: the observed {unit} histogram deconvolved with the "
-                "classifier's confusion matrix C[i, j] = P(label j | class i), measured on the "
-                f"{int(self.classifier.confusion_samples.sum())} {self.data.mode_classifier} test images: the true {unit} "
+                f"classifier's confusion matrix C[i, j] = P(label j | class i), {which}: the true {unit} "
                 f"distribution p is estimated by maximum likelihood (EM, i.e. Richardson-Lucy) under observed = {model}. "
                 f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
                 f"whose samples labelled as themselves (n p_t times the product of C's diagonal entries) stand {Z:g} "
                 "standard deviations above what the other modes leak into that label (Poisson, plus C's sampling "
                 "error); reverse_kl_corrected = KL(p || uniform) "
-                f"of p refitted on those {unit}s alone. It assumes generated images are confused like real test images")
+                f"of p refitted on those {unit}s alone. Validated on real sets with known modes, clean and degraded "
+                "(docs/results/stacked_validation.md)")
 
     def job(self, step: int, ev: Evaluation, last: bool = False) -> ImageEvalJob:  # pictures only: nothing to split
         return ImageEvalJob(step, ev.grid, scalars(ev), ev.metrics.get("mode_counts"), self.n_modes,

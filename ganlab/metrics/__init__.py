@@ -127,6 +127,14 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("modes_corrected", "higher", "modes counted after the classifier's confusion is deconvolved (EM, "
            "docs/images.md)", {"image": _CORRECTED}),
     Metric("reverse_kl_corrected", "lower", "reverse KL of the deconvolved histogram", {"image": _CORRECTED}),
+    Metric("modes_corrected_low", None, "the corrected count's low end: the matched confusion, modes above 30 % of "
+           "the uniform share and 5 sigma above the leak (docs/images.md)", {"image": _CORRECTED}),
+    Metric("modes_corrected_high", None, "the corrected count's high end: the clean confusion, every mode above "
+           "the 10 % floor (docs/images.md)", {"image": _CORRECTED}),
+    Metric("matched_blur", None, "blur sigma (px) of the degraded real images whose confusion corrects the counts: "
+           "the samples' look, by their power spectrum (docs/images.md)", {"image": _CORRECTED}),
+    Metric("matched_noise", None, "noise std of the degraded real images whose confusion corrects the counts",
+           {"image": _CORRECTED}),
     Metric("modes_corrected_real", None, "modes_corrected of the real reference sample: the ceiling",
            {"image": _CORRECTED}),
     Metric("domain_mmd", "lower", "Gaussian-kernel MMD² on the mode classifier's features", {"image": _MMD}),

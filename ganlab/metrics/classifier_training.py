@@ -16,6 +16,7 @@ from ganlab.data.degrade import AUGMENTATION
 from ganlab.data.degrade import augment as augment_batch
 from ganlab.errors import GanlabError
 from ganlab.metrics.classifier import (
+    DEFAULT_AUGMENT,
     DEFAULT_EPOCHS,
     MINUTES,
     ModeClassifier,
@@ -99,7 +100,7 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
                 log.info("epoch %d/%d: test accuracy %.2f%% (%.0f s)", epoch, epochs, 100 * test_acc,
                          time.monotonic() - start)
     model.eval()
-    set_confusion(model, y_test, pred)  # the final epoch's
+    set_confusion(model, x_test, y_test)
     return model, test_acc
 
 
@@ -119,43 +120,54 @@ def train_and_save(dataset: str, root: str | None, epochs: int, seed: int, devic
 def ensure_classifier(dataset: str, root: str | None, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
     """`load_classifier`, after training the classifier on first use when the cache has none (as FID
     tools fetch their weights on first use): every later run, and `ganlab eval`, reuse it. A file
-    without a confusion matrix (written before it was recorded) gets one measured on the test split
-    and stored, so every later run uses the same matrix; without the test split the model keeps
+    without its confusion matrices (written before they were recorded) gets them measured on the test split
+    and stored, so every later run uses the same ones; without the test split the model keeps
     none, and the confusion-corrected metrics are left out (a one-line warning says why)."""
     check_dataset(dataset)
     path = classifier_path(dataset)
     if not path.exists():
         log.warning("no mode classifier for %s yet: training one now, once (about %d minutes on 2 CPU cores); "
                     "it is cached at %s for every later run", dataset, MINUTES[dataset], path)
-        _, test_acc, seconds = train_and_save(dataset, root, DEFAULT_EPOCHS[dataset], 0, torch.device("cpu"))
+        _, test_acc, seconds = train_and_save(dataset, root, DEFAULT_EPOCHS[dataset], 0, torch.device("cpu"),
+                                              augment=DEFAULT_AUGMENT)
         log.warning("mode classifier for %s: test accuracy %.2f%% after %.0f s; cached at %s", dataset,
                     100 * test_acc, seconds, path)
     model, info = load_classifier(dataset, device)
+    if not info["augmented"] and DEFAULT_AUGMENT:
+        log.warning("mode classifier %s was trained on clean images alone: it confuses blurred and noised samples "
+                    "far more, and the corrected mode counts are validated with the default, augmented one; retrain it "
+                    "with `ganlab classifier dataset=%s force=true`", path, dataset)
     if model.confusion is None:
         add_confusion(model, dataset, root, path)
     return model, info
 
 
 def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: Path) -> bool:
-    """Measure a cached classifier's confusion matrix on the test split and store it in its file
-    (weights and hash untouched). False, with a warning, when the test split cannot be read; a file
-    that cannot be rewritten keeps the matrix in memory only (measured again by the next run)."""
+    """Measure a cached classifier's confusion matrices on the test split (clean, blurred and noised:
+    metrics/matched_confusion.py) and store them in its file (weights and hash untouched). False, with a
+    warning, when the test split cannot be read; a file that cannot be rewritten keeps them in memory only
+    (measured again by the next run)."""
     from ganlab.checkpoint import write_atomic
     from ganlab.data.images import load_split
 
     try:
         x, y = load_split(dataset, "test", root)
     except GanlabError as exc:
-        log.warning("mode classifier %s has no confusion matrix (written before it was recorded) and the %s test "
-                    "split is unavailable (%s): the confusion-corrected mode counts are left out", path, dataset, exc)
+        log.warning("mode classifier %s has no confusion matrices (written before they were recorded) and the %s "
+                    "test split is unavailable (%s): the confusion-corrected mode counts are left out", path, dataset, exc)
         return False
-    if not set_confusion(model, y, model.predict(to_model_input(x, next(model.parameters()).device))):
+    start = time.monotonic()
+    log.warning("measuring the confusion matrices of mode classifier %s on clean, blurred and noised test images, "
+                "once (about 3 minutes on one CPU core); they are stored in its file", path)
+    if not set_confusion(model, to_model_input(x, next(model.parameters()).device), y):
         return False
+    log.info("confusion matrices measured in %.0f s", time.monotonic() - start)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["hash"] == state_hash(model.state_dict()):  # not if another process retrained it meanwhile
-            write_atomic(path, {**saved, **confusion_record(model)})
+            stale = ("confusion", "confusion_samples")  # the clean matrix alone, before issue 26: now the family's
+            write_atomic(path, {**{k: v for k, v in saved.items() if k not in stale}, **confusion_record(model)})
     except Exception as exc:  # noqa: BLE001 - a read-only cache, a full disk: the run goes on without storing it
-        log.warning("measured the confusion matrix of %s on the test split but could not store it there (%s)",
+        log.warning("measured the confusion matrices of %s on the test split but could not store them there (%s)",
                     path, exc)
     return True
