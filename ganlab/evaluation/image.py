@@ -155,9 +155,11 @@ class ImageEvaluator:
         clean = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
         confusion = clean
         if family is not None:
-            i = family.match(self._for_classifier(images))
-            confusion = {"confusion": family.confusions[i], "per_class": family.samples[i]}
-            matched = {"matched_blur": float(family.sigma[i]), "matched_noise": float(family.noise[i])}
+            from ganlab.metrics.matched_confusion import match_confusion
+
+            found = match_confusion(family, self._for_classifier(images))
+            confusion = {k: found.pop(k) for k in ("confusion", "per_class")}
+            matched = found
         if self.data.stacked:
             out = stacked_mode_metrics(labels, **confusion)
         else:

@@ -95,6 +95,7 @@ def by_evaluator(function: str | None) -> Computed:
 _COVERAGE = on_samples("modes.coverage_of_samples")
 _CLASSES = by_evaluator("classes.class_metrics")
 _CORRECTED = _CLASSES  # which calls confusion.corrected_modes
+_BOUNDS, _MATCHED = by_evaluator("confusion.count_bounds"), by_evaluator("matched_confusion.match_confusion")
 _GAP, _JACOBIAN = by_evaluator("critic.critic_gap"), by_evaluator("jacobian.smallest_singular_value")
 _W, _MMD = by_evaluator("wasserstein.empirical_wasserstein"), by_evaluator("mmd.mmd_metrics")
 _FID, _KID = by_evaluator("feature_cache.fid_from_features"), by_evaluator("kid.kernel_inception_distance")
@@ -128,13 +129,13 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            "docs/images.md)", {"image": _CORRECTED}),
     Metric("reverse_kl_corrected", "lower", "reverse KL of the deconvolved histogram", {"image": _CORRECTED}),
     Metric("modes_corrected_low", None, "the corrected count's low end: the matched confusion, modes above 30 % of "
-           "the uniform share and 5 sigma above the leak (docs/images.md)", {"image": _CORRECTED}),
+           "the uniform share and 5 sigma above the leak (docs/images.md)", {"image": _BOUNDS}),
     Metric("modes_corrected_high", None, "the corrected count's high end: the clean confusion, every mode above "
-           "the 10 % floor (docs/images.md)", {"image": _CORRECTED}),
+           "the 10 % floor (docs/images.md)", {"image": _BOUNDS}),
     Metric("matched_blur", None, "blur sigma (px) of the degraded real images whose confusion corrects the counts: "
-           "the samples' look, by their power spectrum (docs/images.md)", {"image": _CORRECTED}),
+           "the samples' look, by their power spectrum (docs/images.md)", {"image": _MATCHED}),
     Metric("matched_noise", None, "noise std of the degraded real images whose confusion corrects the counts",
-           {"image": _CORRECTED}),
+           {"image": _MATCHED}),
     Metric("modes_corrected_real", None, "modes_corrected of the real reference sample: the ceiling",
            {"image": _CORRECTED}),
     Metric("domain_mmd", "lower", "Gaussian-kernel MMD² on the mode classifier's features", {"image": _MMD}),

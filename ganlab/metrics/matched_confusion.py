@@ -141,3 +141,11 @@ def measure_family(classifier, images: Tensor, labels: Tensor, sigmas=SIGMAS, no
             rows[key].append(torch.as_tensor(value))
     return ConfusionFamily(*(torch.stack(rows[k]).to(torch.float64 if k != "samples" else torch.int64)
                              for k in rows))
+
+
+def match_confusion(family: ConfusionFamily, images: Tensor) -> dict:
+    """The confusion an evaluation corrects `images`' counts with: {"confusion", "per_class"} of the nearest
+    member, and {"matched_blur", "matched_noise"}, the metrics that name it."""
+    i = family.match(images)
+    return {"confusion": family.confusions[i], "per_class": family.samples[i],
+            "matched_blur": float(family.sigma[i]), "matched_noise": float(family.noise[i])}
