@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from ganlab.data.degrade import DEGRADATIONS, degrade
-from ganlab.metrics.classes import classify_channels, stacked_mode_metrics
+from ganlab.metrics.classes import classifier_mode_metrics, classify_channels, stacked_mode_metrics
 from ganlab.metrics.confusion import MIN_SHARE as FLOOR  # the corrected count's floor, of the uniform share
-from ganlab.metrics.confusion import count_bounds
 
 N_MODES = 1000
 WEIGHTS = ("uniform", "zipf")
@@ -86,16 +85,11 @@ def measure(case: Case, classifier, images: Tensor, labels: Tensor, n: int, seed
     x = degrade(stacked_sample(images, labels, p, n, generator), case.degradation, generator)
     with torch.no_grad():
         found = classify_channels(classifier, x)
+    metrics = classifier_mode_metrics(found, x, classifier, stacked=True)  # the metric's own: matched C, bounds
+    with_clean = stacked_mode_metrics(found, confusion=classifier.confusion, per_class=classifier.confusion_samples)
     family = getattr(classifier, "confusion_family", None)
-    clean = {"confusion": classifier.confusion, "per_class": classifier.confusion_samples}
-    matched, member = clean, "clean (no family)"
-    if family is not None:
-        i = family.match(x)
-        matched, member = {"confusion": family.confusions[i], "per_class": family.samples[i]}, family.describe(i)
-    metrics = stacked_mode_metrics(found, **matched)
-    with_clean = stacked_mode_metrics(found, **clean)
-    counts = torch.tensor(metrics["mode_counts"], dtype=torch.float64).view(10, 10, 10)
-    bounds = count_bounds(counts, matched["confusion"], matched["per_class"], clean["confusion"], clean["per_class"])
+    member = "clean (no family)" if family is None else family.describe(family.match(x))
+    bounds = {k: metrics.get(k, math.nan) for k in ("modes_corrected_low", "modes_corrected_high")}
     return {"case": case, **bounds, "true_modes": case.modes, "true_above_floor": int((p * N_MODES >= FLOOR - 1e-12).sum()),
             "true_kl": reverse_kl(p), "matched": member, "modes_corrected_clean": with_clean["modes_corrected"],
             **{m: metrics.get(m, math.nan) for m in METRICS}}
@@ -115,7 +109,7 @@ def table(rows: list[dict]) -> list[str]:
         ratio = r["modes_corrected"] / truth if math.isfinite(r["modes_corrected"]) else math.nan
         lines.append(f"| {case.modes} | {case.weights} | {case.degradation} | {r['modes_captured']} | "
                      f"{r['modes_above_share']} | {_int(r['modes_corrected_clean'])} | {r['matched']} | "
-                     f"**{_int(r['modes_corrected'])}** | {r['modes_corrected_low']} - {r['modes_corrected_high']}"
+                     f"**{_int(r['modes_corrected'])}** | {_int(r['modes_corrected_low'])} - {_int(r['modes_corrected_high'])}"
                      f"{'' if r['modes_corrected_low'] <= truth <= r['modes_corrected_high'] else ' (misses)'} | "
                      f"{truth} | {ratio:.2f} | {r['true_kl']:.3f} | "
                      f"{r['reverse_kl']:.3f} | {r['reverse_kl_corrected']:.3f} |")

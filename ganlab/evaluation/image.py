@@ -145,34 +145,13 @@ class ImageEvaluator:
                                   return_logits=True)
 
     def _mode_metrics(self, labels: Tensor, images: Tensor) -> dict:
-        """The mode counts of `images`, whose classifier labels are `labels`."""
-        from ganlab.metrics.classes import class_metrics, stacked_mode_metrics
+        """The mode counts of `images`, whose classifier labels are `labels`: with the classifier's confusion
+        matrices (a classifier cached before they were recorded, whose test split could not be read, has none),
+        the confusion-corrected counts too, corrected by the C of real images degraded to look like these."""
+        from ganlab.metrics.classes import classifier_mode_metrics
 
-        # With the classifier's confusion matrices (a classifier cached before they were recorded, whose
-        # test split could not be read, has none), the confusion-corrected counts too: corrected by the C
-        # measured on real images degraded to look like these (metrics/matched_confusion.py).
-        family, matched = self._family(), {}
-        clean = {"confusion": self.classifier.confusion, "per_class": self.classifier.confusion_samples}
-        confusion = clean
-        if family is not None:
-            from ganlab.metrics.matched_confusion import match_confusion
-
-            found = match_confusion(family, self._for_classifier(images))
-            confusion = {k: found.pop(k) for k in ("confusion", "per_class")}
-            matched = found
-        if self.data.stacked:
-            out = stacked_mode_metrics(labels, **confusion)
-        else:
-            out = class_metrics(labels, n_classes=self.n_modes, **confusion)
-            out["mode_counts"] = out.pop("class_counts", out.get("mode_counts"))
-        if family is not None:  # the bounds: strict under the matched C, lenient under the clean one
-            from ganlab.metrics.confusion import count_bounds
-
-            k = len(clean["confusion"])
-            counts = torch.tensor(out["mode_counts"], dtype=torch.float64).view((k,) * (3 if self.data.stacked else 1))
-            out.update(count_bounds(counts, confusion["confusion"], confusion["per_class"], clean["confusion"],
-                                    clean["per_class"]))
-        return {**out, **matched}
+        return classifier_mode_metrics(labels, self._for_classifier(images), self.classifier, bool(self.data.stacked),
+                                       self.n_modes)
 
     def reference_sample(self, n: int) -> dict:
         """The real side: features and statistics of n reference images (cached on disk), and the MMD's

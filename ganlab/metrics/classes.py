@@ -72,6 +72,34 @@ def class_metrics(labels: Tensor, n_classes: int = 10, min_share: float = MIN_SH
     return {**metrics, "class_counts": counts}
 
 
+def classifier_mode_metrics(labels: Tensor, images: Tensor, classifier, stacked: bool, n_classes: int = 10) -> dict:
+    """The mode metrics of `images` ((n, C, 28, 28) in [-1, 1]) whose `classifier` labels are `labels` ((n, 3)
+    stacked, else (n,)): the raw counts, and with the classifier's confusion the corrected ones, corrected by
+    the confusion measured on real images degraded to look like these when it has those matrices
+    (`confusion_family`, metrics/matched_confusion.py), with the count's bounds and the matched blur and noise."""
+    clean = {"confusion": getattr(classifier, "confusion", None), "per_class": getattr(classifier, "confusion_samples", None)}
+    family, confusion, matched = getattr(classifier, "confusion_family", None), clean, {}
+    if family is not None:
+        from ganlab.metrics.matched_confusion import match_confusion
+
+        found = match_confusion(family, images)
+        confusion = {k: found.pop(k) for k in ("confusion", "per_class")}
+        matched = found
+    if stacked:
+        out = stacked_mode_metrics(labels, **confusion)
+    else:
+        out = class_metrics(labels, n_classes=n_classes, **confusion)
+        out["mode_counts"] = out.pop("class_counts")
+    if family is not None:  # the bounds: strict under the matched C, lenient under the clean one
+        from ganlab.metrics.confusion import count_bounds
+
+        k = len(clean["confusion"])
+        counts = torch.tensor(out["mode_counts"], dtype=torch.float64).view((k,) * (3 if stacked else 1))
+        out.update(count_bounds(counts, confusion["confusion"], confusion["per_class"], clean["confusion"],
+                                clean["per_class"]))
+    return {**out, **matched}
+
+
 def classify_channels(classifier, x: Tensor, batch_size: int = 1024) -> Tensor:
     """(n, 3) labels of (n, 3, H, W) images in [-1, 1]: each channel classified as a grey image.
 
