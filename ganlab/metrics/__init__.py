@@ -93,9 +93,9 @@ def by_evaluator(function: str | None) -> Computed:
 
 
 _COVERAGE = on_samples("modes.coverage_of_samples")
-_CLASSES = by_evaluator("classes.class_metrics")
+_CLASSES = by_evaluator("classes.classifier_mode_metrics")  # stacked or plain, raw and corrected, bounds
 _CORRECTED = _CLASSES  # which calls confusion.corrected_modes
-_BOUNDS, _MATCHED = by_evaluator("confusion.count_bounds"), by_evaluator("matched_confusion.match_confusion")
+_BOUNDS = _MATCHED = _CLASSES  # which calls confusion.count_bounds and matched_confusion.match_confusion
 _GAP, _JACOBIAN = by_evaluator("critic.critic_gap"), by_evaluator("jacobian.smallest_singular_value")
 _W, _MMD = by_evaluator("wasserstein.empirical_wasserstein"), by_evaluator("mmd.mmd_metrics")
 _FID, _KID = by_evaluator("feature_cache.fid_from_features"), by_evaluator("kid.kernel_inception_distance")
