@@ -90,7 +90,9 @@ def measure(case: Case, classifier, images: Tensor, labels: Tensor, n: int, seed
     family = getattr(classifier, "confusion_family", None)
     member = "clean (no family)" if family is None else family.describe(family.match(x))
     bounds = {k: metrics.get(k, math.nan) for k in ("modes_corrected_low", "modes_corrected_high")}
-    return {"case": case, **bounds, "true_modes": case.modes, "true_above_floor": int((p * N_MODES >= FLOOR - 1e-12).sum()),
+    histogram = torch.tensor(metrics["mode_counts"], dtype=torch.int64)  # kept: other keep rules, offline
+    return {"case": case, **bounds, "p": p, "histogram": histogram, "true_modes": case.modes,
+            "true_above_floor": int((p * N_MODES >= FLOOR - 1e-12).sum()),
             "true_kl": reverse_kl(p), "matched": member, "modes_corrected_clean": with_clean["modes_corrected"],
             **{m: metrics.get(m, math.nan) for m in METRICS}}
 
@@ -147,6 +149,8 @@ def main() -> None:
     ap.add_argument("--degradations", default=",".join(DEGRADATIONS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the Markdown section here too")
+    ap.add_argument("--histograms", type=Path, help="save each case's true p and label histogram here (torch.save), "
+                    "to compare keep rules without classifying again")
     args = ap.parse_args()
 
     classifier, info = ensure_classifier(args.dataset, args.root)  # measures its confusion matrices if the file has none
@@ -177,6 +181,8 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
+    if args.histograms:
+        torch.save([{**r, "case": r["case"].name} for r in rows], args.histograms)
 
 
 if __name__ == "__main__":

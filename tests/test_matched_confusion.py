@@ -120,6 +120,7 @@ def test_a_known_mode_set_is_counted_right_with_the_matched_confusion_where_the_
     assert rows["noise"]["matched"] == "blur sigma 0 px, noise std 0.5"
     for d, row in rows.items():
         assert row["true_above_floor"] == 100 and row["modes_captured"] > 200, d  # the raw count is far off
+        assert int(row["histogram"].sum()) == 20_000 and int((row["histogram"] > 0).sum()) == row["modes_captured"]
         assert abs(row["modes_corrected"] - 100) <= 25, (d, row["modes_corrected"])
     for d in ("blur2", "noise"):
         assert rows[d]["modes_corrected_clean"] > 150, (d, rows[d]["modes_corrected_clean"])

@@ -77,7 +77,8 @@ def classifier_mode_metrics(labels: Tensor, images: Tensor, classifier, stacked:
     stacked, else (n,)): the raw counts, and with the classifier's confusion the corrected ones, corrected by
     the confusion measured on real images degraded to look like these when it has those matrices
     (`confusion_family`, metrics/matched_confusion.py), with the count's bounds and the matched blur and noise."""
-    clean = {"confusion": getattr(classifier, "confusion", None), "per_class": getattr(classifier, "confusion_samples", None)}
+    clean = {"confusion": getattr(classifier, "confusion", None),
+             "per_class": getattr(classifier, "confusion_samples", None)}
     family, confusion, matched = getattr(classifier, "confusion_family", None), clean, {}
     if family is not None:
         from ganlab.metrics.matched_confusion import match_confusion
