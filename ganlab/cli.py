@@ -313,8 +313,9 @@ def classifier(argv: list[str]) -> None:
     if path.exists() and not args["force"]:
         _, info = load_classifier(dataset)
         # Asked for the other recipe than the cached one's: say so, or the user would think they got it.
+        asked = "was asked for" if any(a.startswith("augment=") for a in argv) else "is the default"
         other = "" if info["augmented"] == args["augment"] else \
-            f" (not augment={str(args['augment']).lower()}, which was asked for)"
+            f" (not augment={str(args['augment']).lower()}, which {asked})"
         print(f"{describe(info)} at {path}{other}; force=true retrains it")
         return
     device = resolve_device(args["device"])

@@ -196,9 +196,11 @@ def test_main_rejects_bad_arguments(argv, says, cache, capsys):
 def test_main_reports_a_cached_classifier(cache, capsys):
     _saved()
     classifier_command(["dataset=fashion_mnist"])
-    out = capsys.readouterr().out
-    assert "fashion_mnist CNN sha256:" in out and "force=true" in out
-    classifier_command(["dataset=fashion_mnist", "augment=true"])  # the cached one was trained without
+    out = capsys.readouterr().out  # the cached one was trained without augmentation, the default recipe's
+    assert "fashion_mnist CNN sha256:" in out and "(not augment=true, which is the default); force=true" in out
+    classifier_command(["dataset=fashion_mnist", "augment=false"])  # what it is: nothing to add
+    assert "(not augment" not in capsys.readouterr().out
+    classifier_command(["dataset=fashion_mnist", "augment=true"])
     out = capsys.readouterr().out
     assert "(not augment=true, which was asked for); force=true retrains it" in out
 

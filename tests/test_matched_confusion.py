@@ -97,6 +97,21 @@ def test_the_family_is_measured_stored_and_matched_to_the_look_of_the_samples():
     bad = family.to_record()
     bad["confusions"] = bad["confusions"] * 2  # rows no longer sum to 1
     assert ConfusionFamily.from_record(bad) is None and ConfusionFamily.from_record({"sigma": 1}) is None
+    scalar = {**family.to_record(), "sigma": torch.tensor(0.0)}  # a 0-d tensor: refused, not a TypeError
+    nan = {**family.to_record(), "signatures": family.signatures.clone().fill_(float("nan"))}
+    assert ConfusionFamily.from_record(scalar) is None and ConfusionFamily.from_record(nan) is None
+
+
+def test_the_bounds_hold_the_headline_count():
+    from ganlab.metrics.confusion import count_bounds
+
+    counts = torch.zeros(10, dtype=torch.float64)
+    counts[:3] = 1000.0  # three classes, no confusion: every rule keeps exactly those three
+    eye = torch.eye(10, dtype=torch.float64)
+    assert count_bounds(counts, eye, None, eye, None, corrected=3) == {"modes_corrected_low": 3, "modes_corrected_high": 3}
+    # a headline outside the two rules' counts widens the bounds to it, either side
+    assert count_bounds(counts, eye, None, eye, None, corrected=5)["modes_corrected_high"] == 5
+    assert count_bounds(counts, eye, None, eye, None, corrected=2)["modes_corrected_low"] == 2
 
 
 def test_a_known_mode_set_is_counted_right_with_the_matched_confusion_where_the_clean_one_is_off():

@@ -260,8 +260,10 @@ class ImageDataset:
                 self._held_out = False
             else:
                 scored = split_test(labels)[0]
-                if not len(scored):  # one image a class: nothing to halve (test fixtures); all of them, then
-                    log.warning("the %s test split holds one image a class: the ceiling rows use all of it", self.base)
+                if labels[scored.to(labels.device)].unique().numel() < labels.unique().numel():
+                    # a class with one image has none in the scored half (test fixtures): all of them, then
+                    log.warning("the %s test split holds one image of some class: the ceiling rows use all of it, "
+                                "the images the confusion matrices were measured on included", self.base)
                     scored = torch.arange(len(labels))
                 self._held_out = images[scored.to(images.device)].to(self.device)
         if self._held_out is False:

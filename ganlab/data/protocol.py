@@ -57,7 +57,8 @@ class ImageData(TrainingData, Protocol):
         """n images drawn without replacement (the real reference sample of FID's protocol)."""
 
     def held_out_sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, str]:
-        """n images the mode classifier did not train on, and the split they came from (the ceiling rows)."""
+        """n images the mode classifier did not train on nor measured its confusion on, and the split they came
+        from (the ceiling rows)."""
 
     def identity(self) -> dict:
         """Everything that decides which images sample_unique draws: the reference statistics' cache key."""

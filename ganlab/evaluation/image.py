@@ -239,7 +239,7 @@ class ImageEvaluator:
         """The rows that need no G, drawn from `generator`: `data`, real test-split images through the same
         classifier and features (the ceiling); with a mode classifier, `real_blurred` and `real_noised`,
         the same images degraded as generated ones are (what a blurry or a noisy G that covers every mode
-        scores: the counts assume test-image confusion, and such images are confused otherwise)."""
+        scores: such images are confused more than clean ones, which the matched confusion is for)."""
         n = self.cfg.samples
         ref = self.reference_sample(n)
         real, _ = self.data.held_out_sample(n, generator)

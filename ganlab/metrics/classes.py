@@ -97,7 +97,7 @@ def classifier_mode_metrics(labels: Tensor, images: Tensor, classifier, stacked:
         k = len(clean["confusion"])
         counts = torch.tensor(out["mode_counts"], dtype=torch.float64).view((k,) * (3 if stacked else 1))
         out.update(count_bounds(counts, confusion["confusion"], confusion["per_class"], clean["confusion"],
-                                clean["per_class"]))
+                                clean["per_class"], out["modes_corrected"]))
     return {**out, **matched}
 
 

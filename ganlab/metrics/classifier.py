@@ -158,8 +158,8 @@ def check_dataset(dataset: str) -> None:
 
 def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, settings: dict,
                     path: Path | None = None) -> Path:
-    """Write the classifier, its accuracy, settings, weight hash and confusion matrix (None when the
-    model has none) atomically; return the path."""
+    """Write the classifier, its accuracy, settings, weight hash and confusion matrices (the family; None when
+    the model has none) atomically; return the path."""
     from ganlab.checkpoint import write_atomic
 
     path = Path(path or classifier_path(dataset))

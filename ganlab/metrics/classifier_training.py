@@ -153,8 +153,9 @@ def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: P
     try:
         x, y = load_split(dataset, "test", root)
     except GanlabError as exc:
-        log.warning("mode classifier %s has no confusion matrices (written before they were recorded) and the %s "
-                    "test split is unavailable (%s): the confusion-corrected mode counts are left out", path, dataset, exc)
+        log.warning("mode classifier %s has no confusion matrices under blur and noise (written before they were "
+                    "recorded) and the %s test split they are measured on is unavailable (%s): the confusion-corrected "
+                    "mode counts are left out", path, dataset, exc)
         return False
     start = time.monotonic()
     log.warning("measuring the confusion matrices of mode classifier %s on clean, blurred and noised test images, "
