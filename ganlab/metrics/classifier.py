@@ -106,16 +106,17 @@ def accuracy(model: ModeClassifier, x: Tensor, y: Tensor, batch_size: int = 1024
     return float((model.predict(x, batch_size) == y.to(x.device)).double().mean())
 
 
-def set_confusion(model: ModeClassifier, images: Tensor, labels: Tensor) -> bool:
+def set_confusion(model: ModeClassifier, images: Tensor, labels: Tensor, grid: tuple | None = None) -> bool:
     """Measure the confusion family of `model` (metrics/matched_confusion.py) on the confusion half of a test
     split (grey images (n, 1, 28, 28) in [-1, 1] on the model's device, and their labels) and set it, with its
-    clean member as `model.confusion`; False (and None) when some class has no image there (its row is unknown)."""
-    from ganlab.metrics.matched_confusion import measure_family, split_test
+    clean member as `model.confusion`; False (and None) when some class has no image there (its row is unknown).
+    `grid`: (sigmas, noises), default the module's (a test passes the clean one alone, to save minutes)."""
+    from ganlab.metrics.matched_confusion import NOISES, SIGMAS, measure_family, split_test
 
     _, half = split_test(labels)
     half = half.to(labels.device)
     try:
-        family = measure_family(model, images[half], labels[half].cpu())
+        family = measure_family(model, images[half], labels[half].cpu(), *(grid or (SIGMAS, NOISES)))
     except ValueError as exc:
         log.warning("no confusion matrix for the mode classifier: %s", exc)
         model.confusion = model.confusion_samples = model.confusion_family = None

@@ -37,7 +37,8 @@ BATCH_SIZE, LR = 128, 3e-3
 
 def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device | str = "cpu",
                      batch_size: int = BATCH_SIZE, lr: float = LR, limit: int | None = None,
-                     progress: bool | None = None, augment: bool = False) -> tuple[ModeClassifier, float]:
+                     progress: bool | None = None, augment: bool = False,
+                     confusion_grid: tuple | None = None) -> tuple[ModeClassifier, float]:
     """Train on `dataset`'s train split (its first `limit` images if given); return the model (in
     eval mode, on `device`, with its confusion matrix on the test split set) and its accuracy on
     the whole test split. Deterministic for a seed on the CPU: batches follow a seeded permutation
@@ -100,7 +101,7 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
                 log.info("epoch %d/%d: test accuracy %.2f%% (%.0f s)", epoch, epochs, 100 * test_acc,
                          time.monotonic() - start)
     model.eval()
-    set_confusion(model, x_test, y_test)
+    set_confusion(model, x_test, y_test, confusion_grid)  # `confusion_grid`: (sigmas, noises), None the default
     return model, test_acc
 
 
