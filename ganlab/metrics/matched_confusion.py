@@ -139,8 +139,10 @@ def measure_family(classifier, images: Tensor, labels: Tensor, sigmas=SIGMAS, no
     for sigma, noise in itertools.product(sigmas, noises):
         x = degrade_images(images, sigma, noise, generator)
         c, per_class = confusion_matrix(labels, classifier.predict(x))
-        for key, value in zip(rows, (sigma, noise, signature(x), c, per_class)):
-            rows[key].append(torch.as_tensor(value))
+        # the grid's numbers in float64 from the start: float32 would store 1.7 as 1.7000000476837158
+        for key, value in zip(rows, (torch.tensor(sigma, dtype=torch.float64), torch.tensor(noise, dtype=torch.float64),
+                                     signature(x), c, per_class)):
+            rows[key].append(value)
     return ConfusionFamily(*(torch.stack(rows[k]).to(torch.float64 if k != "samples" else torch.int64)
                              for k in rows))
 
@@ -150,4 +152,5 @@ def match_confusion(family: ConfusionFamily, images: Tensor) -> dict:
     member, and {"matched_blur", "matched_noise"}, the metrics that name it."""
     i = family.match(images)
     return {"confusion": family.confusions[i], "per_class": family.samples[i],
-            "matched_blur": float(family.sigma[i]), "matched_noise": float(family.noise[i])}
+            # rounded: a family measured before the grid was kept in float64 holds 1.7 as 1.7000000476837158
+            "matched_blur": round(float(family.sigma[i]), 6), "matched_noise": round(float(family.noise[i]), 6)}
