@@ -49,7 +49,7 @@ reproduce-stacked: setup
 
 # The Stacked mode counts on real test-split triples with known modes (needs the cached mode classifier):
 # docs/results/stacked_validation.md, which reproduce-stacked puts into docs/results/stacked.md. 36 cases of
-# 26,000 samples: about 35 min on 2 CPU cores (and 4 more the first time, for the confusion matrices).
+# 26,000 samples: 24.5 min measured here on 2 CPU cores (and 2.5 more the first time, for the confusion matrices).
 validate-stacked: setup
 	$(BIN)/python scripts/validate_stacked_counts.py --out docs/results/stacked_validation.md $(ARGS)
 

@@ -188,4 +188,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ganlab.errors import GanlabError
+
+    try:
+        main()
+    except GanlabError as exc:  # no test split, no classifier and no training data: one line, not a traceback
+        raise SystemExit(f"validate_stacked_counts: {exc}") from None

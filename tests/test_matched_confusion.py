@@ -2,17 +2,12 @@
 spectral signature, the family's record, and on a known-mode set of synthetic digits whose classifier errs
 more under blur and noise, the corrected count with the matched confusion against the one with the clean C."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from test_results_scripts import _validate_stacked  # the script loaded as a module
 
 from ganlab.data.degrade import degrade, gaussian_blur
 from ganlab.metrics.matched_confusion import ConfusionFamily, measure_family, signature, split_test
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_test_split_halves_are_fixed_disjoint_and_hold_every_class():
@@ -69,14 +64,6 @@ class _Templates:
         return ((x - x.mean(1, keepdim=True)) @ self.templates.reshape(10, -1).T).argmax(1)
 
 
-def _validate_script():
-    spec = importlib.util.spec_from_file_location("validate_stacked_counts", REPO / "scripts" / "validate_stacked_counts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_family_is_measured_stored_and_matched_to_the_look_of_the_samples():
     clf = _Templates()
     labels = torch.arange(10).repeat(100)
@@ -120,7 +107,7 @@ def test_a_known_mode_set_is_counted_right_with_the_matched_confusion_where_the_
     The clean C miscounts the degraded sets (measured: 184 and 213); the matched one is within 25 % of the truth
     on each (measured: 115, 113, 124): this classifier errs far more than the real one (92.7 %), and the count's
     rule was set on the real one (docs/results/stacked_validation.md)."""
-    validate = _validate_script()
+    validate = _validate_stacked()
     clf = _Templates()
     labels = torch.arange(10).repeat(400)
     images = clf.images(labels, 2)
