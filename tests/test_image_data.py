@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
@@ -121,6 +122,147 @@ def test_corrupt_files_ask_to_be_deleted(tmp_path):
     (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(b"garbage")
     with pytest.raises(GanlabError, match="cifar-10-python.tar.gz is corrupt"):
         load_split("cifar10", "train", str(tmp_path))
+
+
+def idx_bytes(dims: tuple[int, ...], payload: bytes, type_code: int = 0x08) -> bytes:
+    """An IDX file whose header says `dims` (each a uint32, whatever the payload) before `payload`."""
+    return struct.pack(f">BBBB{len(dims)}I", 0, 0, type_code, len(dims), *dims) + payload
+
+
+def assert_refused_in_one_line(path: Path, *words: str) -> str:
+    with pytest.raises(GanlabError) as err:
+        read_idx(path)
+    message = str(err.value)
+    assert str(path) in message and "delete it" in message and "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
+# (2**32-1)**3 wraps to 3 * 2**32 - 1 in int64; (2**16,)*4 wraps to 0; 2 * 2147549185 * 4294836226 is
+# 2**64 + 4, which wraps to 4: its 4-byte payload matched the wrapped product, so the old check passed
+# and numpy's reshape raised a ValueError (a traceback) instead of the file's one-line error.
+@pytest.mark.parametrize("dims, payload", [((2**32 - 1,) * 3, 12), ((2**16,) * 4, 0),
+                                           ((2, 2147549185, 4294836226), 4)])
+@pytest.mark.parametrize("gz", [True, False])
+def test_an_idx_header_whose_size_overflows_64_bits_is_refused(tmp_path, dims, payload, gz):
+    assert math.prod(dims) >= 2**64
+    path = tmp_path / ("huge.gz" if gz else "huge")
+    raw = idx_bytes(dims, bytes(payload))
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    assert_refused_in_one_line(path, str(math.prod(dims)))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("n_payload", [2 * 784 - 1, 2 * 784 + 1, 0, 3 * 784])
+def test_an_idx_payload_of_another_size_than_its_header_says_is_refused(tmp_path, gz, n_payload):
+    """Fewer bytes than the header's (2, 28, 28) need, and more: the decompressed length is compared."""
+    path = tmp_path / ("images.gz" if gz else "images")
+    raw = idx_bytes((2, 28, 28), bytes(n_payload))
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    assert_refused_in_one_line(path, "1568 bytes", f"holds {n_payload}")
+
+
+@pytest.mark.parametrize("dims", [(0, 28, 28), (2, 0, 28), (0,)])
+def test_an_idx_header_with_a_zero_dimension_is_refused(tmp_path, dims):
+    path = write_idx(tmp_path / "empty.gz", np.zeros(dims, np.uint8))  # a consistent, empty file
+    assert_refused_in_one_line(path, "zero", str(dims))
+
+
+@pytest.mark.parametrize("type_code, words", [(0x0D, ["type 0x0d", "0x08"]), (0x42, ["type 0x42", "0x08"])])
+def test_an_idx_file_of_another_or_unknown_type_is_refused(tmp_path, type_code, words):
+    path = tmp_path / "floats.gz"  # 0x0d is IDX's float32: a size that matches it, not 0x08's
+    path.write_bytes(gzip.compress(idx_bytes((2, 3), bytes(2 * 3 * 4), type_code)))
+    assert_refused_in_one_line(path, *words)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_valid_small_idx_file_still_loads(tmp_path, gz):
+    labels = np.array([3, 1, 4, 1, 5, 9, 2], np.uint8)
+    images = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5) * 7
+    got_labels = read_idx(write_idx(tmp_path / ("l.gz" if gz else "l"), labels, gz))
+    got_images = read_idx(write_idx(tmp_path / ("i.gz" if gz else "i"), images, gz))
+    assert got_labels.dtype == torch.uint8 and got_labels.tolist() == [3, 1, 4, 1, 5, 9, 2]
+    assert got_images.shape == (2, 3, 5) and np.array_equal(got_images.numpy(), images)
+
+
+class _ShapedArray:
+    """Pickles as the ndarray numpy would write, but with the header's `shape` over `payload` bytes,
+    through the same _reconstruct + __setstate__ calls a CIFAR batch uses."""
+
+    def __init__(self, shape: tuple[int, ...], payload: bytes | str):
+        self.shape, self.payload = shape, payload
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct  # what pickling an ndarray names under numpy 2
+
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, self.shape, np.dtype(np.uint8), False, self.payload)
+
+
+def cifar_entry(data, labels) -> bytes:
+    return pickle.dumps({b"batch_label": b"x", b"data": data, b"labels": labels}, protocol=2)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("more rows than the payload holds", ["data_batch_3"]),
+    ("fewer rows than the payload holds", ["data_batch_3"]),
+    ("rows of 3071 bytes", ["data_batch_3", "(2, 3071)"]),
+    ("3 labels for 2 rows", ["data_batch_3", "3 labels"]),
+    ("no rows", ["data_batch_3", "(0, 3072)"]),
+    ("int64 pixels", ["data_batch_3", "int64"]),
+    ("a label of 10", ["data_batch_3", "0..9"]),
+    ("a label past int64", ["data_batch_3"]),
+])
+@pytest.mark.parametrize("extracted", [False, True])
+def test_a_cifar_batch_of_the_wrong_size_or_type_is_refused(tmp_path, case, words, extracted):
+    rows = np.random.default_rng(0).integers(0, 256, (2, 3072), dtype=np.uint8)
+    blob = {"more rows than the payload holds": cifar_entry(_ShapedArray((3, 3072), rows.tobytes()), [1, 2, 3]),
+            "fewer rows than the payload holds": cifar_entry(_ShapedArray((1, 3072), rows.tobytes()), [1]),
+            "rows of 3071 bytes": cifar_entry(rows[:, :3071].copy(), [1, 2]),
+            "3 labels for 2 rows": cifar_entry(rows, [1, 2, 3]),
+            "no rows": cifar_entry(_ShapedArray((0, 3072), ""), []),  # numpy pickles b"" as builtins.bytes
+            "int64 pixels": cifar_entry(rows.astype(np.int64), [1, 2]),
+            "a label of 10": cifar_entry(rows, [1, 10]),
+            "a label past int64": cifar_entry(rows, [1, 2**70])}[case]
+    fake_cifar(tmp_path, extracted)
+    directory = tmp_path / "cifar10"
+    if extracted:
+        (directory / "cifar-10-batches-py" / "data_batch_3").write_bytes(blob)
+        source = directory / "cifar-10-batches-py"
+    else:
+        source = directory / "cifar-10-python.tar.gz"
+        with tarfile.open(source, "r:gz") as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        members["cifar-10-batches-py/data_batch_3"] = blob
+        with tarfile.open(source, "w:gz") as tar:
+            for name, content in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    with pytest.raises(GanlabError) as err:
+        load_split("cifar10", "train", str(tmp_path))
+    message = str(err.value)
+    assert str(source) in message and "is corrupt" in message and "delete it" in message and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+    assert load_split("cifar10", "test", str(tmp_path))[0].shape == (3, 3, 32, 32)  # the other split reads
+
+
+def test_train_on_an_overflowing_idx_file_is_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    """`ganlab train` with a corrupt data file: exit status 2, one line naming the file, no traceback
+    (the run used to fail inside with a ValueError from numpy's reshape, its traceback in train.log)."""
+    from test_bad_input import run_in_process
+
+    root = tmp_path / "data"
+    fake_mnist(root, "fashion_mnist", n_train=20, n_test=10)
+    bad = root / "fashion_mnist" / IDX_NAMES["train"][0]
+    bad.write_bytes(gzip.compress(idx_bytes((2, 2147549185, 4294836226), bytes(4))))
+    code, out, err = run_in_process(["dataset=fashion_mnist", f"dataset.root={root}", "steps=2"],
+                                    capsys, monkeypatch, tmp_path)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("ganlab: error: data file ") and str(bad) in lines[0], err
+    assert "Traceback" not in out + err + "".join(p.read_text() for p in tmp_path.rglob("train.log"))
 
 
 def test_cifar_pickle_may_not_run_code(tmp_path):

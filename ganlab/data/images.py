@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import logging
+import math
 import pickle
 import struct
 import tarfile
@@ -39,23 +40,38 @@ def _corrupt(path: Path | str, problem: str) -> GanlabError:
     return GanlabError(f"data file {path} is corrupt or truncated ({problem}); delete it so that it is fetched again")
 
 
+# IDX type codes (the third magic byte) and their item sizes; the datasets here are all 0x08.
+_IDX_TYPES = {0x08: ("unsigned bytes", 1), 0x09: ("signed bytes", 1), 0x0B: ("int16", 2), 0x0C: ("int32", 4),
+              0x0D: ("float32", 4), 0x0E: ("float64", 8)}
+
+
 def read_idx(path: str | Path) -> Tensor:
-    """An IDX file (gzipped or raw) of unsigned bytes, as a uint8 tensor of its dims."""
+    """An IDX file (gzipped or raw) of unsigned bytes, as a uint8 tensor of its dims.
+
+    The header is checked with Python ints, not numpy's 64-bit ones (whose product of dims wraps), and
+    the payload (decompressed, for a .gz) must be exactly as long as the dims say."""
     path = Path(path)
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off gzip, EOFError
         raise _corrupt(path, str(exc)) from None
-    if len(data) < 4 or data[:3] != b"\0\0\x08":  # magic: 0, 0, type 0x08 (uint8), number of dims
-        raise _corrupt(path, "not an IDX file of unsigned bytes")
-    ndim = data[3]
+    if len(data) < 4 or data[:2] != b"\0\0":  # magic: 0, 0, type code, number of dims
+        raise _corrupt(path, "not an IDX file")
+    type_code, ndim = data[2], data[3]
+    if type_code != 0x08:
+        kind = _IDX_TYPES[type_code][0] if type_code in _IDX_TYPES else "an unknown type"
+        raise _corrupt(path, f"IDX type 0x{type_code:02x} ({kind}); expected 0x08 (unsigned bytes)")
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
         raise _corrupt(path, "bad IDX header")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    if len(data) != header + int(np.prod(dims)):
-        raise _corrupt(path, f"{len(data) - header} bytes of data for dims {dims}")
+    dims = tuple(int(d) for d in struct.unpack(f">{ndim}I", data[4:header]))
+    if 0 in dims:
+        raise _corrupt(path, f"IDX dims {dims} have a zero dimension, so no data")
+    expected = math.prod(dims) * _IDX_TYPES[type_code][1]  # exact: a Python int never wraps
+    if len(data) - header != expected:
+        raise _corrupt(path, f"IDX dims {dims} need {expected} bytes of data; the "
+                             f"{'decompressed ' if path.suffix == '.gz' else ''}file holds {len(data) - header}")
     return torch.from_numpy(np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy())
 
 
@@ -96,8 +112,10 @@ def _read(name: str, split: str, sources: list[Path]) -> tuple[Tensor, Tensor]:
 
 
 def _read_cifar(source: Path, split: str) -> tuple[Tensor, Tensor]:
-    """The python batches, from the extracted directory or straight from the tar.gz."""
+    """The python batches, from the extracted directory or straight from the tar.gz. Each must hold
+    uint8 data of shape (n, 3072), n >= 1, and n labels in 0..9."""
     images, labels = [], []
+    batch = None
     try:
         with (contextlib.nullcontext() if source.is_dir() else tarfile.open(source, "r:gz")) as tar:
             for batch in _CIFAR_BATCHES[split]:
@@ -107,14 +125,20 @@ def _read_cifar(source: Path, split: str) -> tuple[Tensor, Tensor]:
                     member = tar.extractfile(f"{_CIFAR_DIR}/{batch}")
                     blob = member.read() if member else b""
                 entry = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
-                data, batch_labels = np.asarray(entry[b"data"], np.uint8), np.asarray(entry[b"labels"], np.int64)
-                if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
-                    raise ValueError(f"{batch} holds data {data.shape} and {len(batch_labels)} labels")
+                data = entry[b"data"]
+                if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+                    raise ValueError(f"data of {getattr(data, 'dtype', type(data).__name__)}, not uint8")
+                batch_labels = np.asarray(entry[b"labels"], np.int64)
+                if data.ndim != 2 or not len(data) or data.shape[1] != 3072 or batch_labels.shape != data.shape[:1]:
+                    raise ValueError(f"data {data.shape} and {batch_labels.size} labels, not (n, 3072) and n labels")
+                if batch_labels.min() < 0 or batch_labels.max() > 9:
+                    raise ValueError(f"labels {batch_labels.min()}..{batch_labels.max()}, not in 0..9")
                 images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R, G, B planes
                 labels.append(torch.from_numpy(batch_labels))
-    except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError, pickle.UnpicklingError,
+    except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError, OverflowError, pickle.UnpicklingError,
             tarfile.TarError, zlib.error) as exc:
-        raise _corrupt(source, f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+        where = f"{batch}: " if batch is not None else ""
+        raise _corrupt(source, f"{where}{type(exc).__name__}: {exc}".replace("\n", " ")) from None
     return torch.cat(images), torch.cat(labels)
 
 
