@@ -24,7 +24,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.argparsing import Parser
-from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked, explain_compose_error
+from ganlab.config import W_SAMPLES_PROTOCOL, check_data_root, compose_checked, explain_compose_error
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.hydra_private import parse_hydra_args
 from ganlab.launch import (
@@ -290,8 +290,9 @@ def _classifier_args(argv: list[str]) -> dict:
             if value not in TARGETS:
                 raise UsageError(f"dataset={value}: choose one of {', '.join(TARGETS)}")
             args[key] = value
-        else:  # dataset.root
+        else:  # dataset.root: refused now if it is not a directory, not passed over for a system copy
             args[key] = None if value in ("", "null") else value
+            check_data_root(args[key])
     if "dataset" not in args:
         raise UsageError(f"dataset= is required ({', '.join(TARGETS)}); usage: {CLASSIFIER_USAGE}")
     return args

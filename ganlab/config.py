@@ -18,6 +18,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -276,9 +277,32 @@ def validate(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)
+    check_data_root(OmegaConf.select(cfg, "dataset.root"))
+
+
+def check_data_root(root: Any, key: str = "dataset.root") -> None:
+    """A `dataset.root` that is given is an existing directory. Else a typo would be passed over without
+    a word: the files are looked up in read-only system copies too (Debian's /usr/share/datasets/...),
+    so a run would train on those with the root ignored (after training a missing classifier, for
+    minutes). Never created here. `ganlab classifier dataset.root=...` checks its value here too."""
+    if not isinstance(root, str) or root in ("", "null"):  # unset (a non-string: the type check says it)
+        return
+    from ganlab.data.files import data_root  # the stdlib only: no torch
+
+    path = Path(root).expanduser()
+    if path.is_dir():
+        return
+    default = (f"$GANLAB_DATA={os.environ['GANLAB_DATA']}" if os.environ.get("GANLAB_DATA")
+               else str(data_root(None)))
+    problem = "is a file, not a directory" if path.exists() else "does not exist"
+    raise ConfigError(f"{key}={root} {problem}: give the folder that holds the data (its files are read from "
+                      f"ROOT/<dataset>/), or leave {key} out to use {default}")
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+# torch.finfo(torch.float32).tiny, the smallest normal float32 (bfloat16's too): a positive value below it
+# is 0 or a subnormal (a few bits of precision) in what the networks compute in.
+FLOAT32_TINY = 1.1754943508222875e-38
 INT64_MAX = 2**63 - 1
 
 
@@ -289,7 +313,9 @@ def _shown(value: Any) -> str:
 def _check_numbers(node: Any, path: str) -> None:
     """Every number in the config is finite and fits what torch computes in: a non-finite value
     (inf, nan, 1e400) or one beyond float32 (a learning rate of 1e39) would only surface as a
-    diverged or crashed run, after the run directory was written."""
+    diverged or crashed run, after the run directory was written; a positive one below float32's
+    smallest normal number (a learning rate or a noise std of 1e-50) is 0 there, and the run would
+    "complete" having done nothing."""
     if isinstance(node, (DictConfig, ListConfig)):
         items = node.items() if isinstance(node, DictConfig) else enumerate(node)
         for key, value in items:
@@ -303,6 +329,15 @@ def _check_numbers(node: Any, path: str) -> None:
             raise ConfigError(f"{path}={node}: expected a finite number")
         if abs(node) > FLOAT32_MAX:
             raise ConfigError(f"{path}={node:g} is beyond float32's range (±3.4e38), which the networks compute in")
+        if 0 < node < FLOAT32_TINY:  # lr=1e-50 "completes" with weights that never moved
+            if path.endswith(".lr"):
+                why, fix = ("the rate is 0 (or subnormal) there, so the weights would never move",
+                            "a learning rate like the configs' 5e-5 to 1e-3")
+            else:
+                why, fix = ("it is 0 (or subnormal) there, so it would silently do nothing",
+                            f"0 (where allowed) or a value >= {FLOAT32_TINY:.3g}")
+            raise ConfigError(f"{path}={node:g} is below float32's smallest normal number ({FLOAT32_TINY:.3g}), which "
+                              f"the networks compute in: {why}; give {fix}")
     elif isinstance(node, int) and abs(node) > INT64_MAX:
         raise ConfigError(f"{path}={node} is too large for a 64-bit integer")
 

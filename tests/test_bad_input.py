@@ -126,3 +126,62 @@ def test_an_unknown_option_of_a_hydra_group_is_one_line(multirun, capsys, monkey
     assert_one_line(code, out, err, "hydra/launcher=nonexistent", "Could not find 'hydra/launcher/nonexistent'",
                     tmp_path)
     assert "choose one of: basic" in err and "cannot write" not in err
+
+
+# ---- values that would be passed over, or would make a run silently do nothing (issue 28) ----------
+# `--cfg job` composes and validates, and trains nothing: without the check, these "pass" (exit 0)
+# in a second instead of starting a run.
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_data_root_that_is_missing_or_a_file_is_refused(make, capsys, monkeypatch, tmp_path):
+    """Not passed over for another copy of the data (Debian's /usr/share/datasets/fashion-mnist) or
+    the default folder: one line naming the path and the fix, before any lookup."""
+    root = tmp_path / "typo"
+    if make == "file":
+        root.write_text("not a folder")
+    code, out, err = run_in_process(["dataset=fashion_mnist", f"dataset.root={root}", "--cfg", "job"],
+                                    capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, f"dataset.root={root}", f"dataset.root={root}", tmp_path)
+    says = "does not exist" if make == "missing" else "is a file, not a directory"
+    assert says in err and "give the folder that holds the data" in err and "leave dataset.root out" in err, err
+
+
+def test_the_classifier_command_refuses_a_missing_data_root(capsys, monkeypatch, tmp_path):
+    import ganlab.metrics.classifier_training as training
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a classifier was trained with a dataset.root that does not exist")
+
+    monkeypatch.setattr(training, "train_and_save", trained)
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exited:
+        main(["classifier", "dataset=fashion_mnist", f"dataset.root={tmp_path / 'typo'}", "force=true"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"ganlab: error: dataset.root={tmp_path / 'typo'} does not exist"), err
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["optim.g.lr=1e-50", "optim.d.lr=1e-50"], "optim.g.lr=1e-50 is below float32's smallest normal number"),
+    (["optim.g.lr=1e-40"], "optim.g.lr=1e-40 is below float32's smallest normal number"),
+    (["remedy=instance_noise", "remedy.instance_noise.std=1e-50"],
+     "remedy.instance_noise.std=1e-50 is below float32's smallest normal number"),
+    (["loss=dragan", "loss.perturb=1e-45"], "loss.perturb=1e-45 is below float32's smallest normal number"),
+])
+def test_a_positive_value_that_is_zero_in_float32_is_refused(overrides, says, capsys, monkeypatch, tmp_path):
+    """lr=1e-50 is 0 in float32: the run would "complete" with weights that never moved."""
+    code, out, err = run_in_process([*overrides, "--cfg", "job"], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, overrides, says, tmp_path)
+    if "lr" in says:
+        assert "the weights would never move" in err, err
+
+
+def test_a_smoothed_real_target_that_is_1_in_float32_is_refused():
+    from ganlab.errors import ConfigError
+    from ganlab.remedies.label_smoothing import LabelSmoothing
+
+    with pytest.raises(ConfigError, match=r"real_target=0\.99999999 is 1 in float32.*nothing would be smoothed"):
+        LabelSmoothing(real_target=0.99999999)
+    LabelSmoothing(real_target=0.9999999)  # 1 - 1e-7: float32 holds it
+    LabelSmoothing(real_target=1.0)        # no smoothing, said so
