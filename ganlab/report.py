@@ -4,7 +4,9 @@ Every run directory holds a `summary.json` (ganlab/train.py `run()`). The report
 groups the runs whose configs are equal once the seed and the bookkeeping keys are set aside, and
 gives for each group and metric the mean and the standard error over the completed seeds, how
 many runs diverged or failed, and the fraction of seeds that captured every mode. Runs that did
-not complete are counted and listed, never dropped.
+not complete are counted and listed, never dropped. A seed counts once: where one config and seed ran
+more than once (a sweep run again after it was interrupted), one run stands for it and a warning names
+the others (`drop_repeated_seeds`).
 
 A number alone is not a claim, so the report also gives:
 - reference rows under the table: what the runs' untrained G, a Gaussian fit to the data and the
@@ -26,6 +28,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import logging
 import math
 import re
 from collections import Counter
@@ -39,6 +42,10 @@ from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, protocol_metrics
 from ganlab.summary import RunSummary
 from ganlab.verdicts import Movement, Verdict
+
+# Warnings go to stderr: through the handlers of the `ganlab` logger where a caller set them up, else
+# through logging's last-resort handler (the message alone).
+log = logging.getLogger(__name__)
 
 # The metrics a 2-D run writes into summary.json (ganlab/evaluation.py); any other metric found in
 # the summaries is accepted too, so a new metric needs no change here.
@@ -66,7 +73,8 @@ _MISSING = "<missing>"  # the value of a key that a config does not have (hashab
 
 CAPTION = ("mean ± standard error over the completed runs of each configuration (s.e. = sample "
            "std with ddof=1 / √n; a single run shows its value alone). seeds: all runs of the "
-           "configuration, diverged and failed included. all modes: the fraction of those runs that "
+           "configuration, diverged and failed included, one run per seed (a seed run more than once with the same "
+           "config, as when a sweep is run again, counts once: see the notes). all modes: the fraction of those runs that "
            "captured every mode (modes_captured = n_modes); diverged and failed runs count in the "
            "denominator, as runs that did not.")
 VERDICT_CAPTION = ("vs {baseline}: each row against its baseline (the {baseline} group with the same dataset, "
@@ -221,6 +229,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     baseline: tuple[str, str] | None = None  # (key, value) of the baseline groups; None: no verdicts
     reference_rows: list[ReferenceRow] = field(default_factory=list)
+    # (the run counted, the runs of the same config and seed left out): drop_repeated_seeds
+    duplicates: list[tuple[Run, list[Run]]] = field(default_factory=list)
 
     @property
     def has_verdicts(self) -> bool:
@@ -330,6 +340,16 @@ class Report:
             rows.append([r.name, r.status, "" if r.step is None else str(r.step), " ".join(detail.split())])
         return rows
 
+    def duplicate_notes(self) -> list[str]:
+        """One line per seed that ran more than once: every run directory, and which one counts."""
+        notes = []
+        for kept, dropped in self.duplicates:
+            label = next((g.label for g in self.groups if any(r is kept for r in g.runs)), "")
+            notes.append(f"{label + ': ' if label else ''}seed {kept.seed} ran more than once with the same config; "
+                         f"counted once, from {kept.path} ({_attempt(kept)}); left out: "
+                         + ", ".join(f"{r.path} ({_attempt(r)})" for r in dropped))
+        return notes
+
     def tables(self) -> list:
         """The rich tables, in the order of `specs`."""
         return [spec.rich() for spec in self.specs()]
@@ -339,8 +359,9 @@ class Report:
         for i, spec in enumerate(self.specs()):
             out += spec.markdown(heading=i > 0) + [""]
         out += ["## Protocol", "", self.caption()]
-        if self.notes:
-            out += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]
+        notes = self.duplicate_notes() + self.notes
+        if notes:
+            out += ["", "## Notes", ""] + [f"- {note}" for note in notes]
         return "\n".join(out) + "\n"
 
     def csv(self) -> str:
@@ -490,6 +511,48 @@ def read_run(summary_path: Path, root: Path) -> Run:
                labels, config, metrics, n_modes, error=None if error is None else str(error),
                diverged_step=_int_or_none(summary.get("diverged_step")),
                references={k: v for k, v in references.items() if isinstance(v, dict)}, history=history)
+
+
+def _attempt(run: Run) -> str:
+    return f"{run.status}, step {'?' if run.step is None else run.step}"
+
+
+_OUTCOME_RANK = {"completed": 2, "diverged": 1}  # a result of the seed; interrupted, failed: an unfinished try
+
+
+def _preference(run: Run) -> tuple:
+    """Which of the runs of one config and seed counts (the largest): a completed run, else a diverged
+    one (both are results of the seed; an interrupted or failed run is not), then the one that trained
+    more steps, then the one whose summary.json was written last."""
+    try:
+        written = (run.path / "summary.json").stat().st_mtime_ns
+    except OSError:
+        written = -1
+    return _OUTCOME_RANK.get(run.status, 0), -1 if run.step is None else run.step, written
+
+
+def drop_repeated_seeds(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, list[Run]]]]:
+    """One run per config and seed. A sweep run again after it was killed trains every seed again
+    in a new folder: counting both would count each seed twice and shrink every standard error by
+    about √2. Runs are the same experiment and seed when their configs are equal once the
+    bookkeeping keys are set aside (the report's grouping: `_experiment_key`) and their seeds are
+    equal; of those `_preference` picks one, and on a full tie the last in path order. Returns the
+    runs kept, in their order, and (the run kept, the runs left out) for each seed run more than once.
+    Unreadable summaries and runs without a seed are kept as they are."""
+    buckets: dict[tuple, list[int]] = {}
+    for i, run in enumerate(runs):
+        if run.status != "unreadable" and run.seed is not None:
+            buckets.setdefault((_experiment_key(run), run.seed), []).append(i)
+    left_out: set[int] = set()
+    duplicates = []
+    for members in buckets.values():
+        if len(members) < 2:
+            continue
+        kept = max(members, key=lambda i: (_preference(runs[i]), i))
+        dropped = [i for i in members if i != kept]
+        left_out.update(dropped)
+        duplicates.append((runs[kept], [runs[i] for i in dropped]))
+    return [r for i, r in enumerate(runs) if i not in left_out], duplicates
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -792,6 +855,7 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
     runs = find_runs(root)
     if not runs:
         raise ConfigError(f"no runs under {root}: no summary.json found (a run writes it when it ends)")
+    runs, duplicates = drop_repeated_seeds(runs)
 
     readable = [r for r in runs if r.status != "unreadable"]
     known = list(dict.fromkeys([*METRICS, *(m for r in readable for m in r.metrics)]))
@@ -834,7 +898,7 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
                     seen += 1
                     labels[i] = f"{label} [{seen}]"
 
-    report = Report(root, metrics, by, [], runs)
+    report = Report(root, metrics, by, [], runs, duplicates=duplicates)
     for members, pairs, label in zip(groups, items, labels):
         group = Group(label, pairs, members, uses=tuple(dict.fromkeys(u for r in members for u in _uses(r))))
         completed = [r for r in members if r.outcome == "completed"]
@@ -851,12 +915,10 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
         group.movement = {m: verdicts.still_moving(*group.curves(m)) for m in metrics}
         group.flags = _flags(group, metrics)
         report.groups.append(group)
-        # Within one config a repeated seed is a repeated run (two sweeps into one folder?); with
-        # --by, configs that share seeds are pooled on purpose.
-        seeds = Counter(r.seed for r in members) if not by else Counter()
-        repeated = sorted(str(s) for s, c in seeds.items() if c > 1)
-        if repeated:
-            report.notes.append(f"{label}: seed {', '.join(repeated)} appears more than once; each run counts")
+    # A seed of one config counts once (drop_repeated_seeds); with --by, configs that share seeds are
+    # pooled on purpose. Said on stderr, and in report.md's notes.
+    for note in report.duplicate_notes():
+        log.warning(note)
     if _assign_baselines(report.groups, metrics, spec, explicit=baseline is not None):
         report.baseline = spec
     report.reference_rows = _reference_rows(report.groups, metrics)

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import os
 
 import pytest
 from conftest import TINY, ganlab, make_cfg
@@ -234,6 +235,139 @@ def test_summaries_without_config_group_by_their_labels(tmp_path):
     assert groups["loss=nsgan"].all_modes_fraction is None  # n_modes unknown: not guessed
     assert groups["loss=nsgan"].all_modes_text() == "n/a"
     assert groups["loss=wgan_gp"].all_modes_fraction == 1.0
+
+
+# ---- a seed run twice ----------------------------------------------------------------------
+
+
+def _written_at(run_dir, seconds):
+    """Set when a run's summary.json was written (its modification time)."""
+    os.utime(run_dir / "summary.json", (seconds, seconds))
+
+
+@pytest.fixture
+def rerun(tmp_path):
+    """`ganlab train -m seed=0,1,2` killed by SIGTERM, then the same command again: a second sweep
+    folder that trained all three seeds again. Seed 0 had completed in the first sweep too."""
+    first, second = tmp_path / "multirun/day/10-00-00", tmp_path / "multirun/day/11-00-00"
+    write_summary(first / "0", 0, metrics=metrics(2))
+    write_summary(first / "1", 1, status="interrupted", step=40, metrics=metrics(1), error="SIGTERM")
+    write_summary(first / "2", 2, status="interrupted", step=70, metrics=metrics(1), error="SIGTERM")
+    for seed, modes in enumerate([5, 6, 7]):
+        write_summary(second / str(seed), seed, metrics=metrics(modes))
+    for seed in range(3):  # the second sweep ran later
+        _written_at(first / str(seed), 1_000_000)
+        _written_at(second / str(seed), 2_000_000)
+    return tmp_path / "multirun", first, second
+
+
+def _duplicate_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "more than once" in r.getMessage()]
+
+
+def test_a_seed_trained_again_counts_once(rerun, caplog):
+    root, first, second = rerun
+    report = build_report(root)
+    (group,) = report.groups
+    # one run per seed, each the second sweep's (completed; seed 0 completed in both: the later one)
+    assert sorted(r.seed for r in group.runs) == [0, 1, 2]
+    assert all(r.path.parent == second for r in group.runs)
+    assert (group.n_seeds, group.n_completed, group.n_failed) == (3, 3, 0)
+    modes = group.stats["modes_captured"]
+    assert (modes.mean, modes.n) == (6.0, 3) and modes.se == pytest.approx(1 / math.sqrt(3))  # 5, 6, 7
+    assert report.problems == []  # the left-out interrupted runs are not listed as counted
+    assert [r.path for r in report.runs] == [second / "0", second / "1", second / "2"]
+    assert [(kept.path, [d.path for d in dropped]) for kept, dropped in report.duplicates] == [
+        (second / str(s), [first / str(s)]) for s in range(3)]
+    # a warning per seed names both run directories and the one counted
+    warnings = _duplicate_warnings(caplog)
+    assert len(warnings) == 3
+    for seed, text in enumerate(warnings):
+        assert f"seed {seed} " in text and str(first / str(seed)) in text and str(second / str(seed)) in text
+        assert text.index(str(second / str(seed))) < text.index("left out") < text.index(str(first / str(seed)))
+    assert "(interrupted, step 40)" in warnings[1]
+    # the seeds column says 3 everywhere: the terminal table, report.md and report.csv
+    (row,) = report.overview_spec().rows
+    assert row[1:4] == ["3", "0", "0"]
+    md = report.markdown()
+    assert "| dataset=ring loss=nsgan remedy=none | 3 | 0 | 0 |" in md
+    assert str(first / "1") in md.split("## Notes")[1]  # what was left out, in report.md's notes
+    (csv_row,) = csv.DictReader(io.StringIO(report.csv()))
+    assert (csv_row["n_seeds"], csv_row["n_completed"], csv_row["modes_captured_n"]) == ("3", "3", "3")
+
+
+def test_cli_warns_on_stderr_about_a_seed_trained_again(rerun):
+    root, first, second = rerun
+    out = ganlab("report", str(root), "--metrics", "modes_captured", cwd=root)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if "more than once" in line]
+    assert len(warnings) == 3 and all(str(first) in w and str(second) in w for w in warnings), out.stderr
+    assert "more than once" not in out.stdout
+    assert "6.00 ± 0.58" in out.stdout  # 5, 6, 7
+
+
+@pytest.mark.parametrize("a, b, used", [
+    # neither completed: the one that trained more steps, although the other was written later
+    (dict(status="interrupted", step=80, at=1), dict(status="failed", step=40, at=2), "a"),
+    # a completed run over one that did not, whatever their steps and times
+    (dict(status="interrupted", step=90, at=2), dict(status="completed", step=50, at=1), "b"),
+    # a diverged run (a result of the seed) over an interrupted one that ran longer
+    (dict(status="interrupted", step=90, at=2), dict(status="diverged", step=30, at=1), "b"),
+    # both completed at the same step: the later-written, whichever folder sorts first
+    (dict(status="completed", step=100, at=2), dict(status="completed", step=100, at=1), "a"),
+    # and on equal times, the later folder
+    (dict(status="completed", step=100, at=1), dict(status="completed", step=100, at=1), "b"),
+])
+def test_which_of_two_runs_of_a_seed_counts(tmp_path, caplog, a, b, used):
+    for name, spec in (("a", a), ("b", b)):
+        write_summary(tmp_path / name / "0", 0, status=spec["status"], step=spec["step"],
+                      metrics=metrics(3 if name == "a" else 4))
+        _written_at(tmp_path / name / "0", 1_000_000 * spec["at"])
+    # b ran with more threads on another device: bookkeeping keys, the same experiment
+    summary = json.loads((tmp_path / "b/0/summary.json").read_text())
+    summary["config"].update(cpu_threads=4, device="cuda")
+    (tmp_path / "b/0/summary.json").write_text(json.dumps(summary))
+    _written_at(tmp_path / "b" / "0", 1_000_000 * b["at"])
+    report = build_report(tmp_path)
+    (group,) = report.groups
+    (run,) = group.runs
+    assert run.path == tmp_path / used / "0" and group.n_seeds == 1
+    (text,) = _duplicate_warnings(caplog)
+    other = "b" if used == "a" else "a"
+    assert text.index(str(tmp_path / used / "0")) < text.index("left out") < text.index(str(tmp_path / other / "0"))
+
+
+def test_the_same_seed_of_another_config_is_kept(tmp_path, caplog):
+    write_summary(tmp_path / "sweep1/0", 0, lr=1e-3, metrics=metrics(3))
+    write_summary(tmp_path / "sweep2/0", 0, lr=1e-4, metrics=metrics(5))
+    write_summary(tmp_path / "sweep2/1", 0, loss="wgan_gp", metrics=metrics(7))
+    groups = by_label(build_report(tmp_path))
+    assert {k: (g.n_seeds, g.stats["modes_captured"].mean) for k, g in groups.items()} == {
+        "loss=nsgan optim.g.lr=0.001": (1, 3.0), "loss=nsgan optim.g.lr=0.0001": (1, 5.0),
+        "loss=wgan_gp optim.g.lr=0.001": (1, 7.0)}
+    # --by pools configs that share seeds on purpose: each run counts, none is a duplicate
+    pooled = by_label(build_report(tmp_path, by=["loss"]))
+    assert pooled["loss=nsgan"].n_seeds == 2 and pooled["loss=nsgan"].stats["modes_captured"].mean == 4.0
+    assert _duplicate_warnings(caplog) == []
+    # ... but a run of the same config and seed is still one run with --by
+    write_summary(tmp_path / "sweep3/0", 0, lr=1e-3, metrics=metrics(1))
+    _written_at(tmp_path / "sweep3/0", 1)  # the older one: sweep1's run counts
+    pooled = by_label(build_report(tmp_path, by=["loss"]))
+    assert pooled["loss=nsgan"].n_seeds == 2 and pooled["loss=nsgan"].stats["modes_captured"].mean == 4.0
+    assert len(_duplicate_warnings(caplog)) == 1
+
+
+def test_other_seeds_of_the_same_config_in_another_sweep_are_kept(tmp_path, caplog):
+    write_summary(tmp_path / "sweep1/0", 0, metrics=metrics(3))
+    write_summary(tmp_path / "sweep1/1", 1, metrics=metrics(4))
+    write_summary(tmp_path / "sweep2/0", 2, metrics=metrics(5))
+    write_summary(tmp_path / "sweep2/1", 3, metrics=metrics(8))
+    report = build_report(tmp_path)
+    (group,) = report.groups
+    assert group.n_seeds == 4 and sorted(r.seed for r in group.runs) == [0, 1, 2, 3]
+    assert group.stats["modes_captured"].mean == 5.0
+    assert report.overview_spec().rows[0][1] == "4" and report.duplicates == []
+    assert _duplicate_warnings(caplog) == []
 
 
 # ---- options -------------------------------------------------------------------------------
