@@ -18,7 +18,7 @@ from typing import BinaryIO
 from ganlab.errors import GanlabError
 
 # What the user can do about a failed write, by its errno.
-_FIXES = {
+FIXES = {
     errno.ENOSPC: "free some space on its disk",
     errno.EDQUOT: "free some space: the disk quota is used up",
     errno.EFBIG: "raise the file-size limit, `ulimit -f`",
@@ -61,7 +61,7 @@ def describe(exc: BaseException) -> str:
     seen = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.strerror:
-            fix = _FIXES.get(seen.errno)
+            fix = FIXES.get(seen.errno)
             return f"{seen.strerror} ({fix})" if fix else seen.strerror
         seen = seen.__cause__ or seen.__context__
     lines = str(exc).strip().splitlines()

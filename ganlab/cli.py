@@ -39,6 +39,7 @@ from ganlab.launch import (
     train_job,
 )
 from ganlab.preflight import Refused
+from ganlab.streams import STDOUT, on_stdout, watched_stdout, write_error, written_file
 
 log = logging.getLogger("ganlab")
 
@@ -114,10 +115,14 @@ def train(args: list[str]) -> None:
         raise ConfigError(explain_compose_error(exc, overrides, parsed.config_dir)) from None
     except (ConfigCompositionException, OmegaConfBaseException) as exc:
         raise ConfigError(explain_compose_error(exc, overrides, parsed.config_dir)) from None
-    except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        raise WriteError(f"cannot write{where}: {exc.strerror or exc}; free some space or choose a writable "
-                         "directory (hydra.run.dir=PATH)") from None
+    except OSError as exc:  # Hydra writing .hydra/ (or a sweep's closing line) on a full disk, a full stdout
+        if isinstance(exc, BrokenPipeError) and on_stdout(exc):
+            raise  # the reader of our output went away: main() ends quietly
+        named = write_error(exc, "; free some space or choose a writable directory (hydra.run.dir=PATH)")
+        if named is not None:
+            raise named from None
+        raise WriteError(f"cannot write the run's files: {exc.strerror or exc}; free some space or choose a "
+                         "writable directory (hydra.run.dir=PATH)") from None
 
 
 def eval_parser() -> Parser:
@@ -231,7 +236,9 @@ def report(argv: list[str]) -> None:
     try:
         written = write_report(report)
     except OSError as exc:
-        raise WriteError(f"cannot write the report into {args.path}: {exc.strerror or exc}") from None
+        where = written_file(exc)
+        where = f"{where} (the report in {args.path})" if where else f"the report into {args.path}"
+        raise WriteError(f"cannot write {where}: {exc.strerror or exc}") from None
     tables = report.tables()
     console = Console()
     if not console.is_terminal:  # into a file or a pipe: the tables whole, not squeezed into 80 columns
@@ -387,12 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _on_signal) for sig in _START_UP_SIGNALS} if on_main_thread else {}
     try:
-        _main(argv)
-    except BrokenPipeError:
-        # The reader went away (`ganlab --help | head`): what it did not read is not an error to report.
-        # stdout to /dev/null, so that the interpreter's last flush does not fail again (Python's docs, signal).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        with watched_stdout():  # which OSError was standard output's: one line on stderr, not a lost one
+            _main(argv)
     except KeyboardInterrupt as exc:
         # Ctrl-C or SIGTERM before a run's loop took over the signal (start-up, a report): nothing
         # half-written stays behind (every file is written atomically), so one line says it all.
@@ -407,22 +410,54 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(sig, handler)
 
 
+# The exit status of a command whose standard output was a pipe that its reader closed (`ganlab report DIR |
+# head`): a Unix tool killed by SIGPIPE ends with 128 + 13, as the shell reports it.
+SIGPIPE_STATUS = 128 + signal.SIGPIPE
+
+
 def _main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return
-    command, rest = argv[0], argv[1:]
     try:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(usage())
+            return
+        command, rest = argv[0], argv[1:]
         _command(command, rest)
     except GanlabError as exc:  # the one place an error becomes its line and exit status
         fail(str(exc), exc.exit_code)
+    except SystemExit as exc:
+        # rich meets a closed pipe itself: stdout to /dev/null and SystemExit(1) (Console.on_broken_pipe)
+        if isinstance(exc.__context__, BrokenPipeError) and on_stdout(exc.__context__):
+            sys.exit(SIGPIPE_STATUS)
+        raise
+    except OSError as exc:
+        if not on_stdout(exc):
+            raise
+        if isinstance(exc, BrokenPipeError):
+            # The reader went away (`ganlab report DIR | head`): what it did not read is not an error to
+            # report. No line, and the status of a Unix tool that SIGPIPE ended (Python ignores the signal);
+            # watched_stdout() then points stdout at /dev/null, so that the interpreter's last flush does not
+            # fail again (Python's docs, "Note on SIGPIPE").
+            sys.exit(SIGPIPE_STATUS)
+        # `ganlab ... >/dev/full`: said on stderr, since stdout cannot take it.
+        fail(f"cannot write to {STDOUT}: {exc.strerror or exc}", WriteError.exit_code)
+
+
+def _check_working_directory() -> None:
+    """A working directory deleted under the shell would end a command in torch's import (an MKL abort
+    without Python's help: "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"); Hydra and every
+    relative path need it too. Checked before any command imports torch."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists: cd to an existing directory") from None
 
 
 def _command(command: str, rest: list[str]) -> None:
     run = {"train": train, "eval": evaluate, "report": report, "classifier": classifier}.get(command)
     if run is None:
         raise UsageError(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
+    _check_working_directory()
     run(rest)
 
 

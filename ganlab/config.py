@@ -425,9 +425,7 @@ _KINDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or fals
 def explain_compose_error(exc: Exception, overrides: list[str], config_dir: str | Path | None = None) -> str:
     """Turn Hydra's multi-line composition error into one line naming the key and the fix."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
-        group, _, option = exc.missing_cfg_file.rpartition("/")
-        choices = ", ".join(sorted(exc.options or []))
-        return f"unknown option {group}={option}; choose one of: {choices}"
+        return _unknown_option(exc, overrides, config_dir)
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
     text = str(exc)
     if "Could not override" in text or "not in struct" in text:
@@ -440,9 +438,62 @@ def explain_compose_error(exc: Exception, overrides: list[str], config_dir: str 
         kind = reason.rpartition("could not be converted to ")[2]
         if kind in _KINDS and "Value '" in reason:  # OmegaConf's "Value 'x' of type 'str' could not be ..."
             value = reason.split("Value '", 1)[1].split("' of type", 1)[0]
-            return f"bad value for '{key}': {key}={value!r} is not {_KINDS[kind]}"
+            hint = _integer_hint(key, value, kind)
+            return f"bad value for '{key}': {_as_typed(key, value, text)} is not {_KINDS[kind]}{hint}"
         return f"bad value for '{key}': {reason}"
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _as_typed(key: str, value: str, text: str) -> str:
+    """`key=value` as the user typed it: Hydra's "Error merging override steps=1e3" holds the override,
+    where OmegaConf's message has the value it parsed (1e3 as '1000.0'). A word stays quoted
+    (steps='abc'); a number is shown as it was written."""
+    typed = value
+    prefix = "Error merging override "
+    if text.startswith(prefix):
+        name, sep, written = text[len(prefix):].splitlines()[0].partition("=")
+        if sep and name.lstrip("+~") == key:
+            typed = written
+    try:
+        float(typed)
+    except ValueError:
+        return f"{key}={typed!r}"
+    return f"{key}={typed}"
+
+
+def _integer_hint(key: str, value: str, kind: str) -> str:
+    """For an integer key given a whole number in float form (steps=1e3): the integer to write."""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if kind != "Integer" or not math.isfinite(number) or not number.is_integer():
+        return ""
+    return f"; write {key}={int(number)}"
+
+
+def _unknown_option(exc: MissingConfigException, overrides: list[str], config_dir: str | Path | None) -> str:
+    """"unknown option GROUP=OPTION; choose one of: ..." with the options of the folder the option was looked
+    up in: `optim=paper/nope` is looked up in optim/paper/, whose options (paper/dragan, ...) are listed, as
+    the user writes them; Hydra's own list is the top group's (optim's adam, rmsprop)."""
+    missing = exc.missing_cfg_file
+    folder, _, option = missing.rpartition("/")
+    group, shown = folder, option  # as named in a defaults list: optim/paper=nope
+    for line in overrides:  # as the user named it: optim=paper/nope
+        key, sep, value = line.partition("=")
+        name = key.lstrip("+~").split("@", 1)[0]
+        if sep and f"{name}/{value}" == missing:
+            group, shown = name, value
+    subfolder = shown.rpartition("/")[0]
+    try:
+        found = options(folder, config_dir)
+    except Exception:  # noqa: BLE001 - only an error message's list: never a second error
+        found = []
+    if found:
+        choices = [f"{subfolder}/{c}" if subfolder else c for c in found]
+    else:  # a folder that does not exist (optim=nope/x): the top group's options, as Hydra lists them
+        choices = sorted(exc.options or [])
+    return f"unknown option {group}={shown}; choose one of: {', '.join(choices)}"
 
 
 def _known_keys(parent: str, overrides: list[str] = (), config_dir: str | Path | None = None) -> str:

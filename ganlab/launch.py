@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, Role, keys_with
 from ganlab.errors import ConfigError, GanlabError
+from ganlab.streams import FULL_DISK_ERRNOS, on_stdout, write_error
 from ganlab.summary import RunSummary
 
 log = logging.getLogger("ganlab")
@@ -161,7 +162,15 @@ def train_job(cfg: DictConfig) -> dict | None:
         for handler in consoles:
             handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
     try:
-        return run(cfg, run_dir, labels, progress=False if parallel else None)
+        try:
+            return run(cfg, run_dir, labels, progress=False if parallel else None)
+        except OSError as exc:  # a write that failed outside ganlab's writers (>/dev/full): one line naming the file
+            named = None
+            if on_stdout(exc) and not isinstance(exc, BrokenPipeError) or exc.errno in FULL_DISK_ERRNOS:
+                named = write_error(exc)
+            if named is None:  # another error, or a closed pipe (cli._main ends quietly): as it is
+                raise
+            raise named from None
     except Interrupted as exc:
         # Stop the whole sweep: the signal was meant for all of it. A re-run with resume=auto
         # resumes this job and starts the ones after it.
@@ -180,6 +189,8 @@ def train_job(cfg: DictConfig) -> dict | None:
         print(f"ganlab: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - a bug or a resource error: this job failed, a sweep goes on
+        if isinstance(exc, BrokenPipeError) and on_stdout(exc):
+            raise  # the reader of our output went away: `ganlab` ends quietly (cli._main)
         with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
             traceback.print_exc(file=f)
         log.error("%s failed: %s: %s (the traceback is in %s)", run_dir.name, type(exc).__name__,

@@ -135,8 +135,36 @@ def check_run_dir_free(directory: Path, key: str, resuming: bool) -> None:
     if resuming or not directory.is_dir():
         return
     markers = (SUMMARY, "checkpoint.pt", ".hydra")
-    if any(next(directory.rglob(m), None) is not None for m in markers):
-        raise ConfigError(f"{key}={directory} already holds a run; pick a new directory (nothing there was touched)")
+    if not any(next(directory.rglob(m), None) is not None for m in markers):
+        return
+    if stopped_before_first_checkpoint(directory):
+        # A full disk or a data error at start-up (or a kill) left it: nothing to resume, and resume=auto
+        # starts it afresh there (a completed or diverged run, or another config, it would refuse).
+        raise ConfigError(f"{key}={directory} holds a run that stopped before its first checkpoint (nothing to "
+                          f"resume); start it again there with `{again_command('resume=auto')}`, or pick a new "
+                          "directory (nothing there was touched)")
+    raise ConfigError(f"{key}={directory} already holds a run; pick a new directory (nothing there was touched)")
+
+
+def stopped_before_first_checkpoint(directory: Path) -> bool:
+    """Whether the runs in `directory` all stopped before their first checkpoint: no checkpoint.pt, and no
+    summary.json other than a failed run's (a run that failed at start-up, on a full disk, or was killed)."""
+    if next(directory.rglob("checkpoint.pt"), None) is not None:
+        return False
+    for path in directory.rglob(SUMMARY):
+        summary = RunSummary.read_or_none(path.parent)
+        if summary is None or summary.status != "failed":
+            return False
+    return True
+
+
+def again_command(*extra: str) -> str:
+    """This `ganlab train` command as the user typed it (cli.train sets sys.argv to it), with `extra` added."""
+    import shlex
+
+    if sys.argv[:1] != ["ganlab-train"]:  # checked from Python, not the CLI
+        return " ".join(["ganlab train ...", *extra])
+    return shlex.join(["ganlab", "train", *sys.argv[1:], *extra])
 
 
 def check_auto_resume(directory: Path, configs: list[dict]) -> None:

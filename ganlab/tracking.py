@@ -104,7 +104,13 @@ class Tracker:
         try:
             yield
         except OSError as exc:
-            raise GanlabError(f"cannot write TensorBoard events in {self.run_dir}: {describe(exc)}") from None
+            raise GanlabError(f"cannot write TensorBoard events {self.events_file()}: {describe(exc)}") from None
+
+    def events_file(self) -> Path:
+        """The event file this run writes (one per segment of a resumed run), for an error line to name."""
+        writer = getattr(self.writer.file_writer, "event_writer", None)  # torch's EventFileWriter
+        name = getattr(writer, "_file_name", None)
+        return Path(name) if name else self.run_dir / "events.out.tfevents.*"
 
     def flush(self) -> None:
         """TensorBoard's events on disk now."""

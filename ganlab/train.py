@@ -278,9 +278,15 @@ class SetUp:
         labels, cfg = self.summary.labels, self.cfg
         hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
                    "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
-        # On resume, TensorBoard drops what the first segment logged after the checkpoint's step.
+        # On resume, TensorBoard drops what the first segment logged after the checkpoint's step. A fresh
+        # start into a directory that already holds events (resume=auto after a run stopped before its first
+        # checkpoint) drops them all, from step 0: the step-0 reference rows are logged once, by this run.
+        if self.start_step:
+            purge_step = self.start_step + 1
+        else:
+            purge_step = 0 if next(self.run_dir.glob("events.out.tfevents.*"), None) is not None else None
         return Tracker(self.run_dir, cfg.steps, hparams, self.evaluator.metric_keys, progress=progress,
-                       purge_step=self.start_step + 1 if self.start_step else None)
+                       purge_step=purge_step)
 
 
 def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: torch.device,

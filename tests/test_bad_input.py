@@ -112,6 +112,12 @@ def test_the_installed_cli_agrees(override, tmp_path):
     ("steps=99999999999999999999", "ganlab: error: steps=99999999999999999999 is out of range"),
     ("optim.d.lr=1e400", "ganlab: error: optim.d.lr=inf: expected a finite number"),
     ("eval.samples=1000000000", "ganlab: error: eval.samples=1000000000 needs about"),
+    # issue 28: the value as typed (not OmegaConf's float '1000.0'), and the integer to write instead
+    ("steps=1e3", "ganlab: error: bad value for 'steps': steps=1e3 is not an integer; write steps=1000"),
+    ("steps=2.5", "ganlab: error: bad value for 'steps': steps=2.5 is not an integer"),
+    # issue 28: a nested group's unknown option lists that group's options (optim/paper's), not optim's
+    ("optim=paper/nope", "ganlab: error: unknown option optim=paper/nope; choose one of: paper/dragan, paper/hinge, "
+                         "paper/loss_sensitive, paper/lsgan, paper/wgan, paper/wgan_gp"),
 ])
 def test_the_lines_say_what_is_wrong(override, line, capsys, monkeypatch, tmp_path):
     code, out, err = run_in_process([override], capsys, monkeypatch, tmp_path)

@@ -372,6 +372,33 @@ def test_an_old_classifier_without_its_test_split_loads_without_confusion(cache,
     assert "the confusion-corrected mode counts are left out" in line and "\n" not in line
 
 
+def test_no_training_is_announced_before_the_data_is_read(cache, monkeypatch, caplog):
+    """Issue 28: a data error (missing or corrupt files) must not be preceded by "training one now
+    (about 8 minutes)": the announcement comes once the data has been read."""
+    import ganlab.data.images
+
+    def unreadable(name, split, root=None):
+        raise GanlabError(f"{name} {split} files are corrupt")
+
+    monkeypatch.setattr(ganlab.data.images, "load_split", unreadable)
+    with caplog.at_level("INFO"), pytest.raises(GanlabError, match="mnist train files are corrupt"):
+        training.ensure_classifier("mnist", None)
+    assert not any("training one now" in r.getMessage() for r in caplog.records), caplog.text
+    assert not clf.classifier_path("mnist").exists()
+
+    # With the data read, it is announced before the training starts (and the log goes on with the epochs).
+    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    monkeypatch.setattr(training, "DEFAULT_EPOCHS", {"mnist": 1})
+    monkeypatch.setattr(training, "set_confusion", lambda *args: True)  # the matrices take seconds: not the point here
+    monkeypatch.setattr(training, "add_confusion", lambda *args: True)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        training.ensure_classifier("mnist", None)
+    messages = [r.getMessage() for r in caplog.records]
+    announced = next(i for i, m in enumerate(messages) if "training one now" in m)
+    assert announced < next(i for i, m in enumerate(messages) if m.startswith("epoch 1/1"))
+
+
 def test_a_malformed_confusion_matrix_is_a_one_line_error(cache):
     _, path = _saved()
     saved = torch.load(path, weights_only=True)

@@ -1,6 +1,10 @@
 """The CLI end to end, in subprocesses, as a user runs it."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -248,3 +252,54 @@ def test_eval_usage_names_a_run_directory_or_a_samples_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", str(tmp_path / "nowhere"), "--samples", "5000", "metrics.inception=false", "eval.batch=500"])
     assert capsys.readouterr().err.strip() == f"ganlab: error: no run directory at {tmp_path / 'nowhere'}"
+
+
+# ---- standard output that cannot be written, and a working directory that is gone (issue 28) -----------
+
+
+def _ganlab_with_stdout(args, cwd, stdout, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ganlab", *args], cwd=cwd, env=env, stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=300, **kwargs)
+
+
+def test_a_full_standard_output_ends_in_one_line_on_stderr(tmp_path):
+    """`ganlab train ... >/dev/full`: the run's files are written, and the error that its table could not be
+    printed is one line on stderr (not a line sent to the unwritable stdout); `ganlab --help` too."""
+    with open("/dev/full", "w") as full:
+        trained = _ganlab_with_stdout(["train", *TINY, "steps=5", "hydra.run.dir=run"], tmp_path, full)
+        helped = _ganlab_with_stdout(["--help"], tmp_path, full)
+    for result in (trained, helped):
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "ganlab: error: cannot write to standard output: No space left on device"], result.stderr
+    assert json.loads((tmp_path / "run/summary.json").read_text())["status"] == "completed"
+
+
+def test_a_closed_pipe_on_standard_output_exits_quietly_with_141(tmp_path):
+    """`ganlab report DIR | head -c 10`: the reader left; as `seq`, `cat` and other Unix tools killed by
+    SIGPIPE, no message and the status 128 + SIGPIPE (141)."""
+    from conftest import make_cfg
+
+    from ganlab.train import run
+
+    run(make_cfg(*TINY, "steps=5"), tmp_path / "run")
+    for args in (["report", "run"], ["--help"]):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "ganlab", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # no reader: every write to standard output is EPIPE
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 128 + signal.SIGPIPE and err == "", (args, proc.returncode, err)
+
+
+def test_a_deleted_working_directory_is_refused_in_one_line(tmp_path):
+    """Deleted under a running shell: one line, before torch is imported (it would abort with "Intel oneMKL
+    FATAL ERROR: Cannot load libtorch_cpu.so")."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    result = _ganlab_with_stdout(["train", *TINY], gone, subprocess.PIPE,
+                                 preexec_fn=lambda: os.rmdir(gone))  # after the child's chdir into it
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ganlab: error: the current directory no longer exists: cd to an existing directory"], result.stderr

@@ -110,11 +110,14 @@ def test_a_training_that_hits_a_full_disk_ends_in_one_line_and_keeps_its_checkpo
     assert summary["status"] == "failed" and "File too large" in summary["error"]
 
 
-@pytest.mark.parametrize("limit, where", [(2_000, "Hydra's .hydra record"), (20_000, "TensorBoard's event file")])
-def test_a_full_disk_before_the_first_checkpoint_is_one_line(tmp_path, limit, where):
+@pytest.mark.parametrize("limit, where, named", [
+    (2_000, "Hydra's .hydra record", "cannot write {}/run/.hydra/"),
+    (20_000, "TensorBoard's event file", "cannot write TensorBoard events {}/run/events.out.tfevents."),
+])
+def test_a_full_disk_before_the_first_checkpoint_is_one_line(tmp_path, limit, where, named):
     """The disk fills while Hydra writes .hydra/ (before any ganlab code runs in the job), or under
-    TensorBoard's writer thread: one `ganlab: error:` line, never a traceback or Hydra's
-    HYDRA_FULL_ERROR hint."""
+    TensorBoard's writer thread: one `ganlab: error:` line naming the file (issue 28), never a traceback
+    or Hydra's HYDRA_FULL_ERROR hint."""
     result = subprocess.run([sys.executable, "-m", "ganlab", "train", *TINY_RUN, "hydra.run.dir=run"], cwd=tmp_path,
                             env={**os.environ, "COLUMNS": "1000"}, capture_output=True, text=True, timeout=300,
                             preexec_fn=limit_file_size(limit))
@@ -123,7 +126,35 @@ def test_a_full_disk_before_the_first_checkpoint_is_one_line(tmp_path, limit, wh
     assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out and "Exception in thread" not in out, (where, out)
     errors = [line for line in out.splitlines() if "ganlab: error:" in line]
     assert len(errors) == 1 and "File too large" in errors[0], (where, out)
+    assert named.format(tmp_path) in errors[0], (where, errors[0])
     assert leftovers(tmp_path / "run") == []
+
+
+def test_a_full_disk_at_the_first_write_names_the_file_and_the_command_that_starts_it_again(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """`ulimit -f 1` (1 KiB): Hydra's first file, .hydra/config.yaml, fails half-written. The line names it;
+    the directory left behind holds no checkpoint, so the same command is refused with the exact command
+    that starts the run again there (resume=auto), which then completes."""
+    from ganlab.cli import main
+
+    command = ["train", *TINY, "steps=5", "hydra.run.dir=run"]
+    full = subprocess.run([sys.executable, "-m", "ganlab", *command], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "1000"}, timeout=300, preexec_fn=limit_file_size(1024))
+    assert full.returncode == 1, full.stderr
+    assert error_lines(full) == [f"ganlab: error: cannot write {tmp_path / 'run/.hydra/config.yaml'}: File too large "
+                                 "(raise the file-size limit, `ulimit -f`)"], full.stderr
+    assert "Traceback" not in full.stdout + full.stderr
+
+    monkeypatch.chdir(tmp_path)  # the same command again, in this process (no second start-up)
+    with pytest.raises(SystemExit) as again:
+        main(command)
+    assert again.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "ganlab: error: hydra.run.dir=run holds a run that stopped before its first checkpoint (nothing to resume); "
+        "start it again there with `ganlab train debug=tiny steps=5 hydra.run.dir=run resume=auto`, or pick a new "
+        "directory (nothing there was touched)")
+    main([*command, "resume=auto"])
+    assert json.loads((tmp_path / "run/summary.json").read_text())["status"] == "completed"
 
 
 # --- the content checksum ------------------------------------------------------------------------

@@ -199,6 +199,25 @@ def test_a_sweep_rerun_with_resume_auto_skips_completed_resumes_interrupted_and_
     assert started["status"] == "completed" and "resumed_from_step" not in started
 
 
+def test_a_restart_from_scratch_logs_each_step_once_in_tensorboard(tmp_path):
+    """Issue 28: resume=auto into a directory whose run stopped before its first checkpoint starts afresh;
+    TensorBoard then shows that run alone: every scalar once per step (the step-0 reference rows
+    included), not the stopped run's points beside the new ones."""
+    run_dir = tmp_path / "run"
+    run(make_cfg(*TINY_RUN, "steps=10"), run_dir)
+    for name in ("checkpoint.pt", "summary.json", "samples.npz"):  # as if killed before its first checkpoint
+        (run_dir / name).unlink()
+    summary = run(make_cfg(*TINY_RUN, "steps=10", "resume=auto"), run_dir)
+    assert summary["status"] == "completed" and "resumed_from_step" not in summary
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    tags = events.Tags()["scalars"]
+    assert any(t.startswith("reference/") for t in tags) and "loss/d" in tags
+    for tag in tags:
+        steps = [e.step for e in events.Scalars(tag)]
+        assert steps == sorted(set(steps)), (tag, steps)
+
+
 def test_a_diverging_run_keeps_its_last_good_checkpoint(finished):
     good = (finished / "checkpoint.pt").read_bytes()
     # From the good state at step 20, an absurd D learning rate makes the losses non-finite.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,7 +39,8 @@ BATCH_SIZE, LR = 128, 3e-3
 def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device | str = "cpu",
                      batch_size: int = BATCH_SIZE, lr: float = LR, limit: int | None = None,
                      progress: bool | None = None, augment: bool = False,
-                     confusion_grid: tuple | None = None) -> tuple[ModeClassifier, float]:
+                     confusion_grid: tuple | None = None,
+                     on_loaded: Callable[[], None] | None = None) -> tuple[ModeClassifier, float]:
     """Train on `dataset`'s train split (its first `limit` images if given); return the model (in
     eval mode, on `device`, with its confusion matrix on the test split set) and its accuracy on
     the whole test split. Deterministic for a seed on the CPU: batches follow a seeded permutation
@@ -48,7 +50,8 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
     quarters of each batch (ganlab.data.degrade.AUGMENTATION), so that blurry and noisy generated images are
     confused as the test split is (issue 26, Fashion-MNIST test split: 92.7 % clean, 91.9 % blurred once, 88.4 %
     noised, where the plain classifier scores 94.1 %, 84.7 % and 21.4 %). A rich bar on a terminal, and
-    a log line per epoch with the test accuracy."""
+    a log line per epoch with the test accuracy. `on_loaded` is called once both splits have been read (the
+    announcement of a training, which a data error must not be preceded by)."""
     from rich import get_console
     from rich.progress import (
         BarColumn,
@@ -64,6 +67,8 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
     device = torch.device(device)
     x_train, y_train = load_split(dataset, "train", root)
     x_test, y_test = load_split(dataset, "test", root)
+    if on_loaded is not None:
+        on_loaded()
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, x_test = to_model_input(x_train, device), to_model_input(x_test, device)
@@ -106,11 +111,11 @@ def train_classifier(dataset: str, root: str | None, epochs: int, seed: int, dev
 
 
 def train_and_save(dataset: str, root: str | None, epochs: int, seed: int, device: torch.device,
-                   augment: bool = False) -> tuple[Path, float, float]:
+                   augment: bool = False, on_loaded: Callable[[], None] | None = None) -> tuple[Path, float, float]:
     """Train the classifier at the protocol's settings and cache it; return (path, test accuracy, seconds)."""
     start = time.monotonic()
     model, test_acc = train_classifier(dataset, root, epochs, seed, device, batch_size=BATCH_SIZE, lr=LR,
-                                       augment=augment)
+                                       augment=augment, on_loaded=on_loaded)
     seconds = time.monotonic() - start
     settings = {"epochs": epochs, "seed": seed, "batch_size": BATCH_SIZE, "lr": LR, "device": str(device),
                 "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
@@ -127,10 +132,12 @@ def ensure_classifier(dataset: str, root: str | None, device: torch.device | str
     check_dataset(dataset)
     path = classifier_path(dataset)
     if not path.exists():
-        log.warning("no mode classifier for %s yet: training one now, once (about %d minutes on 2 CPU cores); "
-                    "it is cached at %s for every later run", dataset, MINUTES[dataset], path)
+        def announce() -> None:  # once the data is read: a data error is not preceded by "training one now"
+            log.warning("no mode classifier for %s yet: training one now, once (about %d minutes on 2 CPU cores); "
+                        "it is cached at %s for every later run", dataset, MINUTES[dataset], path)
+
         _, test_acc, seconds = train_and_save(dataset, root, DEFAULT_EPOCHS[dataset], 0, torch.device("cpu"),
-                                              augment=DEFAULT_AUGMENT)
+                                              augment=DEFAULT_AUGMENT, on_loaded=announce)
         log.warning("mode classifier for %s: test accuracy %.2f%% after %.0f s; cached at %s", dataset,
                     100 * test_acc, seconds, path)
     model, info = load_classifier(dataset, device)
