@@ -149,7 +149,9 @@ def main() -> None:
     ap.add_argument("--modes", default="100,300,1000")
     ap.add_argument("--weights", default=",".join(WEIGHTS))
     ap.add_argument("--degradations", default=",".join(DEGRADATIONS))
-    ap.add_argument("--seed", type=int, default=0)
+    # Case i draws with seed + i. The count's floor and bounds were fixed looking at the draws of seed 0 (and a
+    # prototype's, seeds 5000+ on another split of the test set); 100 gives draws no rule was chosen on.
+    ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--out", type=Path, help="write the Markdown section here too")
     ap.add_argument("--histograms", type=Path, help="save each case's true p and label histogram here (torch.save), "
                     "to compare keep rules without classifying again")

@@ -59,30 +59,32 @@ def test_one_class_seen_through_the_toy_is_one_mode():
     assert m["modes_corrected"] == 1 and m["reverse_kl_corrected"] == pytest.approx(math.log(2))
     raw = class_metrics(torch.tensor([0] * 900 + [1] * 100), n_classes=2)
     assert raw["modes_captured"] == 2 and raw["modes_above_share"] == 2
-    # (800, 200): 0.9 a + 0.2 (1 - a) = 0.8, a = 6/7; class 1 holds 143 samples, 114 labelled 1, far
-    # above the floor (50) and 3 sd of the leak (3 sqrt(0.1 * 857) = 28).
-    two = corrected_modes(torch.tensor([800.0, 200.0]), TOY)
+    # (800, 200): 0.9 a + 0.2 (1 - a) = 0.8, a = 6/7; class 1 holds 143 samples, under the floor (30 % of the
+    # uniform share 500: 150), so one mode still.
+    assert corrected_modes(torch.tensor([800.0, 200.0]), TOY)["modes_corrected"] == 1
+    # (700, 300): 0.7 a = 0.5, a = 5/7; class 1 holds 286 samples, 229 labelled 1, above the floor (150) and
+    # 3 sd of the leak (3 sqrt(0.1 * 714) = 25).
+    two = corrected_modes(torch.tensor([700.0, 300.0]), TOY)
     assert two["modes_corrected"] == 2
-    assert two["reverse_kl_corrected"] == pytest.approx(6 / 7 * math.log(12 / 7) + 1 / 7 * math.log(2 / 7))
+    assert two["reverse_kl_corrected"] == pytest.approx(5 / 7 * math.log(10 / 7) + 2 / 7 * math.log(4 / 7))
 
 
-def leaky(x: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """10 classes, exact but for class 0, 30 % of which is labelled 1; 10,000 samples of class 0 and
-    x of class 1 are observed as (7000, 3000 + x, 0, ...), whose inverse is exact: (10000, x, 0, ...)."""
+def leaky(x: float, n0: float = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """10 classes, exact but for class 0, 30 % of which is labelled 1; n0 samples of class 0 and x of class 1
+    are observed as (0.7 n0, 0.3 n0 + x, 0, ...), whose inverse is exact: (n0, x, 0, ...)."""
     c = torch.eye(10, dtype=torch.float64)
     c[0, :2] = torch.tensor([0.7, 0.3])
     counts = torch.zeros(10, dtype=torch.float64)
-    counts[:2] = torch.tensor([7000.0, 3000.0 + x])
+    counts[:2] = torch.tensor([0.7 * n0, 0.3 * n0 + x])
     return counts, c
 
 
 def test_a_class_must_stand_three_sd_above_the_leak_into_it():
-    # The floor is 10 % of the uniform share, (10000 + x) / 100, about 102; the leak into class 1 is
-    # 3000 samples, Poisson sd 54.8, so a class 1 of x samples (all labelled 1) needs x >= 164.3.
-    counts, c = leaky(150)
-    assert corrected_modes(counts, c)["modes_corrected"] == 1  # above the floor, within the noise
-    counts, c = leaky(200)
-    assert corrected_modes(counts, c)["modes_corrected"] == 2
+    # 1,000 samples of class 0: the floor is 30 % of the uniform share, 0.3 (1000 + x) / 10, about 31; the leak
+    # into class 1 is 300 samples, Poisson sd 17.3, so a class 1 of x samples (all labelled 1) needs x >= 52.0.
+    assert corrected_modes(*leaky(25, n0=1000))["modes_corrected"] == 1  # under the floor (30.75)
+    assert corrected_modes(*leaky(40, n0=1000))["modes_corrected"] == 1  # above the floor (31.2), within the noise
+    assert corrected_modes(*leaky(60, n0=1000))["modes_corrected"] == 2
     # C measured on only 100 images per class: its entry 0.3 has posterior variance 31 * 71 / (102^2 * 103)
     # = 0.0020539, sd 0.045 times 10,000 samples: the leak's sd is sqrt(3000 + 1e8 * 0.0020539) = 456.5, so
     # 1000 samples of class 1 (< 3 * 456.5) could be C's error, and 1500 cannot.

@@ -384,7 +384,9 @@ class ImageEvaluator:
                 f"modes_corrected counts the {unit}s t with n p_t >= {MIN_SHARE:g} of the uniform share n/{self.n_modes} "
                 f"whose samples labelled as themselves (n p_t times the product of C's diagonal entries) stand {Z:g} "
                 "standard deviations above what the other modes leak into that label (Poisson, plus C's sampling "
-                "error); reverse_kl_corrected = KL(p || uniform) "
+                "error); its bounds modes_corrected_low (5 standard deviations, C's sampling error counted twice) and "
+                "modes_corrected_high (every unit whose n p_t is not 2 Poisson standard errors below that floor); "
+                "reverse_kl_corrected = KL(p || uniform) "
                 f"of p refitted on those {unit}s alone. Validated on real sets with known modes, clean and degraded "
                 "(docs/results/stacked_validation.md)")
 

@@ -125,13 +125,13 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("modes_above_share", "higher", "modes holding at least 10 % of the uniform share of samples",
            {"image": _CLASSES}),
     Metric("modes_captured_real", None, "modes_captured of the real reference sample: the ceiling", {"image": _CLASSES}),
-    Metric("modes_corrected", "higher", "modes counted after the classifier's confusion is deconvolved (EM, "
-           "docs/images.md)", {"image": _CORRECTED}),
+    Metric("modes_corrected", "higher", "modes holding at least 30 % of the uniform share, counted after the "
+           "classifier's confusion is deconvolved (EM, docs/images.md)", {"image": _CORRECTED}),
     Metric("reverse_kl_corrected", "lower", "reverse KL of the deconvolved histogram", {"image": _CORRECTED}),
-    Metric("modes_corrected_low", None, "the corrected count's low end: the matched confusion, modes above 30 % of "
-           "the uniform share and 5 sigma above the leak (docs/images.md)", {"image": _BOUNDS}),
-    Metric("modes_corrected_high", None, "the corrected count's high end: the clean confusion, every mode above "
-           "the 10 % floor (docs/images.md)", {"image": _BOUNDS}),
+    Metric("modes_corrected_low", None, "the corrected count's low end: modes 5 sigma above the leak, C's sampling "
+           "error counted twice (docs/images.md)", {"image": _BOUNDS}),
+    Metric("modes_corrected_high", None, "the corrected count's high end: every mode whose mass is not 2 sigma "
+           "below the 30 % floor (docs/images.md)", {"image": _BOUNDS}),
     Metric("matched_blur", None, "blur sigma (px) of the degraded real images whose confusion corrects the counts: "
            "the samples' look, by their power spectrum (docs/images.md)", {"image": _MATCHED}),
     Metric("matched_noise", None, "noise std of the degraded real images whose confusion corrects the counts",
