@@ -127,7 +127,8 @@ def test_cache_round_trip(cache):
     assert not list(path.parent.glob(".*.tmp"))
     loaded, info = clf.load_classifier("fashion_mnist")
     assert info == {"dataset": "fashion_mnist", "accuracy": 0.912, "hash": clf.state_hash(model.state_dict()),
-                    "path": str(path), "below_target": False, "augmented": False}
+                    "path": str(path), "below_target": False, "augmented": False,
+                    "data": "standard (recorded before the training data was)"}  # no record, at target
     assert not loaded.training
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     assert torch.equal(loaded(x), model(x))
@@ -226,10 +227,21 @@ def _synthetic_split(name, split, root=None):
     return images, labels if split == "train" else (labels + 1) % 10
 
 
-def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeypatch, capsys):
+def _use_synthetic(monkeypatch):
+    """_synthetic_split as every split's data, simulated as the standard split (the known SHA-256s of the official
+    files become its own: the cache takes classifiers of the standard split alone, tests/test_classifier_cache.py)."""
     import ganlab.data.images
+    from ganlab.data import files
 
     monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    hashes = {k: v for split in ("train", "test")
+              for k, v in clf.split_record("mnist", split, *_synthetic_split("mnist", split))["sha256"].items()}
+    for name in ("mnist", "fashion_mnist"):
+        monkeypatch.setitem(files.IDX_SHA256, name, hashes)
+
+
+def test_training_is_deterministic_and_main_stores_with_a_warning(cache, monkeypatch, capsys):
+    _use_synthetic(monkeypatch)
     a, acc_a = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     b, acc_b = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     assert acc_a == acc_b and clf.state_hash(a.state_dict()) == clf.state_hash(b.state_dict())
@@ -264,9 +276,7 @@ def test_augmentation_degrades_three_quarters_of_a_batch_reproducibly():
 
 
 def test_an_augmented_classifier_is_recorded_as_such(cache, monkeypatch, capsys):
-    import ganlab.data.images
-
-    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    _use_synthetic(monkeypatch)
     monkeypatch.setattr(training, "BATCH_SIZE", 32)
     plain, _ = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     augmented, _ = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32,
@@ -286,10 +296,9 @@ def test_an_augmented_classifier_is_recorded_as_such(cache, monkeypatch, capsys)
 # --- the confusion matrix, stored with the classifier -------------------------------------------------
 
 def test_a_trained_classifier_stores_its_confusion_on_the_test_split(cache, monkeypatch):
-    import ganlab.data.images
     from ganlab.metrics.matched_confusion import NOISES, SIGMAS, split_test
 
-    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    _use_synthetic(monkeypatch)
     model, acc = training.train_classifier("mnist", None, epochs=1, seed=3, device="cpu", batch_size=32, progress=False)
     c, per_class = model.confusion, model.confusion_samples
     assert c.shape == (10, 10) and c.dtype == torch.float64 and (c >= 0).all()
@@ -328,7 +337,6 @@ def _old_file(path, clean_matrix=False):
 
 @pytest.mark.parametrize("clean_matrix", [False, True])
 def test_an_old_classifier_gets_its_confusion_measured_and_stored_on_first_use(cache, monkeypatch, clean_matrix):
-    import ganlab.data.images
     from ganlab.metrics.matched_confusion import split_test
 
     model, path = _saved()
@@ -336,7 +344,7 @@ def test_an_old_classifier_gets_its_confusion_measured_and_stored_on_first_use(c
     loaded, info = clf.load_classifier("fashion_mnist")  # old files still load, without matrices
     assert loaded.confusion is None and loaded.confusion_family is None and info["hash"] == old["hash"]
 
-    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    _use_synthetic(monkeypatch)
     ensured, _ = training.ensure_classifier("fashion_mnist", None)
     x, y = _synthetic_split("fashion_mnist", "test")
     _, half = split_test(y)
@@ -387,7 +395,7 @@ def test_no_training_is_announced_before_the_data_is_read(cache, monkeypatch, ca
     assert not clf.classifier_path("mnist").exists()
 
     # With the data read, it is announced before the training starts (and the log goes on with the epochs).
-    monkeypatch.setattr(ganlab.data.images, "load_split", _synthetic_split)
+    _use_synthetic(monkeypatch)
     monkeypatch.setattr(training, "DEFAULT_EPOCHS", {"mnist": 1})
     monkeypatch.setattr(training, "set_confusion", lambda *args: True)  # the matrices take seconds: not the point here
     monkeypatch.setattr(training, "add_confusion", lambda *args: True)

@@ -144,6 +144,14 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         for classes in ("mode", "first"):
             assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
     assert "| pacgan vs none | against the DCGAN baseline | modes |" in text
+    # The corrected count's interval beside it: the means of the runs' own bounds, low - high
+    header = next(line for line in text.splitlines() if line.startswith("| row | seeds | modes (of 1000)"))
+    column = header.split(" | ").index("corrected: low - high")
+    none_row = next(line for line in text.splitlines() if line.startswith("| none | "))
+    ends = [[json.loads((root / f"{i}_none_s{i}" / "summary.json").read_text())["metrics"].get(k)
+             for i in (0, 1)] for k in ("modes_corrected_low", "modes_corrected_high")]
+    expected = "–" if None in ends[0] + ends[1] else " - ".join(f"{sum(v) / 2:.0f}" for v in ends)
+    assert none_row.split(" | ")[column] == expected
     # 2 seeds a side: the exact test's smallest p is 2/6; the doc says why nothing can be significant
     assert "2/C(4, 2) = 0.333" in text and "No verdict here can be significant at this seed count." in text
     assert "| better |" not in text
@@ -176,16 +184,31 @@ def test_mnist_like_run_has_a_class_histogram(image_root, classifier_cache, tmp_
 
 
 def test_a_missing_classifier_is_trained_on_first_use_and_cached(image_root, tmp_path, monkeypatch, caplog):
+    """Only on the standard split (issue 28): the tiny files are refused in one line and nothing is cached;
+    simulated as the standard split (the known SHA-256s made theirs), they train it, and the next run reuses it."""
+    import gzip
+    import hashlib
+
     import ganlab.metrics.classifier as clf
     import ganlab.metrics.classifier_training as training
+    from ganlab.data import files
+    from ganlab.errors import GanlabError
 
     monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setitem(clf.DEFAULT_EPOCHS, "fashion_mnist", 1)  # the tiny files: one epoch is the point
     monkeypatch.setattr(training, "BATCH_SIZE", 8)
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}")
+    cached = tmp_path / "empty" / "classifiers" / "fashion_mnist.pt"
+    with pytest.raises(GanlabError, match="40 train / 10 test images, not the standard fashion_mnist split") as caught:
+        run(cfg, tmp_path / "refused")
+    assert "\n" not in str(caught.value) and "`ganlab classifier dataset=fashion_mnist`" in str(caught.value)
+    assert not cached.exists()
+
+    monkeypatch.setitem(files.IDX_SHA256, "fashion_mnist", {
+        p.name.removesuffix(".gz"): hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()
+        for p in (image_root / "fashion_mnist").glob("*.gz")})
     with caplog.at_level("WARNING"):
         summary = run(cfg, tmp_path / "run")
-    cached = tmp_path / "empty" / "classifiers" / "fashion_mnist.pt"
     assert summary["status"] == "completed" and cached.is_file()
     assert f"training one now, once (about {clf.MINUTES['fashion_mnist']} minutes on 2 CPU cores); it is cached at {cached}" in caplog.text
     saved = torch.load(cached, weights_only=True)

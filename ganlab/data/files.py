@@ -79,6 +79,28 @@ REGISTRY: dict[str, Remote] = {
 }
 
 
+# SHA-256 of the decompressed IDX files: the bytes `images.read_idx` reads, whatever their compression (Debian's
+# re-compressed Fashion-MNIST gives the same bytes: their MD5s are those torchvision lists for the raw files,
+# f4a8712d.../9018921c.../8181f547.../15d48437...). They decide whether data is the full standard split (60,000
+# train / 10,000 test images), the only data the cached mode classifier is trained on (metrics/classifier.py).
+# MNIST's: the values other loaders check after gunzipping the cvdf files above (measured nowhere here: no MNIST).
+IDX_SHA256: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+STANDARD_IMAGES = {"train": 60_000, "test": 10_000}  # the sizes of those splits, for messages
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """`root` if given, else $GANLAB_DATA, else ~/.cache/ganlab/data."""
     chosen = root or os.environ.get("GANLAB_DATA") or Path.home() / ".cache" / "ganlab" / "data"

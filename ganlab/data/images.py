@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import logging
 import math
@@ -73,6 +74,30 @@ def read_idx(path: str | Path) -> Tensor:
         raise _corrupt(path, f"IDX dims {dims} need {expected} bytes of data; the "
                              f"{'decompressed ' if path.suffix == '.gz' else ''}file holds {len(data) - header}")
     return torch.from_numpy(np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy())
+
+
+def idx_sha256(array: Tensor) -> str:
+    """SHA-256 of uint8 `array` written as an IDX file: for an array `read_idx` returned, the SHA-256 of the
+    (decompressed) file it was read from, which is exactly that header and payload, whatever its compression."""
+    a = array.detach().cpu().contiguous()
+    if a.dtype != torch.uint8:
+        raise ValueError(f"idx_sha256 needs uint8 data, not {a.dtype}")
+    digest = hashlib.sha256(struct.pack(f">BBBB{a.ndim}I", 0, 0, 0x08, a.ndim, *a.shape))
+    digest.update(a.numpy().data)
+    return digest.hexdigest()
+
+
+def split_sha256(name: str, split: str, images: Tensor, labels: Tensor) -> dict[str, str]:
+    """The SHA-256 of each decompressed IDX file of an MNIST-like split, from what `load_split` returned
+    ((n, 1, 28, 28) uint8 images, int64 labels in 0..9): {"train-images-idx3-ubyte": hex, ...}."""
+    if name not in _IDX_DATASETS:
+        raise ValueError(f"{name} is not read from IDX files")
+    image_file, label_file = (f.removesuffix(".gz") for f in _IDX[split])
+    return {image_file: idx_sha256(images.reshape(len(images), *images.shape[-2:])),
+            label_file: idx_sha256(labels.to(torch.uint8))}
+
+
+_IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -11,6 +11,17 @@ classifier's confusion matrices, on clean and on blurred and noised images of th
 half (metrics/matched_confusion.py), which the confusion-corrected mode counts need (metrics/confusion.py);
 a file written before they were recorded gets them measured, and stored, on its first use by a run
 (classifier_training.ensure_classifier).
+
+What it was trained on (issue 28): the file records the data (`data_record`: each split's image count and the
+SHA-256 of its decompressed IDX files, and the dataset.root), and the test split its confusion matrices were
+measured on (`confusion_data`). This cache is the one every run of the dataset is scored with, so only a
+classifier of the full standard split (the official files: ganlab.data.files.IDX_SHA256) is stored in it and
+loaded from it; a classifier of other data is refused in one line (`load_classifier`, `save_classifier`), and
+confusion matrices measured on another test split serve only runs on that same split
+(classifier_training.add_confusion). A file written before the data was recorded (`provenance`): used as
+standard if it reached its accuracy target and its matrices, if any, come from a standard-sized test split;
+refused if it is below target and its matrices come from another test split (a classifier trained on a small
+dataset.root, as older ganlab did); otherwise used with a warning, and named "training data unrecorded".
 """
 
 from __future__ import annotations
@@ -69,6 +80,8 @@ class ModeClassifier(nn.Module):
         self.confusion: Tensor | None = None
         self.confusion_samples: Tensor | None = None
         self.confusion_family = None  # ConfusionFamily | None
+        self.confusion_data: dict | None = None  # the test split they were measured on (`split_record`)
+        self.trained_on: dict | None = None  # what train_classifier trained it on (`data_record`)
         # Channels-last convolutions and pooling are about 1.6x faster on CPU (oneDNN) than NCHW.
         self.to(memory_format=torch.channels_last)
 
@@ -157,12 +170,105 @@ def check_dataset(dataset: str) -> None:
         raise GanlabError(f"no mode classifier for dataset {dataset!r}; choose one of {', '.join(TARGETS)}")
 
 
+# --- what it was trained on ------------------------------------------------------------------------
+
+def split_record(dataset: str, split: str, images: Tensor, labels: Tensor) -> dict:
+    """A split as `load_split` returned it: {"images": n, "sha256": {decompressed IDX file: SHA-256}}."""
+    from ganlab.data.images import split_sha256
+
+    return {"images": len(labels), "sha256": split_sha256(dataset, split, images, labels)}
+
+
+def split_is_standard(dataset: str, split: str, record) -> bool:
+    """Whether a split record is the whole official split (every file's SHA-256 the known one)."""
+    from ganlab.data.files import IDX_SHA256
+
+    known = IDX_SHA256.get(dataset, {})
+    hashes = record.get("sha256") if isinstance(record, dict) else None
+    return isinstance(hashes, dict) and len(hashes) == 2 and all(known.get(k) == v for k, v in hashes.items()) \
+        and all(k.startswith("train" if split == "train" else "t10k") for k in hashes)
+
+
+def data_record(dataset: str, root: str | None, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> dict:
+    """What a classifier is trained on, from the (images, labels) of both splits: {"train", "test"} (each
+    `split_record`), "root" (the dataset.root given, None: the default data folder) and "standard" (both splits
+    the official ones: `split_is_standard`)."""
+    record = {"train": split_record(dataset, "train", *train), "test": split_record(dataset, "test", *test),
+              "root": None if root is None else str(root)}
+    return {**record, "standard": is_standard(dataset, record)}
+
+
+def is_standard(dataset: str, record) -> bool:
+    """Checked again from the hashes, not read from the record's own "standard" flag."""
+    return isinstance(record, dict) and all(split_is_standard(dataset, s, record.get(s)) for s in ("train", "test"))
+
+
+def data_summary(dataset: str, record: dict) -> str:
+    """'dataset.root=/x: 100 train / 20 test images, not the standard fashion_mnist split (60,000 / 10,000,
+    checked by the SHA-256 of its files)'."""
+    from ganlab.data.files import STANDARD_IMAGES, data_root
+
+    where = f"dataset.root={record['root']}" if record.get("root") else f"the default data ({data_root()})"
+    counts = " / ".join(f"{(record.get(s) or {}).get('images', '?')} {s}" for s in ("train", "test"))
+    return (f"{where}: {counts} images, not the standard {dataset} split ({STANDARD_IMAGES['train']:,} / "
+            f"{STANDARD_IMAGES['test']:,}, checked by the SHA-256 of its files)")
+
+
+def _legacy_confusion_images(saved: dict) -> int | None:
+    """The images a file written before `confusion_data` measured its confusion matrices on (the confusion
+    half of its test split; the whole split before issue 26), as the equivalent whole test split; None: none."""
+    family = saved.get("confusion_family")
+    if isinstance(family, dict) and isinstance(family.get("samples"), Tensor) and family["samples"].numel():
+        return 2 * int(family["samples"][0].sum())  # the clean member's; the half holds ceil(n_c / 2) a class
+    if isinstance(saved.get("confusion_samples"), Tensor):
+        return int(saved["confusion_samples"].sum())
+    return None
+
+
+def _standard_sized_test(n: int) -> bool:
+    from ganlab.data.files import STANDARD_IMAGES
+
+    return abs(n - STANDARD_IMAGES["test"]) <= 10  # each class's half rounds up by half an image at most
+
+
+def provenance(dataset: str, saved: dict) -> tuple[str, str]:
+    """(kind, why) of a cached file: "standard" (its record says the standard split, hashes checked), "legacy"
+    (no record, but at its accuracy target, with matrices, if any, from a standard-sized test split), "other"
+    (its record says other data; or no record, below target, and matrices from another test split: what an
+    older ganlab cached after training on a small dataset.root), "unknown" (no record, nothing to tell)."""
+    record = saved.get("data")
+    if isinstance(record, dict):
+        return ("standard", "") if is_standard(dataset, record) else \
+            ("other", f"was trained on {data_summary(dataset, record)}")
+    accuracy, target = float(saved["accuracy"]), TARGETS[dataset]
+    measured = None if saved.get("confusion_data") else _legacy_confusion_images(saved)
+    sized = measured is None or _standard_sized_test(measured)
+    if accuracy >= target and sized:
+        return "legacy", ""
+    if not sized and accuracy < target:
+        from ganlab.data.files import STANDARD_IMAGES
+
+        return "other", (f"does not record its training data, and its accuracy ({100 * accuracy:.1f}%, below the "
+                         f"{100 * target:g}% target) and confusion matrices (measured on about {measured} test images, "
+                         f"where the standard split has {STANDARD_IMAGES['test']:,}) say it was trained on other data, "
+                         f"not the standard {dataset} split")
+    return "unknown", (f"{100 * accuracy:.1f}% test accuracy" + (f", below the {100 * target:g}% target"
+                                                                  if accuracy < target else "")
+                       + ("" if sized else f", confusion matrices measured on about {measured} test images"))
+
+
 def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, settings: dict,
-                    path: Path | None = None) -> Path:
-    """Write the classifier, its accuracy, settings, weight hash and confusion matrices (the family; None when
-    the model has none) atomically; return the path."""
+                    path: Path | None = None, data: dict | None = None) -> Path:
+    """Write the classifier, its accuracy, settings, weight hash, what it was trained on (`data`, default
+    `model.trained_on`: a `data_record`; None: not known) and confusion matrices (the family, None when the
+    model has none, and the test split they come from) atomically; return the path. The global cache
+    (`path` None) takes no classifier whose record says other data than the standard split."""
     from ganlab.checkpoint import write_atomic
 
+    data = data if data is not None else model.trained_on
+    if path is None and data is not None and not is_standard(dataset, data):
+        raise GanlabError(f"{data_summary(dataset, data)}: the cached mode classifier ({classifier_path(dataset)}) "
+                          f"scores every {dataset} run, so it is trained on the standard split only")
     path = Path(path or classifier_path(dataset))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     try:
@@ -175,6 +281,7 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
         "accuracy": float(test_accuracy), "target": TARGETS[dataset],
         "below_target": bool(test_accuracy < TARGETS[dataset]),
         "settings": {**settings, "torch": str(torch.__version__)}, "hash": state_hash(state),
+        "data": None if data is None else {**data, "standard": is_standard(dataset, data)},
         **confusion_record(model),
     })
     return path
@@ -185,26 +292,50 @@ CONFUSION_SPLIT = "test, confusion half"  # which images the matrices come from 
 
 def confusion_record(model: ModeClassifier) -> dict:
     family = model.confusion_family
-    return {"confusion_family": None if family is None else family.to_record(), "confusion_split": CONFUSION_SPLIT}
+    return {"confusion_family": None if family is None else family.to_record(), "confusion_split": CONFUSION_SPLIT,
+            "confusion_data": None if family is None else model.confusion_data}
 
 
-def _read_confusion(model: ModeClassifier, saved: dict, path: Path, dataset: str) -> None:
-    """Set the stored confusion family on `model`; none for a file written before it was recorded (a clean
-    confusion matrix alone, from before issue 26, or none), which the first run then measures."""
+def stored_family(saved: dict, path: Path, dataset: str):
+    """The file's confusion family (None: none stored), checked."""
     from ganlab.metrics.matched_confusion import ConfusionFamily
 
     record = saved.get("confusion_family")
     if record is None:
-        return
+        return None
     family = ConfusionFamily.from_record(record) if isinstance(record, dict) else None
     if family is None or family.confusions.shape[1] != 10:
         raise GanlabError(f"mode classifier {path} holds a malformed confusion matrix; {_retrain(dataset)}")
+    return family
+
+
+def family_is_standard(saved: dict, dataset: str) -> bool:
+    """Whether the stored matrices were measured on the standard test split: by their record, or (written before
+    it) by the number of images they count."""
+    if saved.get("confusion_data") is not None:
+        return split_is_standard(dataset, "test", saved["confusion_data"])
+    measured = _legacy_confusion_images(saved)
+    return measured is not None and _standard_sized_test(measured)
+
+
+def _read_confusion(model: ModeClassifier, saved: dict, path: Path, dataset: str) -> None:
+    """Set the stored confusion family on `model` if it was measured on the standard test split; none for a
+    file written before it was recorded (a clean confusion matrix alone, from before issue 26, or none), which
+    the first run then measures, nor for one measured on another test split (which serves runs on that split
+    alone: classifier_training.add_confusion)."""
+    family = stored_family(saved, path, dataset)
+    if family is None or not family_is_standard(saved, dataset):
+        return
     use_family(model, family)
+    model.confusion_data = saved.get("confusion_data")
 
 
 def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
     """The cached classifier of `dataset` in eval mode on `device`, and its info
-    {"dataset", "accuracy", "hash", "path", "below_target"}; its weights' hash is checked."""
+    {"dataset", "accuracy", "hash", "path", "below_target", "augmented", "data"}; its weights' hash is checked,
+    and what it was trained on (`provenance`): a classifier of other data than the standard split is refused,
+    one that does not record it is used with a warning unless its accuracy and confusion matrices say it is
+    the standard one ("data": "standard", "standard (recorded before the training data was)" or "unknown")."""
     check_dataset(dataset)
     path = classifier_path(dataset)
     if not path.is_file():
@@ -230,10 +361,21 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     except (RuntimeError, KeyError) as exc:
         raise GanlabError(f"mode classifier {path} does not fit the network: {str(exc).splitlines()[0][:160]}; "
                           f"{_retrain(dataset)}") from None
+    kind, why = provenance(dataset, saved)
+    if kind == "other":
+        raise GanlabError(f"mode classifier {path} {why}: it is not used for the standard metrics; "
+                          f"{_retrain(dataset)} (on the standard files: leave dataset.root out)")
+    if kind == "unknown":
+        log.warning("mode classifier %s does not record what it was trained on (cached by an older ganlab; %s): it "
+                    "is used, and named 'training data unrecorded' in the protocol, but it may not be the standard "
+                    "%s one; %s", path, why, dataset, _retrain(dataset))
+    model.trained_on = saved.get("data")
     _read_confusion(model, saved, path, dataset)
     info = {"dataset": dataset, "accuracy": float(saved["accuracy"]), "hash": actual, "path": str(path),
             "below_target": float(saved["accuracy"]) < TARGETS[dataset],
-            "augmented": bool((saved.get("settings") or {}).get("augment"))}
+            "augmented": bool((saved.get("settings") or {}).get("augment")),
+            "data": {"standard": "standard", "legacy": "standard (recorded before the training data was)",
+                     "unknown": "unknown"}[kind]}
     return model.to(device).eval(), info
 
 
@@ -241,4 +383,5 @@ def describe(info: dict) -> str:
     """The classifier as a metric's protocol names it: 'fashion_mnist CNN sha256:ab12cd34 (test acc 91.2%)'."""
     note = f", below the {100 * TARGETS[info['dataset']]:g}% target" if info.get("below_target") else ""
     note += ", trained on blurred and noised images too" if info.get("augmented") else ""
+    note += ", training data unrecorded" if info.get("data") == "unknown" else ""
     return f"{info['dataset']} CNN sha256:{info['hash'][:8]} (test acc {100 * info['accuracy']:.1f}%{note})"
