@@ -21,8 +21,9 @@ import math
 from ganlab.verdicts import ALPHA, METHOD, adjust, compare, pq_cell
 
 # modes_corrected / reverse_kl_corrected: the confusion-deconvolved estimates (ganlab/metrics/confusion.py).
-METRICS = ["modes_captured", "modes_above_share", "reverse_kl", "modes_corrected", "reverse_kl_corrected", "domain_fid",
-           "kid", "precision", "recall", "coverage", "swd"]
+BOUNDS = "modes_corrected_bounds"  # one cell: modes_corrected_low - modes_corrected_high
+METRICS = ["modes_captured", "modes_above_share", "reverse_kl", "modes_corrected", BOUNDS,
+           "reverse_kl_corrected", "domain_fid", "kid", "precision", "recall", "coverage", "swd"]
 # The verdicts' family: the headline coverage metrics (fewer tests, more power); the rest are shown without tests.
 VERDICT_METRICS = ["modes_captured", "modes_corrected", "reverse_kl_corrected", "domain_fid", "coverage"]
 SHORT = {"modes_captured": "modes", "modes_corrected": "modes, corrected", "reverse_kl_corrected": "KL, corrected",
@@ -120,10 +121,21 @@ def within_class_section(groups: list) -> list[str]:
     return lines
 
 
+def _cells(stats: dict, n: int) -> list[str]:
+    """The table's cells of METRICS; the corrected count's bounds as one cell, "low - high" (means over the runs),
+    the interval that held the truth on the validation's sets where the count itself was off."""
+    def cell(m: str) -> str:
+        if m != BOUNDS:
+            return stats[m].text(n)
+        low, high = (stats[k].mean if k in stats else None for k in ("modes_corrected_low", "modes_corrected_high"))
+        return "–" if low is None or high is None else f"{low:.0f} - {high:.0f}"
+    return [cell(m) for m in METRICS]
+
+
 def _result_row(name: str, group: Group) -> str:
     speed = [json.loads((r.path / "summary.json").read_text())["steps_per_second"] for r in group.runs
              if r.status == "completed"]
-    cells = [group.stats[m].text(group.n_completed) for m in METRICS]
+    cells = _cells(group.stats, group.n_completed)
     seeds = f"{group.n_seeds}" + (f" ({group.n_completed} completed)" if group.n_completed != group.n_seeds else "")
     rate = f"{statistics.median(speed):.1f}" if speed else "–"
     return f"| {name} | {seeds} | " + " | ".join(cells) + f" | {_compute(group)} | {rate} |"
@@ -153,7 +165,7 @@ def main() -> None:
     ap.add_argument("--validation", type=Path, default=Path("docs/results/stacked_validation.md"),
                     help="the counts' validation table (`make validate-stacked`), put in the doc when it exists")
     args = ap.parse_args()
-    report = build_report(args.out, metrics=METRICS)
+    report = build_report(args.out, metrics=[m for m in METRICS if m != BOUNDS] + ["modes_corrected_low", "modes_corrected_high"])
     runs = summaries(args.out)
     first = runs[0]
     config = first["config"]
@@ -195,9 +207,9 @@ def main() -> None:
         "",
         "## Results (mean ± s.e. over seeds)",
         "",
-        ("| row | seeds | modes (of 1000) | modes >= 10 % of uniform share | KL | modes, corrected | KL, corrected "
-         "| domain FID | KID | precision | recall | coverage | SWD | GFLOP/step | D params | steps/s |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ("| row | seeds | modes (of 1000) | modes >= 10 % of uniform share | KL | modes, corrected | corrected: low - high "
+         "| KL, corrected | domain FID | KID | precision | recall | coverage | SWD | GFLOP/step | D params | steps/s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     # The DCGAN baseline: the remedy=none row of the main sweep (the equal-capacity control lives under controls/).
     dcgan = next((g for g in report.groups if g.runs[0].labels.get("remedy") == "none" and not g.uses
@@ -210,7 +222,7 @@ def main() -> None:
             continue
         lines.append(_result_row(name, group))
     for ref in report.reference_rows:  # measured by every run before its first step
-        cells = [ref.stats[m].text(ref.n) for m in METRICS]
+        cells = _cells(ref.stats, ref.n)
         lines.append(f"| {ref.label} | {ref.n} runs | " + " | ".join(cells) + " | | | |")
     if not report.reference_rows:
         lines.append("| (no reference rows: these runs predate them; re-run `make reproduce-stacked`) |" + " |" * (len(METRICS) + 4))
@@ -222,9 +234,9 @@ def main() -> None:
                    "reflect the labels, not G alone, so they answer another question than the unconditional rows and "
                    "get no verdict against them. Their within-class coverage is below."), "",
                   "| row | seeds | " + " | ".join(["modes (of 1000)", "modes >= 10 % of uniform share", "KL",
-                                                      "modes, corrected", "KL, corrected", "domain FID", "KID",
-                                                      "precision", "recall", "coverage", "SWD"])
-                  + " | GFLOP/step | D params | steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                                                      "modes, corrected", "corrected: low - high", "KL, corrected",
+                                                      "domain FID", "KID", "precision", "recall", "coverage", "SWD"])
+                  + " | GFLOP/step | D params | steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [_result_row(name, g) for name, g in labelled.items()]
     pairs = comparisons(rows, base_width)
     lines += ["", "## Verdicts: each remedy against the DCGAN baseline, each method against its control", "",

@@ -128,8 +128,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("modes_corrected", "higher", "modes holding at least 30 % of the uniform share, counted after the "
            "classifier's confusion is deconvolved (EM, docs/images.md)", {"image": _CORRECTED}),
     Metric("reverse_kl_corrected", "lower", "reverse KL of the deconvolved histogram", {"image": _CORRECTED}),
-    Metric("modes_corrected_low", None, "the corrected count's low end: modes 5 sigma above the leak, C's sampling "
-           "error counted twice (docs/images.md)", {"image": _BOUNDS}),
+    Metric("modes_corrected_low", None, "the corrected count's low end: modes above 50 % of the uniform share, 5 "
+           "sigma above the leak with C's sampling error counted twice (docs/images.md)", {"image": _BOUNDS}),
     Metric("modes_corrected_high", None, "the corrected count's high end: every mode whose mass is not 2 sigma "
            "below the 30 % floor (docs/images.md)", {"image": _BOUNDS}),
     Metric("matched_blur", None, "blur sigma (px) of the degraded real images whose confusion corrects the counts: "
