@@ -23,6 +23,7 @@ from pathlib import Path
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
+from ganlab import runlock
 from ganlab.argparsing import Parser
 from ganlab.config import W_SAMPLES_PROTOCOL, check_data_root, compose_checked, explain_compose_error
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
@@ -34,6 +35,7 @@ from ganlab.launch import (
     parse_overrides,
     previous_sweep,
     replace_overrides,
+    restarts,
     resume_overrides,
     resume_run_dir,
     train_job,
@@ -87,12 +89,18 @@ def train(args: list[str]) -> None:
             raise ConfigError(f"{sweeps[0]} is a sweep; add -m (multirun) to run one job per value")
         resumed = resume_run_dir(overrides, parsed.multirun)
         if resumed is not None:
+            own = overrides
+            if restarts(resumed):
+                # Stopped before its first checkpoint: nothing to resume, so it starts again there from
+                # step 0, as its own command plus resume=auto would (the run logs a line saying so).
+                own = [*(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"), "resume=auto"]
             # The run's own overrides, then the user's resumable ones; continue in the run's
             # directory, with Hydra's record of this invocation beside the original's (.hydra/).
-            overrides = [*resume_overrides(resumed, overrides), f"hydra.run.dir={resumed}",
+            overrides = [*resume_overrides(resumed, own), f"hydra.run.dir={resumed}",
                          "hydra.output_subdir=.hydra_resume"]
         if parsed.multirun and "resume=auto" in overrides and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
-            sweep = previous_sweep([o for o in overrides if not o.startswith("hydra")])
+            # The sweep this command wrote before (its jobs' configs, not its words: it had no resume=auto)
+            sweep = previous_sweep([o for o in overrides if not o.startswith("hydra")], config_dir=parsed.config_dir)
             if sweep is not None:
                 log.info("resume=auto: continuing the sweep in %s", sweep)
                 overrides.append(f"hydra.sweep.dir={sweep}")
@@ -106,7 +114,10 @@ def train(args: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with logging_restored():
-            train_job()
+            try:
+                train_job()
+            finally:  # the run directory claimed before Hydra wrote into it (launch.Claim): given up
+                runlock.release()
     except Refused as exc:  # a pre-flight check of a single run's config (a Hydra callback)
         raise exc.error from None
     except MissingConfigException as exc:  # an IOError as well: an unknown option of a group
@@ -260,7 +271,8 @@ def report(argv: list[str]) -> None:
 CLASSIFIER_HELP = """Train the mode classifier that the image metrics use (a small CNN on MNIST or Fashion-MNIST), and
 cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py). By default
 (augment=true) it trains on blurred, noised and low-contrast images too (ganlab/data/degrade.py), as generated
-ones are; augment=false trains on the clean images alone."""
+ones are; augment=false trains on the clean images alone. It trains on the full standard split only (the official
+files, checked by SHA-256): a dataset.root holding other data is refused, since every run is scored with it."""
 CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
          "[dataset.root=PATH] [cpu_threads=0] [augment=true|false] [force=true]")
 _CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "augment", "force")

@@ -14,11 +14,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ganlab import runlock
 from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, Role, keys_with
 from ganlab.errors import ConfigError, GanlabError
+from ganlab.preflight import Refused, again_command, check_run_dir_free, job_config, stopped_before_first_checkpoint
 from ganlab.streams import FULL_DISK_ERRNOS, on_stdout, write_error
 from ganlab.summary import RunSummary
 
@@ -84,6 +87,15 @@ def started_overrides(run_dir: Path) -> list[str] | None:
             return [str(o) for o in recorded
                     if str(o).split("=", 1)[0].lstrip("+~") not in keys and not str(o).startswith("hydra")]
     return None
+
+
+def restarts(run_dir: Path) -> bool:
+    """Whether `resume=DIR` starts DIR's run again from step 0: its run stopped before its first checkpoint
+    (kill -9, a full disk or a data error at start-up), and DIR holds the record of the command that started
+    it (.hydra/config.yaml and its overrides). It then starts again there as that command plus resume=auto."""
+    run_dir = Path(run_dir)
+    return ((run_dir / ".hydra" / "config.yaml").is_file() and started_overrides(run_dir) is not None
+            and stopped_before_first_checkpoint(run_dir))
 
 
 def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
@@ -172,9 +184,12 @@ def train_job(cfg: DictConfig) -> dict | None:
                 raise
             raise named from None
     except Interrupted as exc:
-        # Stop the whole sweep: the signal was meant for all of it. A re-run with resume=auto
-        # resumes this job and starts the ones after it.
-        log.error("%s", exc)
+        # Stop the whole sweep: the signal was meant for all of it. One command continues all of it: the
+        # sweep's own plus resume=auto, which skips the completed jobs, resumes this one, starts the rest.
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            log.error("%s", exc.in_sweep(again_command(*[] if "resume=auto" in sys.argv[1:] else ["resume=auto"])))
+        else:
+            log.error("%s", exc)
         sys.exit(exc.exit_code)
     except GanlabError as exc:
         # The run's summary.json already says what happened; a multirun goes on with the next job, and its
@@ -205,26 +220,67 @@ def train_job(cfg: DictConfig) -> dict | None:
                 handler.setFormatter(handler.formatter.inner)
 
 
-def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun")) -> Path | None:
-    """For `ganlab train -m ... resume=auto`: the newest sweep directory under `root` that the same
-    command (the same overrides) wrote, so that a re-run continues it; None if there is none."""
+# Keys in which a sweep's jobs may differ from the command that continues it (resume=auto): what the command
+# does with the run directories (resume), how often scalars are read and checkpoints written, threads and the
+# evaluation worker (config.Role: command, cadence, execution but replicas, which lays out the directories).
+SWEEP_NEUTRAL = tuple(k for k in keys_with(Role.command, Role.cadence, Role.execution) if k != "replicas")
+
+
+def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun"),
+                   config_dir: str | None = None) -> Path | None:
+    """For `ganlab train -m ... resume=auto`: the newest sweep directory under `root` whose jobs are this
+    command's jobs, one for one and in order (job N's directory is N_...): the same configs once composed,
+    the keys of SWEEP_NEUTRAL aside. Compared by config, not by the words of the command: the continuing
+    command has resume=auto (the interrupted one may not have had it), and a list may come back as a range,
+    a default spelled out or the keys in another order. None if no sweep there is this command's."""
     import yaml
 
+    from ganlab.sweep import split_jobs
+
+    def jobs_of(words: list[str]) -> list[list[str]]:
+        return split_jobs(parse_overrides([w for w in words if not w.lstrip("+~").startswith("hydra")]))
+
+    try:
+        jobs = jobs_of(overrides)
+    except GanlabError:  # Hydra says what is wrong with them, in one line, when the sweep starts
+        return None
+    composed: dict[tuple[str, ...], dict | None] = {}
     same = []
     for recorded in root.glob("*/*/multirun.yaml"):
         try:
-            task = yaml.safe_load(recorded.read_text())["hydra"]["overrides"]["task"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            theirs = jobs_of([str(o) for o in yaml.safe_load(recorded.read_text())["hydra"]["overrides"]["task"]])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, GanlabError, HydraException):
             continue
-        if sorted(task) == sorted(overrides):
+        if len(theirs) == len(jobs) and all(_same_job(a, b, composed, config_dir) for a, b in zip(jobs, theirs)):
             same.append(recorded.parent)
     return max(same, key=lambda d: d.stat().st_mtime, default=None)
+
+
+def _same_job(a: list[str], b: list[str], composed: dict, config_dir: str | None) -> bool:
+    """Whether two jobs' overrides compose the same config, SWEEP_NEUTRAL's keys aside: the same words,
+    or else the same composed config (each composed once, in `composed`)."""
+    from ganlab.checkpoint import differing_keys
+    from ganlab.config import compose_config
+
+    def words(job: list[str]) -> list[str]:
+        return sorted(w for w in job if w.split("=", 1)[0].lstrip("+~") not in SWEEP_NEUTRAL)
+
+    if words(a) == words(b):
+        return True
+    for job in (a, b):
+        if tuple(job) not in composed:
+            try:
+                composed[tuple(job)] = OmegaConf.to_container(compose_config(job, config_dir), resolve=True)
+            except Exception:  # noqa: BLE001 - an option since removed, a bad value: not this command's job
+                composed[tuple(job)] = None
+    configs = composed[tuple(a)], composed[tuple(b)]
+    return None not in configs and not differing_keys(*configs, ignore=SWEEP_NEUTRAL)
 
 
 def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     """For `ganlab train resume=PATH`: the run directory to continue in (Hydra writes there), or
     None. Raises GanlabError for a path that holds no run."""
-    from ganlab.checkpoint import find
+    from ganlab.checkpoint import NAME, find
     from ganlab.replicas import is_replica_parent
 
     parsed = parse_overrides(overrides)
@@ -232,7 +288,68 @@ def resume_run_dir(overrides: list[str], multirun: bool) -> Path | None:
     if multirun or not values or values[-1].value() in (None, "null", "auto"):
         return None
     path = Path(str(values[-1].value())).expanduser()
+    if path.is_dir() and restarts(path):  # stopped before its first checkpoint: it starts again there
+        return path
+    if (path.is_dir() and (path / ".hydra").is_dir() and not (path / NAME).exists() and not is_replica_parent(path)
+            and started_overrides(path) is None):
+        raise GanlabError(f"resume: {path} holds no {NAME} (its run stopped before the first) and no record of the "
+                          "command that started it (.hydra/overrides.yaml); start it again with that command plus "
+                          "resume=auto")
     return path if is_replica_parent(path) else find(path).parent  # replicas=N: all of them resume
+
+
+class Claim(Callback):
+    """A single run's directory claimed for this command (ganlab/runlock.py `claim`) after the pre-flight
+    checks (the callback before this one, configs/train.yaml) and before Hydra writes anything into it
+    (.hydra/, train.log): of two commands started into one directory at the same instant, the second is
+    refused in one line having changed nothing of the first's. `ganlab train` gives the claim up when
+    the run ends (or the process's end does)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            claim_run_dir(config, Path(str(OmegaConf.select(config, "hydra.run.dir"))), "hydra.run.dir")
+        except Exception as exc:  # noqa: BLE001 - every error must stop the run (preflight.Refused)
+            raise Refused(exc) from exc
+
+
+def claim_run_dir(config: DictConfig, directory: Path, key: str) -> None:
+    """Claim `directory` for the job of `config`, then check again, now that no other command can write
+    there, what the pre-flight checks saw before the claim: that it holds no run unless this command
+    resumes one (another command's run may have started there in between), and that a run restarted from
+    step 0 (it stopped before its first checkpoint) is started with the config its record holds."""
+    runlock.claim(directory)
+    try:
+        resuming = OmegaConf.select(config, "resume") is not None
+        check_run_dir_free(directory, key, resuming=resuming)
+        if resuming:
+            check_restart_record(directory, config)
+    except BaseException:
+        runlock.release(directory)
+        raise
+
+
+def check_restart_record(directory: Path, config: DictConfig) -> None:
+    """A run that stopped before its first checkpoint starts again (resume=DIR, resume=auto) with the config
+    of its record (.hydra/config.yaml): the keys a resume may change aside (checkpoint.RESUMABLE_KEYS),
+    another config is refused in one line, as a checkpoint's would be, unless resume_force=true. A record
+    Hydra did not finish (no overrides.yaml after it: a full disk) says nothing."""
+    from ganlab.checkpoint import RESUMABLE_KEYS, differing_keys
+
+    record = directory / ".hydra" / "config.yaml"
+    if (next(directory.rglob("checkpoint.pt"), None) is not None or not record.is_file()
+            or not (directory / ".hydra" / "overrides.yaml").is_file() or OmegaConf.select(config, "resume_force")):
+        return
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
+        current = OmegaConf.to_container(job_config(config), resolve=True)
+    except Exception:  # noqa: BLE001 - a record this version cannot read: nothing to compare with
+        return
+    differ = differing_keys(recorded, current, ignore=RESUMABLE_KEYS)
+    if differ:
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        raise ConfigError(f"resume: {directory} holds a run that stopped before its first checkpoint, started with "
+                          f"another config (its record {record} differs in {shown}); start it again with the "
+                          "settings it was started with, or add resume_force=true")
 
 
 def replace_overrides(args: list[str], old: list[str], new: list[str]) -> list[str]:

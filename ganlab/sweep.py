@@ -89,8 +89,12 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
 
 def run_here(sweeper, jobs: list[list[str]], configs: list[DictConfig]) -> list:
     """The jobs one after another in this process, each on the config composed for it (what Hydra's
-    basic launcher does after composing each job again)."""
+    basic launcher does after composing each job again). Each job's directory is claimed before Hydra
+    writes into it (launch.claim_run_dir), as a single run's is."""
     from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
+
+    from ganlab import runlock
+    from ganlab.launch import claim_run_dir
 
     setup_globals()
     config = sweeper.config
@@ -102,7 +106,26 @@ def run_here(sweeper, jobs: list[list[str]], configs: list[DictConfig]) -> list:
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
             cfg.hydra.job.id = cfg.hydra.job.num = idx
-        returns.append(run_job(hydra_context=sweeper.hydra_context, task_function=sweeper.task_function, config=cfg,
-                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        job_dir = job_directory(cfg)
+        claim_run_dir(cfg, job_dir, "hydra.sweep.dir")
+        try:
+            returns.append(run_job(hydra_context=sweeper.hydra_context, task_function=sweeper.task_function,
+                                   config=cfg, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        finally:
+            runlock.release(job_dir)
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return returns
+
+
+def job_directory(cfg: DictConfig) -> Path:
+    """The directory Hydra's run_job will make for a sweep job of config `cfg` (the sweep's directory and
+    the job's subdirectory, whose name reads Hydra's choices for the job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    try:
+        hydra_config.set_config(cfg)
+        return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    finally:
+        hydra_config.cfg = before

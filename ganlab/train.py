@@ -63,8 +63,15 @@ class Interrupted(GanlabError):
 
     def __init__(self, signum: int, step: int, run_dir: Path):
         self.exit_code = 128 + signum
+        self.signum, self.step, self.run_dir = signum, step, Path(run_dir)
         super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; its checkpoint is "
                          f"saved: continue with `ganlab train resume={run_dir}`")
+
+    def in_sweep(self, command: str) -> str:
+        """The line for a job of a sweep: `command` continues the whole sweep (its own plus resume=auto)."""
+        return (f"interrupted by {signal.Signals(self.signum).name} after step {self.step} of {self.run_dir.name}; "
+                f"its checkpoint is saved: continue the whole sweep with `{command}` (its completed jobs are "
+                "skipped, this one resumes, the rest start)")
 
 
 # --- run --------------------------------------------------------------------------------------------------
@@ -88,9 +95,11 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
     labels = run_labels(cfg, labels)
     summaries: dict[Path, dict] = {}
     with contextlib.ExitStack() as held:
+        earlier = set()  # the directories an earlier start of their run had written into
         for path in dict.fromkeys([run_dir, *dirs]):
             path.mkdir(parents=True, exist_ok=True)
-            held.enter_context(RunLock(path))
+            if held.enter_context(RunLock(path)).started_before:
+                earlier.add(path)
         todo = []  # (config, run directory, resolved config) of each run still to train
         for one, path in zip(configs, dirs):
             config = OmegaConf.to_container(one, resolve=True)
@@ -100,7 +109,7 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
             else:
                 summaries[path] = done.to_dict()
         if todo:
-            summaries.update(train(cfg, run_dir, todo, labels, progress, held))
+            summaries.update(train(cfg, run_dir, todo, labels, progress, held, earlier))
     finished = [summaries[path] for path in dirs]
     diverged = [(path, s) for path, s in zip(dirs, finished) if s.get("status") == "diverged"]
     if not grouped:
@@ -115,10 +124,10 @@ def run(cfg: DictConfig, run_dir: str | Path, labels: dict | None = None, progre
 
 
 def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dict]], labels: dict,
-          progress: bool | None, held: contextlib.ExitStack) -> dict[Path, dict]:
+          progress: bool | None, held: contextlib.ExitStack, earlier: set[Path] = frozenset()) -> dict[Path, dict]:
     """Set up each run of `todo` (built afresh, or restored from its checkpoint), make the update that
     trains them (one plain run, or the replicas vectorised), and train them in `train_loop`; return each
-    run's summary by run directory."""
+    run's summary by run directory. `earlier`: the directories an earlier start of their run wrote into."""
     grouped = cfg.replicas > 1
     device = training_device(cfg)
     # Started first: the worker imports while the runs build, then takes the reference rows' offline part.
@@ -128,6 +137,9 @@ def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dic
         if grouped:
             replicas.write_record(run_dir, path, one.seed)
         resume = resume_checkpoint(one, path, grouped)
+        if resume is None and one.resume and path in earlier:  # resume=auto (or resume=DIR) of a run killed early
+            log.info("%s holds no checkpoint (its run stopped before the first): starting it again from step 0 "
+                     "with the config it was started with", path)
         setups.append(set_up(one, path, labels, config, device, resume, offloader.view(k)))
         if grouped:
             setups[-1].summary.replica = {"index": one.seed - cfg.seed, "of": cfg.replicas, "first_seed": cfg.seed}
@@ -148,8 +160,8 @@ def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dic
     runs = [RunState(s, held.enter_context(s.tracker(progress if k == 0 else False)), offloader.view(k), update,
                      index=k if grouped else None, start_step=start_step, device=device)
             for k, s in enumerate(setups)]
-    return train_loop(cfg, update, runs, CheckpointPolicy(cfg.checkpoint.every, offloader), start_step,
-                      held.enter_context(StopRequest()), run_dir)
+    checkpoints = CheckpointPolicy(cfg.checkpoint.every, offloader, written=start_step > 0)
+    return train_loop(cfg, update, runs, checkpoints, start_step, held.enter_context(StopRequest()), run_dir)
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path, grouped: bool) -> Path | None:
@@ -229,14 +241,16 @@ def train_loop(cfg: DictConfig, update: Update, runs: list[RunState], checkpoint
 
 class CheckpointPolicy:
     """When the periodic checkpoint is written, for every run of the loop at once. It is owed every
-    `every` steps, and written at the first step from then on at which the evaluation worker has no job in
-    hand: a checkpoint holds every evaluation's results, so one written while the worker computes the same
-    step's W1/W2 and pictures would stall training for that whole job (about 10 % of the default run in
-    one profile on a busy machine, docs/benchmarks.md). At most `every` steps late, then it waits.
-    Inline evaluation (eval.background=false) is never busy: checkpoints fall on the multiples."""
+    `every` steps. The run's first one is written when due, whatever the evaluation worker is doing: until
+    then a kill loses the whole run. Each later one is written at the first step from its due step on at
+    which the worker has no job in hand: a checkpoint holds every evaluation's results, so one written
+    while the worker computes the same step's W1/W2 and pictures would stall training for that whole job
+    (about 10 % of the default run in one profile on a busy machine, docs/benchmarks.md). At most `every`
+    steps late, then it waits. Inline evaluation (eval.background=false) is never busy: checkpoints fall
+    on the multiples. `written`: the run has a checkpoint already (a resumed run)."""
 
-    def __init__(self, every: int, offloader: SharedOffloader):
-        self.every, self.offloader = every, offloader
+    def __init__(self, every: int, offloader: SharedOffloader, written: bool = False):
+        self.every, self.offloader, self.written = every, offloader, written
         self.owed: int | None = None  # the step a periodic checkpoint has been owed since
 
     def due(self, step: int) -> bool:
@@ -244,9 +258,9 @@ class CheckpointPolicy:
             self.owed = step
         if self.owed is None:
             return False
-        if self.offloader.busy() and step - self.owed < self.every:
+        if self.written and self.offloader.busy() and step - self.owed < self.every:
             return False
-        self.owed = None
+        self.owed, self.written = None, True
         return True
 
 

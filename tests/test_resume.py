@@ -237,3 +237,61 @@ def test_an_output_directory_that_cannot_be_written_is_refused_in_one_line(tmp_p
     assert len(errors) == 1 and f"cannot write to the output directory {blocker / 'run'}" in errors[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert blocker.read_text() == "keep me"
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume_dir_and_with_resume_auto(tmp_path, capsys,
+                                                                                               monkeypatch):
+    """Issue 28: kill -9 before the first checkpoint leaves the .hydra/ record, train.log and the events, and no
+    checkpoint. `resume=DIR` starts the run again there from step 0 with the config its record holds, and so
+    does the original command plus resume=auto, each saying so in one log line; both end as the run did."""
+    from test_sweep_safety import in_process
+
+    command = ["train", "debug=tiny", "steps=5", "loss=hinge", "seed=3", "hydra.run.dir=run"]
+    code, _, err = in_process(command, capsys, monkeypatch, tmp_path)
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    uninterrupted = json.loads((run_dir / "summary.json").read_text())
+    record = (run_dir / ".hydra" / "config.yaml").read_bytes()
+    for again in (["train", f"resume={run_dir}"], [*command, "resume=auto"]):
+        for name in ("checkpoint.pt", "summary.json", "samples.npz"):  # what kill -9 before the first checkpoint leaves
+            (run_dir / name).unlink()
+        code, out, err = in_process(again, capsys, monkeypatch, tmp_path)
+        assert code == 0, (again, err)
+        said = [line for line in (out + err).splitlines() if "starting it again from step 0" in line]
+        assert len(said) == 1 and str(run_dir) in said[0], (again, out + err)
+        s = json.loads((run_dir / "summary.json").read_text())
+        assert s["status"] == "completed" and s["step"] == 5 and "resumed_from_step" not in s
+        assert s["seed"] == 3 and s["config"]["loss"]["_target_"].endswith("Hinge")
+        assert s["metrics"] == uninterrupted["metrics"] and s["mode_history"] == uninterrupted["mode_history"]
+        if again[1].startswith("resume="):  # the record it restarted with stays; this command's goes beside it
+            assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
+            assert (run_dir / ".hydra_resume" / "overrides.yaml").exists()
+    assert (run_dir / "train.log").read_text().count("starting it again from step 0") == 2
+    # Started again with another config than its record's: refused in one line, nothing touched.
+    for name in ("checkpoint.pt", "summary.json", "samples.npz"):
+        (run_dir / name).unlink()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, _, err = in_process([*command, "seed=4", "resume=auto"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "stopped before its first checkpoint, started with another config" in err and "differs in seed" in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_the_first_checkpoint_is_written_when_due_while_the_evaluation_worker_is_busy(tmp_path, monkeypatch):
+    """Issue 28: the first periodic checkpoint falls on its step even when the worker has a job in hand (a
+    run had none at step ~1,500): until it is written, a kill loses the whole run. Later ones may wait for
+    an idle worker, at most `checkpoint.every` steps."""
+    from ganlab import checkpoint
+    from ganlab.evaluation.worker import SharedOffloader
+
+    monkeypatch.setattr(SharedOffloader, "busy", lambda self: True)  # a worker that never catches up
+    saved, real_save = [], checkpoint.save
+
+    def save(path, exp, step, *args, **kwargs):
+        saved.append(step)
+        return real_save(path, exp, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    run(make_cfg("debug=tiny", "steps=20", "checkpoint.every=4"), tmp_path / "run")
+    assert saved[0] == 4, saved
+    assert saved == [4, 12, 20], saved  # then owed from 8 and written 4 steps late; the final one
