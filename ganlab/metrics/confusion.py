@@ -39,7 +39,7 @@ from torch import Tensor
 # triples mislabelled, the leak into an empty triple next to big modes is several samples of Poisson noise, so a
 # mode with 10 % of the uniform share (2.6 samples) cannot be told from it: with that floor the count of 1,000
 # Zipf-weighted modes (the rarest expecting 3.5 samples) came out 0.41-0.56x its truth on real degraded images,
-# with 30 % (7.8 samples; those modes above it: 445) 0.89-0.99x (docs/results/stacked_validation.md).
+# with 30 % (7.8 samples; those modes above it: 445) 0.84-1.07x (docs/results/stacked_validation.md).
 MIN_SHARE = 0.3
 Z = 3.0           # one-sided 3 sigma: about 1 false mode in 1,000 empty triples
 # The bounds (`count_bounds`), both under the matched confusion:
