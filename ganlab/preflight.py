@@ -80,10 +80,11 @@ def job_config(cfg: DictConfig) -> DictConfig:
     return job
 
 
-def check_jobs(configs: list[DictConfig], dir_key: str) -> list[dict]:
+def check_jobs(configs: list[DictConfig], dir_key: str, progress=None) -> list[dict]:
     """Check the jobs' configs as Hydra composed them, for a command whose runs go to the directory
     `dir_key` names (hydra.run.dir or hydra.sweep.dir); raise ConfigError or GanlabError. Returns the
-    jobs' resolved configs (without Hydra's node)."""
+    jobs' resolved configs (without Hydra's node). `progress`: called with "validated" after each job's
+    values, "checked" after its build and the rest (a sweep's CheckProgress, ganlab/sweep.py)."""
     import torch
 
     from ganlab.checkpoint import find
@@ -103,16 +104,21 @@ def check_jobs(configs: list[DictConfig], dir_key: str) -> list[dict]:
             key = getattr(exc, "full_key", None) or "?"
             raise ConfigError(f"bad value for '{key}': {str(exc).splitlines()[0]}") from None
         jobs.append(job)
+        if progress is not None:
+            progress("validated")
     for cfg in jobs:
+        # Sizes that cannot fit (batch_size=1e8, model.latent_dim=1e8, replicas=1e5) fail now, not minutes into
+        # the run, and before the build below would allocate them: estimated on the meta device (ganlab/memory.py).
+        check_fits(cfg, resolve_device(cfg.device))
         exp = build(cfg, torch.device("cpu"))  # constructors check their own values
         if cfg.replicas > 1:  # what the vectorised step cannot train is refused before any job starts
             check_replicas(cfg, exp)
-        # Sizes that cannot fit (batch_size=1e8) fail now, not minutes into the run.
-        check_fits(exp, cfg, resolve_device(cfg.device))
         # What evaluations need (a mode classifier, Inception weights) is there, or said now.
         make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"), cfg.metrics)
         if cfg.resume and cfg.resume != "auto" and cfg.replicas == 1:  # a bad checkpoint or a changed config: now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
+        if progress is not None:
+            progress("checked")
     resolved = [OmegaConf.to_container(cfg, resolve=True) for cfg in jobs]
     directory = Path(str(OmegaConf.select(configs[0], dir_key)))  # named from the values checked above
     # resume=PATH continues its run there, and resume=auto the runs already there (checked below)

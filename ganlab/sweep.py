@@ -3,10 +3,11 @@
 `run_sweep` is the work of ganlab's sweeper (hydra/sweeper=ganlab, the default;
 hydra_plugins/ganlab_sweeper):
 1. the overrides split into jobs: the product of every comma list, range and choice (Hydra's basic
-   sweeper does the same); interval() needs a sweeper that samples (hydra/sweeper=optuna);
+   sweeper does the same); interval() needs a sweeper that samples (hydra/sweeper=optuna). A sweep of no
+   job (`seed=range(0,0)`) or of more than MAX_JOBS is refused first, in one line (`check_job_count`);
 2. Hydra's config loader composes each job's config, once (an error is one line naming the key);
 3. every job is checked (ganlab/preflight.py), and a parallel sweep that oversubscribes the cores is
-   warned about;
+   warned about. Steps 2 and 3 show their progress once they have taken a second (`CheckProgress`);
 4. the jobs run: in this process, each on the config composed for it (the basic launcher), or through
    the configured launcher (joblib, SLURM) by their overrides, which its workers compose again
    (Hydra's launcher interface passes overrides, not configs);
@@ -19,6 +20,9 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
+import sys
+import time
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -30,6 +34,83 @@ from ganlab.errors import ConfigError
 from ganlab.preflight import check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines ("[HYDRA] Launching 3 jobs locally")
+
+# The most jobs one sweep may start. Each is composed and checked before the first starts (about 0.17 s a job
+# on 2 busy cores), so 10,000 is already half an hour of checks before any training; more is a typo
+# (range(0,100000)) rather than a plan, and is refused before anything is composed.
+MAX_JOBS = 10_000
+PROGRESS_AFTER = 1.0   # seconds the pre-run check runs before its progress shows
+PROGRESS_EVERY = 5.0   # seconds between its progress lines where no terminal shows a bar
+
+
+def check_job_count(overrides: list) -> int:
+    """The number of jobs `split_jobs` would make of Hydra's parsed overrides, counted without making them;
+    ConfigError for none (an empty range) or more than MAX_JOBS."""
+    from hydra.core.override_parser.types import RangeSweep
+
+    counts: dict[str, tuple[int, str]] = {}
+    for o in overrides:
+        n = 1  # one value; a sampled sweep (interval) is split_jobs's to refuse
+        if o.is_sweep_override() and o.is_discrete_sweep():
+            value = o.value()
+            if isinstance(value, RangeSweep) and isinstance(value.range(), range):
+                n = len(value.range())  # range(0,10**12): counted, not listed
+            else:
+                n = sum(1 for _ in itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
+        counts[o.get_key_element()] = (n, o.input_line)  # a later override of a key replaces an earlier one
+    empty = [line for n, line in counts.values() if n == 0]
+    if empty:
+        raise ConfigError(f"{empty[0]} sweeps over no value, so the sweep would run no job; give it at least one "
+                          "value")
+    total = math.prod(n for n, _ in counts.values())
+    if total > MAX_JOBS:
+        swept = " x ".join(f"{'over ' if n > MAX_JOBS else ''}{min(n, MAX_JOBS):,} values of {key}"
+                           for key, (n, _) in counts.items() if n > 1)
+        shown = f"over {MAX_JOBS:,}" if any(n > MAX_JOBS for n, _ in counts.values()) else f"{total:,}"
+        raise ConfigError(f"this sweep has {shown} jobs ({swept}), more than the {MAX_JOBS:,} one sweep may start "
+                          f"(each is checked before the first starts); sweep fewer values, or split it into sweeps "
+                          f"of at most {MAX_JOBS:,} jobs")
+    return total
+
+
+class CheckProgress:
+    """The progress of a sweep's pre-run check (every job composed, its values validated, then built and
+    checked: PHASES), shown once it has taken PROGRESS_AFTER seconds: on a terminal, a bar on stderr that goes
+    away when the check ends; otherwise a line beside Hydra's (stdout) every PROGRESS_EVERY seconds, so that
+    stderr keeps a refusal's one line."""
+
+    PHASES = ("composed", "validated", "checked")
+
+    def __init__(self, jobs: int):
+        self.jobs, self.done = jobs, dict.fromkeys(self.PHASES, 0)
+        self.start = time.monotonic()
+        self.shown: float | None = None  # when the last line was written
+        self.bar = self.task = None
+
+    def __call__(self, phase: str) -> None:
+        """One more job through `phase` (one of PHASES)."""
+        self.done[phase] += 1
+        now = time.monotonic()
+        if now - self.start < PROGRESS_AFTER:
+            return
+        text = f"pre-run check: {self.done[phase]:,} of {self.jobs:,} jobs {phase}"
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                    console=Console(stderr=True), transient=True)
+                self.task = self.bar.add_task(text, total=len(self.PHASES) * self.jobs)
+                self.bar.start()
+            self.bar.update(self.task, completed=sum(self.done.values()), description=text)
+        elif self.shown is None or now - self.shown >= PROGRESS_EVERY or self.done[phase] == self.jobs:
+            self.shown = now
+            log.info("%s (%.0f s)", text, now - self.start)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def split_jobs(overrides: list) -> list[list[str]]:
@@ -48,14 +129,17 @@ def split_jobs(overrides: list) -> list[list[str]]:
     return [list(job) for job in itertools.product(*values.values())]
 
 
-def compose_jobs(sweeper, jobs: list[list[str]]) -> list[DictConfig]:
-    """Each job's config, composed by Hydra's config loader as its launcher would (one line on an error)."""
+def compose_jobs(sweeper, jobs: list[list[str]], progress=None) -> list[DictConfig]:
+    """Each job's config, composed by Hydra's config loader as its launcher would (one line on an error).
+    `progress`: called with "composed" after each job (a CheckProgress)."""
     configs = []
     for job in jobs:
         try:
             configs.append(sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(job)))
         except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, ValueError) as exc:
             raise ConfigError(explain_compose_error(exc, job)) from None
+        if progress is not None:
+            progress("composed")
     return configs
 
 
@@ -67,10 +151,14 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
     # Resolved first: `${now:...}` is cached in the sweep's config, and each job's composition copies that
     # cache, so every job names the same sweep directory.
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    jobs = split_jobs(OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
-                      .parse_overrides(arguments))
-    configs = compose_jobs(sweeper, jobs)
-    resolved = check_jobs(configs, "hydra.sweep.dir")
+    overrides = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader).parse_overrides(arguments)
+    progress = CheckProgress(check_job_count(overrides))  # none, or too many: refused before any is made
+    try:
+        jobs = split_jobs(overrides)
+        configs = compose_jobs(sweeper, jobs, progress)
+        resolved = check_jobs(configs, "hydra.sweep.dir", progress)
+    finally:
+        progress.close()
     warning = oversubscription_warning(config.hydra.launcher, len(resolved),
                                        [int(c.get("cpu_threads", 1)) for c in resolved], usable_cores())
     if warning:

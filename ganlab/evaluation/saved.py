@@ -26,6 +26,7 @@ from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError
 from ganlab.evaluation import eval_seed, make_evaluator, scalars
 from ganlab.gan import build, build_data, load_checkpoint
+from ganlab.memory import check_evaluation
 from ganlab.summary import RunSummary
 from ganlab.tracking import write_json_atomic
 
@@ -57,9 +58,11 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     # The run's own device by default: the same samples need the same RNG stream (CPU and CUDA differ).
     device = _device(device) if device else _device(summary.device or "cpu", trained_on=True)
     cfg = _with_overrides(cfg, overrides)
+    n = samples or cfg.eval.samples
+    # --samples 10000000000 (and eval.batch) refused in one line before anything is built or drawn
+    check_evaluation(cfg, n, device, f"--samples {samples}" if samples else f"eval.samples={n}")
     exp = build(cfg, device)
     step = load_checkpoint(run_dir / "checkpoint.pt", exp)
-    n = samples or cfg.eval.samples
     rng = torch.Generator(device).manual_seed(eval_seed(cfg.seed, step))
     evaluator = make_evaluator(exp.data, exp.latent_dim, OmegaConf.merge(cfg.eval, {"samples": n}),
                                exp.loss.wasserstein_critic, device, cfg.get("metrics"))
