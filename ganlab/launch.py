@@ -5,6 +5,7 @@ a resume=auto continues). The command itself is ganlab/cli.py's `train`."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sys
 import traceback
@@ -220,6 +221,22 @@ def train_job(cfg: DictConfig) -> dict | None:
                 handler.setFormatter(handler.formatter.inner)
 
 
+def split_jobs(overrides: list) -> list[list[str]]:
+    """Each job's overrides: one value of every sweep override (Hydra's parsed `Override`s), in their
+    product's order. A later override of a key replaces an earlier one, as in Hydra's basic sweeper."""
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{o.input_line}: ganlab's sweeper runs lists, ranges and choices; a sampled sweep "
+                              "(interval) needs a sweeper that samples, e.g. hydra/sweeper=optuna")
+    return [list(job) for job in itertools.product(*values.values())]
+
+
 # Keys in which a sweep's jobs may differ from the command that continues it (resume=auto): what the command
 # does with the run directories (resume), how often scalars are read and checkpoints written, threads and the
 # evaluation worker (config.Role: command, cadence, execution but replicas, which lays out the directories).
@@ -235,7 +252,6 @@ def previous_sweep(overrides: list[str], root: Path = Path("outputs/multirun"),
     a default spelled out or the keys in another order. None if no sweep there is this command's."""
     import yaml
 
-    from ganlab.sweep import split_jobs
 
     def jobs_of(words: list[str]) -> list[list[str]]:
         return split_jobs(parse_overrides([w for w in words if not w.lstrip("+~").startswith("hydra")]))

@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config import explain_compose_error
 from ganlab.errors import ConfigError
+from ganlab.launch import split_jobs
 from ganlab.preflight import check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines ("[HYDRA] Launching 3 jobs locally")
@@ -111,22 +112,6 @@ class CheckProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-
-def split_jobs(overrides: list) -> list[list[str]]:
-    """Each job's overrides: one value of every sweep override (Hydra's parsed `Override`s), in their
-    product's order. A later override of a key replaces an earlier one, as in Hydra's basic sweeper."""
-    values: dict[str, list[str]] = {}
-    for o in overrides:
-        key = o.get_key_element()
-        if not o.is_sweep_override():
-            values[key] = [f"{key}={o.get_value_element_as_str()}"]
-        elif o.is_discrete_sweep():
-            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
-        else:
-            raise ConfigError(f"{o.input_line}: ganlab's sweeper runs lists, ranges and choices; a sampled sweep "
-                              "(interval) needs a sweeper that samples, e.g. hydra/sweeper=optuna")
-    return [list(job) for job in itertools.product(*values.values())]
 
 
 def compose_jobs(sweeper, jobs: list[list[str]], progress=None) -> list[DictConfig]:
