@@ -95,6 +95,19 @@ def test_a_class_must_stand_three_sd_above_the_leak_into_it():
     assert corrected_modes(counts, c, per_class=torch.full((10,), 100))["modes_corrected"] == 2
 
 
+def test_the_high_end_counts_a_cell_its_leak_noise_cannot_rule_out():
+    from ganlab.metrics.confusion import plausible_modes
+
+    # 1,000 samples of class 0 (30 % labelled 1), none of class 1: observed (700, 300), ML mass of class 1 is 0.
+    # Floor 0.3 * 1000 / 10 = 30; class 1's standard error sqrt(300) / 1 = 17.3: 0 + 2 x 17.3 >= 30 (plausible),
+    # 0 + 1 x 17.3 < 30 (not); an empty, unlabelled class never is.
+    counts, c = leaky(0, n0=1000)
+    assert plausible_modes(counts, c) == 2 and plausible_modes(counts, c, z=1.0) == 1
+    # 20 of class 1: n p = 20 < 30.6, but 20 + 1 x sqrt(320) = 37.9 >= 30.6
+    counts, c = leaky(20, n0=1000)
+    assert plausible_modes(counts, c, z=0.0) == 1 and plausible_modes(counts, c, z=1.0) == 2
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="rows of non-negative numbers summing to 1"):
         deconvolve(torch.ones(2), torch.tensor([[0.5, 0.4], [0.0, 1.0]]))

@@ -138,13 +138,13 @@ def _leak_variance(np_: Tensor, c: Tensor, per_class: Tensor) -> Tensor:
 
 
 def corrected_modes(counts: Tensor, confusion: Tensor, per_class: Tensor | None = None,
-                    min_share: float = MIN_SHARE, z: float = Z) -> dict:
+                    min_share: float = MIN_SHARE, z: float = Z, ml: Tensor | None = None) -> dict:
     """`modes_corrected` and `reverse_kl_corrected` from a (k,) * d histogram of observed labels
     (see the module's docstring); `per_class`: the test samples per class C was measured on
-    (None: C is exact)."""
+    (None: C is exact); `ml`: `deconvolve(counts, confusion)` when the caller has it already."""
     h, c = _check(counts, confusion)
     n, cells = float(h.sum()), h.numel()
-    p = deconvolve(h, c)
+    p = deconvolve(h, c) if ml is None else ml
     np_ = n * p
     d = h.ndim
     own = _per_axis(np_, [torch.diag(c.diagonal())] * d)  # what each cell keeps of its own samples
@@ -158,13 +158,15 @@ def corrected_modes(counts: Tensor, confusion: Tensor, per_class: Tensor | None 
     return {"modes_corrected": int(keep.sum()), "reverse_kl_corrected": float(torch.xlogy(p, cells * p).sum())}
 
 
-def plausible_modes(counts: Tensor, confusion: Tensor, min_share: float = MIN_SHARE, z: float = HIGH_Z) -> int:
+def plausible_modes(counts: Tensor, confusion: Tensor, min_share: float = MIN_SHARE, z: float = HIGH_Z,
+                    ml: Tensor | None = None) -> int:
     """How many cells of a (k,) * d histogram may hold a mode above the floor: those whose maximum-likelihood mass
     n p_t is not `z` standard errors below `min_share` of the uniform share, the standard error being the Poisson
-    noise of the cell's observed count over the share of its own samples it keeps, sqrt(h_t) / A(t, t)."""
+    noise of the cell's observed count over the share of its own samples it keeps, sqrt(h_t) / A(t, t).
+    `ml`: `deconvolve(counts, confusion)` when the caller has it already."""
     h, c = _check(counts, confusion)
     n = float(h.sum())
-    np_ = n * deconvolve(h, c)
+    np_ = n * (deconvolve(h, c) if ml is None else ml)
     kept = _per_axis(torch.ones_like(h), [torch.diag(c.diagonal())] * h.ndim)  # A(t, t), what t keeps of its own
     return int((np_ + z * h.sqrt() / kept.clamp_min(1e-12) >= min_share * n / h.numel()).sum())
 
@@ -173,6 +175,8 @@ def count_bounds(counts: Tensor, confusion: Tensor, per_class: Tensor | None, co
     """`modes_corrected_low` and `modes_corrected_high` of a (k,) * d histogram under the confusion matched to the
     samples (see LOW_RULE and HIGH_Z), widened to hold `corrected`, the headline count, should it fall outside."""
     draws = per_class.double() / LOW_RULE["c_draws"] if per_class is not None else None
-    low = corrected_modes(counts, confusion, draws, min_share=LOW_RULE["min_share"], z=LOW_RULE["z"])["modes_corrected"]
-    high = plausible_modes(counts, confusion)
+    ml = deconvolve(counts, confusion)  # one EM for both ends: they differ in what they keep, not in p
+    low = corrected_modes(counts, confusion, draws, min_share=LOW_RULE["min_share"], z=LOW_RULE["z"],
+                          ml=ml)["modes_corrected"]
+    high = plausible_modes(counts, confusion, ml=ml)
     return {"modes_corrected_low": min(low, corrected), "modes_corrected_high": max(low, high, corrected)}
