@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast sweep tensorboard bench bench-images docs reproduce-toy reproduce-stacked validate-stacked clean
+.PHONY: setup run test test-fast fuzz sweep tensorboard bench bench-images docs reproduce-toy reproduce-stacked validate-stacked clean
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit]"
+	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit,optuna]"
 	touch $@
 
 run: setup
@@ -28,6 +28,10 @@ test: setup
 # The same without the tests marked slow (about a third of the suite's time): for quick iterations.
 test-fast: setup
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(ARGS)
+
+# The property-based tests (tests/test_fuzz_*.py) with many fresh random examples instead of `make test`'s few fixed ones.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -n 2 tests/test_fuzz*.py $(ARGS)
 
 sweep: setup
 	$(BIN)/ganlab train -m loss=nsgan,wgan_gp seed=0,1,2 $(ARGS)

@@ -2,7 +2,8 @@
 
 A checkpoint holds every network (the remedy's extra networks included), every optimizer, the
 step, every RNG state (torch CPU and CUDA, numpy, python), the loop's bookkeeping (mode history,
-losses since the last log tick) and the resolved config. Non-tensor state is kept in plain types,
+losses since the last log tick), the moving average of G when `ema.decay` asks for one, and the
+resolved config. Non-tensor state is kept in plain types,
 so `torch.load(weights_only=True)` reads it and no pickled object is ever needed.
 
 Writes are atomic (ganlab.atomic): a temporary file in the same directory, fsync, then rename over
@@ -84,6 +85,9 @@ def save(path: Path, exp, step: int, loop: dict, config: dict, rng: dict | None 
         "rng": rng_state() if rng is None else rng, "loop": loop,
         "config": json.dumps(config, sort_keys=True),  # a string: plain, and compared key by key on resume
     }
+    average = getattr(exp, "ema", None)  # the moving average of G (ema.decay), or None
+    if average is not None:
+        payload["G_ema"] = average.G.state_dict()
     payload[CHECKSUM_KEY] = content_digest(payload)
     write_atomic(path, payload)
 
@@ -173,7 +177,9 @@ def unhealthy(exp) -> str | None:
     stay finite for a while after the weights blow up (a saturated D), so the weights are checked
     themselves: resuming from such a state only diverges again."""
     checks = []  # (what, tensor, bounded)
-    for network, module in exp.networks().items():
+    average = getattr(exp, "ema", None)
+    averaged = {} if average is None else {"G's moving average": average.G}
+    for network, module in {**exp.networks(), **averaged}.items():
         checks += [(f"{network}'s parameter {name}", p, True) for name, p in module.named_parameters()]
         checks += [(f"{network}'s buffer {name}", b, False) for name, b in module.named_buffers()]
     optimizers = {"G": exp.g_opt, "D": exp.d_opt, **exp.extra_opts}
@@ -205,6 +211,13 @@ def load_into(state: dict, exp, path: Path) -> None:
         for name, module in exp.extras.items():
             module.load_state_dict(state["extras"][name])
             _load_optimizer(exp.extra_opts[name], state["extra_opts"][name])
+        if getattr(exp, "ema", None) is not None:
+            if "G_ema" in state:
+                exp.ema.G.load_state_dict(state["G_ema"])
+            else:  # ema.decay set on a resume (resume_force=true) of a run that had none: it starts from G here
+                log.warning("checkpoint %s holds no moving average of G: ema.decay starts it from G at step %s",
+                            path, state.get("step"))
+                exp.ema.reset()
     except (KeyError, RuntimeError, ValueError) as exc:
         raise GanlabError(f"checkpoint {path} does not match the run's model or config: "
                           f"{str(exc).splitlines()[0][:200]}") from None
@@ -223,7 +236,7 @@ def _load_optimizer(opt, state: dict) -> None:
 def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
     """Dotted config keys whose values differ between two resolved configs, the keys a resume may change aside."""
     a, b = _flatten(saved), _flatten(current)
-    a.update({k: b[k] for k, old in ADDED_KEYS.items() if k not in a and b.get(k) == old})
+    a.update({k: b[k] for k, old in ADDED_KEYS.items() if k not in a and k in b and b[k] == old})
     return sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k == i or k.startswith(i + ".") for i in ignore))
 

@@ -5,7 +5,8 @@ the work handed to the module that does it, and every GanlabError turned into on
   each job's config once, ganlab's pre-flight checks read those configs before any work
   (ganlab/preflight.py, ganlab/sweep.py), so a typo or a bad value ends with one line naming the key,
   exit status 2, and no traceback, even in a sweep;
-- `eval`: ganlab/evaluation/saved.py (a run's checkpoint, or a samples file);
+- `eval`: ganlab/evaluation/saved.py (a run's checkpoint, or a samples file or folder);
+- `sample`: ganlab/evaluation/saved.py too (a run's checkpoint rebuilt as `eval` rebuilds it, samples drawn into a file);
 - `report`: ganlab/report.py builds it, ganlab/report_output.py writes its files and figures;
 - `classifier`: ganlab/metrics/classifier_training.py.
 Each command imports its work when it runs: `ganlab --help` loads no torch.
@@ -13,6 +14,7 @@ Each command imports its work when it runs: `ganlab --help` loads no torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +25,7 @@ from pathlib import Path
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab import runlock
+from ganlab import provenance, runlock
 from ganlab.argparsing import Parser
 from ganlab.config import W_SAMPLES_PROTOCOL, check_data_root, compose_checked, explain_compose_error
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
@@ -47,7 +49,9 @@ log = logging.getLogger("ganlab")
 
 COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
-    "eval": "evaluate a run again from its checkpoint: ganlab eval RUN_DIR [--samples N] [metrics.inception=true ...]",
+    "eval": "evaluate a run again from its checkpoint: ganlab eval RUN_DIR [--samples N] [metrics.inception=true ...]; "
+            "or samples made elsewhere: ganlab eval --samples FILE.npz|DIR dataset=NAME [--out DIR]",
+    "sample": "draw samples from a run's checkpoint: ganlab sample RUN_DIR --n N --out FILE.npz|DIR [--seed 0]",
     "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
     "classifier": "train the mode classifier that image metrics use: ganlab classifier dataset=mnist|fashion_mnist",
 }
@@ -58,7 +62,7 @@ def usage() -> str:
     width = max(map(len, COMMANDS)) + 2  # the longest name and two spaces: "classifier" is 10 long
     lines += [f"  {name:<{width}}{text}" for name, text in COMMANDS.items()]
     lines += ["", "`ganlab train --help` lists the config groups and their options;",
-              "`ganlab train --cfg job` prints the composed config."]
+              "`ganlab train --cfg job` prints the composed config; `ganlab --version` the version and git commit."]
     return "\n".join(lines)
 
 
@@ -73,7 +77,11 @@ def train(args: list[str]) -> None:
     run, ganlab's sweeper for a multirun), and the job function trains on them. Here only what needs no
     config: the overrides' syntax, a resume's own overrides, the sweep a resume=auto continues."""
     parsed = parse_hydra_args(args)
-    asks_for_help = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
+    if parsed.shell_completion:  # -sc install=bash|zsh, query=...: for the `ganlab` command (ganlab/completion.py)
+        from ganlab import completion
+
+        return completion.complete(list(parsed.overrides), COMMANDS)
+    asks_for_help = parsed.help or parsed.hydra_help or parsed.info
     overrides = list(parsed.overrides)
     if parsed.config_dir is not None and not Path(parsed.config_dir).expanduser().is_dir():
         raise ConfigError(f"--config-dir {parsed.config_dir}: no such directory")
@@ -146,10 +154,18 @@ def eval_parser() -> Parser:
     p.add_argument("--samples", default=None, metavar="N|FILE",
                    help=f"N: samples to draw from the run, >= {MIN_SAMPLES} (default: the run's eval.samples; W1/W2 "
                         f"take min(N, eval.w_samples) of them, and the protocol {W_SAMPLES_PROTOCOL}); FILE: a .npz "
-                        "of samples made elsewhere (`images` (n, C, H, W) in [-1, 1] or uint8, or `points` (n, 2)), "
-                        "scored against dataset=NAME")
-    p.add_argument("--out", default=None, metavar="FILE.json",
-                   help="with --samples FILE: where the record goes (default: FILE's name with .eval.json)")
+                        "of samples made elsewhere (`images` (n, C, H, W) in [-1, 1] or uint8, or `points` (n, d)), "
+                        "a .npy of that array, or a folder of PNG files, scored against dataset=NAME")
+    p.add_argument("--out", default=None, metavar="FILE.json|DIR",
+                   help="with --samples FILE: where the record goes (default: FILE's name with .eval.json); a folder "
+                        "gets a summary.json, with the reference rows, that `ganlab report` shows beside ganlab's own "
+                        "runs")
+    p.add_argument("--name", default=None,
+                   help="with --samples FILE: the row's label in `ganlab report` (samples=NAME; default: FILE's name); "
+                        "give several seeds' files one name, each with its seed=N, for one row of seeds")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="with --samples FILE: also write the metrics, reference rows and pictures as TensorBoard "
+                        "events into DIR")
     p.add_argument("--device", default=None,
                    help="cpu or cuda (default: the device the run trained on; cpu for a file)")
     # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
@@ -169,26 +185,34 @@ def _sample_count(value: str | None) -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def warnings_on_stderr():
+    """Warnings (log.warning) as `ganlab: warning: ...` lines on stderr, for the commands without a Hydra job to
+    set up logging (eval, report). Removed afterwards: main() may run inside another program (the tests)."""
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("ganlab: warning: %(message)s"))
+    logging.getLogger("ganlab").addHandler(warnings)
+    try:
+        yield
+    finally:
+        logging.getLogger("ganlab").removeHandler(warnings)
+
+
 def evaluate(argv: list[str]) -> None:
     """`ganlab eval`: a run again from its checkpoint, or a file of samples (ganlab/evaluation/saved.py)."""
     from ganlab.evaluation.saved import evaluate_run, evaluate_samples_file
 
     # intermixed: `ganlab eval RUN_DIR --samples N metrics.inception=true` (overrides after an option) parses too.
     args = eval_parser().parse_intermixed_args(argv)
-    # Warnings (log.warning) as `ganlab: warning: ...` lines: no Hydra job sets up logging for this
-    # command. Removed afterwards: main() may run inside another program (the tests).
-    warnings = logging.StreamHandler(sys.stderr)
-    warnings.setLevel(logging.WARNING)
-    warnings.setFormatter(logging.Formatter("ganlab: warning: %(message)s"))
-    logging.getLogger("ganlab").addHandler(warnings)
-    try:
+    with warnings_on_stderr():
         if args.samples is not None and _sample_count(args.samples) is None:
             # A file of samples: `path` took the first override (dataset=NAME), if any.
             if args.path is not None and "=" not in args.path:
                 raise UsageError(f"--samples {args.samples} scores a file; leave out the run directory {args.path} "
                                  "and name the dataset (dataset=NAME)")
             overrides = [*([args.path] if args.path else []), *args.overrides]
-            record = evaluate_samples_file(args.samples, overrides, args.device, args.out)
+            record = evaluate_samples_file(args.samples, overrides, args.device, args.out, args.name, args.tensorboard)
             closing = f"{record['samples']} samples of {args.samples} against {record['dataset']}; wrote {record['written_to']}"
         else:
             if args.path is None:
@@ -196,13 +220,40 @@ def evaluate(argv: list[str]) -> None:
                                  "its dataset (ganlab eval --samples FILE.npz dataset=NAME)")
             if args.out is not None:
                 raise UsageError("--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
+            for option in ("name", "tensorboard"):
+                if getattr(args, option) is not None:
+                    raise UsageError(f"--{option} is for --samples FILE; a run's evaluation has its own run directory")
             record = evaluate_run(args.path, _sample_count(args.samples), args.device, args.overrides)
             closing = f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}"
-    finally:
-        logging.getLogger("ganlab").removeHandler(warnings)
     for key, value in record["metrics"].items():
         print(f"{key:>28}  {value:.6g}")
     print(closing)
+
+
+def sample_parser() -> Parser:
+    p = Parser(prog="ganlab sample",
+               description="Draw samples from a run's checkpoint, rebuilt exactly as `ganlab eval RUN_DIR` rebuilds it "
+                           "(the remedy's own sampler included), and write them to a file: points as a .npz (`points`, "
+                           "float32 (n, d)), images as a .npz (`images`, uint8 (n, C, H, W)) or a folder of PNG files; "
+                           "a .npy holds the bare array. `ganlab eval --samples` scores such a file.")
+    p.add_argument("path", metavar="RUN_DIR", help="a run directory (with summary.json and checkpoint.pt)")
+    p.add_argument("--n", type=int, required=True, metavar="N", help="how many samples")
+    p.add_argument("--out", required=True, metavar="FILE.npz|DIR", help="a .npz or .npy file, or a folder (PNG files)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the codes and of the sampler's draws (default: 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing file, or the PNG files of a folder")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on)")
+    return p
+
+
+def sample(argv: list[str]) -> None:
+    """`ganlab sample RUN_DIR --n N --out FILE|DIR`: samples from the run's checkpoint (ganlab/evaluation/saved.py)."""
+    from ganlab.evaluation.saved import sample_run
+
+    args = sample_parser().parse_args(argv)
+    with warnings_on_stderr():
+        record = sample_run(args.path, args.n, args.out, seed=args.seed, force=args.force, device=args.device)
+    print(f"{record['samples']} samples ({record['array']} {tuple(record['shape'])}) of step {record['step']}, seed "
+          f"{record['seed']}; wrote {record['written_to']}")
 
 
 def _names(text: str) -> list[str]:
@@ -243,7 +294,8 @@ def report(argv: list[str]) -> None:
     from ganlab.report_output import write_report
 
     args = report_parser().parse_args(argv)
-    report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
+    with warnings_on_stderr():  # a seed counted once, runs of different ganlab versions
+        report = build_report(args.path, metrics=args.metrics, by=args.by, baseline=args.baseline)
     try:
         written = write_report(report)
     except OSError as exc:
@@ -268,11 +320,25 @@ def report(argv: list[str]) -> None:
                   soft_wrap=True)
 
 
-CLASSIFIER_HELP = """Train the mode classifier that the image metrics use (a small CNN on MNIST or Fashion-MNIST), and
-cache it: every later run, and `ganlab eval`, reuse it (ganlab/metrics/classifier_training.py). By default
-(augment=true) it trains on blurred, noised and low-contrast images too (ganlab/data/degrade.py), as generated
-ones are; augment=false trains on the clean images alone. It trains on the full standard split only (the official
-files, checked by SHA-256): a dataset.root holding other data is refused, since every run is scored with it."""
+CLASSIFIER_HELP = """The mode classifier labels each channel of a Stacked MNIST / Stacked Fashion-MNIST sample (the
+mode is the triple of labels) and gives the Domain FID its features. ganlab ships one for Fashion-MNIST, so you
+need this command only to train MNIST's (about 7 minutes on 2 CPU cores, once), or one of your own; it is cached
+($GANLAB_CACHE or ~/.cache/ganlab) and every later run and `ganlab eval` use it in place of the shipped one.
+
+  dataset=NAME        mnist or fashion_mnist (required)
+  epochs=N            training epochs (default: 4 for mnist, 15 for fashion_mnist)
+  augment=true|false  also train on blurred, noised and low-contrast images, as generated ones are (default true:
+                      the corrected mode counts are validated with it)
+  force=true          train even when a classifier is cached or shipped (it is replaced)
+  dataset.root=PATH   where the standard files are (default: $GANLAB_DATA or ~/.cache/ganlab/data, then
+                      Debian's copy, else they are downloaded and checked)
+  seed=0 device=auto|cpu|cuda cpu_threads=0 (0: torch's default)
+
+It trains on the full standard split only (the official files, checked by SHA-256): every run is scored with it,
+so a dataset.root holding other data is refused.
+
+  ganlab classifier dataset=mnist
+  ganlab classifier dataset=fashion_mnist force=true epochs=20"""
 CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
          "[dataset.root=PATH] [cpu_threads=0] [augment=true|false] [force=true]")
 _CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "augment", "force")
@@ -324,19 +390,23 @@ def classifier(argv: list[str]) -> None:
     from rich.logging import RichHandler
 
     from ganlab.config import resolve_device
-    from ganlab.metrics.classifier import DEFAULT_EPOCHS, TARGETS, classifier_path, describe, load_classifier
+    from ganlab.metrics.classifier import DEFAULT_EPOCHS, TARGETS, classifier_file, describe, load_classifier
     from ganlab.metrics.classifier_training import train_and_save
 
     args = _classifier_args(argv)
     dataset = args["dataset"]
-    path = classifier_path(dataset)
-    if path.exists() and not args["force"]:
+    path = classifier_file(dataset)  # the cache's, else the one shipped with ganlab
+    if path is not None and not args["force"]:
         _, info = load_classifier(dataset)
         # Asked for the other recipe than the cached one's: say so, or the user would think they got it.
         asked = "was asked for" if any(a.startswith("augment=") for a in argv) else "is the default"
         other = "" if info["augmented"] == args["augment"] else \
             f" (not augment={str(args['augment']).lower()}, which {asked})"
-        print(f"{describe(info)} at {path}{other}; force=true retrains it")
+        if info["shipped"]:
+            print(f"{describe(info)} at {path}{other}, shipped with ganlab; force=true trains one of your own into "
+                  "the cache, which then replaces it")
+        else:
+            print(f"{describe(info)} at {path}{other}; force=true retrains it")
         return
     device = resolve_device(args["device"])
     if args["cpu_threads"] > 0:
@@ -433,8 +503,17 @@ def _main(argv: list[str] | None = None) -> None:
         if not argv or argv[0] in ("-h", "--help", "help"):
             print(usage())
             return
+        if argv[0] in ("-sc", "--shell-completion"):  # what `ganlab train -sc` does (ganlab/completion.py)
+            from ganlab import completion
+
+            completion.complete(argv[1:], COMMANDS)
+            return
+        if argv[0] == "--version":  # the version and the git commit (ganlab/provenance.py); no torch imported
+            print(provenance.version_line())
+            return
         command, rest = argv[0], argv[1:]
-        _command(command, rest)
+        with provenance.command(["ganlab", *argv]):  # what the runs record as their command line
+            _command(command, rest)
     except GanlabError as exc:  # the one place an error becomes its line and exit status
         fail(str(exc), exc.exit_code)
     except SystemExit as exc:
@@ -466,7 +545,7 @@ def _check_working_directory() -> None:
 
 
 def _command(command: str, rest: list[str]) -> None:
-    run = {"train": train, "eval": evaluate, "report": report, "classifier": classifier}.get(command)
+    run = {"train": train, "eval": evaluate, "sample": sample, "report": report, "classifier": classifier}.get(command)
     if run is None:
         raise UsageError(f"unknown command '{command}'; commands: {', '.join(COMMANDS)} (see `ganlab --help`)")
     _check_working_directory()

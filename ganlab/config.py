@@ -149,6 +149,13 @@ class CheckpointConfig:
 
 
 @dataclass
+class EmaConfig:
+    # An exponential moving average of G's parameters (ganlab/ema.py), evaluated beside G (`ema/` metrics):
+    # its decay in [0, 1); null or 0: none. 0.999 is the usual value.
+    decay: Optional[float] = key(None, E)  # noqa: UP045 - OmegaConf reads Optional
+
+
+@dataclass
 class TrainConfig:
     # Group options are free-form here; `validate` checks them against their `_target_` signatures.
     dataset: Any = key(MISSING, E)
@@ -170,8 +177,12 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     resume: Optional[str] = key(None, Role.command)  # noqa: UP045 - OmegaConf reads Optional; a run dir or checkpoint to continue
     resume_force: bool = key(False, Role.command)     # resume even when the config differs from the checkpoint's
+    # The metric a run returns to a sweeper that optimises (hydra/sweeper=optuna; ganlab/objective.py); null:
+    # none. What the command hands back, not part of the run.
+    objective: Optional[str] = key(None, Role.command)  # noqa: UP045 - OmegaConf reads Optional
 
 
 @functools.cache
@@ -214,7 +225,8 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 # Config keys added after runs were made, with the value that does what those runs did: a saved config
 # without such a key matches a current one that has this value (checkpoint.differing_keys, the report's
 # grouping). A stacked run from before `dataset.classes` existed labelled its triples by their mode.
-ADDED_KEYS = {"dataset.classes": "mode"}
+ADDED_KEYS = {"dataset.classes": "mode", "ema.decay": None, "optim.schedule": "none", "optim.warmup": 0,
+              "loss.r1_gamma": 0.0, "loss.r2_gamma": 0.0, "objective": None}
 
 
 def remedy_label(remedies: Any) -> str:
@@ -274,10 +286,17 @@ def validate(cfg: DictConfig) -> None:
                               "e.g. optim.{net}.betas=[0.5,0.999]".replace("{net}", net))
     if cfg.metrics.inception not in (True, False, "auto"):
         raise ConfigError(f"metrics.inception={cfg.metrics.inception!r}: choose true, false or auto")
+    from ganlab import ema, schedule  # the loop's averaging and learning-rate schedule check their keys
+
+    schedule.settings(cfg)
+    ema.decay_of(cfg)
     resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)
     check_data_root(OmegaConf.select(cfg, "dataset.root"))
+    from ganlab import objective  # a registered metric with a better side, or null
+
+    objective.check(OmegaConf.select(cfg, "objective"))
 
 
 def check_data_root(root: Any, key: str = "dataset.root") -> None:
@@ -430,6 +449,10 @@ def explain_compose_error(exc: Exception, overrides: list[str], config_dir: str 
     text = str(exc)
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else "?"
+        if "/" in key and (choices := options(key, config_dir)):  # a group the defaults do not hold: optim/paper
+            value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "NAME")
+            return (f"{key} is not in the default config, so it is added, not overridden: +{key}={value} "
+                    f"({', '.join(choices)})")
         parent, _, _ = key.rpartition(".")
         return f"unknown key '{key}'; {_known_keys(parent, overrides, config_dir)}"
     if cause is not None:

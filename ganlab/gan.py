@@ -17,9 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganlab import checkpoint
+from ganlab import checkpoint, ema
 from ganlab.config import Role, role_of
 from ganlab.data.protocol import LabelledData, check, missing
+from ganlab.ema import GeneratorAverage
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.losses import Loss, check_penalty_fits
 from ganlab.remedies import Remedy
@@ -49,6 +50,8 @@ class GAN:
     # The D side's parameters that the G step holds fixed (no gradient), unless the remedy's G
     # objective differentiates through them (Remedy.g_loss_needs_d_gradients).
     fixed_in_g_step: list[nn.Parameter] = field(default_factory=list)
+    # The moving average of G (`ema.decay`, ganlab/ema.py), or None: evaluated beside G, never trained.
+    ema: GeneratorAverage | None = None
 
     def optimizers(self, side: str) -> list[torch.optim.Optimizer]:
         """The optimizers stepped in the D phase ("d") or the G phase ("g")."""
@@ -109,6 +112,7 @@ def build(cfg: DictConfig, device: torch.device) -> GAN:
         exp.fixed_in_g_step = [p for opt in exp.d_opts for group in opt.param_groups for p in group["params"]
                                if p.requires_grad and id(p) not in g_side]
     remedy.prepare(g_opt, d_opt, cfg.steps)
+    exp.ema = ema.build(G, cfg)  # a copy of the G just built (after the remedy's build)
     return exp
 
 

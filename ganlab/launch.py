@@ -160,14 +160,21 @@ def _record_exit_code(run_dir: Path, code: int) -> None:
 # The package's configs; `ganlab train --config-dir DIR` (Hydra's option) adds DIR's after them, and
 # preflight composes with the same (ganlab.config.compose_config).
 @hydra.main(config_path=CONFIG_SOURCE, config_name=CONFIG_NAME, version_base="1.3")
-def train_job(cfg: DictConfig) -> dict | None:
+def train_job(cfg: DictConfig) -> dict | float | None:
     from ganlab.train import (  # torch is imported only when a job runs, so --help stays fast
         Interrupted,
         run,
     )
 
+    from ganlab import objective
+    from ganlab.tracking import command_line
+
     hydra_cfg = HydraConfig.get()
     labels = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
+    # objective=METRIC: the number a sweeper optimises (ganlab/objective.py); a diverged or failed job of a
+    # sweep returns the metric's worst value rather than raising, so the search goes on. None: the summary.
+    target = cfg.get("objective")
+    failed = None if target is None else objective.worst(target)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     parallel = runs_in_parallel(hydra_cfg)
     consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
@@ -176,7 +183,9 @@ def train_job(cfg: DictConfig) -> dict | None:
             handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
     try:
         try:
-            return run(cfg, run_dir, labels, progress=False if parallel else None)
+            with command_line(hydra_cfg.overrides.task, hydra_cfg.runtime.choices):  # for the runs' HParams
+                result = run(cfg, run_dir, labels, progress=False if parallel else None)
+            return result if target is None else objective.value(target, result)
         except OSError as exc:  # a write that failed outside ganlab's writers (>/dev/full): one line naming the file
             named = None
             if on_stdout(exc) and not isinstance(exc, BrokenPipeError) or exc.errno in FULL_DISK_ERRNOS:
@@ -198,7 +207,7 @@ def train_job(cfg: DictConfig) -> dict | None:
         _record_exit_code(run_dir, exc.exit_code)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             log.error("%s", exc)  # named by job when jobs run in parallel
-            return None
+            return failed
         # A single run ends as every user error does: one line on stderr (and in train.log), its exit status.
         with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
             f.write(f"ganlab: error: {exc}\n")
@@ -214,7 +223,7 @@ def train_job(cfg: DictConfig) -> dict | None:
         _record_exit_code(run_dir, 1)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)
-        return None
+        return failed
     finally:
         for handler in consoles:
             if isinstance(handler.formatter, _Prefixed):

@@ -4,9 +4,13 @@ A loss acts on discriminator outputs (logits or critic values): `d_loss(d_real, 
 `g_loss(d_fake)`. Gradient-penalty losses add `penalty(D, real, fake)`, which sees the samples
 (so does the Loss-Sensitive GAN's margin hinge, `penalty_kind = "pairs"`); WGAN clips D's weights in
 `after_d_step(D)`. Each carries `n_critic`, the D steps per G step; its YAML sets the paper's values.
+The logistic losses (`gan`, `nsgan`) take the zero-centred penalties R1 (on real samples) and R2 (on
+fakes) of Mescheder et al. 2018, off by default (`r1_gamma`, `r2_gamma`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +50,35 @@ class Loss:
 class MinimaxGAN(Loss):
     """Goodfellow et al. 2014. D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z))).
 
-    `real_target` is D's label for real samples (1; one-sided label smoothing sets 0.9)."""
+    `real_target` is D's label for real samples (1; one-sided label smoothing sets 0.9).
+    `r1_gamma`, `r2_gamma`: Mescheder et al. 2018's zero-centred gradient penalties on D's logit,
+    R1 = r1_gamma / 2 * E_real ||grad_x D(x)||^2 and R2 = r2_gamma / 2 * E_fake ||grad_x D(x)||^2
+    (the norm over each score's input: a whole pack for a packed D), added to D's loss; 0 (the default)
+    is off, and then nothing is computed."""
 
     real_target = 1.0
+
+    def __init__(self, n_critic: int = 1, r1_gamma: float = 0.0, r2_gamma: float = 0.0):
+        super().__init__(n_critic)
+        for name, gamma in (("r1_gamma", r1_gamma), ("r2_gamma", r2_gamma)):
+            if not (math.isfinite(gamma) and gamma >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0 (0 is off; 10 is the usual R1), got {gamma}")
+        self.r1_gamma, self.r2_gamma = float(r1_gamma), float(r2_gamma)
+
+    @property
+    def penalty_kind(self) -> str | None:
+        """A per-sample gradient penalty when R1 or R2 is on (check_penalty_fits then applies), else none."""
+        return "gradient" if self.r1_gamma or self.r2_gamma else None
+
+    def penalty(self, D, real, fake):
+        if not (self.r1_gamma or self.r2_gamma):
+            return None
+        total = None
+        for gamma, points in ((self.r1_gamma, real), (self.r2_gamma, fake)):
+            if gamma:
+                term = 0.5 * gamma * _squared_gradient_norm(D, points)
+                total = term if total is None else total + term
+        return total
 
     def d_loss(self, d_real, d_fake):
         # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
@@ -97,8 +127,9 @@ class WGAN(Wasserstein):
 
 
 def has_penalty(loss: Loss) -> bool:
-    """Whether the loss adds a gradient penalty (WGAN-GP, DRAGAN, any future one). A `penalty` of
-    kind "pairs" (LossSensitive's hinge) is none: it scores the real and the fake batch as d_loss does."""
+    """Whether the loss adds a gradient penalty (WGAN-GP, DRAGAN, R1/R2 when on, any future one). A
+    `penalty` of kind "pairs" (LossSensitive's hinge) is none: it scores the real and the fake batch as
+    d_loss does."""
     return type(loss).penalty is not Loss.penalty and loss.penalty_kind == "gradient"
 
 
@@ -137,6 +168,14 @@ def _per_score_uniform(D, like: Tensor) -> Tensor:
     group = samples_per_score(D)
     u = torch.rand(like.shape[0] // group, *[1] * (like.dim() - 1), device=like.device)
     return u.repeat_interleave(group, dim=0)
+
+
+def _squared_gradient_norm(D: nn.Module, points: Tensor) -> Tensor:
+    """E ||grad_x D(x)||^2 over the points (the squared norm over each score's input: a whole pack for a
+    packed D), differentiable w.r.t. D's parameters: R1 and R2 (Mescheder et al. 2018) without their
+    gamma / 2. torch.func.grad, as `_gradient_penalty` (it runs under vmap too)."""
+    grad = torch.func.grad(lambda x: D(x).sum())(points.detach())
+    return grad.reshape(grad.shape[0] // samples_per_score(D), -1).pow(2).sum(dim=1).mean()
 
 
 def _gradient_penalty(D: nn.Module, points: Tensor) -> Tensor:
@@ -250,7 +289,10 @@ class Hinge(Loss):
 
 
 class DRAGAN(NonSaturatingGAN):
-    """Kodali et al. 2017: the GAN loss plus a gradient penalty at perturbed data points."""
+    """Kodali et al. 2017: the GAN loss plus a gradient penalty at perturbed data points (its own:
+    it takes no R1/R2)."""
+
+    penalty_kind = "gradient"
 
     def __init__(self, n_critic: int = 1, penalty_weight: float = 10.0, perturb: float = 0.5):
         super().__init__(n_critic)

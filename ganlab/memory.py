@@ -134,7 +134,7 @@ def sizes(cfg) -> Sizes | None:
     return Sizes(parameters=sum(p.numel() for p in parameters.values()),
                  weight_bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
                  values=math.prod(exp.data.shape), latent_dim=int(exp.latent_dim),
-                 n_modes=int(exp.data.n_modes) if toy else None, train_per_sample=train, generate_per_sample=generate)
+                 n_modes=int(exp.data.n_modes or 0) if toy else None, train_per_sample=train, generate_per_sample=generate)
 
 
 def _gb(n: int) -> str:

@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ganlab import objective
 from ganlab.config import validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.summary import NAME as SUMMARY
@@ -56,7 +57,6 @@ class Preflight(Callback):
             check_jobs([config], "hydra.run.dir")
         except Exception as exc:  # noqa: BLE001 - every error must stop the run (see Refused)
             raise Refused(exc) from exc
-
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         """A sweep through another sweeper (hydra/sweeper=basic, a sampler): its outcome, read from the
@@ -114,7 +114,9 @@ def check_jobs(configs: list[DictConfig], dir_key: str, progress=None) -> list[d
         if cfg.replicas > 1:  # what the vectorised step cannot train is refused before any job starts
             check_replicas(cfg, exp)
         # What evaluations need (a mode classifier, Inception weights) is there, or said now.
-        make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"), cfg.metrics)
+        evaluator = make_evaluator(exp.data, exp.latent_dim, cfg.eval, exp.loss.wasserstein_critic, torch.device("cpu"),
+                                   cfg.metrics)
+        objective.check(cfg.get("objective"), evaluator.metric_keys)  # a metric this run's evaluation reports
         if cfg.resume and cfg.resume != "auto" and cfg.replicas == 1:  # a bad checkpoint or a changed config: now
             restore(find(cfg.resume), exp, cfg, OmegaConf.to_container(cfg, resolve=True))
         if progress is not None:

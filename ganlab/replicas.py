@@ -40,6 +40,7 @@ from torch.func import functional_call, vmap
 
 from ganlab import checkpoint
 from ganlab.config import Role, keys_with, remedy_label
+from ganlab.ema import GeneratorAverage
 from ganlab.errors import ConfigError
 from ganlab.remedies.stack import RemedyStack
 from ganlab.speed import Speed
@@ -234,6 +235,9 @@ class Replicas:
         self.G, self.D = stack_modules([e.G for e in exps]), stack_modules([e.D for e in exps])
         self.g_opt = stacked_optimizer([e.g_opt for e in exps], self.G)
         self.d_opt = stacked_optimizer([e.d_opt for e in exps], self.D)
+        # G's moving average (ema.decay) of every replica at once: elementwise, as the optimizers
+        self.ema = (None if first.ema is None else
+                    GeneratorAverage(self.G, first.ema.decay, average=stack_modules([e.ema.G for e in exps])))
         # Replica 0's own modules: schedules its remedy sets on them (instance noise's std) apply to
         # every replica (all are at the same step).
         self.objective = Objective(first.remedy, first.loss, first.G, first.D)
@@ -255,6 +259,9 @@ class Replicas:
 
     def grad_norms(self, network: str) -> Tensor:
         return _replica_norms(self.D if network == "D" else self.G)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.g_opt, self.d_opt]
 
     def update(self, side: str, real: Tensor, z: Tensor) -> Tensor:
         """One update of G ("g") or D ("d") in every replica; the losses, detached, shape (N,)."""
@@ -283,10 +290,11 @@ class Replicas:
 
     @torch.no_grad()
     def sync(self, k: int, optimizers: bool = False) -> None:
-        """Copy replica k's slice of the stacked parameters and buffers (and, for a checkpoint, of the
-        optimizers' state) into its own GAN, which evaluations and checkpoints read."""
+        """Copy replica k's slice of the stacked parameters and buffers (G's moving average's too, and, for a
+        checkpoint, the optimizers' state) into its own GAN, which evaluations and checkpoints read."""
         exp = self.exps[k]
-        for stacked, own in ((self.G, exp.G), (self.D, exp.D)):
+        pairs = [(self.G, exp.G), (self.D, exp.D)] + ([] if self.ema is None else [(self.ema.G, exp.ema.G)])
+        for stacked, own in pairs:
             for (_, mine), (_, theirs) in zip(own.named_parameters(), stacked.named_parameters()):
                 mine.copy_(theirs[k])
             for (_, mine), (_, theirs) in zip(own.named_buffers(), stacked.named_buffers()):

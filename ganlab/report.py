@@ -40,6 +40,7 @@ from ganlab import verdicts
 from ganlab.config import ADDED_KEYS, GROUPS, REPLICATE_ROLES, Role, keys_with
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.metrics import REFERENCES, protocol_metrics
+from ganlab.provenance import code_label
 from ganlab.summary import RunSummary
 from ganlab.verdicts import Movement, Verdict
 
@@ -109,6 +110,7 @@ class Run:
     diverged_step: int | None = None
     references: dict = field(default_factory=dict)  # name -> metrics (untrained, gaussian, data)
     history: dict | None = None  # {"steps": [...], "metrics": {name: [value per step]}}
+    made_by: tuple[str, ...] = ()  # the ganlab version and commit of each segment (start, resumes): provenance
 
     @property
     def outcome(self) -> str:
@@ -231,6 +233,7 @@ class Report:
     reference_rows: list[ReferenceRow] = field(default_factory=list)
     # (the run counted, the runs of the same config and seed left out): drop_repeated_seeds
     duplicates: list[tuple[Run, list[Run]]] = field(default_factory=list)
+    versions_note: str | None = None  # the runs were made by different ganlab versions or commits
 
     @property
     def has_verdicts(self) -> bool:
@@ -359,7 +362,7 @@ class Report:
         for i, spec in enumerate(self.specs()):
             out += spec.markdown(heading=i > 0) + [""]
         out += ["## Protocol", "", self.caption()]
-        notes = self.duplicate_notes() + self.notes
+        notes = self.duplicate_notes() + [self.versions_note] * bool(self.versions_note) + self.notes
         if notes:
             out += ["", "## Notes", ""] + [f"- {note}" for note in notes]
         return "\n".join(out) + "\n"
@@ -507,10 +510,24 @@ def read_run(summary_path: Path, root: Path) -> Run:
     if not (isinstance(history, dict) and isinstance(history.get("steps"), list)
             and isinstance(history.get("metrics"), dict)):
         history = None
+    resumes = summary.get("resumed_provenance") if isinstance(summary.get("resumed_provenance"), list) else []
+    made_by = tuple(dict.fromkeys(code_label(p) for p in [summary.get("provenance"), *resumes]))
     return Run(run_dir, name, str(summary.get("status", "failed")), _int_or_none(summary.get("step")), seed,
                labels, config, metrics, n_modes, error=None if error is None else str(error),
                diverged_step=_int_or_none(summary.get("diverged_step")),
-               references={k: v for k, v in references.items() if isinstance(v, dict)}, history=history)
+               references={k: v for k, v in references.items() if isinstance(v, dict)}, history=history,
+               made_by=made_by)
+
+
+def versions_note(runs: list[Run]) -> str | None:
+    """The ganlab versions and commits that made `runs` (summary.json `provenance`) and how many runs each, when
+    more than one did (a run resumed by another version is counted as "A, resumed by B"); else None."""
+    made = [r.made_by for r in runs if r.made_by]
+    if len({label for labels in made for label in labels}) < 2:
+        return None
+    counts = Counter(made)
+    return ("these runs were made by different ganlab versions or commits: "
+            + "; ".join(f"{', resumed by '.join(labels)}: {n} run{'s' * (n != 1)}" for labels, n in counts.most_common()))
 
 
 def _attempt(run: Run) -> str:
@@ -630,12 +647,30 @@ def _experiment_key(run: Run) -> tuple:
     return tuple(sorted(((k, v) for k, v in run.config.items() if k not in ignored), key=lambda kv: kv[0]))
 
 
+# Samples made elsewhere, scored by `ganlab eval --samples FILE --out DIR` (ganlab/evaluation/saved.py): their
+# record's config has this key (the row's name) and no model, loss or remedy. Such a row is labelled by its name.
+SAMPLES_KEY = "samples.name"
+
+
 def _auto_groups(runs: list[Run]) -> tuple[list[list[Run]], list[list[tuple[str, str]]]]:
-    """Group by the whole config minus seed and bookkeeping; label by what differs."""
+    """Group by the whole config minus seed and bookkeeping; label by what differs (samples made elsewhere: by
+    their dataset and name, and left out of what the other rows' labels compare)."""
     buckets: dict[tuple, list[Run]] = {}
     for run in runs:
         buckets.setdefault(_experiment_key(run), []).append(run)
-    groups = list(buckets.values())
+    own = [g for g in buckets.values() if SAMPLES_KEY not in g[0].config]
+    groups, items = _own_groups(own) if own else ([], [])
+    for g in buckets.values():
+        if SAMPLES_KEY in g[0].config:
+            groups.append(g)
+            items.append([("dataset", g[0].labels.get("dataset") or _short(g[0].config.get("dataset._target_"))),
+                          ("samples", _shown(g[0].config[SAMPLES_KEY]))])
+    return groups, items
+
+
+def _own_groups(groups: list[list[Run]]) -> tuple[list[list[Run]], list[list[tuple[str, str]]]]:
+    """ganlab's own runs, grouped: labelled by the keys in which the groups' configs differ."""
+    buckets = {_experiment_key(g[0]): g for g in groups}
     if len(groups) == 1:
         names = [n for n in ("dataset", "loss", "remedy") if n in groups[0][0].labels]
         return groups, _label_items(groups, names)
@@ -919,6 +954,9 @@ def build_report(path: str | Path, metrics: list[str] | None = None, by: list[st
     # pooled on purpose. Said on stderr, and in report.md's notes.
     for note in report.duplicate_notes():
         log.warning(note)
+    report.versions_note = versions_note(runs)
+    if report.versions_note:  # the numbers may differ for that alone: said on stderr, and in report.md's notes
+        log.warning(report.versions_note)
     if _assign_baselines(report.groups, metrics, spec, explicit=baseline is not None):
         report.baseline = spec
     report.reference_rows = _reference_rows(report.groups, metrics)

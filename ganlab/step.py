@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from ganlab.ema import GeneratorAverage
 from ganlab.gan import GAN
 from ganlab.speed import Speed
 
@@ -79,6 +80,9 @@ class Update(Protocol):
     def grad_norms(self, network: str) -> Tensor: ...    # "D" or "G": the gradient's norm (per replica)
     def sync(self, k: int, optimizers: bool = False) -> None: ...  # run k's GAN holds its current state
     def rng_state(self, k: int) -> dict: ...         # run k's RNG states, for its checkpoint
+    def optimizers(self) -> list[torch.optim.Optimizer]: ...  # every optimizer the phases step (the lr schedule's)
+
+    ema: GeneratorAverage | None                     # the moving average of the G it trains (ema.decay), or None
 
 
 @dataclass
@@ -94,13 +98,16 @@ class StepResult:
 
 def take_step(update: Update, log_now: bool) -> StepResult:
     """One training step of every run `update` trains, in the order of all of them: n_critic D updates,
-    each on a fresh real batch and fresh codes, then the G update on the last real batch and fresh codes."""
+    each on a fresh real batch and fresh codes, then the G update on the last real batch and fresh codes,
+    then (ema.decay) the moving average of G, from the G just updated."""
     d_losses = []
     for _ in range(update.n_critic):
         real = update.real_batch()
         d_losses.append(update.d(real, update.codes()))
     d_grad = update.grad_norms("D") if log_now else None
     g_loss = update.g(real, update.codes())
+    if update.ema is not None:
+        update.ema.update()
     return StepResult(d_losses, g_loss, d_grad, update.grad_norms("G") if log_now else None)
 
 
@@ -111,6 +118,7 @@ class PlainUpdate:
     def __init__(self, exp: GAN, batch_size: int, speed: Speed | None = None):
         self.exp, self.batch, self.speed = exp, batch_size, speed
         self.n_critic = exp.loss.n_critic
+        self.ema = exp.ema
         self.device = next(exp.G.parameters()).device
 
     def real_batch(self) -> Tensor:
@@ -136,6 +144,9 @@ class PlainUpdate:
         from ganlab.checkpoint import rng_state
 
         return rng_state()  # the global RNGs, which the run trains from
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [*self.exp.g_opts, *self.exp.d_opts]
 
 
 def one_step(exp: GAN, batch_size: int, speed: Speed | None = None) -> Tensor:

@@ -42,10 +42,14 @@ class RunSummary:
     history: dict | None = None          # {"steps": [...], "metrics": {name: [value per step]}}
     exit_code: int | None = None         # a failed job's exit status, for the process that launched it
     replica: dict | None = None          # trained as replica `index` of `of` (replicas=N from `first_seed`)
+    metrics_ema: dict | None = None      # the final evaluation of G's moving average (ema.decay), as `metrics`
+    # ganlab/provenance.py: the code (version, git commit, dirty), torch, Python, CUDA, host and command line
+    provenance: dict | None = None       # of the run's start, kept through every resume
+    resumed_provenance: list | None = None  # of each resume, in order, with its `resumed_at_step`
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     OPTIONAL = ("error", "diverged_step", "resumed_from_step", "mode_counts", "mode_history", "history", "exit_code",
-                "replica")
+                "replica", "provenance", "resumed_provenance", "metrics_ema")
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "extra"}

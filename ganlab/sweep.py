@@ -13,6 +13,10 @@ hydra_plugins/ganlab_sweeper):
    (Hydra's launcher interface passes overrides, not configs);
 5. one closing line with every job's outcome, read from its summary.json wherever it ran, and the
    worst exit status (preflight.sweep_exit_code, which also closes a sweep that another sweeper ran).
+
+Another sweeper (hydra/sweeper=basic, optuna) composes its jobs as it goes: before its first job,
+`OtherSweeperCheck` (a Hydra callback) checks the syntax it reads and every value it can give a key
+(`check_other_sweep`), and Optuna's objective and direction (`check_optuna`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import time
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config import explain_compose_error
 from ganlab.errors import ConfigError
 from ganlab.launch import split_jobs
-from ganlab.preflight import check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
+from ganlab.preflight import Refused, check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines ("[HYDRA] Launching 3 jobs locally")
 
@@ -117,10 +122,14 @@ class CheckProgress:
 def compose_jobs(sweeper, jobs: list[list[str]], progress=None) -> list[DictConfig]:
     """Each job's config, composed by Hydra's config loader as its launcher would (one line on an error).
     `progress`: called with "composed" after each job (a CheckProgress)."""
+    return _compose(sweeper.hydra_context.config_loader, sweeper.config, jobs, progress)
+
+
+def _compose(loader, config: DictConfig, jobs: list[list[str]], progress=None) -> list[DictConfig]:
     configs = []
     for job in jobs:
         try:
-            configs.append(sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(job)))
+            configs.append(loader.load_sweep_config(config, list(job)))
         except (ConfigCompositionException, MissingConfigException, OmegaConfBaseException, ValueError) as exc:
             raise ConfigError(explain_compose_error(exc, job)) from None
         if progress is not None:
@@ -202,3 +211,121 @@ def job_directory(cfg: DictConfig) -> Path:
         return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
     finally:
         hydra_config.cfg = before
+
+
+# --- a multirun through another sweeper (hydra/sweeper=basic, hydra/sweeper=optuna) --------------------------
+
+class OtherSweeperCheck(Callback):
+    """A Hydra callback (configs/train.yaml): before the first job of a sweep that another sweeper than ganlab's
+    runs, `check_other_sweep`. ganlab's sweeper checks every job itself."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(".GanlabSweeper"):
+            return
+        try:
+            check_other_sweep(config)
+        except Exception as exc:  # noqa: BLE001 - every error must stop the sweep (preflight.Refused)
+            raise Refused(exc) from exc
+
+
+def check_other_sweep(config: DictConfig) -> None:
+    """Before the first job of a multirun that another sweeper than ganlab's runs (`OtherSweeperCheck`, with
+    the sweep's config): the sweep syntax that sweeper reads (Hydra's basic sweeper:
+    lists, ranges, choice and glob; Optuna: those but glob, and interval), then every value the sweep can
+    give a key, as far as it can be listed (`value_jobs`: each choice, a range's ends, an interval's bounds),
+    composed and checked as a job (preflight.check_jobs), in one line on an error. Optuna optimises what
+    each run returns: it needs objective=METRIC, whose better side sets its direction (`check_optuna`)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    kind = str(sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+    loader = GlobalHydra.instance().config_loader()
+    params = sweeper.get("params") or {}  # the search space given in the sweeper's config (Hydra >= 1.2)
+    arguments = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    if kind == "BasicSweeper":
+        sampled = [o.input_line for o in overrides if o.is_sweep_override() and not o.is_discrete_sweep()]
+        if sampled:
+            raise ConfigError(f"{sampled[0]}: Hydra's basic sweeper runs lists, ranges and choices; a sampled sweep "
+                              "(interval) needs a sweeper that samples, e.g. hydra/sweeper=optuna")
+        check_job_count(overrides)  # no job, or more than MAX_JOBS: as ganlab's sweeper refuses them
+    elif kind == "OptunaSweeper":
+        check_optuna(config, overrides)
+    jobs = value_jobs(overrides)
+    progress = CheckProgress(len(jobs))
+    try:
+        check_jobs(_compose(loader, config, jobs, progress), "hydra.sweep.dir", progress)
+    finally:
+        progress.close()
+
+
+def check_optuna(config: DictConfig, overrides: list) -> None:
+    """hydra/sweeper=optuna: an objective to optimise, set the sweeper's direction from it (unless
+    hydra.sweeper.direction is given, which must then agree), and a search space Optuna can sample."""
+    from hydra.core.override_parser.types import Glob
+    from omegaconf import read_write
+
+    from ganlab import objective
+
+    swept = [o.input_line for o in overrides if o.is_sweep_override() and o.get_key_element().lstrip("+~") == "objective"]
+    if swept:
+        raise ConfigError(f"{swept[0]}: the objective is what the search optimises; give one metric")
+    target = config.get("objective")
+    if target is None:
+        raise ConfigError("hydra/sweeper=optuna optimises the number each run returns: add objective=METRIC, one of "
+                          f"{', '.join(objective.choices())}")
+    for o in overrides:
+        if not o.is_sweep_override():
+            continue
+        if isinstance(o.value(), Glob) or not (o.is_choice_sweep() or o.is_range_sweep() or o.is_interval_sweep()):
+            raise ConfigError(f"{o.input_line}: Optuna samples lists, choice(...), range(...) and interval(...), not "
+                              "glob(...); list the options instead")
+        if o.is_choice_sweep():
+            odd = [v for v in o.sweep_iterator() if not isinstance(v, (str, int, float, bool, type(None)))]
+            if odd:
+                raise ConfigError(f"{o.input_line}: Optuna chooses among single values (numbers, strings, true/false), "
+                                  f"not {odd[0]}")
+    wanted = objective.direction(target)
+    given = [o.split("=", 1)[1] for o in config.hydra.overrides.hydra if o.startswith("hydra.sweeper.direction=")]
+    if given:
+        if given[-1] != wanted:
+            raise ConfigError(f"hydra.sweeper.direction={given[-1]}, but objective={target} is better "
+                              f"{'higher' if wanted == 'maximize' else 'lower'}: drop hydra.sweeper.direction (it "
+                              f"follows the objective) or set it to {wanted}")
+        return
+    with read_write(config.hydra.sweeper):  # read by Hydra when it makes the sweeper, after this callback
+        config.hydra.sweeper.direction = wanted
+
+
+def value_jobs(overrides: list) -> list[list[str]]:
+    """Jobs whose configs, between them, hold every value a sweep can give each key, as far as it can be
+    listed: each value of a list, choice(...) or glob(...), a range's first and last value, an interval's
+    two bounds (the values between are of the same type and inside them). The first job has every key at
+    its first value; each other job one key at another value. ConfigError for a key with no value, or more
+    than MAX_JOBS jobs."""
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            picks = [o.input_line]
+        elif o.is_interval_sweep():
+            picks = [f"{key}={o.value().start!r}", f"{key}={o.value().end!r}"]
+        elif o.is_range_sweep() and isinstance(o.value().range(), range):
+            numbers = o.value().range()  # range(0,10**12): its ends, never listed
+            picks = [f"{key}={numbers[0]}", f"{key}={numbers[-1]}"] if len(numbers) else []
+        else:
+            listed = [f"{key}={v}" for v in itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1)]
+            picks = [listed[0], listed[-1]] if o.is_range_sweep() and listed else listed
+        if not picks:
+            raise ConfigError(f"{o.input_line} sweeps over no value, so the sweep would run no job; give it at least "
+                              "one value")
+        values[key] = list(dict.fromkeys(picks))  # a later override of a key replaces an earlier one
+    first = {key: picks[0] for key, picks in values.items()}
+    jobs = [list(first.values())]
+    for key, picks in values.items():
+        jobs += [[pick if k == key else word for k, word in first.items()] for pick in picks[1:]]
+    if len(jobs) > MAX_JOBS:
+        raise ConfigError(f"this sweep lists over {MAX_JOBS:,} values, more than can be checked before it starts; "
+                          "sweep fewer values")
+    return jobs

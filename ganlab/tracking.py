@@ -9,6 +9,7 @@ import struct
 import sys
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
@@ -122,6 +123,11 @@ class Tracker:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        """A Markdown text in TensorBoard's Text tab (the run's provenance)."""
+        with self._events():
+            self.writer.add_text(tag, markdown, step)
+
     def images(self, step: int, images: dict[str, bytes]) -> None:
         """PNG-encoded pictures (encoded where they were drawn, off the training process)."""
         with self._events():
@@ -185,6 +191,63 @@ def _hparam_value(value) -> struct_pb2.Value:
 
 _DATA_TYPES = {"bool_value": api_pb2.DATA_TYPE_BOOL, "number_value": api_pb2.DATA_TYPE_FLOAT64,
                "string_value": api_pb2.DATA_TYPE_STRING}
+# An integer's column says so in its description (its tooltip): its type stays readable from the record.
+INTEGER = "integer (written as text)"
+
+
+# The command line of the Hydra job now running (launch.train_job sets it around the run): its overrides and
+# Hydra's choice of each group. None for a run started from Python.
+_COMMAND_LINE: ContextVar[tuple[list[str], dict] | None] = ContextVar("ganlab_command_line", default=None)
+
+
+@contextmanager
+def command_line(overrides, choices):
+    """The job's overrides (Hydra's `hydra.overrides.task`) and group choices, for its runs' HParams."""
+    token = _COMMAND_LINE.set(([str(o) for o in overrides], dict(choices)))
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def command_line_hparams(cfg, base: dict) -> dict:
+    """A run's HParams: `base` (dataset, loss, remedy, seed, steps, batch_size) and every key overridden on the
+    command line that started the run (a sweep's job: its own overrides, so every swept key, a sampler's too),
+    each with its value in the run's config, its type kept (a float a number, a bool a bool, an int an int; a
+    group's option its name, a list its text). So the rows of an lr sweep differ in `optim.d.lr`. The order
+    sets the columns ticked by default (SHOWN_HPARAMS): the overridden keys that make another experiment
+    (config.Role: experiment, seed, length, schedule) first, then `base`, then the rest (threads, cadence,
+    device); the command's own keys (resume, resume_force, objective) are not the run's. A run started from
+    Python (no Hydra job: no `command_line` around it) has `base` alone."""
+    from enum import Enum
+
+    from omegaconf import Container, OmegaConf
+
+    from ganlab.config import Role, role_of
+
+    job = _COMMAND_LINE.get()
+    if job is None:
+        return dict(base)
+    overrides, choices = job
+    first, last = {}, {}
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        role = role_of(key)
+        if not key or key.startswith("hydra") or role == Role.command:
+            continue
+        if key in base:
+            value = base[key]
+        elif key in choices:  # a group's option (model=dcgan, debug=tiny, optim/paper=wgan)
+            value = choices[key]
+        else:
+            value = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, Container):
+                value = str(OmegaConf.to_container(value, resolve=True))
+            elif isinstance(value, Enum):
+                value = value.name
+        if value is not None:
+            (first if role in (Role.experiment, Role.seed, Role.length, Role.schedule) else last)[key] = value
+    return {**first, **{k: v for k, v in base.items() if k not in first}, **last}
 
 
 def hparams_summaries(hparams: dict, metric_keys: tuple[str, ...], status: str) -> list[Summary]:
@@ -196,7 +259,9 @@ def hparams_summaries(hparams: dict, metric_keys: tuple[str, ...], status: str) 
     written once draws no line). A diverged or failed run ends with STATUS_FAILURE, so the
     dashboard's Status checkboxes filter it out."""
     values = {k: _hparam_value(v) for k, v in hparams.items() if v is not None}
-    infos = [api_pb2.HParamInfo(name=k, type=_DATA_TYPES[v.WhichOneof("kind")], differs=i < SHOWN_HPARAMS)
+    infos = [api_pb2.HParamInfo(name=k, type=_DATA_TYPES[v.WhichOneof("kind")], differs=i < SHOWN_HPARAMS,
+                                description=INTEGER if isinstance(hparams[k], int) and not isinstance(hparams[k], bool)
+                                else "")
              for i, (k, v) in enumerate(values.items())]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"metrics/{k}")) for k in metric_keys]
     start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())

@@ -1,8 +1,9 @@
 """`run(cfg)`: train one GAN, or N seeds of one (replicas=N), as the config says; evaluate; write run directories.
 
 Read `run` top to bottom: skip a completed run, set up (ganlab/gan.py builds; a checkpoint
-restores), then `train_loop`, one flat loop whose step is, in order: the update (ganlab/step.py: the
-D phase, n_critic D updates, then the G phase), the log tick, the evaluation tick, the checkpoint
+restores), then `train_loop`, one flat loop whose step is, in order: the update (its learning rates from
+ganlab/schedule.py, then ganlab/step.py: the D phase, n_critic D updates, then the G phase and G's moving
+average, ganlab/ema.py), the log tick, the evaluation tick (G's average beside G), the checkpoint
 tick; then each run's summary (ganlab/summary.py). The loop knows no loss and no remedy by name: the
 update calls the loss object and the remedy hooks.
 
@@ -28,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from ganlab import checkpoint, replicas
+from ganlab import checkpoint, provenance, replicas
 from ganlab.atomic import write_atomic
 from ganlab.config import REPLICATE_ROLES, keys_with, remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
@@ -43,10 +44,11 @@ from ganlab.gan import (
 )
 from ganlab.metrics import REFERENCES
 from ganlab.runlock import RunLock
+from ganlab.schedule import Schedule
 from ganlab.speed import Speed
 from ganlab.step import PlainUpdate, StepResult, Update, take_step
 from ganlab.summary import RunSummary
-from ganlab.tracking import Tracker, finite_or_none
+from ganlab.tracking import Tracker, command_line_hparams, finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,8 @@ def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dic
                      index=k if grouped else None, start_step=start_step, device=device)
             for k, s in enumerate(setups)]
     checkpoints = CheckpointPolicy(cfg.checkpoint.every, offloader, written=start_step > 0)
-    return train_loop(cfg, update, runs, checkpoints, start_step, held.enter_context(StopRequest()), run_dir)
+    rates = Schedule.of(cfg, update.optimizers())  # optim.schedule, optim.warmup (ganlab/schedule.py)
+    return train_loop(cfg, update, runs, checkpoints, start_step, held.enter_context(StopRequest()), run_dir, rates)
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path, grouped: bool) -> Path | None:
@@ -177,16 +180,19 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, grouped: bool) -> Path | N
 # --- the loop ---------------------------------------------------------------------------------------------
 
 def train_loop(cfg: DictConfig, update: Update, runs: list[RunState], checkpoints: CheckpointPolicy,
-               start_step: int, stop: StopRequest, run_dir: Path) -> dict[Path, dict]:
+               start_step: int, stop: StopRequest, run_dir: Path, rates: Schedule) -> dict[Path, dict]:
     """Train `runs` from `start_step` to cfg.steps. A run that diverges stops ticking (a replica's
     siblings train on; its last periodic checkpoint is kept: the last good state); a signal checkpoints
-    every live run and stops. Each run's summary, completed or not, is written at the end."""
+    every live run and stops. Each run's summary, completed or not, is written at the end. `rates`: the
+    learning rates of each step."""
     steps, eval_every, log_every = cfg.steps, cfg.eval.every, cfg.log.every  # plain ints: a DictConfig read costs ~18 us
     live = list(runs)
     try:
         for step in range(start_step + 1, steps + 1):
-            # The update: each remedy learns the step (its schedules), then the D phase and the G phase of
-            # every live run. Its losses stay on the device: no host sync until a log tick.
+            # The update: the step's learning rates, each remedy learns the step (its schedules), then the D
+            # phase and the G phase of every live run (and G's moving average). Its losses stay on the device:
+            # no host sync until a log tick.
+            rates.set(step)
             for r in live:
                 r.exp.remedy.begin_step(step)
             eval_now = step % eval_every == 0 or step == steps
@@ -290,8 +296,9 @@ class SetUp:
 
     def tracker(self, progress: bool | None) -> Tracker:
         labels, cfg = self.summary.labels, self.cfg
-        hparams = {"dataset": labels["dataset"], "loss": labels["loss"], "remedy": labels["remedy"],
-                   "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size}
+        hparams = command_line_hparams(cfg, {"dataset": labels["dataset"], "loss": labels["loss"],
+                                             "remedy": labels["remedy"], "seed": cfg.seed, "steps": cfg.steps,
+                                             "batch_size": cfg.batch_size})  # and every key overridden
         # On resume, TensorBoard drops what the first segment logged after the checkpoint's step. A fresh
         # start into a directory that already holds events (resume=auto after a run stopped before its first
         # checkpoint) drops them all, from step 0: the step-0 reference rows are logged once, by this run.
@@ -310,9 +317,11 @@ def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: t
     With the run's `offloader`, the rows' offline metrics arrive through it (RunState.write_offloaded)."""
     seed_everything(cfg.seed)
     summary = RunSummary(step=0, run_dir=str(run_dir), labels=labels, seed=cfg.seed, device=str(device),
-                         config=config)
+                         config=config, provenance=provenance.gather())
     exp, evaluator, references = start(cfg, device, run_dir, summary, resume is None, offloader)
     start_step, state = (0, {}) if resume is None else restore(resume, exp, cfg, config)
+    if resume is not None:  # the run's original provenance stays; this segment's joins resumed_provenance
+        summary.provenance, summary.resumed_provenance = provenance.on_resume(state, summary.provenance, start_step)
     summary.references = references or dict(state.get("references", {}))
     summary.n_modes, summary.protocol = evaluator.n_modes, evaluator.protocol()
     log.info("run directory: %s (device %s)%s", run_dir, device, f"; resumed from step {start_step}" if start_step else "")
@@ -370,7 +379,8 @@ def start(cfg: DictConfig, device: torch.device, run_dir: Path, summary: RunSumm
     except BaseException as exc:
         if fresh:  # a resumed run keeps the summary it has
             failed = RunSummary(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                error=str(exc), labels=summary.labels, seed=summary.seed, config=summary.config)
+                                error=str(exc), labels=summary.labels, seed=summary.seed, config=summary.config,
+                                provenance=summary.provenance)
             with contextlib.suppress(GanlabError):  # a full disk must not hide the error that got us here
                 failed.write(run_dir)
         raise
@@ -435,8 +445,12 @@ class RunState:
         self.wall_before = float(state.get("wall_seconds", 0.0))  # earlier segments of a resumed run
         self.started = time.perf_counter()
         self.last: Evaluation | None = None
+        self.last_ema: Evaluation | None = None  # the latest evaluation of G's moving average (ema.decay)
         self.label = "" if index is None else f"[{self.run_dir.name}] "  # which replica speaks in a log line
         tracker.advance(start_step, "")
+        # What made this segment (the start, or a resume at its step), in TensorBoard's Text tab.
+        tracker.text("provenance", provenance.markdown((self.summary.resumed_provenance or [self.summary.provenance])[-1]),
+                     start_step)
         if not start_step:  # once per run, at step 0; a resumed run logged them in its first segment
             tracker.scalars(0, {f"reference/{name}/{k}": v for name, metrics in self.summary.references.items()
                                 for k, v in metrics.items()})
@@ -478,9 +492,16 @@ class RunState:
         self.last = ev = self.evaluator.evaluate(self.exp.G, self.exp.D, self.exp.remedy, self.eval_rng, step=step)
         self.tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(ev).items()})
         self.metric_history.setdefault(step, {}).update(scalars(ev))
+        if self.exp.ema is not None:  # G's moving average (ema.decay) on the same codes, beside G: `ema/` metrics
+            self.eval_rng.manual_seed(eval_seed(self.seed, step))
+            self.last_ema = self.evaluator.evaluate(self.exp.ema.G, self.exp.D, self.exp.remedy, self.eval_rng)
+            averaged = {f"ema/{k}": v for k, v in scalars(self.last_ema).items()}
+            self.tracker.scalars(step, averaged)
+            self.metric_history[step].update(averaged)
         self.offloader.submit(self.evaluator.job(step, ev, last=step == self.steps))
         headline = self.evaluator.headline(ev.metrics)
-        log.info("%sstep %d of %d  %s%s", self.label, step, self.steps, info, headline)  # train.log tells the run's story
+        averaged = f"  (ema:{self.evaluator.headline(self.last_ema.metrics)})" if self.exp.ema is not None else ""
+        log.info("%sstep %d of %d  %s%s%s", self.label, step, self.steps, info, headline, averaged)  # train.log tells the run's story
         return headline
 
     def write_offloaded(self, results) -> None:
@@ -511,7 +532,8 @@ class RunState:
         state = {**self.evaluator.state_dict(), "final_extra": self.final_extra,
                  "metric_history": self.metric_history, "references": self.summary.references,
                  "recent_d": [float(v) for v in self.recent_d], "recent_g": [float(v) for v in self.recent_g],
-                 "wall_seconds": self.wall_before + time.perf_counter() - self.started}
+                 "wall_seconds": self.wall_before + time.perf_counter() - self.started,
+                 "provenance": self.summary.provenance, "resumed_provenance": self.summary.resumed_provenance}
         self.tracker.flush()  # TensorBoard up to the checkpoint on disk first: a kill -9 loses nothing before it
         # The RNG states a resume continues from: the global ones for a plain run, a replica's own stream
         checkpoint.save(self.run_dir / checkpoint.NAME, self.exp, at_step, state, self.summary.config,
@@ -536,6 +558,8 @@ class RunState:
             if s.status == "completed":
                 s.metrics.update(self.final_extra)
             s.mode_counts = self.last.metrics.get("mode_counts")
+        if self.last_ema is not None:
+            s.metrics_ema = scalars(self.last_ema)
         s.mode_history = self.evaluator.history.summary()
         s.history = columns(self.metric_history) if self.metric_history else None
         if s.status != "completed":

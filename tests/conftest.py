@@ -4,9 +4,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
 from ganlab.config import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
+# The tests' mode classifiers are their own (a private $GANLAB_CACHE each): the one shipped with ganlab stays out
+# of them, subprocesses included, unless a test asks for it (tests/test_shipped_classifier.py).
+os.environ["GANLAB_SHIPPED_CLASSIFIERS"] = "0"
+
+# Hypothesis (tests/test_fuzz_*.py). "default": few examples, the same ones every run (derandomize), so `make test`
+# stays quick and deterministic; "fuzz" (`make fuzz`, HYPOTHESIS_PROFILE=fuzz): many fresh random ones. Each property
+# scales its own count from these (test_fuzz_files.examples). No example database is written into the checkout.
+settings.register_profile("default", max_examples=20, derandomize=True, database=None, deadline=None,
+                          print_blob=True)
+settings.register_profile("fuzz", max_examples=2000, derandomize=False, database=None, deadline=None,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: a second torch thread per worker would only oversubscribe
@@ -112,3 +126,9 @@ def finished(tmp_path):
     run_dir = tmp_path / "run"
     run(make_cfg(*TINY_RUN, "steps=20"), run_dir)
     return run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: `make test`'s two workers take tests in this order, and a 3-minute test
+    drawn last leaves one worker idle while the other finishes it (longest first balances them)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

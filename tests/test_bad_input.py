@@ -118,6 +118,9 @@ def test_the_installed_cli_agrees(override, tmp_path):
     # issue 28: a nested group's unknown option lists that group's options (optim/paper's), not optim's
     ("optim=paper/nope", "ganlab: error: unknown option optim=paper/nope; choose one of: paper/dragan, paper/hinge, "
                          "paper/loss_sensitive, paper/lsgan, paper/wgan, paper/wgan_gp"),
+    # issue 29: --help lists optim/paper; it is not in the defaults, so it is added with +, as the line says
+    ("optim/paper=wgan", "ganlab: error: optim/paper is not in the default config, so it is added, not overridden: "
+                         "+optim/paper=wgan (dragan, hinge, loss_sensitive, lsgan, wgan, wgan_gp)"),
 ])
 def test_the_lines_say_what_is_wrong(override, line, capsys, monkeypatch, tmp_path):
     code, out, err = run_in_process([override], capsys, monkeypatch, tmp_path)
@@ -191,3 +194,10 @@ def test_a_smoothed_real_target_that_is_1_in_float32_is_refused():
         LabelSmoothing(real_target=0.99999999)
     LabelSmoothing(real_target=0.9999999)  # 1 - 1e-7: float32 holds it
     LabelSmoothing(real_target=1.0)        # no smoothing, said so
+
+
+def test_optim_paper_is_added_with_a_plus(capsys, monkeypatch, tmp_path):
+    """The form the error line gives works: WGAN's optimizer settings under another loss."""
+    code, out, err = run_in_process(["+optim/paper=wgan", "--cfg", "job"], capsys, monkeypatch, tmp_path)
+    assert code == 0 and not err.strip()
+    assert "lr: 5.0e-05" in out and "loss:" in out

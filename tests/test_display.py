@@ -87,18 +87,21 @@ def test_hparams_integers_columns_and_metric_curves(terminal_run):
     run_dir, _ = terminal_run
     records = hparams_records(run_dir)
     start = records[metadata.SESSION_START_INFO_TAG].session_start_info.hparams
-    # Integers as their decimal strings: the table prints numbers as toPrecision(5) (seed 3 as 3.0000).
+    # Integers as their decimal strings: the table prints numbers as toPrecision(5) (seed 3 as 3.0000). The
+    # command line's keys too (debug=tiny; tests/test_hparams.py has the other types).
     assert {k: (v.WhichOneof("kind"), v.string_value) for k, v in start.items()} == {
         "dataset": ("string_value", "ring"), "loss": ("string_value", "nsgan"), "remedy": ("string_value", "none"),
-        "seed": ("string_value", "3"), "steps": ("string_value", "20"), "batch_size": ("string_value", "32")}
+        "seed": ("string_value", "3"), "steps": ("string_value", "20"), "batch_size": ("string_value", "32"),
+        "debug": ("string_value", "tiny")}
     experiment = records[metadata.EXPERIMENT_TAG].experiment
     types = {info.name: info.type for info in experiment.hparam_infos}
     assert set(types.values()) == {api_pb2.DATA_TYPE_STRING} and set(types) == set(start)
     # The columns ticked by default: TensorBoard's backend sorts the infos (differs first, then by
-    # name), and its dashboard ticks the first five after a stable sort putting `differs` first.
+    # name), and its dashboard ticks the first five after a stable sort putting `differs` first: the
+    # command line's keys (debug=tiny seed=3), then dataset, loss, remedy (steps a click away).
     _sort_and_reduce_to_hparams_limit(experiment)
     ticked = [info.name for info in sorted(experiment.hparam_infos, key=lambda info: not info.differs)][:5]
-    assert sorted(ticked) == ["dataset", "loss", "remedy", "seed", "steps"]
+    assert sorted(ticked) == ["dataset", "debug", "loss", "remedy", "seed"]
     # The metric columns are the metrics/* curves: every one has a point per evaluation.
     tags = [info.name.tag for info in experiment.metric_infos]
     assert tags == [f"metrics/{k}" for k in TOY_METRICS]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_image_data import IDX_NAMES, write_idx
+from test_image_training import classifier_cache  # noqa: F401 - a fixture
 
 from ganlab.cli import main
 from ganlab.data.degrade import degrade
@@ -178,3 +179,175 @@ def test_the_held_out_sample_is_drawn_from_the_test_split(tmp_path):
         assert levels.amax(dim=(-2, -1)).unique().numel() == 10  # every test image is drawn
         if data.stacked:  # three independent digits, not one image copied to each channel
             assert (levels[:, 0] != levels[:, 1]).any()
+
+
+# ---- samples of one's own GAN beside ganlab's runs in the report (issue 29, item 4) -----------------------------
+
+def _report(capsys, root):
+    """`ganlab report ROOT` in this process: its stdout, and report.csv's rows by configuration."""
+    import csv
+
+    try:
+        main(["report", str(root)])
+    except SystemExit as exc:
+        assert exc.code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    with open(root / "report.csv", newline="") as handle:
+        return out, {row["configuration"]: row for row in csv.DictReader(handle)}
+
+
+def _same_row_shape(rows, run_label, samples_label, metrics):
+    """The samples' row has every column the run's row has: a mean for each metric, the counts, n_modes."""
+    mine, theirs = rows[samples_label], rows[run_label]
+    assert mine["n_seeds"] == mine["n_completed"] == "1" and mine["n_modes"] == theirs["n_modes"]
+    for m in metrics:  # (a 20-step run may have no value: no high-quality sample, no reverse_kl_hq)
+        assert f"{m}_mean" in theirs and mine[f"{m}_mean"] != "", m
+    assert mine["baseline"] == run_label  # compared with the run of the same dataset (n/a with one seed)
+
+
+def test_points_from_ones_own_gan_get_the_report_rows_of_a_run_on_the_grid(tmp_path, capsys):
+    """Done when (issue 29): a .npz of points from one's own GAN, scored against dataset=grid in one command, is
+    a row of `ganlab report` beside ganlab's own run on the grid, with every metric and the reference rows."""
+    from conftest import TINY, make_cfg
+
+    from ganlab.train import run
+
+    runs = tmp_path / "runs"
+    run(make_cfg(*TINY, "dataset=grid"), runs / "grid_run")
+    ticks = np.arange(5) * 2.0 - 4  # configs/dataset/grid.yaml: 5 x 5, spacing 2, std 0.05
+    centres = np.array([(x, y) for x in ticks for y in ticks])
+    rng = np.random.default_rng(0)
+    chosen = rng.integers(0, 20, 400)  # "my GAN" covers 20 of the 25 modes
+    np.savez(tmp_path / "mygan.npz", points=(centres[chosen] + 0.05 * rng.standard_normal((400, 2))).astype(np.float32))
+
+    code, out, err = _eval(capsys, "--samples", tmp_path / "mygan.npz", "dataset=grid", "--out", runs / "mygan")
+    assert code == 0, err
+    assert f"wrote {runs / 'mygan' / 'summary.json'}" in out
+    summary = json.loads((runs / "mygan" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["n_modes"] == 25 and summary["labels"]["samples"] == "mygan"
+    assert summary["metrics"]["modes_captured"] == 20 and summary["metrics"]["high_quality_pct"] > 95
+    assert summary["samples_file"] == str(tmp_path / "mygan.npz") and summary["samples"] == 400
+    # the reference rows that need no G, measured as the run measures them (no untrained G: there is no G)
+    assert set(summary["references"]) == {"gaussian", "data"}
+    assert summary["references"]["data"]["modes_captured"] == 25
+    assert summary["references"]["gaussian"]["wasserstein1"] > summary["references"]["data"]["wasserstein1"]
+
+    out, rows = _report(capsys, runs)
+    samples_label = "dataset=grid samples=mygan"
+    run_label = next(label for label in rows if label.startswith("dataset=grid loss="))  # run(): loss=nonsaturatinggan
+    assert set(rows) >= {run_label, samples_label, "reference: Gaussian fit", "reference: real data"}, set(rows)
+    _same_row_shape(rows, run_label, samples_label,
+                    ["modes_captured", "high_quality_pct", "reverse_kl", "reverse_kl_hq", "wasserstein1"])
+    assert float(rows[samples_label]["modes_captured_mean"]) == 20
+    assert out.count(samples_label) == 1 + 5  # the overview and each metric's table
+
+
+def test_a_folder_of_images_gets_the_report_rows_of_a_run_on_fashion_mnist(image_root, classifier_cache, tmp_path,
+                                                                           capsys):
+    """Done when (issue 29): a folder of PNG images from one's own GAN, scored against dataset=fashion_mnist in
+    one command, is a row of `ganlab report` beside ganlab's own run, with the image metrics and reference rows."""
+    from conftest import TINY_DCGAN, make_cfg
+    from PIL import Image
+    from test_image_training import IMAGE_TINY
+
+    from ganlab.train import run
+
+    data = ["dataset=fashion_mnist", f"dataset.root={image_root}"]
+    runs = tmp_path / "runs"
+    run(make_cfg(*IMAGE_TINY, *TINY_DCGAN, *data, "steps=2", "eval.every=2", "model.latent_dim=8"), runs / "run")
+    folder = tmp_path / "my_pngs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):  # greyscale 28 x 28, as the data
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"img{i:03d}.png")
+
+    code, out, err = _eval(capsys, "--samples", folder, *data, "--out", runs / "pngs", "--tensorboard", tmp_path / "tb")
+    assert code == 0, err
+    summary = json.loads((runs / "pngs" / "summary.json").read_text())
+    assert summary["samples"] == 24 and summary["n_modes"] == 10 and sum(summary["mode_counts"]) == 24
+    for key in ("modes_captured", "reverse_kl", "domain_fid", "kid", "precision", "recall", "coverage", "swd"):
+        assert summary["metrics"][key] == summary["metrics"][key], key  # present, not NaN
+    assert "critic_gap" not in summary["metrics"]  # no D made these
+    assert set(summary["references"]) == {"data", "real_blurred", "real_noised"}
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    assert {"metrics/domain_fid", "reference/data/domain_fid"} <= set(events.Tags()["scalars"])
+    assert "samples" in events.Tags()["images"]
+
+    out, rows = _report(capsys, runs)
+    samples_label = "dataset=fashion_mnist samples=my_pngs"  # the folder's name (--name sets another)
+    run_label = next(label for label in rows if label.startswith("dataset=fashion_mnist loss="))
+    assert set(rows) >= {run_label, samples_label, "reference: real data", "reference: real data, blurred"}
+    _same_row_shape(rows, run_label, samples_label, ["domain_fid"])
+
+
+def test_the_record_names_each_seed_so_several_files_make_one_row(tmp_path, capsys):
+    """--name and seed=N: one generator's seeds, each file scored against its own real draws, are one row."""
+    rng = np.random.default_rng(1)
+    for seed in (0, 1, 2):
+        np.savez(tmp_path / f"gen_s{seed}.npz", points=rng.standard_normal((50, 2)).astype(np.float32))
+        code, _, err = _eval(capsys, "--samples", tmp_path / f"gen_s{seed}.npz", "dataset=ring", f"seed={seed}",
+                             "--name", "mygan", "--out", tmp_path / "runs" / f"s{seed}")
+        assert code == 0, err
+    _, rows = _report(capsys, tmp_path / "runs")
+    assert rows["dataset=ring samples=mygan"]["n_seeds"] == "3"
+
+
+def _png(path, array, mode=None):
+    from PIL import Image
+
+    Image.fromarray(array, mode).save(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "{d} holds no PNG files (it is empty)"),
+    (lambda d: (d / "a.jpg").write_bytes(b"x"),
+     "{d} holds no PNG files (it holds 1 other file(s) (.jpg); convert them"),
+    (lambda d: (d / "a.png").write_bytes(b"\x89PNG not really"), "{d}/a.png: not a readable PNG file"),
+    (lambda d: _png(d / "a.png", np.zeros((32, 32), np.uint8)),
+     "{d}/a.png is 32x32 pixels; the dataset's images are 28x28"),
+    (lambda d: _png(d / "a.png", np.arange(28 * 28 * 3, dtype=np.uint8).reshape(28, 28, 3)),
+     "{d}/a.png: RGB (3 channel(s)); the dataset's images have 1 channel(s)"),
+    (lambda d: _png(d / "a.png", np.zeros((28, 28), np.uint16)), "{d}/a.png: a PNG of mode I;16"),
+    (lambda d: _png(d / "a.png", np.zeros((28, 28, 4), np.uint8)), "{d}/a.png: transparent pixels"),
+    (lambda d: [_png(d / f"{i}.png", np.zeros((28, 28), np.uint8)) for i in range(3)],
+     "{d} holds 3 images; the image metrics' nearest neighbours (density and coverage: 5) need >= 6"),
+])
+def test_a_bad_folder_of_images_is_one_line(tmp_path, capsys, image_root, make, message):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    make(folder)
+    code, _, err = _eval(capsys, "--samples", folder, "dataset=fashion_mnist", f"dataset.root={image_root}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ganlab: error: "), err
+    assert message.format(d=folder) in lines[0]
+    assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((8, 1, 28, 28), np.int64) + 200, "images in [-1, 1] as floats (or 0..255 as uint8), got values from 200"),
+    (np.zeros((8, 28, 28), np.uint8), "samples of shape (n, 1, 28, 28) for fashion_mnist, got (8, 28, 28)"),
+    (np.zeros((0, 1, 28, 28), np.uint8), "holds 0 sample(s)"),
+    (np.array(["a"] * 8).reshape(8, 1, 1, 1).repeat(28, 2).repeat(28, 3), "samples of numbers, got dtype <U1"),
+])
+def test_a_bad_npy_of_images_is_one_line(tmp_path, capsys, image_root, array, message):
+    np.save(tmp_path / "x.npy", array)
+    code, _, err = _eval(capsys, "--samples", tmp_path / "x.npy", "dataset=fashion_mnist", f"dataset.root={image_root}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+
+
+def test_a_folder_is_refused_for_points_and_a_runs_folder_as_out(tmp_path, capsys):
+    (tmp_path / "pngs").mkdir()
+    code, _, err = _eval(capsys, "--samples", tmp_path / "pngs", "dataset=ring")
+    assert code == 2 and f"{tmp_path / 'pngs'} is a folder; ring's points come in a .npz or .npy file" in err
+    np.save(tmp_path / "p.npy", np.zeros((5, 2), np.float32))  # a bare .npy of points is read as it is
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"status": "completed", "config": {"seed": 0}}))
+    code, _, err = _eval(capsys, "--samples", tmp_path / "p.npy", "dataset=ring", "--out", tmp_path / "run")
+    assert code == 2 and "holds a run's summary.json; give another folder" in err
+    code, _, err = _eval(capsys, "--samples", tmp_path / "p.npy", "dataset=ring")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.eval.json").read_text())["samples"] == 5

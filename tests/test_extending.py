@@ -213,7 +213,7 @@ def test_without_the_config_dir_the_remedy_is_an_unknown_option(tmp_path, capsys
         main(["train", "remedy=shrink", *TINY])
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ganlab: error: unknown option remedy=shrink; choose one of: acgan, cgan_projection, drs,")
+    assert err.startswith("ganlab: error: unknown option remedy=shrink; choose one of: acgan, cgan_projection, diffaugment, drs,")
 
 
 def test_a_config_dir_that_does_not_exist_is_one_line(tmp_path, capsys):

@@ -245,9 +245,17 @@ def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path,
 
 
 def test_a_sweep_through_another_sweeper_ends_with_the_closing_line_and_the_failure(tmp_path, capsys, monkeypatch):
-    """hydra/sweeper=basic (or a sampler) checks no job before it starts; a job that fails its own checks
-    leaves no summary.json, and the sweep still ends with ganlab's closing line and a failing status."""
+    """hydra/sweeper=basic (or a sampler): every value of the sweep is checked before its first job
+    (tests/test_optuna.py), so a bad one is refused in one line with nothing run. A job that fails its own
+    checks all the same (here: with that check left out) leaves no summary.json, and the sweep still ends
+    with ganlab's closing line and a failing status."""
+    from ganlab import cli, sweep
+
     monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^seed=-1 is out of range"):
+        cli.train(["-m", "hydra/sweeper=basic", "seed=0,-1", "hydra.sweep.dir=sw", *TINY])
+    assert not (tmp_path / "sw").exists()
+    monkeypatch.setattr(sweep, "check_other_sweep", lambda config: None)
     with pytest.raises(SystemExit) as exited:
         main(["train", "-m", "hydra/sweeper=basic", "seed=0,-1", "hydra.sweep.dir=sw", *TINY])
     assert exited.value.code == 1

@@ -16,8 +16,8 @@ from ganlab.train import run
 
 # Every remedy the configs offer, but those whose D or sampling differs from the plain GAN's: their own
 # files test them (mrgan, veegan: test_remedies_encoders.py; drs, ebgan: test_remedies_sampling.py;
-# multiscale, images only: test_multiscale.py).
-OWN_TESTS = ("mrgan", "veegan", "drs", "ebgan", "multiscale")
+# multiscale and diffaugment, images only: test_multiscale.py, test_diffaugment.py).
+OWN_TESTS = ("mrgan", "veegan", "drs", "ebgan", "multiscale", "diffaugment")
 REMEDIES = [r for r in options("remedy") if r not in OWN_TESTS]
 # Remedies that bring their own logistic objective refuse the WGAN losses (test_refused_combinations);
 # those that couple the samples of a batch in D refuse a per-sample gradient penalty.

@@ -130,6 +130,8 @@ def _read(name: str, split: str, sources: list[Path]) -> tuple[Tensor, Tensor]:
     if name == "cifar10":
         return _read_cifar(sources[0], split)
     images, labels = (read_idx(p) for p in sources)
+    if images.shape[1:] != (28, 28):  # a consistent IDX file of other images: the networks are built for 28 x 28
+        raise _corrupt(sources[0], f"IDX dims {tuple(images.shape)}; {name} images are (n, 28, 28)")
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or not len(labels) or labels.max() > 9:
         raise _corrupt(sources[0].parent, f"images {tuple(images.shape)} and labels {tuple(labels.shape)} in "
                                           "0..9 do not match")
@@ -149,17 +151,23 @@ def _read_cifar(source: Path, split: str) -> tuple[Tensor, Tensor]:
                 else:
                     member = tar.extractfile(f"{_CIFAR_DIR}/{batch}")
                     blob = member.read() if member else b""
-                entry = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+                try:
+                    entry = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+                except Exception as exc:  # noqa: BLE001 - what damaged bytes make it raise (a codec name: LookupError)
+                    raise _corrupt(source, f"{batch}: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
                 data = entry[b"data"]
                 if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
                     raise ValueError(f"data of {getattr(data, 'dtype', type(data).__name__)}, not uint8")
-                batch_labels = np.asarray(entry[b"labels"], np.int64)
+                # As stored, not cast to int64: a cast would read a label 1.5 as class 1 and "7" as class 7.
+                batch_labels = np.asarray(entry[b"labels"])
                 if data.ndim != 2 or not len(data) or data.shape[1] != 3072 or batch_labels.shape != data.shape[:1]:
                     raise ValueError(f"data {data.shape} and {batch_labels.size} labels, not (n, 3072) and n labels")
+                if batch_labels.dtype.kind not in "biu":  # integers (or booleans); not floats, strings, objects
+                    raise ValueError(f"labels of {batch_labels.dtype}, not integers")
                 if batch_labels.min() < 0 or batch_labels.max() > 9:
                     raise ValueError(f"labels {batch_labels.min()}..{batch_labels.max()}, not in 0..9")
                 images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # rows are R, G, B planes
-                labels.append(torch.from_numpy(batch_labels))
+                labels.append(torch.from_numpy(batch_labels.astype(np.int64)))
     except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError, OverflowError, pickle.UnpicklingError,
             tarfile.TarError, zlib.error) as exc:
         where = f"{batch}: " if batch is not None else ""

@@ -24,17 +24,19 @@ class TrainingData(Protocol):
     evaluator: str       # "toy" or "image": the protocol that measures it (ganlab.evaluation.make_evaluator)
     device: torch.device  # where sample() puts its tensors (the dataset is built with device=)
     shape: tuple          # one sample's shape: (2,) for 2-D points, (C, H, W) for images
-    n_modes: int          # the modes the evaluator counts
+    n_modes: int | None   # the modes the evaluator counts (None: none known, e.g. dataset=points without labels)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples (n, *shape) on `device`, float32; images in [-1, 1]."""
 
 
 class ToyData(TrainingData, Protocol):
-    """A 2-D mixture whose modes are known: mode coverage is measured against `centers` and `std`."""
+    """Points (2-D, or any dimension d) whose modes are known: mode coverage is measured against `centers` and
+    `std`; a dataset may add `weights` ((n_modes,), the modes' shares), which the reverse KL is then taken against.
+    D's map over the plane is drawn for 2-D data only."""
 
-    centers: Tensor       # (n_modes, 2) on `device`
-    std: float            # each mode's standard deviation: the high-quality radius is 3 std
+    centers: Tensor | None  # (n_modes, d) on `device`; None: no known modes, so no mode metrics (W1/W2, MMD only)
+    std: float | Tensor   # each mode's standard deviation (a number, or (n_modes,)): the high-quality radius is 3 std
 
     def gaussian_fit(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples of the Gaussian with the data's mean and covariance (the `gaussian` reference row)."""

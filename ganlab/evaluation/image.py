@@ -235,12 +235,12 @@ class ImageEvaluator:
         return {"untrained": untrained, **self.data_references(generator)}
 
     @torch.no_grad()
-    def data_references(self, generator: torch.Generator) -> dict:
+    def data_references(self, generator: torch.Generator, n: int | None = None) -> dict:
         """The rows that need no G, drawn from `generator`: `data`, real test-split images through the same
         classifier and features (the ceiling); with a mode classifier, `real_blurred` and `real_noised`,
         the same images degraded as generated ones are (what a blurry or a noisy G that covers every mode
         scores: such images are confused more than clean ones, which the matched confusion is for)."""
-        n = self.cfg.samples
+        n = n or self.cfg.samples
         ref = self.reference_sample(n)
         real, _ = self.data.held_out_sample(n, generator)
         rows = {"data": real}

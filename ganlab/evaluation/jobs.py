@@ -17,7 +17,7 @@ class EvalJob:
     step: int
     fake: np.ndarray            # generated samples, n x 2
     real: np.ndarray            # data samples, n x 2
-    d_grid: np.ndarray          # D's output on a square grid over `limits`
+    d_grid: np.ndarray | None   # D's output on a square grid over `limits` (2-D data only)
     centers: np.ndarray
     limits: tuple[float, float]
     metrics: dict               # the metrics already computed on the device (for picture titles)
@@ -31,6 +31,10 @@ class EvalJob:
 
     def complete(self) -> EvalResult:
         return _complete_toy(self)
+
+    def pictures(self) -> dict[str, bytes]:
+        """The pictures alone (`ganlab eval --samples FILE --tensorboard DIR`: the metrics are computed already)."""
+        return _toy_pictures(self)
 
 
 @dataclass
@@ -90,18 +94,28 @@ def _toy_pictures(job: EvalJob) -> dict[str, bytes]:
     from ganlab import pictures  # matplotlib: ~1 s to load, paid by evaluations only
 
     m, k = job.metrics, len(job.centers)
-    title = f"step {job.step}: {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
-    images = {
-        "samples": pictures.samples_picture(job.fake, job.real, job.centers, job.limits, title),
-        "discriminator": pictures.discriminator_picture(job.d_grid, job.fake, job.centers, job.limits,
-                                                        f"D at step {job.step}"),
-        "mode_histogram": pictures.mode_history_picture(job.history_steps, job.history_counts,
-                                                        "mode histogram over training"),
-    }
+    title = f"step {job.step}" + (f": {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
+                                  if "modes_captured" in m else "")
+    # Points of any dimension: the pictures show the first two coordinates (1-D data on the x axis).
+    fake, real, centers = (_plane(x) for x in (job.fake, job.real, job.centers))
+    images = {"samples": pictures.samples_picture(fake, real, centers, job.limits, title)}
+    if job.d_grid is not None:  # D's map over the plane: 2-D data only
+        images["discriminator"] = pictures.discriminator_picture(job.d_grid, fake, centers, job.limits,
+                                                                 f"D at step {job.step}")
+    if job.history_steps:
+        images["mode_histogram"] = pictures.mode_history_picture(job.history_steps, job.history_counts,
+                                                                 "mode histogram over training")
     if job.source is not None:
-        images["samples_by_generator"] = pictures.sources_picture(job.fake, job.source, job.centers, job.limits,
+        images["samples_by_generator"] = pictures.sources_picture(fake, job.source, centers, job.limits,
                                                                   f"samples by generator, step {job.step}")
     return images
+
+
+def _plane(x: np.ndarray) -> np.ndarray:
+    """Points as 2-D ones for a picture: the first two coordinates; 1-D points on the x axis."""
+    x = np.asarray(x)
+    x = x.reshape(len(x), -1) if x.ndim != 2 else x
+    return x if x.shape[1] >= 2 else np.concatenate([x, np.zeros((len(x), 2 - x.shape[1]), x.dtype)], axis=1)
 
 
 @dataclass

@@ -1,14 +1,20 @@
-"""What `ganlab eval` runs (ganlab/cli.py reads its arguments): `ganlab eval RUN_DIR` evaluates a finished
-run again, from its checkpoint; `ganlab eval --samples FILE dataset=NAME` evaluates samples made elsewhere.
+"""What `ganlab eval` and `ganlab sample` run (ganlab/cli.py reads their arguments): `ganlab eval RUN_DIR`
+evaluates a finished run again, from its checkpoint; `ganlab eval --samples FILE|DIR dataset=NAME` evaluates samples
+made elsewhere; `ganlab sample RUN_DIR --n N --out FILE|DIR` draws samples from a run's checkpoint into a file.
 
 The run's resolved config (in summary.json) rebuilds every network, the remedy's extra networks
 included, and the checkpoint fills them. With the default sample count, the evaluation draws the
 very samples of the run's final evaluation (its RNG is seeded from the seed and the step), so the
 numbers equal the summary's; `--samples` takes more or fewer. Results go to RUN_DIR/eval.json.
 
-A samples file (.npz with an array `images` (n, C, H, W), floats in [-1, 1] or uint8, or `points` (n, 2);
-`x` as ganlab's own samples.npz; or a bare .npy array) is scored by the same evaluator against the
-dataset it names, on everything that needs no G or D. Results go to FILE's name with .eval.json.
+A samples file (.npz with an array `images` (n, C, H, W), floats in [-1, 1] or uint8, or `points` (n, d);
+`x` as ganlab's own samples.npz; or a bare .npy array), or a folder of PNG files, is scored by the same evaluator
+against the dataset it names, on everything that needs no G or D, with the reference rows that need no G. The
+record goes to FILE's name with .eval.json, or --out FILE.json; `--out DIR` writes DIR/summary.json, a record
+`ganlab report` reads beside ganlab's own runs (one row, labelled samples=NAME).
+
+`ganlab sample` rebuilds and loads the run exactly as `ganlab eval RUN_DIR` does, and draws as its evaluation does
+(every network in evaluation mode, the remedy's own sampler: DRS's rejection, a conditional G's labels, ...).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from ganlab import provenance
 from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
 from ganlab.errors import ConfigError, GanlabError, UsageError
-from ganlab.evaluation import eval_seed, make_evaluator, scalars
+from ganlab.evaluation import eval_mode, eval_seed, make_evaluator, scalars
 from ganlab.gan import build, build_data, load_checkpoint
 from ganlab.memory import check_evaluation
 from ganlab.summary import RunSummary
@@ -33,6 +40,7 @@ from ganlab.tracking import write_json_atomic
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 2  # W1, precision/recall and the mode counts compare sets of samples: one is no set
+MIN_IMAGES = 6   # a samples file of images: density/coverage's 5 nearest neighbours need 6 (metrics.prdc_samples >= 6)
 
 
 def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | None = None,
@@ -45,18 +53,7 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     overrides = list(overrides or [])
     check_overrides(overrides)
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not run_dir.is_dir():
-        raise GanlabError(f"no run directory at {run_dir}")
-    try:
-        summary = RunSummary.read(run_dir)
-        if not isinstance(summary.config, dict):
-            raise GanlabError("it holds no config")
-        cfg = OmegaConf.create(summary.config)
-    except (GanlabError, ValueError) as exc:
-        raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None
-    # The run's own device by default: the same samples need the same RNG stream (CPU and CUDA differ).
-    device = _device(device) if device else _device(summary.device or "cpu", trained_on=True)
+    cfg, device = run_config(run_dir, device)
     cfg = _with_overrides(cfg, overrides)
     n = samples or cfg.eval.samples
     # --samples 10000000000 (and eval.batch) refused in one line before anything is built or drawn
@@ -75,11 +72,104 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     result = evaluator.evaluate(exp.G, exp.D, exp.remedy, rng)
     metrics = {**scalars(result), **evaluator.offline_metrics(result)}
     record = {"run_dir": str(run_dir), "step": step, "metrics": metrics,
-              "mode_counts": result.metrics.get("mode_counts"), "protocol": evaluator.protocol()}
+              "mode_counts": result.metrics.get("mode_counts"), "protocol": evaluator.protocol(),
+              "provenance": provenance.gather()}  # this evaluation's; the run's own is in its summary.json
     write_json_atomic(run_dir / "eval.json", record)
     return record
 
 
+def run_config(run_dir: Path, device: str | None) -> tuple:
+    """The run's resolved config (summary.json) and the device to rebuild it on: `device`, or by default the
+    run's own (the same samples need the same RNG stream: CPU and CUDA differ). GanlabError naming the file."""
+    summary_path = run_dir / "summary.json"
+    if not run_dir.is_dir():
+        raise GanlabError(f"no run directory at {run_dir}")
+    try:
+        summary = RunSummary.read(run_dir)
+        if not isinstance(summary.config, dict):
+            raise GanlabError("it holds no config")
+        if EXTERNAL_KEY in summary.config:
+            raise GanlabError("it is the record of samples scored by `ganlab eval --samples`, not a trained run")
+        cfg = OmegaConf.create(summary.config)
+    except (GanlabError, ValueError) as exc:
+        raise GanlabError(f"cannot read the run's config from {summary_path}: {exc}; is {run_dir} a ganlab run?") from None
+    return cfg, (_device(device) if device else _device(summary.device or "cpu", trained_on=True))
+
+
+# --- ganlab sample -------------------------------------------------------------------------------------------
+
+SAMPLE_SUFFIXES = (".npz", ".npy")  # --out FILE; anything else is a folder of PNG files
+
+
+@torch.no_grad()
+def draw(exp, n: int, generator: torch.Generator, batch: int) -> Tensor:
+    """n samples of the built experiment, as its evaluation draws them: every network in evaluation mode, the
+    remedy's `before_eval` and `sample` (its own sampler), the codes drawn at once from `generator`, G run on
+    `batch` of them at a time for images (2-D points all at once, as the toy evaluation)."""
+    G, D, remedy = exp.G, exp.D, exp.remedy
+    device = next(G.parameters()).device
+    with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
+        remedy.before_eval(G, D, exp.data, generator)
+        z = torch.randn(n, exp.latent_dim, device=device, generator=generator)
+        step = n if getattr(exp.data, "evaluator", None) == "toy" else batch
+        return torch.cat([remedy.sample(G, D, z[s:s + step], generator) for s in range(0, n, step)]).float()
+
+
+def _occupied(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 or path.is_dir() and any(path.iterdir())
+
+
+def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, force: bool = False,
+               device: str | None = None) -> dict:
+    """Draw n samples from the run's checkpoint with a generator seeded `seed`, and write them to `out`: a .npz
+    (`points` float32 (n, d), or `images` uint8 (n, C, H, W)), a .npy of that array, or a folder of PNG files
+    (images). An existing non-empty `out` is refused unless `force`."""
+    from ganlab.data.pngs import write_png_folder
+    from ganlab.evaluation.image import _to_uint8
+
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    run_dir, out = Path(run_dir), Path(out)
+    to_file = out.suffix.lower() in SAMPLE_SUFFIXES
+    if _occupied(out) and not force:
+        raise GanlabError(f"--out {out} exists{'' if out.is_file() else ' and is not empty'}; add --force to replace "
+                          "it, or choose another path")
+    if out.exists() and to_file != out.is_file():
+        raise GanlabError(f"--out {out} is a {'folder' if out.is_dir() else 'file'}; give a .npz or .npy file, or a "
+                          "folder for PNG files")
+    cfg, device = run_config(run_dir, device)
+    check_evaluation(cfg, n, device, f"--n {n}")
+    exp = build(cfg, device)
+    step = load_checkpoint(run_dir / "checkpoint.pt", exp)
+    kind = getattr(exp.data, "evaluator", "toy")
+    if kind == "toy" and not to_file:
+        raise GanlabError(f"--out {out}: points go to a .npz or .npy file (PNG folders are for images)")
+    x = draw(exp, n, torch.Generator(device).manual_seed(seed), int(cfg.eval.batch))
+    if not torch.isfinite(x).all():
+        raise GanlabError(f"the run's G gives {int((~torch.isfinite(x)).sum())} NaN or infinite values at step {step}: "
+                          "nothing written")
+    array = x.cpu().numpy().astype(np.float32) if kind == "toy" else _to_uint8(x)
+    name = SAMPLE_ARRAYS[kind][0]
+    if not to_file:
+        write_png_folder(array, out, replace=True)
+    else:
+        from ganlab.atomic import write_atomic
+
+        def save(handle):
+            if out.suffix.lower() == ".npy":
+                np.save(handle, array)
+            else:
+                np.savez(handle, **{name: array})
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, save)
+    return {"run_dir": str(run_dir), "step": step, "samples": n, "seed": seed, "array": name,
+            "shape": list(array.shape), "written_to": str(out)}
+
+
+# --- ganlab eval --samples FILE|DIR --------------------------------------------------------------------------
+
+EXTERNAL_KEY = "samples"  # the config section of a record of samples made elsewhere: {"name": the row's label}
 EVAL_KEYS = ("metrics.", "eval.batch", "eval.grid")  # what `ganlab eval` may change: how metrics are measured
 FILE_KEYS = ("dataset", "seed", "eval.w_samples", *EVAL_KEYS)  # and for a samples file: what it is compared with
 SAMPLE_ARRAYS = {"image": ("images", "x"), "toy": ("points", "x")}  # the array names a samples file may use
@@ -88,10 +178,16 @@ NEEDS_NETWORKS = ("critic_gap", "jacobian_sigma_min", "remedy_metrics")
 
 
 def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | None = None,
-                          out: str | Path | None = None) -> dict:
-    """Score the samples in `path` against the dataset `overrides` names (`dataset=NAME`, its keys, `metrics.*`,
-    `eval.batch`, `eval.w_samples`, `seed`: the real draws); write the record to `out` (default: the file's
-    name with .eval.json) and return it."""
+                          out: str | Path | None = None, name: str | None = None,
+                          tensorboard: str | Path | None = None) -> dict:
+    """Score the samples in `path` (a .npz or .npy file, or a folder of PNG files) against the dataset `overrides`
+    names (`dataset=NAME`, its keys, `metrics.*`, `eval.batch`, `eval.w_samples`, `seed`: the real draws), with
+    Write the record to `out`: a .json file (default: the file's name with .eval.json), or a folder, which gets
+    a summary.json that `ganlab report` reads as one run labelled samples=`name` (default: the file's stem), with
+    the reference rows that need no G (Gaussian fit and real data; images: real data clean, blurred and noised). Samples
+    of several seeds of one generator, scored with the same `name` and seed=0, 1, ..., are one row of seeds there.
+    `tensorboard`: a folder for TensorBoard events (the metrics, the reference rows, a picture of the samples).
+    Returns the record, with `written_to`."""
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key.startswith(FILE_KEYS):
@@ -103,21 +199,89 @@ def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | 
 
         raise UsageError(f"ganlab eval --samples {path} needs the dataset the samples imitate: dataset=NAME "
                          f"({', '.join(options('dataset'))})")
+    path = Path(path)
+    out = Path(out) if out else path.with_suffix(".eval.json")
+    as_run = out.suffix.lower() != ".json"  # a folder: summary.json, as a run's
+    if as_run:
+        _check_record_folder(out)
+    label = name or path.stem or path.resolve().name
     cfg = compose_checked(overrides)
     device = _device(device or "cpu")
     data = build_data(cfg, device)
-    fake = load_samples(Path(path), data, named[-1], device)
-    evaluator = make_evaluator(data, cfg.model.latent_dim, OmegaConf.merge(cfg.eval, {"samples": len(fake)}),
-                               False, device, cfg.get("metrics"))
+    fake = load_samples(path, data, named[-1], device)
+    eval_cfg = OmegaConf.merge(cfg.eval, {"samples": len(fake)})
+    evaluator = make_evaluator(data, cfg.model.latent_dim, eval_cfg, False, device, cfg.get("metrics"))
     ev = evaluator.evaluate_samples(fake, torch.Generator(device).manual_seed(cfg.seed))
+    metrics = {**scalars(ev), **evaluator.offline_metrics(ev)}
+    # The reference rows, for a run's record (they cost as much again as the samples' own evaluation, three times
+    # as much for images: the .json record leaves them out), from an RNG of their own as a run's rows.
+    references = (_data_references(evaluator, torch.Generator(device).manual_seed(eval_seed(cfg.seed, 0)), len(fake))
+                  if as_run else {})
     protocol = {k: v for k, v in evaluator.protocol().items() if k not in NEEDS_NETWORKS}
-    record = {"samples_file": str(path), "samples": len(fake), "dataset": named[-1],
-              "metrics": {**scalars(ev), **evaluator.offline_metrics(ev)},
-              "mode_counts": ev.metrics.get("mode_counts"), "protocol": protocol}
-    out = Path(out) if out else Path(path).with_suffix(".eval.json")
-    write_json_atomic(out, record)
-    record["written_to"] = str(out)
+    protocol["references"] = ("gaussian (2-D protocol): samples of a Gaussian with the data's mean and covariance; "
+                              "data: fresh real samples (images: real_blurred, real_noised too, as a run's rows); "
+                              "each as many as the samples, through the same evaluator. No untrained G: no G here"
+                              if as_run else "not measured (--out DIR measures them, for the report)")
+    config = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "seed": cfg.seed,
+              "eval": OmegaConf.to_container(eval_cfg, resolve=True),
+              "metrics": OmegaConf.to_container(cfg.metrics, resolve=True), EXTERNAL_KEY: {"name": label}}
+    labels = {"dataset": named[-1], EXTERNAL_KEY: label}
+    record = {"samples_file": str(path), "samples": len(fake), "dataset": named[-1], "metrics": metrics,
+              "mode_counts": ev.metrics.get("mode_counts"), **({"references": references} if as_run else {}),
+              "n_modes": evaluator.n_modes,
+              "labels": labels, "seed": cfg.seed, "config": config, "protocol": protocol,
+              "provenance": provenance.gather()}
+    if tensorboard is not None:
+        _write_tensorboard(Path(tensorboard), evaluator, ev, metrics, references, label)
+    if as_run:
+        out.mkdir(parents=True, exist_ok=True)
+        summary = RunSummary(status="completed", step=0, run_dir=str(out), labels=labels, seed=cfg.seed,
+                             device=str(device), n_modes=evaluator.n_modes, metrics=metrics, references=references,
+                             config=config, protocol=protocol, mode_counts=record["mode_counts"],
+                             provenance=record["provenance"],
+                             extra={"samples_file": str(path), "samples": len(fake)})
+        summary.write(out)
+        written = out / "summary.json"
+    else:
+        write_json_atomic(out, record)
+        written = out
+    record["written_to"] = str(written)
     return record
+
+
+def _check_record_folder(out: Path) -> None:
+    """`--out DIR` takes a new folder, or one holding an earlier record of samples: never a trained run's."""
+    if out.exists() and not out.is_dir():
+        raise GanlabError(f"--out {out} is a file; give a folder for the record (summary.json), or a .json file")
+    held = RunSummary.read_or_none(out) if (out / "summary.json").exists() else None
+    if (out / "summary.json").exists() and (held is None or not isinstance(held.config, dict)
+                                            or EXTERNAL_KEY not in held.config):
+        raise GanlabError(f"--out {out} holds a run's summary.json; give another folder for the samples' record")
+
+
+def _data_references(evaluator, generator: torch.Generator, n: int) -> dict:
+    """The evaluator's reference rows that need no G, for n samples."""
+    rows = evaluator.data_references(generator, n) if hasattr(evaluator, "data_references") else {}
+    return {name: {k: v for k, v in row.items() if k != "mode_counts"} for name, row in rows.items()}
+
+
+def _write_tensorboard(directory: Path, evaluator, ev, metrics: dict, references: dict, label: str) -> None:
+    """The samples' evaluation as TensorBoard events in `directory`, at step 0: `metrics/*` and
+    `reference/NAME/*` scalars, as a run logs them, and the pictures its evaluation draws of the samples."""
+    from ganlab.tracking import Tracker
+
+    evaluator.history.record(0, ev)
+    if ev.grid is None and ev.fake.ndim == 4:  # images: the first samples stand for G's fixed-code grid
+        ev.grid = ev.fake[:evaluator.cfg.grid]
+    job = evaluator.job(0, ev, last=True)
+    images = job.pictures() if hasattr(job, "pictures") else job.complete().images
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with Tracker(directory, 0, {"samples": label}, evaluator.metric_keys, progress=False) as tracker:
+        tracker.scalars(0, {f"metrics/{k}": v for k, v in numbers.items()})
+        tracker.scalars(0, {f"reference/{name}/{k}": v for name, row in references.items() for k, v in row.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tracker.images(0, images)
+        tracker.flush()
 
 
 def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
@@ -126,8 +290,21 @@ def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
     kind = getattr(data, "evaluator", "toy")
     names = SAMPLE_ARRAYS.get(kind, SAMPLE_ARRAYS["toy"])
     how = f"numpy.savez(PATH, {names[0]}=array of shape (n, {', '.join(map(str, data.shape))}))"
-    if not path.is_file():
-        raise GanlabError(f"no samples file at {path}; write one with {how}")
+    if path.is_dir():  # a folder of PNG files (`ganlab sample RUN --out DIR` writes one)
+        if kind != "image":
+            raise GanlabError(f"{path} is a folder; {name}'s points come in a .npz or .npy file: write one with {how}")
+        from ganlab.data.pngs import read_png_folder
+
+        array = read_png_folder(path, tuple(data.shape))
+    elif not path.is_file():
+        raise GanlabError(f"no samples file at {path}; write one with {how}"
+                          + (", or give a folder of PNG files" if kind == "image" else ""))
+    else:
+        array = _read_array(path, names, how)
+    return _checked_samples(array, path, data, name, kind, device)
+
+
+def _read_array(path: Path, names: tuple[str, ...], how: str) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
             loaded = np.load(handle, allow_pickle=False)
@@ -145,11 +322,18 @@ def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
         # numpy calls any other file "pickled data": its advice to unpickle an unknown file is not ours.
         why = "neither" if "pickle" in str(exc) else str(exc).splitlines()[0]
         raise GanlabError(f"cannot read {path} as a .npz or .npy file ({why}); write it with {how}") from None
+    return array
+
+
+def _checked_samples(array: np.ndarray, path: Path, data, name: str, kind: str, device: torch.device) -> Tensor:
     if array.ndim != 1 + len(data.shape) or tuple(array.shape[1:]) != tuple(data.shape):
         raise GanlabError(f"{path}: samples of shape (n, {', '.join(map(str, data.shape))}) for {name}, got "
                           f"{tuple(array.shape)}")
     if len(array) < MIN_SAMPLES:
         raise GanlabError(f"{path} holds {len(array)} sample(s); the metrics compare sets: give >= {MIN_SAMPLES}")
+    if kind == "image" and len(array) < MIN_IMAGES:
+        raise GanlabError(f"{path} holds {len(array)} images; the image metrics' nearest neighbours (density and "
+                          f"coverage: 5) need >= {MIN_IMAGES}")
     if array.dtype == np.uint8 and kind == "image":
         x = torch.from_numpy(array).float().div_(127.5).sub_(1.0)
     elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):

@@ -84,11 +84,13 @@ def evaluate(G: nn.Module, D: nn.Module, remedy: Remedy, data: GaussianMixture, 
         metrics["jacobian_sigma_min"] = float(smallest_singular_value(G, z[:JACOBIAN_SAMPLES]).mean())
         metrics.update(remedy.eval_metrics(G, D, data, z, fake, real))
         source = remedy.sample_sources(G, z)
-        ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
-        ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
-        d_grid = d_map_in_blocks(remedy, D, torch.stack([xs.flatten(), ys.flatten()], dim=1))
-    return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(),
-                      d_grid.view(GRID_RESOLUTION, GRID_RESOLUTION).float().cpu().numpy(),
+        d_grid = None
+        if tuple(data.shape) == (2,):  # D's map over the plane: 2-D data only (a mixture may have any dimension)
+            ticks = torch.linspace(limits[0], limits[1], GRID_RESOLUTION, device=data.device)
+            ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
+            d_grid = d_map_in_blocks(remedy, D, torch.stack([xs.flatten(), ys.flatten()], dim=1))
+            d_grid = d_grid.view(GRID_RESOLUTION, GRID_RESOLUTION).float().cpu().numpy()
+    return Evaluation(metrics, fake.float().cpu().numpy(), real.float().cpu().numpy(), d_grid,
                       None if source is None else source.cpu().numpy())
 
 
@@ -115,7 +117,9 @@ class ToyEvaluator:
         self.history = ModeHistory()
         self.metric_keys = protocol_metrics("toy")  # the registry's, read now: a metric registered since counts
         self.limits = data.plot_limits()
-        self.centers = data.centers.cpu().numpy()
+        # No known modes (dataset=points without labels or centres): no mode metrics, no crosses in the pictures.
+        self.centers = (np.zeros((0, *data.shape), np.float32) if data.centers is None
+                        else data.centers.float().cpu().numpy())
         self.mmd_sigma = fixed_bandwidth(data)  # one kernel for the run: its evaluations, its reference rows
 
     def protocol(self) -> dict:
@@ -155,7 +159,7 @@ class ToyEvaluator:
         real = torch.from_numpy(untrained.real).to(self.data.device)
         for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
             metrics = sample_metrics("toy", x, real, self.data)
-            del metrics["mode_counts"]
+            metrics.pop("mode_counts", None)
             out[name], rows[name] = metrics, (x.cpu().numpy(), untrained.real)  # the same real set as `untrained`
         job = ReferenceJob(rows, self.cfg.w_samples, self.mmd_sigma)
         if offloader is not None:
@@ -164,7 +168,23 @@ class ToyEvaluator:
         return {name: {**metrics, **job.complete().references[name]} for name, metrics in out.items()}
 
     def headline(self, metrics: dict) -> str:
+        if "modes_captured" not in metrics:  # data without known modes: W1/W2 and the MMD come from the worker
+            return f"  D gap {metrics['critic_gap']:.3g}" if "critic_gap" in metrics else ""
         return f"  modes {metrics['modes_captured']}/{self.n_modes}  HQ {metrics['high_quality_pct']:.0f}%"
+
+    @torch.no_grad()
+    def data_references(self, generator: torch.Generator, n: int | None = None) -> dict:
+        """The reference rows that need no G (`ganlab eval --samples FILE`): `gaussian` and `data`, n samples each
+        (default: eval.samples), measured against one fresh real set of n, offline metrics included."""
+        n = n or self.cfg.samples
+        real = self.data.sample(n, generator=generator)
+        rows = {}
+        for name, x in (("gaussian", self.data.gaussian_fit(n, generator)), ("data", self.data.sample(n, generator))):
+            metrics = sample_metrics("toy", x, real, self.data)
+            metrics.pop("mode_counts", None)
+            fake_np, real_np = x.float().cpu().numpy(), real.float().cpu().numpy()
+            rows[name] = {**metrics, **offline_toy_metrics(fake_np, real_np, self.cfg.w_samples, self.mmd_sigma)}
+        return rows
 
     def offline_metrics(self, ev: Evaluation) -> dict:
         """The metrics the background worker adds (exact W1/W2, MMD), computed here, for `ganlab eval`

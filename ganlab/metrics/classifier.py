@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -147,7 +148,39 @@ def use_family(model: ModeClassifier, family) -> None:
 # --- the cache -------------------------------------------------------------------------------------
 
 def classifier_path(dataset: str) -> Path:
+    """Where `ganlab classifier` (or a run's first use) writes the dataset's classifier: the cache."""
     return cache_root() / "classifiers" / f"{dataset}.pt"
+
+
+# Shipped with the package (scripts/ship_classifier.py), so that a first Stacked run starts at once instead of
+# training the classifier for half an hour: used when the cache holds none of the dataset; one that
+# `ganlab classifier` writes into the cache replaces it. The SHA-256 of each file, checked before it is read.
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+SHIPPED_SHA256 = {"fashion_mnist": "d168a9145a5aed9f35dc5e40f061760b209fe44941b1bbc78a9412ad39d77fec"}
+# GANLAB_SHIPPED_CLASSIFIERS=0: the cache alone (a run without a cached classifier trains one, as before).
+SHIPPED_ENV = "GANLAB_SHIPPED_CLASSIFIERS"
+
+
+def shipped_path(dataset: str) -> Path | None:
+    """The shipped classifier file of `dataset`, None when there is none (or $GANLAB_SHIPPED_CLASSIFIERS=0)."""
+    path = SHIPPED_DIR / f"{dataset}.pt"
+    if os.environ.get(SHIPPED_ENV, "1") == "0" or not SHIPPED_SHA256.get(dataset) or not path.is_file():
+        return None
+    return path
+
+
+def classifier_file(dataset: str) -> Path | None:
+    """The file `load_classifier` reads: the cache's, else the shipped one; None: neither exists."""
+    cached = classifier_path(dataset)
+    return cached if cached.is_file() else shipped_path(dataset)
+
+
+def _check_shipped(dataset: str, path: Path) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != SHIPPED_SHA256[dataset]:
+        raise GanlabError(f"the mode classifier shipped with ganlab ({path}) fails its SHA-256 check ({digest[:12]}, "
+                          f"expected {SHIPPED_SHA256[dataset][:12]}): reinstall ganlab, or train one into the cache "
+                          f"with `ganlab classifier dataset={dataset}`")
 
 
 def state_hash(state: dict[str, Tensor]) -> str:
@@ -263,8 +296,6 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
     `model.trained_on`: a `data_record`; None: not known) and confusion matrices (the family, None when the
     model has none, and the test split they come from) atomically; return the path. The global cache
     (`path` None) takes no classifier whose record says other data than the standard split."""
-    from ganlab.checkpoint import write_atomic
-
     data = data if data is not None else model.trained_on
     if path is None and data is not None and not is_standard(dataset, data):
         raise GanlabError(f"{data_summary(dataset, data)}: the cached mode classifier ({classifier_path(dataset)}) "
@@ -276,7 +307,7 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
     except OSError as exc:
         raise GanlabError(f"cannot create {path.parent}: {exc.strerror or exc}; set $GANLAB_CACHE to a "
                           "writable directory") from None
-    write_atomic(path, {
+    write_file(path, {
         "format": FORMAT, "architecture": ARCHITECTURE, "dataset": dataset, "state_dict": state,
         "accuracy": float(test_accuracy), "target": TARGETS[dataset],
         "below_target": bool(test_accuracy < TARGETS[dataset]),
@@ -285,6 +316,50 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
         **confusion_record(model),
     })
     return path
+
+
+# Checksums of what the file holds besides the weights (which `hash` covers), checked on every load
+# (checkpoint.content_digest): the weights' hash alone let a changed byte of the confusion matrices, the accuracy or
+# the data record through unseen. RECORD_KEY: every key but the weights and the confusion matrices; CONFUSION_KEY:
+# the confusion family with its split and data record (absent when the file holds no family). A file written before
+# them holds neither and is read as before; one written before its data was recorded (no "data") is not checked.
+RECORD_KEY, CONFUSION_KEY = "record_sha256", "confusion_sha256"
+_CONFUSION_PART = ("confusion_family", "confusion_split", "confusion_data")
+_NOT_RECORD = ("state_dict", "hash", RECORD_KEY, CONFUSION_KEY, *_CONFUSION_PART, "confusion", "confusion_samples")
+
+
+def _record_part(saved: dict) -> dict:
+    return {k: v for k, v in saved.items() if k not in _NOT_RECORD}
+
+
+def _confusion_part(saved: dict) -> dict:
+    return {k: saved.get(k) for k in _CONFUSION_PART}
+
+
+def write_file(path: Path, payload: dict) -> None:
+    """Write a classifier file atomically, with the checksums of its record and confusion family (any older ones
+    replaced)."""
+    from ganlab.checkpoint import content_digest, write_atomic
+
+    payload = {k: v for k, v in payload.items() if k not in (RECORD_KEY, CONFUSION_KEY)}
+    sums = {RECORD_KEY: content_digest(_record_part(payload))}
+    if payload.get("confusion_family") is not None:
+        sums[CONFUSION_KEY] = content_digest(_confusion_part(payload))
+    write_atomic(path, {**payload, **sums})
+
+
+def _check_sum(saved: dict, key: str, part: dict, path: Path, dataset: str, what: str) -> None:
+    from ganlab.checkpoint import content_digest
+
+    if key not in saved:
+        return
+    try:
+        intact = content_digest(part) == saved[key]
+    except (TypeError, RuntimeError):  # a value no classifier file holds: changed after writing too
+        intact = False
+    if not intact:
+        raise GanlabError(f"mode classifier {path} fails the checksum of its {what} (bytes changed after it was "
+                          f"written): the file is corrupt; {_retrain(dataset)}")
 
 
 CONFUSION_SPLIT = "test, confusion half"  # which images the matrices come from (matched_confusion.split_test)
@@ -306,6 +381,7 @@ def stored_family(saved: dict, path: Path, dataset: str):
     family = ConfusionFamily.from_record(record) if isinstance(record, dict) else None
     if family is None or family.confusions.shape[1] != 10:
         raise GanlabError(f"mode classifier {path} holds a malformed confusion matrix; {_retrain(dataset)}")
+    _check_sum(saved, CONFUSION_KEY, _confusion_part(saved), path, dataset, "confusion matrices")
     return family
 
 
@@ -331,16 +407,20 @@ def _read_confusion(model: ModeClassifier, saved: dict, path: Path, dataset: str
 
 
 def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
-    """The cached classifier of `dataset` in eval mode on `device`, and its info
-    {"dataset", "accuracy", "hash", "path", "below_target", "augmented", "data"}; its weights' hash is checked,
+    """The classifier of `dataset` (the cache's, else the one shipped with ganlab: `classifier_file`) in eval
+    mode on `device`, and its info {"dataset", "accuracy", "hash", "path", "below_target", "augmented", "shipped",
+    "data"}; a shipped file's SHA-256 is checked, every file's weights' hash,
     and what it was trained on (`provenance`): a classifier of other data than the standard split is refused,
     one that does not record it is used with a warning unless its accuracy and confusion matrices say it is
     the standard one ("data": "standard", "standard (recorded before the training data was)" or "unknown")."""
     check_dataset(dataset)
-    path = classifier_path(dataset)
-    if not path.is_file():
-        raise GanlabError(f"no mode classifier for {dataset} at {path}; train it with `ganlab classifier "
-                          f"dataset={dataset}` (about {MINUTES[dataset]} minutes on 2 CPU cores)")
+    path = classifier_file(dataset)
+    if path is None:
+        raise GanlabError(f"no mode classifier for {dataset} at {classifier_path(dataset)}; train it with `ganlab "
+                          f"classifier dataset={dataset}` (about {MINUTES[dataset]} minutes on 2 CPU cores)")
+    shipped = path == shipped_path(dataset)
+    if shipped:
+        _check_shipped(dataset, path)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - zip, pickle or torch errors alike: the file is unusable
@@ -365,6 +445,8 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     if kind == "other":
         raise GanlabError(f"mode classifier {path} {why}: it is not used for the standard metrics; "
                           f"{_retrain(dataset)} (on the standard files: leave dataset.root out)")
+    if "data" in saved:  # written with its record: the record's checksum (before it, none was written)
+        _check_sum(saved, RECORD_KEY, _record_part(saved), path, dataset, "record (accuracy, settings, data)")
     if kind == "unknown":
         log.warning("mode classifier %s does not record what it was trained on (cached by an older ganlab; %s): it "
                     "is used, and named 'training data unrecorded' in the protocol, but it may not be the standard "
@@ -373,7 +455,7 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     _read_confusion(model, saved, path, dataset)
     info = {"dataset": dataset, "accuracy": float(saved["accuracy"]), "hash": actual, "path": str(path),
             "below_target": float(saved["accuracy"]) < TARGETS[dataset],
-            "augmented": bool((saved.get("settings") or {}).get("augment")),
+            "augmented": bool((saved.get("settings") or {}).get("augment")), "shipped": shipped,
             "data": {"standard": "standard", "legacy": "standard (recorded before the training data was)",
                      "unknown": "unknown"}[kind]}
     return model.to(device).eval(), info

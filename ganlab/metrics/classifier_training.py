@@ -22,6 +22,7 @@ from ganlab.metrics.classifier import (
     MINUTES,
     ModeClassifier,
     check_dataset,
+    classifier_file,
     classifier_path,
     confusion_record,
     data_record,
@@ -36,6 +37,7 @@ from ganlab.metrics.classifier import (
     stored_family,
     to_model_input,
     use_family,
+    write_file,
 )
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ def train_and_save(dataset: str, root: str | None, epochs: int, seed: int, devic
 
 
 def ensure_classifier(dataset: str, root: str | None, device: torch.device | str = "cpu") -> tuple[ModeClassifier, dict]:
-    """`load_classifier`, after training the classifier on first use when the cache has none (as FID
+    """`load_classifier`, after training the classifier on first use when neither the cache nor ganlab has one (as FID
     tools fetch their weights on first use): every later run, and `ganlab eval`, reuse it. It is trained
     only on the standard split: a run whose data (`root`) is another (a small dataset.root of the user's) is
     refused in one line, before any training, naming the command that trains it on the standard files. A file
@@ -161,7 +163,7 @@ def ensure_classifier(dataset: str, root: str | None, device: torch.device | str
     keeps none, and the confusion-corrected metrics are left out (a one-line warning says why)."""
     check_dataset(dataset)
     path = classifier_path(dataset)
-    if not path.exists():
+    if classifier_file(dataset) is None:  # neither cached nor shipped with ganlab
         def refuse(record: dict) -> None:  # before the announcement, and before any training
             if not record["standard"]:
                 raise GanlabError(f"no mode classifier for {dataset} at {path}, and this run's data "
@@ -182,7 +184,7 @@ def ensure_classifier(dataset: str, root: str | None, device: torch.device | str
         log.warning("mode classifier %s was trained on clean images alone: it confuses blurred and noised samples "
                     "far more, and the corrected mode counts are validated with the default, augmented one; retrain it "
                     "with `ganlab classifier dataset=%s force=true`", path, dataset)
-    if model.confusion is None:
+    if model.confusion is None and not info["shipped"]:  # a shipped file holds the standard ones; it is not rewritten
         add_confusion(model, dataset, root, path)
     return model, info
 
@@ -195,7 +197,6 @@ def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: P
     standard one serve runs on that split alone: `load_classifier` leaves them out. False, with a warning, when
     the test split cannot be read; a file that cannot be rewritten keeps them in memory only (measured again by
     the next run)."""
-    from ganlab.checkpoint import write_atomic
     from ganlab.data.images import load_split
 
     try:
@@ -235,7 +236,7 @@ def add_confusion(model: ModeClassifier, dataset: str, root: str | None, path: P
         if saved["hash"] == state_hash(model.state_dict()) and not (
                 saved.get("confusion_family") is not None and family_is_standard(saved, dataset)):
             stale = ("confusion", "confusion_samples")  # the clean matrix alone, before issue 26: now the family's
-            write_atomic(path, {**{k: v for k, v in saved.items() if k not in stale}, **confusion_record(model)})
+            write_file(path, {**{k: v for k, v in saved.items() if k not in stale}, **confusion_record(model)})
     except Exception as exc:  # noqa: BLE001 - a read-only cache, a full disk: the run goes on without storing it
         log.warning("measured the confusion matrices of %s on the test split but could not store them there (%s)",
                     path, exc)

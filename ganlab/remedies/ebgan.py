@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
-from ganlab.losses import Loss, MinimaxGAN, NonSaturatingGAN
+from ganlab.losses import Loss, MinimaxGAN, NonSaturatingGAN, has_penalty
 from ganlab.remedies.base import Remedy, refuse_partners, unwrap
 
 
@@ -109,6 +109,9 @@ class EBGAN(Remedy):
         if type(loss) not in (MinimaxGAN, NonSaturatingGAN):
             raise ConfigError(f"ebgan brings its own margin objective, which would silently replace "
                               f"{type(loss).__name__}; use the default loss=nsgan")
+        if has_penalty(loss):
+            raise ConfigError("ebgan brings its own margin objective on energies, which would silently drop the loss's "
+                              "R1/R2 penalty; set loss.r1_gamma=0 loss.r2_gamma=0")
 
     def check_partners(self, others):
         # A partner's change of the loss (label smoothing's real target) would be dropped by adapt_loss.

@@ -269,8 +269,8 @@ class MADGAN(Remedy):
 
     def eval_metrics(self, G, D, data, z, fake, real):
         """Per generator: the modes it captures, and the modes it owns (has the most high-quality
-        samples of). Toy data only: it needs the mixture's centres."""
-        if not hasattr(data, "centers"):
+        samples of). Toy data only: it needs the mixture's centres (points without known modes have none)."""
+        if getattr(data, "centers", None) is None:
             return {}
         samples, source = G(z), self.sample_sources(G, z)
         dist = torch.cdist(samples.flatten(1).float(), data.centers.float()) / data.std

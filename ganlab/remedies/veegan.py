@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ganlab.errors import ConfigError
-from ganlab.losses import Loss, MinimaxGAN
+from ganlab.losses import MinimaxGAN, NonSaturatingGAN, has_penalty
 from ganlab.remedies.base import Remedy, unwrap
 
 
@@ -83,10 +83,12 @@ class VEEGAN(Remedy):
 
     def check(self, loss, batch_size):
         # DRAGAN is logistic too, but adds a gradient penalty at perturbed data points, which the
-        # paper's pair discriminator does not have.
-        if not isinstance(loss, MinimaxGAN) or type(loss).penalty is not Loss.penalty:
-            raise ConfigError(f"veegan follows the paper's logistic objective (a logistic D on (z, x) pairs); "
-                              f"{type(loss).__name__} is not it: use loss=nsgan or loss=gan")
+        # paper's pair discriminator does not have (nor R1/R2: loss.r1_gamma, loss.r2_gamma).
+        if not isinstance(loss, MinimaxGAN) or has_penalty(loss):
+            what = ("R1/R2 (loss.r1_gamma, loss.r2_gamma) is not part of it: set them to 0"
+                    if type(loss) in (MinimaxGAN, NonSaturatingGAN)
+                    else f"{type(loss).__name__} is not it: use loss=nsgan or loss=gan")
+            raise ConfigError(f"veegan follows the paper's logistic objective (a logistic D on (z, x) pairs); {what}")
 
     def build(self, G, D, make):
         if len(make.data_shape) != 1:
