@@ -150,11 +150,12 @@ def test_a_damaged_classifier_cache_is_refused_or_read_exactly(classifier_file, 
         path.write_bytes(intact)
 
 
-@pytest.mark.parametrize("what", ["signatures", "accuracy"])
-def test_a_changed_byte_of_the_confusion_matrices_or_the_accuracy_is_refused(classifier_file, what):
+@pytest.mark.parametrize("what", ["signatures", "accuracy", "data key"])
+def test_a_changed_byte_of_the_confusion_matrices_or_the_record_is_refused(classifier_file, what):
     """Found by the property above (`make fuzz`): the file's weights were checked (their SHA-256), the rest was not,
     so a changed byte of the confusion family (here its signatures, which pick the matrix for the samples' look) or
-    of the accuracy in the pickled record was used as if written so."""
+    of the accuracy in the pickled record was used as if written so; and one in the name of the key "data" made the
+    file pass for one written before its training data was recorded."""
     from test_faults import flip_a_byte
 
     path, intact, _ = classifier_file
@@ -166,9 +167,11 @@ def test_a_changed_byte_of_the_confusion_matrices_or_the_accuracy_is_refused(cla
                 entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
             with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
                 for info, data in entries:
-                    if info.filename.endswith("data.pkl"):
+                    if info.filename.endswith("data.pkl") and what == "accuracy":
                         at = data.index(b"G" + struct.pack(">d", 0.93)) + 8  # BINFLOAT: its last byte
                         data = data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+                    elif info.filename.endswith("data.pkl"):  # BINUNICODE "data", the top-level key: "eata"
+                        data = data.replace(b"X\x04\x00\x00\x00data", b"X\x04\x00\x00\x00eata", 1)
                     archive.writestr(info, data)
         assert torch.load(path, weights_only=True)["hash"]  # torch reads it without complaint
         with pytest.MonkeyPatch.context() as patch, pytest.raises(GanlabError) as refused:

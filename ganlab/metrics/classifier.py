@@ -320,12 +320,14 @@ def save_classifier(model: ModeClassifier, dataset: str, test_accuracy: float, s
 
 # Checksums of what the file holds besides the weights (which `hash` covers), checked on every load
 # (checkpoint.content_digest): the weights' hash alone let a changed byte of the confusion matrices, the accuracy or
-# the data record through unseen. RECORD_KEY: every key but the weights and the confusion matrices; CONFUSION_KEY:
-# the confusion family with its split and data record (absent when the file holds no family). A file written before
-# them holds neither and is read as before; one written before its data was recorded (no "data") is not checked.
-RECORD_KEY, CONFUSION_KEY = "record_sha256", "confusion_sha256"
+# the data record through unseen. RECORD_KEY: every key but the weights, the data record and the confusion
+# matrices (a damaged key name lands here too); DATA_KEY: the data record, checked where the file holds one;
+# CONFUSION_KEY: the confusion family with its split and data record, checked where the file holds a family. A file
+# written before them holds none and is read as before.
+RECORD_KEY, DATA_KEY, CONFUSION_KEY = "record_sha256", "data_sha256", "confusion_sha256"
+_SUMS = (RECORD_KEY, DATA_KEY, CONFUSION_KEY)
 _CONFUSION_PART = ("confusion_family", "confusion_split", "confusion_data")
-_NOT_RECORD = ("state_dict", "hash", RECORD_KEY, CONFUSION_KEY, *_CONFUSION_PART, "confusion", "confusion_samples")
+_NOT_RECORD = ("state_dict", "hash", "data", *_SUMS, *_CONFUSION_PART, "confusion", "confusion_samples")
 
 
 def _record_part(saved: dict) -> dict:
@@ -341,8 +343,8 @@ def write_file(path: Path, payload: dict) -> None:
     replaced)."""
     from ganlab.checkpoint import content_digest, write_atomic
 
-    payload = {k: v for k, v in payload.items() if k not in (RECORD_KEY, CONFUSION_KEY)}
-    sums = {RECORD_KEY: content_digest(_record_part(payload))}
+    payload = {k: v for k, v in payload.items() if k not in _SUMS}
+    sums = {RECORD_KEY: content_digest(_record_part(payload)), DATA_KEY: content_digest({"data": payload.get("data")})}
     if payload.get("confusion_family") is not None:
         sums[CONFUSION_KEY] = content_digest(_confusion_part(payload))
     write_atomic(path, {**payload, **sums})
@@ -428,6 +430,7 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
                           f"{_retrain(dataset)}") from None
     if not isinstance(saved, dict) or not {"state_dict", "hash", "accuracy", "architecture"} <= set(saved):
         raise GanlabError(f"{path} is not a ganlab mode classifier; {_retrain(dataset)}")
+    _check_sum(saved, RECORD_KEY, _record_part(saved), path, dataset, "record (accuracy, settings, architecture)")
     if saved["architecture"] != ARCHITECTURE or saved.get("dataset") != dataset:
         raise GanlabError(f"mode classifier {path} is a {saved.get('dataset')} {saved['architecture']} net, this "
                           f"ganlab needs {dataset} {ARCHITECTURE}; {_retrain(dataset)}")
@@ -445,8 +448,8 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
     if kind == "other":
         raise GanlabError(f"mode classifier {path} {why}: it is not used for the standard metrics; "
                           f"{_retrain(dataset)} (on the standard files: leave dataset.root out)")
-    if "data" in saved:  # written with its record: the record's checksum (before it, none was written)
-        _check_sum(saved, RECORD_KEY, _record_part(saved), path, dataset, "record (accuracy, settings, data)")
+    if "data" in saved:
+        _check_sum(saved, DATA_KEY, {"data": saved["data"]}, path, dataset, "training data record")
     if kind == "unknown":
         log.warning("mode classifier %s does not record what it was trained on (cached by an older ganlab; %s): it "
                     "is used, and named 'training data unrecorded' in the protocol, but it may not be the standard "
