@@ -12,22 +12,27 @@ BIN := $(VENV)/bin
 setup: $(VENV)/.installed
 
 # torch first, pinned: an unpinned torch pulled in by the package would fetch a multi-GB CUDA build.
+# torch-fidelity last, with --no-deps: tests/test_fid_reference.py checks ganlab's FID Inception against its
+# implementation; it declares torchvision (whose wheels do not run with the CPU torch), for which pip would replace
+# the pinned torch. What the test's modules of it need besides is ganlab's or the fidcheck extra's.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit,optuna]"
+	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit,optuna,fidcheck]"
+	$(BIN)/pip install --quiet --no-deps torch-fidelity==0.4.0
 	touch $@
 
 run: setup
 	$(BIN)/ganlab train $(ARGS)
 
 # Two worker processes (pytest-xdist): the suite is CPU-bound and the machine has 2 cores.
+# One BLAS thread per worker: OpenBLAS's own threads spin against the other worker's (tests/conftest.py).
 test: setup
-	$(BIN)/python -m pytest -q -n 2 $(ARGS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 # The same without the tests marked slow (about a third of the suite's time): for quick iterations.
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(ARGS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" $(ARGS)
 
 # The property-based tests (tests/test_fuzz_*.py) with many fresh random examples instead of `make test`'s few fixed ones.
 fuzz: setup

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_RUN
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from test_fuzz_config import run_cli
 from test_fuzz_files import assert_one_line_naming, byte_mutations, examples, mutate
@@ -186,6 +186,7 @@ def test_a_changed_byte_of_the_confusion_matrices_or_the_record_is_refused(class
 
 @examples(20, 2000)
 @given(changes=damages, seed=st.integers(0, 2**16))
+@example(changes=[("file", ("set", 364386, 0))], seed=100)  # found by `make fuzz`: a file without its features
 def test_damaged_cached_statistics_are_recomputed_or_read_exactly(tmp_path_factory, changes, seed):
     rng = np.random.default_rng(seed)
     features, fresh = rng.normal(size=(12, 3)), rng.normal(size=(12, 3)) + 5
@@ -198,9 +199,11 @@ def test_damaged_cached_statistics_are_recomputed_or_read_exactly(tmp_path_facto
         calls = []
         mu, sigma, feats = feature_cache.cached_statistics(key, lambda: calls.append(1) or fresh)
         expected = feature_cache.cached_statistics({"other": seed}, lambda: fresh) if calls else written
-        event("recomputed" if calls else "read whole")
+        event("recomputed" if calls else "read whole" if feats is not None else "read without its features")
         assert np.array_equal(mu, expected[0]) and np.array_equal(sigma, expected[1])
-        assert np.array_equal(feats, expected[2])
+        # The features whole, or none: a file that lost them (a damaged member name) is read as one that kept none,
+        # and the callers compute them again (evaluation/image.py).
+        assert feats is None or np.array_equal(feats, expected[2])
         assert feature_cache.cached_statistics(key, lambda: 1 / 0)[0] is not None  # the file is whole again
 
 

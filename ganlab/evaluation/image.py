@@ -5,9 +5,10 @@ What it measures depends on what the dataset offers (ganlab.data.protocol.ImageD
   sample (each channel of a `stacked` sample), giving modes captured and KL(p_gen || uniform) over 10 classes
   or 1,000 triples; its penultimate features give the *domain* FID, KID, precision/recall,
   density/coverage and the sliced Wasserstein distance.
-- With the Inception weights (metrics.inception): Inception FID, IS and the Gaussian-kernel MMD on
-  the pool3 features. `auto` turns them on for `natural_images` (CIFAR-10) when the weights file is
-  found (on the CPU they cost minutes per evaluation elsewhere).
+- With the Inception weights (metrics.inception): Inception FID, IS, and on the same pool3 features the
+  Gaussian-kernel MMD, KID and precision/recall, density/coverage (inception_*). `auto` turns them on for
+  `natural_images` (CIFAR-10) when the weights file is found (on the CPU they cost minutes per evaluation
+  elsewhere).
 - Data with neither (CIFAR-10 offline): the D gap, and the sliced Wasserstein distance on pixels.
 
 The real side of every feature metric is a fixed reference sample of eval.samples images, drawn with
@@ -48,6 +49,8 @@ REMEDY_METRIC_SAMPLES = 1000  # remedies' own evaluation metrics (reconstruction
 SAVED_SAMPLES = 1000          # generated and real images kept in samples.npz (all 26k would be 61 MB per run)
 KID_KEYS = ("kid", "kid_std")
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
+INCEPTION_KEYS = ("fid", "inception_score", "inception_score_std", "inception_mmd", "inception_mmd_multiscale",
+                  *(f"inception_{key}" for key in (*KID_KEYS, *PRDC_KEYS)))
 REFERENCE_BLUR = "blur2"  # the real_blurred row's blur: the stronger of the validation's two (issue 26's table)
 
 
@@ -82,7 +85,7 @@ class ImageEvaluator:
         else:
             keys += ["swd_pixels"]
         if self.inception is not None:
-            keys += ["fid", "inception_score", "inception_score_std", "inception_mmd", "inception_mmd_multiscale"]
+            keys += list(INCEPTION_KEYS)
         keys += [name for name, m in REGISTRY.items() if "image" in m.computed and m.computed["image"].on_samples]
         unregistered = set(keys) - set(protocol_metrics("image"))
         if unregistered:  # a programming error: every column is a registered metric (ganlab/metrics/__init__.py)
@@ -180,13 +183,22 @@ class ImageEvaluator:
         if self.inception is not None:
             ref["inception_mu"], ref["inception_sigma"], feats = cached_statistics(
                 {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
-            if feats is None:  # a cache file without features (over 50,000 kept none; older files): the MMD's share
-                feats = self._inception(real[:MAX_POINTS])[0]
-            # The MMD reads the first MAX_POINTS per side; float32, as the cache keeps them, whichever way they came.
-            ref["inception_features"] = np.asarray(feats[:MAX_POINTS], np.float32).astype(np.float64)
+            if feats is None:  # a cache file without features (over 50,000 kept none; older files): the share the
+                # feature metrics read, again (the MMD's first MAX_POINTS, PRDC's first prdc_samples, KID's subsets)
+                feats = self._inception(real[:self._inception_share()])[0]
+            # float32, as the cache keeps them, whichever way they came. KID and PRDC read these (KID's subsets are
+            # drawn from all of them); the MMD the first MAX_POINTS, in float64.
+            ref["inception_all"] = np.asarray(feats, np.float32)
+            ref["inception_features"] = ref["inception_all"][:MAX_POINTS].astype(np.float64)
             ref["inception_mmd_sigma"] = median_bandwidth(ref["inception_features"])  # 0.6 s at 2,048 dimensions
         self._reference = ref
         return ref
+
+    def _inception_share(self) -> int:
+        """How many real Inception features the feature metrics read when the cache holds none."""
+        from ganlab.metrics.mmd import MAX_POINTS
+
+        return max(MAX_POINTS, self.mcfg.prdc_samples, self.mcfg.kid_subset_size)
 
     # --- the evaluation ------------------------------------------------------------------------------
 
@@ -289,21 +301,29 @@ class ImageEvaluator:
             out["inception_score"], out["inception_score_std"] = inception_score(logits)
             out.update(mmd_metrics(feats, ref["inception_features"], prefix="inception_",
                                    sigma=ref["inception_mmd_sigma"]))
+            out.update(self._kid_prdc(feats, ref["inception_all"], prefix="inception_"))  # the same features
+        return out
+
+    def _kid_prdc(self, fake: np.ndarray, real: np.ndarray, prefix: str = "") -> dict:
+        """KID (subsets drawn from all of `real`) and precision/recall, density/coverage (the first prdc_samples
+        per side) of generated features against real ones, named with `prefix`."""
+        from ganlab.metrics.kid import kernel_inception_distance
+        from ganlab.metrics.prdc import prdc
+
+        out = dict(zip((prefix + key for key in KID_KEYS), kernel_inception_distance(
+            fake, real, self.mcfg.kid_subsets, self.mcfg.kid_subset_size)))
+        m = min(self.mcfg.prdc_samples, len(fake), len(real))
+        out.update({prefix + key: value for key, value in prdc(real[:m], fake[:m], k_pr=3, k_dc=5).items()})
         return out
 
     def _feature_metrics(self, fake: np.ndarray, ref: dict) -> dict:
         from ganlab.metrics.feature_cache import fid_from_features
-        from ganlab.metrics.kid import kernel_inception_distance
         from ganlab.metrics.mmd import mmd_metrics
-        from ganlab.metrics.prdc import prdc
         from ganlab.metrics.sliced import sliced_wasserstein
 
         real = np.asarray(ref["features"], np.float64)
         out = {"domain_fid": fid_from_features(fake, ref["mu"], ref["sigma"], what="domain FID")}
-        out["kid"], out["kid_std"] = kernel_inception_distance(fake, real, self.mcfg.kid_subsets,
-                                                               self.mcfg.kid_subset_size)
-        m = min(self.mcfg.prdc_samples, len(fake), len(real))
-        out.update(prdc(real[:m], fake[:m], k_pr=3, k_dc=5))
+        out.update(self._kid_prdc(fake, real))
         out["swd"] = sliced_wasserstein(fake, real, self.mcfg.swd_projections)["sw1"]
         out.update(mmd_metrics(fake, real, prefix="domain_", sigma=ref["domain_mmd_sigma"]))
         return out
@@ -359,9 +379,17 @@ class ImageEvaluator:
             out["fid"] = (f"Inception FID ({self.inception.extractor_id()}), pytorch-fid preprocessing, "
                           f"{n} generated vs {n} reference images")
             out["inception_score"] = "IS over 10 splits of the generated samples"
+            from ganlab.metrics.feature_cache import MAX_CACHED_FEATURES
             from ganlab.metrics.mmd import PROTOCOL as MMD_PROTOCOL
 
             out["inception_mmd"] = f"on the Inception pool3 features: {MMD_PROTOCOL}"
+            out["inception_kid"] = (f"on the Inception pool3 features FID reads: unbiased MMD^2, cubic polynomial kernel, "
+                                    f"mean and std over {self.mcfg.kid_subsets} subsets of {self.mcfg.kid_subset_size}, "
+                                    f"the real side drawn from the {n} reference images' features (where the "
+                                    f"statistics cache holds none, for n over {MAX_CACHED_FEATURES} or a file written "
+                                    f"before they were kept: from the first {self._inception_share()})")
+            out["inception_prdc"] = (f"on the Inception pool3 features: precision/recall k=3, density/coverage k=5, "
+                                     f"on the first {min(n, self.mcfg.prdc_samples)} samples per side")
         return out
 
     def _corrected_protocol(self) -> str:

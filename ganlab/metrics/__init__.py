@@ -155,6 +155,13 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("inception_score_std", None, "the Inception Score's standard deviation over the splits", {"image": _IS}),
     Metric("inception_mmd", "lower", "Gaussian-kernel MMD² on the Inception pool3 features", {"image": _MMD}),
     Metric("inception_mmd_multiscale", "lower", "the same, mean over 1/4..4 x the median bandwidth", {"image": _MMD}),
+    Metric("inception_kid", "lower", "kernel inception distance on the Inception pool3 features (unbiased MMD², "
+           "cubic kernel; the features FID reads, no second pass)", {"image": _KID}),
+    Metric("inception_kid_std", None, "inception_kid's standard deviation over subsets", {"image": _KID}),
+    Metric("inception_precision", "higher", "improved precision (k = 3) on the Inception pool3 features", {"image": _PRDC}),
+    Metric("inception_recall", "higher", "improved recall (k = 3) on the Inception pool3 features", {"image": _PRDC}),
+    Metric("inception_density", "higher", "density (k = 5) on the Inception pool3 features", {"image": _PRDC}),
+    Metric("inception_coverage", "higher", "coverage (k = 5) on the Inception pool3 features", {"image": _PRDC}),
 )}
 
 

@@ -350,13 +350,14 @@ def write_file(path: Path, payload: dict) -> None:
     write_atomic(path, {**payload, **sums})
 
 
-def _check_sum(saved: dict, key: str, part: dict, path: Path, dataset: str, what: str) -> None:
+def _check_sum(saved: dict, key: str, part: dict, path: Path, dataset: str, what: str, *others: dict) -> None:
+    """`part` (or one of `others`, older layouts of it) must have the checksum the file holds under `key`."""
     from ganlab.checkpoint import content_digest
 
     if key not in saved:
         return
     try:
-        intact = content_digest(part) == saved[key]
+        intact = any(content_digest(p) == saved[key] for p in (part, *others))
     except (TypeError, RuntimeError):  # a value no classifier file holds: changed after writing too
         intact = False
     if not intact:
@@ -430,7 +431,9 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[M
                           f"{_retrain(dataset)}") from None
     if not isinstance(saved, dict) or not {"state_dict", "hash", "accuracy", "architecture"} <= set(saved):
         raise GanlabError(f"{path} is not a ganlab mode classifier; {_retrain(dataset)}")
-    _check_sum(saved, RECORD_KEY, _record_part(saved), path, dataset, "record (accuracy, settings, architecture)")
+    # Files written before DATA_KEY (the shipped classifier) hold the data record in RECORD_KEY's part.
+    _check_sum(saved, RECORD_KEY, _record_part(saved), path, dataset, "record (accuracy, settings, architecture)",
+               *([{**_record_part(saved), "data": saved["data"]}] if "data" in saved and DATA_KEY not in saved else []))
     if saved["architecture"] != ARCHITECTURE or saved.get("dataset") != dataset:
         raise GanlabError(f"mode classifier {path} is a {saved.get('dataset')} {saved['architecture']} net, this "
                           f"ganlab needs {dataset} {ARCHITECTURE}; {_retrain(dataset)}")

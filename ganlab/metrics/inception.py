@@ -12,6 +12,9 @@ Module and parameter names are torchvision's, so the weights file `pt_inception-
 loads with strict=True. Preprocessing is pytorch-fid's resize_input=True, normalize_input=True: images in
 [0, 1] (quantized to uint8 levels first), bilinear resize to 299 x 299 (align_corners=False), then 2x - 1.
 
+Checked without the weights: tests/test_fid_reference.py gives this network and torch-fidelity's Inception (an
+independent port of the same graph) the same random weights, and their features agree (docs/images.md).
+
 Weights lookup: an explicit path (config `metrics.fid.weights`), then `<cache>/weights/<file>` (cache =
 $GANLAB_CACHE or ~/.cache/ganlab), then a download into the cache, checked against the file's SHA-256.
 """
