@@ -439,6 +439,20 @@ def _inside_an_import(frame) -> bool:
     return False
 
 
+_LOGGING_INTERNALS = str(Path(logging.__file__).parent)
+
+
+def _inside_logging(frame) -> bool:
+    """Whether the signal came inside the logging module's own code (its lock, a handler's flush or close,
+    its shutdown at exit): an exception raised there is often "ignored" by the interpreter, which prints a
+    traceback and goes on (a random Ctrl-C in test_kill met `_releaseLock` after the run had completed)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_LOGGING_INTERNALS):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _stop(signum) -> None:
     print(f"ganlab: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
     sys.stdout.flush()
@@ -452,8 +466,9 @@ def _on_signal(signum, frame) -> None:
     """Ctrl-C or SIGTERM outside a run's loop (start-up, a report). Inside an import an exception
     raised here can cross C++ extension code (torch's pybind11 module set-up), which aborts the
     process with a C++ stack on the terminal (exit -6); nothing of ours is written during an import,
-    so there it stops at once. Elsewhere it raises, so that open `finally` blocks tidy up."""
-    if _inside_an_import(frame):
+    so there it stops at once; so it does inside the logging module's own code (`_inside_logging`), where
+    nothing of ours is written either. Elsewhere it raises, so that open `finally` blocks tidy up."""
+    if _inside_an_import(frame) or _inside_logging(frame):
         _stop(signum)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 

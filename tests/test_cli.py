@@ -303,3 +303,45 @@ def test_a_deleted_working_directory_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         "ganlab: error: the current directory no longer exists: cd to an existing directory"], result.stderr
+
+
+def test_a_signal_inside_the_logging_module_stops_at_once_without_a_traceback(monkeypatch):
+    """A random Ctrl-C (test_kill) once met logging's `_releaseLock` at exit: the KeyboardInterrupt raised there was
+    "ignored" with a traceback. Inside logging's own code the start-up handler stops at once, as inside an import."""
+    import logging
+    import signal
+    import sys
+
+    from ganlab import cli
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum):
+        raise Stopped(signum)
+
+    monkeypatch.setattr(cli, "_stop", stop)
+    seen = []
+
+    class Interrupted(logging.Handler):  # a signal arriving while logging handles a record
+        def emit(self, record):
+            frame = sys._getframe()
+            seen.append(cli._inside_logging(frame))
+            try:
+                cli._on_signal(signal.SIGINT, frame)
+            except Stopped as exc:
+                seen.append(exc.args[0])
+            except KeyboardInterrupt:  # what it did before: raised where the interpreter may ignore it
+                seen.append("raised")
+
+    logger = logging.getLogger("ganlab-test-signal")
+    handler = Interrupted()
+    logger.addHandler(handler)
+    try:
+        logger.warning("a record")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [True, signal.SIGINT]
+    assert not cli._inside_logging(sys._getframe())  # elsewhere it raises, so that `finally` blocks tidy up
+    with pytest.raises(KeyboardInterrupt):
+        cli._on_signal(signal.SIGINT, sys._getframe())

@@ -143,7 +143,7 @@ def no_training(monkeypatch):
     return started
 
 
-@examples(10, 400, fixtures=True)
+@examples(10, 150, fixtures=True)
 @given(overrides)
 @example([("optim.d.lr", "1e-50")])
 @example([("batch_size", "100000000")])
