@@ -1,6 +1,7 @@
 """The evaluation worker: same results as inline, errors surface, no deadlock, no main guard needed."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -89,8 +90,12 @@ def test_after_a_failed_job_nothing_waits_for_results_that_will_not_come(backgro
     try:
         bad = job(1)
         bad.centers = None
-        with pytest.raises(Exception):  # noqa: B017 - inline: the job's own error; background: the worker's
+        # inline: the job's own error, raised by submit; background: the worker's, naming it, raised by drain
+        error = RuntimeError if background else TypeError
+        prefix = "evaluation worker failed: TypeError: " if background else ""
+        with pytest.raises(error, match="^" + re.escape(prefix + "object of type 'NoneType' has no len()") + "$"):
             offloader.submit(bad)
+            assert background  # inline, submit raised
             offloader.drain()
         assert offloader.drain() == []
         assert not offloader.busy()

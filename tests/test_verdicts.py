@@ -123,11 +123,38 @@ def test_degenerate_and_missing_cases():
     assert compare("modes_captured", [8.0, 8.0], [math.nan, 1.0]).word == "n/a"
 
 
-def test_welch_p_is_welchs_not_the_pooled_test():
+def test_welch_p_by_hand_and_the_word_it_does_not_decide():
+    """Welch by hand: a has mean 5/2 and sample variance 5/3, b mean 59/6 and sample variance (811 - 59^2/6) / 5
+    = 277/6; the squared standard errors are (5/3)/4 = 5/12 and (277/6)/6 = 277/36, summing to 292/36 = 73/9, so
+    t = (5/2 - 59/6) / sqrt(73/9) = (-22/3) / (sqrt(73)/3) = -22/sqrt(73) = -2.575 and Welch-Satterthwaite's
+    df = (73/9)^2 / ((5/12)^2/3 + (277/36)^2/5) = (5329/81) / (77104/6480) = 426320/77104 = 5.529; the two-sided p
+    is the regularized incomplete beta I_{df/(df+t^2)}(df/2, 1/2) = 0.0453. (The pooled test: variance
+    (5 + 1385/6) / 8 = 1415/48, t = -(22/3) / sqrt(1415/48 x 5/12) = -176/sqrt(7075) = -2.092 on 8 df, p = 0.0698.)
+
+    The verdict's word is the permutation test's: |diff| >= 22/3 where a's 4 values sum to at most 10 (10 of the
+    C(10, 4) = 210 splits: {1,2,2,3} x2, {1,2,2,4}, {1,2,3,3} x2, {1,2,3,4} x4, {2,2,3,3}) or at least 46
+    ({20,14,11,x} x7, {20,14,9,x>=3} x3): p = 20/210 = 0.095, not significant, where Welch's 0.0453 would say worse."""
+    from scipy import special
+
+    from ganlab.verdicts import decide
+
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 9.0, 14.0, 3.0, 11.0, 20.0]
-    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    assert welch_p(a, b) != pytest.approx(stats.ttest_ind(a, b).pvalue)
-    assert welch_p_from_stats(11.6, 1.4, 5, 8.6, 1.3, 5) == pytest.approx(0.155, abs=0.001)
+    t, df = -22 / math.sqrt(73), 426_320 / 77_104
+    assert (t, df) == (pytest.approx(-2.575, abs=5e-4), pytest.approx(5.529, abs=5e-4))
+    p = float(special.betainc(df / 2, 0.5, df / (df + t * t)))
+    assert p == pytest.approx(0.0453, abs=5e-5)
+    assert welch_p(a, b) == pytest.approx(p, rel=1e-9)
+    assert welch_p(b, a) == pytest.approx(p, rel=1e-9)  # two-sided
+    pooled_t = -176 / math.sqrt(7075)
+    assert float(special.betainc(4, 0.5, 8 / (8 + pooled_t ** 2))) == pytest.approx(0.0698, abs=5e-5)
+    verdict = compare("modes_captured", a, b)
+    assert verdict.welch == pytest.approx(p, rel=1e-9) and verdict.p == pytest.approx(20 / 210, rel=1e-12)
+    assert verdict.word == "not significant" and verdict.text() == "not significant (p=0.095)"
+    assert verdict.diff == pytest.approx(-22 / 3, rel=1e-12)
+    assert decide("modes_captured", 5 / 2, 59 / 6, verdict.welch) == "worse"
+    # From a table's means and standard errors: t = 3 / sqrt(1.4^2 + 1.3^2) = 3 / sqrt(3.65) = 1.570, df = 3.65^2 /
+    # ((1.4^4 + 1.3^4) / 4) = 13.3225 / 1.6744 = 7.957, p = 0.1552.
+    assert welch_p_from_stats(11.6, 1.4, 5, 8.6, 1.3, 5) == pytest.approx(0.1552, abs=5e-5)
 
 
 def test_within_two_standard_errors_of_the_difference():
