@@ -7,7 +7,6 @@ what is read is exactly what was written; it is never used with other content. A
 
 from __future__ import annotations
 
-import contextlib
 import io
 import shutil
 import struct
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_fuzz_files import scratch  # one fresh directory per example
 import torch
 from conftest import TINY_RUN
 from hypothesis import event, example, given
@@ -32,14 +32,6 @@ from ganlab.metrics import classifier as clf
 from ganlab.metrics import feature_cache
 from ganlab.metrics.matched_confusion import ConfusionFamily
 
-
-@contextlib.contextmanager
-def scratch(tmp_path_factory):
-    directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def members(blob: bytes) -> list[tuple[int, int]]:

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from test_sample import _ganlab  # `ganlab ARGS` in this process
 import torch
 from conftest import REPO, TINY, TINY_DCGAN, make_cfg
 from test_image_training import classifier_cache  # noqa: F401 - a fixture
@@ -21,15 +22,6 @@ from ganlab.metrics.modes import mode_coverage
 CPU = torch.device("cpu")
 
 
-def _ganlab(capsys, *args):
-    """`ganlab ARGS` in this process: (exit status, stdout, stderr)."""
-    try:
-        main([*map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _train(tmp_path, monkeypatch, capsys, *overrides) -> dict:
