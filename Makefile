@@ -7,18 +7,19 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast fuzz sweep tensorboard bench bench-images docs reproduce-toy reproduce-stacked validate-stacked clean
+.PHONY: setup run test test-fast fuzz mutation sweep tensorboard bench bench-images docs reproduce-toy reproduce-stacked validate-stacked clean
 
 setup: $(VENV)/.installed
 
 # torch first, pinned: an unpinned torch pulled in by the package would fetch a multi-GB CUDA build.
+# The ray extra (hydra/launcher=ray, tests/test_ray_launcher.py) adds 71 s and 363 MB to the venv here, torch untouched.
 # torch-fidelity last, with --no-deps: tests/test_fid_reference.py checks ganlab's FID Inception against its
 # implementation; it declares torchvision (whose wheels do not run with the CPU torch), for which pip would replace
 # the pinned torch. What the test's modules of it need besides is ganlab's or the fidcheck extra's.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit,optuna,fidcheck]"
+	$(BIN)/pip install --quiet -e ".[dev,joblib,submitit,optuna,fidcheck,ray]"
 	$(BIN)/pip install --quiet --no-deps torch-fidelity==0.4.0
 	touch $@
 
@@ -37,6 +38,12 @@ test-fast: setup
 # The property-based tests (tests/test_fuzz_*.py) with many fresh random examples instead of `make test`'s few fixed ones.
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -n 2 tests/test_fuzz*.py $(ARGS)
+
+# Mutation testing (mutmut, pyproject.toml [tool.mutmut]) of the modules whose numbers the tables publish: the
+# score per module and every surviving mutant (docs/testing.md). Not part of `make test`: about an hour on 2 cores.
+# Some modules only: make mutation ARGS="verdicts confusion modes"; the last results again: ARGS=--summary.
+mutation: setup
+	$(BIN)/python scripts/mutation.py $(ARGS)
 
 sweep: setup
 	$(BIN)/ganlab train -m loss=nsgan,wgan_gp seed=0,1,2 $(ARGS)

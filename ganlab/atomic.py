@@ -4,7 +4,7 @@ Every writer of a file that must never be half-written (checkpoints, summary.jso
 through `write_atomic`: a temporary file in the same directory, fsync, rename over the target,
 fsync of the directory. Any failure (a full disk, a file-size limit, a read-only directory, torch's
 own "unexpected pos" error on a short write) removes the temporary file, leaves the old target
-untouched, and raises one GanlabError line naming the file and the cause.
+untouched, and raises one WriteError line (exit status 1) naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ganlab.errors import GanlabError
+from ganlab.errors import WriteError
 
 # What the user can do about a failed write, by its errno.
 FIXES = {
@@ -50,8 +50,8 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], what: st
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not a failed write
             raise
         label = f"{what} {path}" if what else str(path)
-        raise GanlabError(f"cannot write {label}: {describe(exc)}; the previous {what or path.name}, "
-                          "if any, is intact") from None
+        raise WriteError(f"cannot write {label}: {describe(exc)}; the previous {what or path.name}, "
+                         "if any, is intact") from None
     fsync_dir(path.parent)
 
 

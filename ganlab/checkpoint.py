@@ -29,6 +29,7 @@ import torch
 
 from ganlab import atomic
 from ganlab.config import ADDED_KEYS, RESUMABLE_ROLES, keys_with
+from ganlab.devices import device_index, device_kind
 from ganlab.errors import GanlabError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, trained_on: str | None = None, device: torch.device | None = None) -> None:
+    """Put back every RNG of `state`. A run trained on one GPU (`trained_on`, its config's device: cuda:1) and
+    resumed on another (`device`: cuda:0) takes its GPU's stream along; CUDA states of GPUs this machine
+    lacks (a checkpoint of a 2-GPU process resumed on 1 GPU) are left out, not an error."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
@@ -70,7 +74,16 @@ def set_rng_state(state: dict) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved, count = list(state["cuda"]), torch.cuda.device_count()
+        if device is not None and device.type == "cuda" and trained_on is not None and device_kind(trained_on) == "cuda":
+            source = device_index(trained_on)
+            target = device.index if device.index is not None else torch.cuda.current_device()
+            if source < len(saved) and target < count:
+                saved += [None] * (target + 1 - len(saved))
+                saved[target] = state["cuda"][source]  # the run's own stream, on the GPU it continues on
+        for index, gpu_state in enumerate(saved[:count]):
+            if gpu_state is not None:
+                torch.cuda.set_rng_state(gpu_state, index)
 
 
 def save(path: Path, exp, step: int, loop: dict, config: dict, rng: dict | None = None) -> None:
@@ -237,6 +250,9 @@ def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RESUMAB
     """Dotted config keys whose values differ between two resolved configs, the keys a resume may change aside."""
     a, b = _flatten(saved), _flatten(current)
     a.update({k: b[k] for k, old in ADDED_KEYS.items() if k not in a and k in b and b[k] == old})
+    for flat in (a, b):  # another GPU is no other run: cuda:1's RNG streams move to cuda:0 (set_rng_state)
+        if "device" in flat:
+            flat["device"] = device_kind(flat["device"])
     return sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k == i or k.startswith(i + ".") for i in ignore))
 

@@ -51,7 +51,8 @@ COMMANDS = {
     "train": "train a GAN: ganlab train [group=option ...] [key=value ...]; -m sweeps comma-separated values",
     "eval": "evaluate a run again from its checkpoint: ganlab eval RUN_DIR [--samples N] [metrics.inception=true ...]; "
             "or samples made elsewhere: ganlab eval --samples FILE.npz|DIR dataset=NAME [--out DIR]",
-    "sample": "draw samples from a run's checkpoint: ganlab sample RUN_DIR --n N --out FILE.npz|DIR [--seed 0]",
+    "sample": "draw samples from a run's checkpoint (G's moving average, if kept): ganlab sample RUN_DIR --n N "
+              "--out FILE.npz|DIR [--seed 0] [--raw]",
     "report": "compare runs: ganlab report PATH [--metrics a,b] [--by key,...]; mean ± s.e. over seeds",
     "classifier": "train the mode classifier that image metrics use: ganlab classifier dataset=mnist|fashion_mnist",
 }
@@ -116,6 +117,13 @@ def train(args: list[str]) -> None:
             if parsed.multirun:
                 raise UsageError("--cfg prints one job's config and -m runs a sweep: drop one of them")
             compose_checked([o.input_line for o in ours], parsed.config_dir)
+    if parsed.hydra_help:
+        # Hydra composes its own help without train.yaml: the run's overrides (loss=wgan) would be unknown keys there,
+        # and ganlab's template (configs/hydra/hydra_help/ganlab.yaml) names `ganlab train` and ganlab's completion,
+        # not the `ganlab-train` Hydra is told it runs
+        overrides = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+        if not any(o.lstrip("+~").startswith("hydra/hydra_help") for o in overrides):
+            overrides.append("hydra/hydra_help=ganlab")
     sys.argv = ["ganlab-train", *replace_overrides(args, parsed.overrides, overrides)]
     # Errors outside our job function come back to us raw, instead of as Hydra's trimmed traceback: a
     # composition error or a file-system error (Hydra writing .hydra/ onto a full disk) is one line.
@@ -167,7 +175,8 @@ def eval_parser() -> Parser:
                    help="with --samples FILE: also write the metrics, reference rows and pictures as TensorBoard "
                         "events into DIR")
     p.add_argument("--device", default=None,
-                   help="cpu or cuda (default: the device the run trained on; cpu for a file)")
+                   help="auto, cpu, cuda, cuda:N (the GPU of index N) or mps (default: the device the run trained on; "
+                        "cpu for a file)")
     # default=[]: without a default argparse counts a nargs="*" positional as required in its errors.
     p.add_argument("overrides", nargs="*", default=[], help="how to measure: metrics.inception=true|false|auto "
                    "(Inception FID and IS), metrics.prdc_samples=10000, eval.batch=500, ...; with --samples FILE, "
@@ -183,6 +192,16 @@ def _sample_count(value: str | None) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def _device(name: str | None) -> str | None:
+    """--device checked as every command's device is (ganlab/devices.py: auto, cpu, cuda, cuda:N, mps), in one line
+    naming what this machine has; auto becomes the device it picks. None: the command's default."""
+    if name is None:
+        return None
+    from ganlab.devices import resolve_device
+
+    return str(resolve_device(name, "--device "))
 
 
 @contextlib.contextmanager
@@ -212,20 +231,22 @@ def evaluate(argv: list[str]) -> None:
                 raise UsageError(f"--samples {args.samples} scores a file; leave out the run directory {args.path} "
                                  "and name the dataset (dataset=NAME)")
             overrides = [*([args.path] if args.path else []), *args.overrides]
-            record = evaluate_samples_file(args.samples, overrides, args.device, args.out, args.name, args.tensorboard)
+            record = evaluate_samples_file(args.samples, overrides, _device(args.device), args.out, args.name,
+                                           args.tensorboard)
             closing = f"{record['samples']} samples of {args.samples} against {record['dataset']}; wrote {record['written_to']}"
         else:
             if args.path is None:
                 raise UsageError("ganlab eval needs a run directory (ganlab eval RUN_DIR), or a samples file and "
                                  "its dataset (ganlab eval --samples FILE.npz dataset=NAME)")
-            if args.out is not None:
-                raise UsageError("--out is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
-            for option in ("name", "tensorboard"):
+            for option in ("out", "name", "tensorboard"):
                 if getattr(args, option) is not None:
-                    raise UsageError(f"--{option} is for --samples FILE; a run's evaluation has its own run directory")
-            record = evaluate_run(args.path, _sample_count(args.samples), args.device, args.overrides)
-            closing = f"step {record['step']}; wrote {Path(args.path) / 'eval.json'}"
-    for key, value in record["metrics"].items():
+                    raise UsageError(f"--{option} is for --samples FILE; a run's evaluation goes to RUN_DIR/eval.json")
+            record = evaluate_run(args.path, _sample_count(args.samples), _device(args.device), args.overrides)
+            averaged = " and G's moving average (ema/)" if "metrics_ema" in record else ""
+            closing = f"step {record['step']}, G{averaged}; wrote {Path(args.path) / 'eval.json'}"
+    # G's moving average's metrics below G's, under ema/ as training logs them (TensorBoard)
+    rows = [*record["metrics"].items(), *((f"ema/{k}", v) for k, v in record.get("metrics_ema", {}).items())]
+    for key, value in rows:
         print(f"{key:>28}  {value:.6g}")
     print(closing)
 
@@ -241,7 +262,11 @@ def sample_parser() -> Parser:
     p.add_argument("--out", required=True, metavar="FILE.npz|DIR", help="a .npz or .npy file, or a folder (PNG files)")
     p.add_argument("--seed", type=int, default=0, help="the seed of the codes and of the sampler's draws (default: 0)")
     p.add_argument("--force", action="store_true", help="replace an existing file, or the PNG files of a folder")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the device the run trained on)")
+    p.add_argument("--raw", action="store_true",
+                   help="draw from the trained G even where the run kept G's moving average (ema.decay), which is "
+                        "drawn from by default")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (the GPU of index N) or mps (default: the "
+                                                  "device the run trained on)")
     return p
 
 
@@ -251,9 +276,12 @@ def sample(argv: list[str]) -> None:
 
     args = sample_parser().parse_args(argv)
     with warnings_on_stderr():
-        record = sample_run(args.path, args.n, args.out, seed=args.seed, force=args.force, device=args.device)
-    print(f"{record['samples']} samples ({record['array']} {tuple(record['shape'])}) of step {record['step']}, seed "
-          f"{record['seed']}; wrote {record['written_to']}")
+        record = sample_run(args.path, args.n, args.out, seed=args.seed, force=args.force, device=_device(args.device),
+                            raw=args.raw)
+    source = (f"G's moving average (ema.decay={record['ema_decay']:g}; --raw: the trained G)"
+              if record["generator"] == "G_ema" else "G")
+    print(f"{record['samples']} samples ({record['array']} {tuple(record['shape'])}) of step {record['step']} from "
+          f"{source}, seed {record['seed']}; wrote {record['written_to']}")
 
 
 def _names(text: str) -> list[str]:
@@ -332,14 +360,14 @@ need this command only to train MNIST's (about 7 minutes on 2 CPU cores, once), 
   force=true          train even when a classifier is cached or shipped (it is replaced)
   dataset.root=PATH   where the standard files are (default: $GANLAB_DATA or ~/.cache/ganlab/data, then
                       Debian's copy, else they are downloaded and checked)
-  seed=0 device=auto|cpu|cuda cpu_threads=0 (0: torch's default)
+  seed=0 device=auto|cpu|cuda|cuda:N|mps cpu_threads=0 (0: torch's default)
 
 It trains on the full standard split only (the official files, checked by SHA-256): every run is scored with it,
 so a dataset.root holding other data is refused.
 
   ganlab classifier dataset=mnist
   ganlab classifier dataset=fashion_mnist force=true epochs=20"""
-CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda] "
+CLASSIFIER_USAGE = ("ganlab classifier dataset=mnist|fashion_mnist [epochs=N] [seed=0] [device=auto|cpu|cuda|cuda:N|mps] "
          "[dataset.root=PATH] [cpu_threads=0] [augment=true|false] [force=true]")
 _CLASSIFIER_KEYS = ("dataset", "epochs", "seed", "device", "dataset.root", "cpu_threads", "augment", "force")
 
@@ -367,9 +395,10 @@ def _classifier_args(argv: list[str]) -> dict:
             if value.lower() not in ("true", "false"):
                 raise UsageError(f"{key}={value}: expected true or false")
             args[key] = value.lower() == "true"
-        elif key == "device":
-            if value not in ("auto", "cpu", "cuda"):
-                raise UsageError(f"device={value}: choose auto, cpu or cuda")
+        elif key == "device":  # refused now, in one line, if this machine does not have it (ganlab/devices.py)
+            from ganlab.devices import resolve_device
+
+            resolve_device(value, "device=")
             args[key] = value
         elif key == "dataset":
             if value not in TARGETS:
@@ -380,6 +409,8 @@ def _classifier_args(argv: list[str]) -> dict:
             check_data_root(args[key])
     if "dataset" not in args:
         raise UsageError(f"dataset= is required ({', '.join(TARGETS)}); usage: {CLASSIFIER_USAGE}")
+    if args["dataset.root"] is None:  # $GANLAB_DATA then: a missing one is refused too, not passed over
+        check_data_root(None)
     return args
 
 

@@ -58,7 +58,8 @@ class Role(str, enum.Enum):
                                # report keeps schedules apart and resume=auto skips only a run measured alike
     cadence = "cadence"        # how often scalars are read and state is saved: the same results
     execution = "execution"    # threads, worker processes, seeds per process: the same experiment
-    device = "device"          # where it runs: the same experiment, but a resume stays there (RNG streams live on it)
+    device = "device"          # where it runs: the same experiment, but a resume stays on its kind (RNG streams live
+                               # there; another GPU is the same kind: devices.device_kind)
     command = "command"        # what the command does with the run directory (resume): not part of the run
 
 
@@ -82,12 +83,6 @@ def bounded(default: int, low: int, high: int | None = None, *, role: Role) -> A
 
 # A billion steps is years of GPU time for the networks here; more is a typo, not a plan.
 MAX_STEPS = 10**9
-
-
-class Device(str, enum.Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 E, S = Role.experiment, Role.schedule  # the two roles most keys below have
@@ -169,7 +164,9 @@ class TrainConfig:
     replicas: int = bounded(1, 1, role=Role.execution)
     steps: int = bounded(10000, 1, MAX_STEPS, role=Role.length)
     batch_size: int = bounded(256, 1, role=E)
-    device: Device = key(Device.auto, Role.device)     # auto | cpu | cuda
+    # auto | cpu | cuda | cuda:N | mps: a string, checked against this machine's devices by validate
+    # (ganlab/devices.py, the one check of every command's device)
+    device: str = key("auto", Role.device)
     # torch intra-op threads on CPU; 1 is fastest for the small 2-D networks (0 = torch's default)
     cpu_threads: int = bounded(1, 0, role=Role.execution)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -251,8 +248,30 @@ def _ranges(schema: type, prefix: str = "") -> dict[str, tuple[int, int | None]]
     return found
 
 
-# Keys that a group's options set (the schema leaves the groups free-form): their ranges.
-GROUP_RANGES = {"model.latent_dim": (1, None)}
+# Caps on the sizes the group options set, like MAX_STEPS: far above any real use (2-D MLPs have 2-4 hidden layers
+# of 128-512 units, image networks 64-1024 channels, latent codes 2-512 values, mixtures 8-1000 modes), so that what
+# they refuse is a typo. Without them, model.g.depth=100000 spent 110 s building its layers on the meta device for
+# the memory estimate before refusing, and 10**9 never ended (RSS growing 11 MB/s: `make fuzz` reached 22 GB);
+# a width or latent size of 2**62 overflowed the tensors' int64 sizes (a traceback). At these caps the estimate
+# takes seconds (measured on this loaded 2-core machine: at most 6 s of CPU, spectral_norm's 10 power iterations
+# on a D of 64 layers; 256 layers took 12 s with one iteration) and every size fits int64; ganlab/memory.py bounds
+# the products of these (remedy.madgan.k generators of full depth); the memory check refuses the widths and modes
+# a machine cannot hold (model.g.width=1000000 is 4 TB of weights) with its estimate.
+MAX_DEPTH = 64             # hidden layers of an MLP (model.g.depth, model.d.depth, model.encoder.depth)
+MAX_WIDTH = 10**6          # units or channels of a layer (model.*.width)
+MAX_LATENT = 10**8         # model.latent_dim
+MAX_MODES = 10**10         # dataset.modes; dataset.side (a grid of side**2 modes) at most 10**5
+MAX_GENERATORS = 256       # remedy.madgan.k: each a copy of G's last layer (or of all of G)
+# remedy.spectral_norm.power_iterations: each of D's forward passes repeats them per layer (the estimate's too: 1,000
+# took 21 s there); SN-GAN and PyTorch use 1.
+MAX_POWER_ITERATIONS = 10
+# Keys that a group's options set (the schema leaves the groups free-form): their ranges. Every option has these ...
+GROUP_RANGES = {"model.latent_dim": (1, MAX_LATENT)}
+# ... and these only some options have (dcgan has no depth, ring no side): checked where the composed config has them.
+OPTION_RANGES = {**{f"model.{net}.depth": (1, MAX_DEPTH) for net in ("g", "d", "encoder")},
+                 **{f"model.{net}.width": (1, MAX_WIDTH) for net in ("g", "d", "encoder")},
+                 "dataset.modes": (1, MAX_MODES), "dataset.side": (1, 10**5), "remedy.madgan.k": (2, MAX_GENERATORS),
+                 "remedy.spectral_norm.power_iterations": (1, MAX_POWER_ITERATIONS)}
 _RANGES = {**_ranges(TrainConfig), **GROUP_RANGES}
 W_SAMPLES_PROTOCOL = 1000  # the exact W1 of the protocol uses n >= 1,000 points per side
 _warned_w_samples: set[int] = set()
@@ -260,7 +279,10 @@ _warned_w_samples: set[int] = set()
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key. Run before any work starts."""
-    for key, (low, high) in _RANGES.items():
+    absent = object()
+    ranges = [*_RANGES.items(), *((k, r) for k, r in OPTION_RANGES.items()
+                                  if OmegaConf.select(cfg, k, default=absent) is not absent)]
+    for key, (low, high) in ranges:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected an integer")
@@ -280,8 +302,16 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"optim.{net}.lr={lr!r}: expected a number > 0")
         if lr <= 0:
             raise ConfigError(f"optim.{net}.lr={lr} is out of range: it must be a number > 0")
+        if lr < MIN_LR:
+            raise ConfigError(f"optim.{net}.lr={lr:g} is below {MIN_LR:g}: each step would change the weights by "
+                              "about the rate, far below float32's resolution of them, so the weights would never "
+                              "move; give a learning rate like the configs' 5e-5 to 1e-3")
         betas = OmegaConf.select(cfg, f"optim.{net}.betas")
-        if betas is not None and (not isinstance(betas, ListConfig) or len(betas) != 2):
+        # Absent (RMSprop takes none) passes; given as null it would reach Adam as None ("'NoneType' object is not
+        # subscriptable", a line naming optim.g but not its betas).
+        given = "betas" in (OmegaConf.select(cfg, f"optim.{net}") or {})
+        if given and (not isinstance(betas, ListConfig) or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
             raise ConfigError(f"optim.{net}.betas={_shown(betas)}: expected two numbers in [0, 1), "
                               "e.g. optim.{net}.betas=[0.5,0.999]".replace("{net}", net))
     if cfg.metrics.inception not in (True, False, "auto"):
@@ -293,7 +323,9 @@ def validate(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     for group in GROUPS:
         _check_targets(cfg[group], group)
-    check_data_root(OmegaConf.select(cfg, "dataset.root"))
+    dataset = cfg.get("dataset")
+    if isinstance(dataset, DictConfig) and "root" in dataset:  # a dataset that reads files (ring and grid: none)
+        check_data_root(dataset.root)
     from ganlab import objective  # a registered metric with a better side, or null
 
     objective.check(OmegaConf.select(cfg, "objective"))
@@ -303,10 +335,19 @@ def check_data_root(root: Any, key: str = "dataset.root") -> None:
     """A `dataset.root` that is given is an existing directory. Else a typo would be passed over without
     a word: the files are looked up in read-only system copies too (Debian's /usr/share/datasets/...),
     so a run would train on those with the root ignored (after training a missing classifier, for
-    minutes). Never created here. `ganlab classifier dataset.root=...` checks its value here too."""
-    if not isinstance(root, str) or root in ("", "null"):  # unset (a non-string: the type check says it)
-        return
+    minutes). Never created here. `ganlab classifier dataset.root=...` checks its value here too.
+    Unset, the root is $GANLAB_DATA when that is set: checked the same way (a typo there was passed over too)."""
     from ganlab.data.files import data_root  # the stdlib only: no torch
+
+    if root is None or root in ("", "null"):
+        env = os.environ.get("GANLAB_DATA")
+        if env and not Path(env).expanduser().is_dir():
+            problem = "is a file, not a directory" if Path(env).expanduser().exists() else "does not exist"
+            raise ConfigError(f"$GANLAB_DATA={env} {problem}: set it to the folder that holds the data (its files "
+                              "are read from $GANLAB_DATA/<dataset>/), or unset it to use ~/.cache/ganlab/data")
+        return
+    if not isinstance(root, str):  # the type check says it
+        return
 
     path = Path(root).expanduser()
     if path.is_dir():
@@ -323,6 +364,15 @@ FLOAT32_MAX = 3.4028234663852886e38
 # is 0 or a subnormal (a few bits of precision) in what the networks compute in.
 FLOAT32_TINY = 1.1754943508222875e-38
 INT64_MAX = 2**63 - 1
+# The smallest learning rate a run accepts. Adam's and RMSprop's step is about lr per weight whatever the gradient's
+# scale (the update is normalized by the gradient's running RMS), and float32 drops a change below half the spacing
+# of the weight (2**-24 |w| = 6e-8 |w|): only weights within lr / 6e-8 of 0 move. The networks' weights start at
+# |w| ~ 1e-3 to 1 (PyTorch's init, +-1/sqrt(fan_in), fan-ins up to MAX_WIDTH), so below lr ~ 6e-11 almost none
+# moves and the run "completes" unchanged (lr=1e-30 did). 1e-12 leaves a factor of 60 below that, so no run that
+# learns is refused. Measured on a 20-step debug=tiny run (67,203 weights): 0 move at lr=1e-30 and 1e-15, 1 at
+# 1e-13, 31 at 1.5e-12 (tests/test_bad_input.py), 1,914 at 1e-10; the shipped configs use 5e-5 to 1e-3. SGD's step
+# is lr x gradient: at 1e-12 it needs |g| > 6e4 |w| to move w.
+MIN_LR = 1e-12
 
 
 def _shown(value: Any) -> str:
@@ -361,16 +411,12 @@ def _check_numbers(node: Any, path: str) -> None:
         raise ConfigError(f"{path}={node} is too large for a 64-bit integer")
 
 
-def resolve_device(name: Device | str):
-    """device=auto picks CUDA when present; device=cuda without CUDA is an error, not a fallback."""
-    import torch  # here, not at the top: `ganlab --help` should not wait for torch
+def resolve_device(name):
+    """The device a run trains on: ganlab/devices.py's one check (auto, cpu, cuda, cuda:N, mps), ConfigError
+    naming `device=` otherwise; device=cuda without CUDA is an error, not a fallback."""
+    from ganlab.devices import resolve_device as resolve
 
-    name = name.value if isinstance(name, Device) else str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
-    return torch.device(name)
+    return resolve(name, "device=")
 
 
 def _check_targets(node: Any, path: str) -> None:

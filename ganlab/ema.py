@@ -5,9 +5,10 @@ average moves towards G's: avg <- decay * avg + (1 - decay) * p; buffers (batch 
 statistics) are copied from G, not averaged. The average starts as a copy of G when the run is built
 (as the authors' code of Mescheder et al. 2018, GAN_stability `update_average` from a copy of G,
 `model_average_beta` 0.999). Training never reads it: the run's trajectory is the same with it or
-without. Each evaluation measures it on the same codes as G and logs it under `ema/` (TensorBoard,
-summary.json's `metrics_ema`, the history); the checkpoint holds it (`G_ema`), so a resume continues it
-bit-identically.
+without. Each evaluation measures it on the same codes as G and logs it under `ema/` (TensorBoard: the
+metrics and its samples' picture `ema/samples`; summary.json's `metrics_ema`, the history); the checkpoint
+holds it (`G_ema`), so a resume continues it bit-identically, `ganlab eval RUN` evaluates it beside G and
+`ganlab sample RUN` draws from it (ganlab/evaluation/saved.py).
 
 The update is elementwise, so the same object averages a plain run's G and, for replicas=N, the stacked
 G of every replica at once (ganlab/replicas.py copies replica k's slice into its run's own average
@@ -46,22 +47,34 @@ class GeneratorAverage:
             raise ConfigError(f"ema.decay={decay}: expected a number in (0, 1)")
         self.source, self.decay = source, float(decay)
         self.G = (copy.deepcopy(source) if average is None else average).requires_grad_(False)
+        # The parameters paired once: a Parameter object stays G's for the whole run (the optimizers hold the
+        # same ones; a resume's load_state_dict and channels_last's .to() change their data, not the objects).
+        self._averaged, self._trained = _paired(self.G.parameters(), source.parameters())
 
     @torch.no_grad()
     def update(self) -> None:
-        """One step of the average, after a G update: avg + (1 - decay) (p - avg); buffers copied."""
-        for avg, p in zip(self.G.parameters(), self.source.parameters(), strict=True):
-            avg.lerp_(p.detach(), 1.0 - self.decay)
-        for avg, b in zip(self.G.buffers(), self.source.buffers(), strict=True):
-            avg.copy_(b)
+        """One step of the average, after a G update: avg + (1 - decay) (p - avg); buffers copied. One foreach
+        kernel over all the parameters, not one small kernel per tensor (on CUDA each is a launch)."""
+        torch._foreach_lerp_(self._averaged, self._trained, 1.0 - self.decay)
+        self._copy_buffers()
 
     @torch.no_grad()
     def reset(self) -> None:
         """The average set to G itself (what a fresh run starts from)."""
-        for avg, p in zip(self.G.parameters(), self.source.parameters(), strict=True):
-            avg.copy_(p)
-        for avg, b in zip(self.G.buffers(), self.source.buffers(), strict=True):
-            avg.copy_(b)
+        torch._foreach_copy_(self._averaged, self._trained)
+        self._copy_buffers()
+
+    def _copy_buffers(self) -> None:
+        # Listed at each call: unlike parameters, a module may replace a buffer's tensor (Module.to does).
+        averaged, source = _paired(self.G.buffers(), self.source.buffers())
+        if averaged:  # an MLP G has none, and a foreach op refuses an empty list
+            torch._foreach_copy_(averaged, source)
+
+
+def _paired(averaged, source) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The average's tensors and G's, in the same order (the same architecture: a mismatch is a bug)."""
+    pairs = list(zip(averaged, source, strict=True))
+    return [a for a, _ in pairs], [s for _, s in pairs]
 
 
 def build(G: nn.Module, cfg: DictConfig) -> GeneratorAverage | None:

@@ -152,7 +152,8 @@ def restore(path: Path, exp: GAN, cfg: DictConfig, config: dict) -> tuple[int, d
     if "config" not in state or "rng" not in state:
         raise GanlabError(f"checkpoint {path} holds no RNG state or config (written before full-state checkpoints); "
                           "it can be evaluated (`ganlab eval`) but not resumed")
-    differ = checkpoint.differing_keys(json.loads(state["config"]), config)
+    saved_config = json.loads(state["config"])
+    differ = checkpoint.differing_keys(saved_config, config)
     if differ and not cfg.resume_force:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
         allowed = ", ".join(k for k in checkpoint.RESUMABLE_KEYS if role_of(k) is not Role.command)
@@ -164,7 +165,10 @@ def restore(path: Path, exp: GAN, cfg: DictConfig, config: dict) -> tuple[int, d
     if step >= cfg.steps:
         raise ConfigError(f"resume: {path} is at step {step}, and steps={cfg.steps}: nothing left to train "
                           "(raise steps to train on)")
-    checkpoint.set_rng_state(state["rng"])
+    # trained on cuda:1, resumed on cuda:0: its GPU's RNG stream goes along (the checkpoint's tensors were read
+    # onto the CPU, map_location, and load_into copied them onto the networks' device)
+    checkpoint.set_rng_state(state["rng"], saved_config.get("device") if isinstance(saved_config, dict) else None,
+                             next(exp.G.parameters()).device)
     return step, state["loop"]
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganlab import runlock
 from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, Role, keys_with
+from ganlab.devices import place_job
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.preflight import Refused, again_command, check_run_dir_free, job_config, stopped_before_first_checkpoint
 from ganlab.streams import FULL_DISK_ERRNOS, on_stdout, write_error
@@ -177,10 +178,13 @@ def train_job(cfg: DictConfig) -> dict | float | None:
     failed = None if target is None else objective.worst(target)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     parallel = runs_in_parallel(hydra_cfg)
+    placed = place_job()  # the GPU a parallel sweep gave this job, before anything asks CUDA (ganlab/devices.py)
     consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
     if parallel:  # no progress bars, and console lines named by job (train.log needs no name)
         for handler in consoles:
             handler.setFormatter(_Prefixed(f"[{run_dir.name}] ", handler.formatter))
+    if placed:
+        log.info("%s", placed)
     try:
         try:
             with command_line(hydra_cfg.overrides.task, hydra_cfg.runtime.choices):  # for the runs' HParams

@@ -3,7 +3,8 @@
 Every allocation that grows with a setting is estimated, and a size beyond the free memory is refused in
 one line naming the key, the estimate and the memory free, before the pre-run build allocates it:
 - the networks' weights, which grow with the model's widths and latent size (model.latent_dim=100000000 is
-  51 GB of weights in one layer), times the copies training keeps (gradients, optimizer moments);
+  51 GB of weights in one layer), times the copies training keeps (gradients, optimizer moments), and G's
+  moving average (ema.decay: one more copy of G);
 - one training step's activations at batch_size, and an evaluation's: its samples (eval.samples, their
   codes and G's forward pass), the distances of every sample to every mode of a 2-D mixture
   (dataset.modes), the exact W1/W2's pairs of points (eval.w_samples);
@@ -29,6 +30,13 @@ from torch import nn
 from ganlab.errors import ConfigError, GanlabError
 
 PROBE = 12  # samples in the probe batch: a multiple of every pack size and generator count we ship
+# The most layers (modules with weights) the estimate builds on the meta device. A layer costs about 1.5 ms of CPU
+# there (its build, and its outputs in the probe steps: measured on a loaded 2-core machine), so this keeps the
+# estimate to a few seconds for any config (2,048 plain layers: 3 s): config.MAX_DEPTH keeps one network far below
+# it, and this bounds what multiplies networks (remedy.madgan.k generators of G's full depth, an encoder beside them).
+MAX_LAYERS = 2048
+# The settings that multiply layers, named when there are too many.
+LAYER_KEYS = ("model.g.depth", "model.d.depth", "model.encoder.depth", "remedy.madgan.k")
 
 # Bytes per parameter while training: its weight, its gradient and up to two optimizer moments (Adam's).
 TRAIN_COPIES = 4
@@ -54,6 +62,7 @@ class Sizes:
 
     parameters: int            # of G, D and the remedy's networks
     weight_bytes: int          # their parameters and buffers
+    average_bytes: int         # G's moving average (ema.decay; ganlab/ema.py deep-copies G): 0 without one
     values: int                # numbers in one sample: 2 for a 2-D point, C x H x W for an image
     latent_dim: int
     n_modes: int | None        # a 2-D mixture's modes, which its evaluation measures every sample against
@@ -105,15 +114,34 @@ def sizes(cfg) -> Sizes | None:
     from ganlab.gan import build
 
     meta = torch.device("meta")
+    layers: set[int] = set()
+
+    def count(module, name, param):  # every layer's weights are registered as it is made
+        layers.add(id(module))
+        if len(layers) > MAX_LAYERS:
+            raise _TooManyLayers
+
+    counting = torch.nn.modules.module.register_module_parameter_registration_hook(count)
     try:
         with meta:  # every tensor made inside, the datasets' too (ring(modes=10**8): its centres), is meta
             exp = build(cfg, meta)
+    except _TooManyLayers:
+        given = ", ".join(f"{k}={v}" for k in LAYER_KEYS if (v := OmegaConf.select(cfg, k)) is not None)
+        raise ConfigError(f"{given}: the networks would have more than {MAX_LAYERS:,} layers, beyond what ganlab "
+                          f"builds; lower the depths{' or remedy.madgan.k' if 'madgan' in given else ''}") from None
     except ConfigError:
         return None  # a bad value: the real build says it, in one line
     except GanlabError:
         raise  # a missing or corrupt data file: the same error the build would give, said once
-    except Exception:  # noqa: BLE001 - an operation without meta support: no estimate, nothing refused
+    except Exception as exc:  # noqa: BLE001 - an operation without meta support: no estimate, nothing refused
+        if _overflowed(exc):  # the real build would end in the same error, as a traceback
+            named = _largest(cfg, "model", "remedy", "dataset")
+            setting = f"{named[0]}={named[1]}" if named else "the config"
+            raise ConfigError(f"{setting} makes tensors whose sizes overflow 64-bit integers; lower "
+                              f"{named[0] if named else 'its sizes'}") from None
         return None
+    finally:
+        counting.remove()
     networks = [exp.G, exp.D, *exp.extras.values()]
     tensors = {id(t): t for net in networks for t in (*net.parameters(), *net.buffers())}  # shared ones once
     parameters = {id(p): p for net in networks for p in net.parameters()}
@@ -131,10 +159,29 @@ def sizes(cfg) -> Sizes | None:
     except Exception:  # noqa: BLE001 - as above
         pass
     toy = len(exp.data.shape) == 1 and getattr(exp.data, "evaluator", None) == "toy"
+    average = [] if exp.ema is None else [*exp.ema.G.parameters(), *exp.ema.G.buffers()]
     return Sizes(parameters=sum(p.numel() for p in parameters.values()),
                  weight_bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
+                 average_bytes=sum(t.numel() * t.element_size() for t in average),
                  values=math.prod(exp.data.shape), latent_dim=int(exp.latent_dim),
                  n_modes=int(exp.data.n_modes or 0) if toy else None, train_per_sample=train, generate_per_sample=generate)
+
+
+class _TooManyLayers(BaseException):
+    """Raised out of the meta build when it passes MAX_LAYERS: a BaseException, since Hydra's instantiate wraps
+    every Exception of a constructor in its own."""
+
+
+def _overflowed(exc: BaseException | None) -> bool:
+    """Whether a failed build (or what it wraps) met a size beyond int64: torch's "Storage size calculation
+    overflowed", "Overflow when unpacking long"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if "overflow" in str(exc).lower():
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _gb(n: int) -> str:
@@ -204,12 +251,14 @@ def check_fits(cfg, device: torch.device) -> None:
     available = available_bytes(device)
     where = "GPU memory" if device.type == "cuda" else "memory"
     free = f"and {_gb(available)} is free"
-    weights = TRAIN_COPIES * s.weight_bytes
+    # G's moving average is one more copy of G's weights, never trained (no gradient, no moments).
+    weights = TRAIN_COPIES * s.weight_bytes + s.average_bytes
     if weights > available:
         named = _largest(cfg, "model", "remedy")
         setting = f"{named[0]}={named[1]} makes" if named else "the model makes"
         raise ConfigError(f"{setting} networks of {_count(s.parameters)} parameters, which need about "
-                          f"{_gb(weights)} of {where} to train (weights, gradients, optimizer moments), {free}; "
+                          f"{_gb(weights)} of {where} to train (weights, gradients, optimizer moments"
+                          f"{', the moving average of G' if s.average_bytes else ''}), {free}; "
                           f"lower {named[0] if named else 'its widths'}")
     train = weights + (s.train_per_sample or 0) * int(cfg.batch_size)
     if train > available:
@@ -219,9 +268,10 @@ def check_fits(cfg, device: torch.device) -> None:
                            where)
     replicas = int(cfg.get("replicas", 1))
     if replicas > 1:
-        # Each replica holds its networks twice over (stacked and its own) and its share of the vectorised
-        # step's activations; the evaluations run one replica at a time.
-        each = REPLICA_COPIES * s.weight_bytes + (s.train_per_sample or 0) * int(cfg.batch_size)
+        # Each replica holds its networks twice over (stacked and its own), with ema.decay G's average twice too,
+        # and its share of the vectorised step's activations; the evaluations run one replica at a time.
+        each = (REPLICA_COPIES * s.weight_bytes + 2 * s.average_bytes
+                + (s.train_per_sample or 0) * int(cfg.batch_size))
         total = replicas * each + ev.device_bytes
         if total > available:
             fit = max((available - ev.device_bytes) // max(each, 1), 0)
@@ -261,5 +311,5 @@ def check_evaluation(cfg, n: int, device: torch.device, setting: str) -> None:
     fit (`setting`: how the command asked for them, e.g. "--samples 10000000000")."""
     s = sizes(cfg)
     if s is not None:
-        _check_evaluation(s, cfg, n, setting, TRAIN_COPIES * s.weight_bytes, available_bytes(device),
-                          "GPU memory" if device.type == "cuda" else "memory")
+        _check_evaluation(s, cfg, n, setting, TRAIN_COPIES * s.weight_bytes + s.average_bytes,
+                          available_bytes(device), "GPU memory" if device.type == "cuda" else "memory")

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganlab import objective
 from ganlab.config import validate
-from ganlab.errors import ConfigError, GanlabError
+from ganlab.errors import ConfigError, WriteError
 from ganlab.summary import NAME as SUMMARY
 from ganlab.summary import RunSummary
 
@@ -217,8 +217,8 @@ def check_writable(directory: Path, key: str) -> None:
         except OSError as exc:
             problem = exc.strerror or str(exc)
     if problem:
-        raise GanlabError(f"cannot write to the output directory {directory}: {problem}; choose a "
-                          f"writable one with {key}=PATH")
+        raise WriteError(f"cannot write to the output directory {directory}: {problem}; choose a "
+                         f"writable one with {key}=PATH")
 
 
 def sweep_summaries(directory: Path) -> list[Path]:

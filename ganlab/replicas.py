@@ -129,6 +129,9 @@ def check(cfg: DictConfig, exp) -> None:
     if cfg.speed.compile or cfg.speed.channels_last:
         raise ConfigError(f"replicas={n} runs the step under torch.func.vmap, which speed.compile and "
                           "speed.channels_last do not reach; set them to false")
+    if str(cfg.device).startswith("mps"):  # each replica's stream is a generator of its own: CPU or CUDA ones only
+        raise ConfigError(f"replicas={n} keeps one RNG stream per replica on the CPU or CUDA, not on mps; use "
+                          "device=cpu or device=cuda, or train the seeds as separate runs (-m seed=...)")
 
 
 # --- RNG streams --------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ hydra_plugins/ganlab_sweeper):
    job (`seed=range(0,0)`) or of more than MAX_JOBS is refused first, in one line (`check_job_count`);
 2. Hydra's config loader composes each job's config, once (an error is one line naming the key);
 3. every job is checked (ganlab/preflight.py), and a parallel sweep that oversubscribes the cores is
-   warned about. Steps 2 and 3 show their progress once they have taken a second (`CheckProgress`);
+   warned about. Steps 2 and 3 show their progress once they have taken a second (`CheckProgress`); then the
+   sweep's cost at the measured speeds (ganlab/costs.py) and, with several GPUs and jobs side by side on this
+   machine, each job's GPU (ganlab/devices.py) are said in one line each;
 4. the jobs run: in this process, each on the config composed for it (the basic launcher), or through
    the configured launcher (joblib, SLURM) by their overrides, which its workers compose again
    (Hydra's launcher interface passes overrides, not configs);
@@ -35,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config import explain_compose_error
+from ganlab.devices import gpu_plan, jobs_at_once
 from ganlab.errors import ConfigError
 from ganlab.launch import split_jobs
 from ganlab.preflight import Refused, check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
@@ -157,16 +160,38 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
                                        [int(c.get("cpu_threads", 1)) for c in resolved], usable_cores())
     if warning:
         logging.getLogger("ganlab").warning("%s", warning)
+    log.info("%s", sweep_cost(sweeper, resolved))  # what it will take, before it starts (ganlab/costs.py)
+    # More than one GPU and jobs side by side here: job i on GPU i mod N (ganlab/devices.py), said in one line
+    plan = gpu_plan(config.hydra.launcher, resolved, usable_cores())
+    if plan is not None:
+        log.info("%s", plan.line())
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")  # what a re-run with resume=auto finds (launch.previous_sweep)
     if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
         returns = run_here(sweeper, jobs, configs)
     else:
-        returns = sweeper.launcher.launch(jobs, initial_job_idx=0)
+        launched = jobs if plan is None else [[*job, *plan.override(i)] for i, job in enumerate(jobs)]
+        returns = sweeper.launcher.launch(launched, initial_job_idx=0)
     code = sweep_exit_code(sweep_dir.absolute(), sum(int(c.get("replicas", 1)) for c in resolved))
     if code:
         raise SystemExit(code)
     return returns
+
+
+def sweep_cost(sweeper, resolved: list[dict]) -> str:
+    """The sweep's cost line (costs.estimate): its jobs' resolved configs against the measured setups, each
+    composed as a job of this sweep would be (the command's own --config-dir included)."""
+    from ganlab.costs import estimate
+    from ganlab.preflight import job_config
+
+    config = sweeper.config
+
+    def compose(overrides: list[str]) -> dict:
+        (composed,) = _compose(sweeper.hydra_context.config_loader, config, [overrides])
+        return OmegaConf.to_container(job_config(composed), resolve=True)
+
+    at_once = jobs_at_once(config.hydra.launcher, len(resolved), usable_cores())
+    return estimate(resolved, at_once, usable_cores(), compose)
 
 
 def run_here(sweeper, jobs: list[list[str]], configs: list[DictConfig]) -> list:

@@ -31,7 +31,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from torch.utils.tensorboard import SummaryWriter
 
 from ganlab.atomic import describe
-from ganlab.errors import GanlabError
+from ganlab.errors import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def finite_or_none(value):
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write `data` as JSON, atomically (ganlab.atomic): never a half-written file; a failed write
-    (full disk, read-only directory) is one GanlabError line and leaves the old file as it was."""
+    (full disk, read-only directory) is one WriteError line (exit status 1) and leaves the old file as
+    it was."""
     from ganlab.atomic import write_atomic
 
     # Encoded before the file is opened: a value JSON cannot hold is a bug, not a failed write.
@@ -101,11 +102,12 @@ class Tracker:
     @contextmanager
     def _events(self):
         """TensorBoard's writer thread hits a full disk, and its OSError comes back at the next write
-        or flush of the training thread: one GanlabError line, as for every other file of the run."""
+        or flush of the training thread: one WriteError line (exit status 1), as for every other file of
+        the run."""
         try:
             yield
         except OSError as exc:
-            raise GanlabError(f"cannot write TensorBoard events {self.events_file()}: {describe(exc)}") from None
+            raise WriteError(f"cannot write TensorBoard events {self.events_file()}: {describe(exc)}") from None
 
     def events_file(self) -> Path:
         """The event file this run writes (one per segment of a resumed run), for an error line to name."""

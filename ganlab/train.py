@@ -34,6 +34,7 @@ from ganlab.atomic import write_atomic
 from ganlab.config import REPLICATE_ROLES, keys_with, remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.evaluation import Evaluation, Evaluator, eval_seed, make_evaluator, scalars
+from ganlab.evaluation.jobs import AverageJob
 from ganlab.evaluation.worker import OffloaderView, SharedOffloader
 from ganlab.gan import (
     GAN,
@@ -492,17 +493,22 @@ class RunState:
         self.last = ev = self.evaluator.evaluate(self.exp.G, self.exp.D, self.exp.remedy, self.eval_rng, step=step)
         self.tracker.scalars(step, {f"metrics/{k}": v for k, v in scalars(ev).items()})
         self.metric_history.setdefault(step, {}).update(scalars(ev))
-        if self.exp.ema is not None:  # G's moving average (ema.decay) on the same codes, beside G: `ema/` metrics
-            self.eval_rng.manual_seed(eval_seed(self.seed, step))
-            self.last_ema = self.evaluator.evaluate(self.exp.ema.G, self.exp.D, self.exp.remedy, self.eval_rng)
-            averaged = {f"ema/{k}": v for k, v in scalars(self.last_ema).items()}
-            self.tracker.scalars(step, averaged)
-            self.metric_history[step].update(averaged)
         self.offloader.submit(self.evaluator.job(step, ev, last=step == self.steps))
+        averaged = "" if self.exp.ema is None else self.evaluate_average(step)
         headline = self.evaluator.headline(ev.metrics)
-        averaged = f"  (ema:{self.evaluator.headline(self.last_ema.metrics)})" if self.exp.ema is not None else ""
         log.info("%sstep %d of %d  %s%s%s", self.label, step, self.steps, info, headline, averaged)  # train.log tells the run's story
         return headline
+
+    def evaluate_average(self, step: int) -> str:
+        """G's moving average (ema.decay) on G's codes of this step, beside G: `ema/` metrics and its samples'
+        picture (ema/samples; not its W1/W2 and MMD: ganlab/evaluation/jobs.py AverageJob). Its train.log part."""
+        self.eval_rng.manual_seed(eval_seed(self.seed, step))
+        self.last_ema = self.evaluator.evaluate(self.exp.ema.G, self.exp.D, self.exp.remedy, self.eval_rng)
+        averaged = {f"ema/{k}": v for k, v in scalars(self.last_ema).items()}
+        self.tracker.scalars(step, averaged)
+        self.metric_history[step].update(averaged)
+        self.offloader.submit(AverageJob(self.evaluator.job(step, self.last_ema)))
+        return f"  (ema:{self.evaluator.headline(self.last_ema.metrics)})"
 
     def write_offloaded(self, results) -> None:
         for result in results:

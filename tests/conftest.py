@@ -134,6 +134,11 @@ def finished(tmp_path):
     return run_dir
 
 
+def pytest_configure(config):
+    # Registered here, beside the suite (pyproject.toml registers `slow`): scripts/gpu_check.sh runs `pytest -m cuda`.
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one); scripts/gpu_check.sh runs them")
+
+
 def pytest_collection_modifyitems(config, items):
     """The slow tests first: `make test`'s two workers take tests in this order, and a 3-minute test
     drawn last leaves one worker idle while the other finishes it (longest first balances them)."""

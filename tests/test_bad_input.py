@@ -8,7 +8,7 @@ Python's start-up; a few run it as a user does, to show the two agree.
 import random
 
 import pytest
-from conftest import ganlab
+from conftest import TINY, ganlab, make_cfg
 
 from ganlab.cli import main
 from ganlab.config import _RANGES
@@ -156,6 +156,38 @@ def test_a_data_root_that_is_missing_or_a_file_is_refused(make, capsys, monkeypa
     assert says in err and "give the folder that holds the data" in err and "leave dataset.root out" in err, err
 
 
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_ganlab_data_that_is_missing_or_a_file_is_refused(make, capsys, monkeypatch, tmp_path):
+    """$GANLAB_DATA, the root when dataset.root is unset, was passed over for Debian's copy of the data without a
+    word: refused as a dataset.root is, for a dataset that reads files; a ring run reads none and is not refused."""
+    root = tmp_path / "typo"
+    if make == "file":
+        root.write_text("not a folder")
+    monkeypatch.setenv("GANLAB_DATA", str(root))
+    code, out, err = run_in_process(["dataset=fashion_mnist", "--cfg", "job"], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, "$GANLAB_DATA", f"$GANLAB_DATA={root}", tmp_path)
+    says = "does not exist" if make == "missing" else "is a file, not a directory"
+    assert says in err and "set it to the folder that holds the data" in err and "or unset it" in err, err
+    code, out, err = run_in_process(["--cfg", "job"], capsys, monkeypatch, tmp_path)  # the ring
+    assert code == 0 and not err.strip(), err
+
+
+def test_the_classifier_command_refuses_a_missing_ganlab_data(capsys, monkeypatch, tmp_path):
+    import ganlab.metrics.classifier_training as training
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a classifier was trained with a $GANLAB_DATA that does not exist")
+
+    monkeypatch.setattr(training, "train_and_save", trained)
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANLAB_DATA", str(tmp_path / "typo"))
+    with pytest.raises(SystemExit) as exited:
+        main(["classifier", "dataset=fashion_mnist", "force=true"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"ganlab: error: $GANLAB_DATA={tmp_path / 'typo'} does not exist"), err
+
+
 def test_the_classifier_command_refuses_a_missing_data_root(capsys, monkeypatch, tmp_path):
     import ganlab.metrics.classifier_training as training
 
@@ -177,6 +209,10 @@ def test_the_classifier_command_refuses_a_missing_data_root(capsys, monkeypatch,
     (["remedy=instance_noise", "remedy.instance_noise.std=1e-50"],
      "remedy.instance_noise.std=1e-50 is below float32's smallest normal number"),
     (["loss=dragan", "loss.perturb=1e-45"], "loss.perturb=1e-45 is below float32's smallest normal number"),
+    # normal in float32, but each step's change (about the rate) is far below float32's resolution of the weights
+    (["optim.g.lr=1e-30"], "optim.g.lr=1e-30 is below 1e-12"),
+    (["optim=rmsprop", "optim.d.lr=1e-20"], "optim.d.lr=1e-20 is below 1e-12"),
+    (["optim.d.lr=9.9e-13"], "optim.d.lr=9.9e-13 is below 1e-12"),
 ])
 def test_a_positive_value_that_is_zero_in_float32_is_refused(overrides, says, capsys, monkeypatch, tmp_path):
     """lr=1e-50 is 0 in float32: the run would "complete" with weights that never moved."""
@@ -184,6 +220,47 @@ def test_a_positive_value_that_is_zero_in_float32_is_refused(overrides, says, ca
     assert_one_line(code, out, err, overrides, says, tmp_path)
     if "lr" in says:
         assert "the weights would never move" in err, err
+
+
+def test_a_learning_rate_just_above_the_bound_still_moves_the_weights(monkeypatch, tmp_path):
+    """The bound refuses no run that learns: at 1.5 x MIN_LR a 20-step debug=tiny run still changes weights of G
+    and D (those near 0, where float32 resolves a change of about the rate), and by about the rate a step."""
+    import torch
+
+    import ganlab.train
+    from ganlab.config import MIN_LR
+
+    made = []
+
+    def recording(cfg, device):
+        exp = build(cfg, device)
+        made.append((exp, {net: [p.detach().clone() for p in getattr(exp, net).parameters()] for net in "GD"}))
+        return exp
+
+    build = ganlab.train.build
+    monkeypatch.setattr(ganlab.train, "build", recording)
+    lr = 1.5 * MIN_LR
+    ganlab.train.run(make_cfg(*TINY, f"optim.g.lr={lr}", f"optim.d.lr={lr}"), tmp_path / "run")
+    (exp, before), = made
+    for net in "GD":
+        after = [p.detach() for p in getattr(exp, net).parameters()]
+        moved = sum(int((a != b).sum()) for a, b in zip(after, before[net]))
+        largest = max(float((a - b).abs().max()) for a, b in zip(after, before[net]))
+        assert moved > 0, f"no weight of {net} moved at lr={lr}"
+        assert largest <= 20 * 2 * lr, (net, largest)  # 20 steps of Adam's ~lr, a rounding up to 2x each
+        assert all(torch.isfinite(a).all() for a in after)
+
+
+@pytest.mark.parametrize("m, batch, suggested", [(3, 32, 30), (100, 32, 100)])
+def test_a_pack_size_that_does_not_divide_the_batch_suggests_one_it_divides(m, batch, suggested):
+    """m larger than the batch suggested batch_size=0, which is refused in turn (found by the fuzz tests)."""
+    import torch
+
+    from ganlab.errors import ConfigError
+    from ganlab.gan import build
+
+    with pytest.raises(ConfigError, match=rf"must divide batch_size={batch} .*; e\.g\. batch_size={suggested}$"):
+        build(make_cfg("remedy=pacgan", f"remedy.pacgan.m={m}", f"batch_size={batch}"), torch.device("cpu"))
 
 
 def test_a_smoothed_real_target_that_is_1_in_float32_is_refused():

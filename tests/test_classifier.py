@@ -184,7 +184,7 @@ def test_unknown_dataset_is_an_error(cache):
     (["dataset=mnist", "epochs=0"], "epochs=0: must be >= 1"),
     (["dataset=mnist", "lr=0.1"], "'lr=0.1': expected key=value with key one of"),
     (["dataset=mnist", "force=maybe"], "force=maybe: expected true or false"),
-    (["dataset=mnist", "device=tpu"], "device=tpu: choose auto, cpu or cuda"),
+    (["dataset=mnist", "device=tpu"], "device=tpu: not a device ganlab trains on; choose auto, cpu, cuda, cuda:N"),
 ])
 def test_main_rejects_bad_arguments(argv, says, cache, capsys):
     with pytest.raises(SystemExit) as exited:

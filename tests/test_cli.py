@@ -158,16 +158,16 @@ def test_multirun_2x2_gives_four_run_directories(tmp_path):
     (["batch_size=-4"], "batch_size=-4 is out of range"),
     (["optim.d.lr=0"], "optim.d.lr=0 is out of range"),
     (["optim.g.lr=-1e-3"], "optim.g.lr=-0.001 is out of range"),
-    (["device=tpu"], "expected one of [auto, cpu, cuda]"),
+    (["device=tpu"], "device=tpu: not a device ganlab trains on; choose auto, cpu, cuda, cuda:N"),
     (["model.d.norm=batch"], "model.d.norm='batch': choose one of none, layer"),
     (["-m", "loss=nsgan,nope"], "unknown option loss=nope"),
     (["-m", "loss=wgan", "loss.clip=0.01,-1"], "loss: clip must be > 0, got -1"),
     (["model.latent_dim=abc"], "model.latent_dim='abc': expected an integer"),
     (["model.latent_dim=0"], "model.latent_dim=0 is out of range"),
     (["seed=-1"], "seed=-1 is out of range: it must be an integer in [0, 4294967295]"),
-    (["optim.g.betas=[2.0,0.9]"], "optim.g: Invalid beta parameter at index 0: 2.0"),
+    (["optim.g.betas=[2.0,0.9]"], "optim.g.betas=[2.0, 0.9]: expected two numbers in [0, 1)"),
     (["dataset=grid", "dataset.std=-1"], "dataset: std must be > 0, got -1"),
-    (["model.d.depth=0"], "model.d: depth and width must be >= 1"),
+    (["model.d.depth=0"], "model.d.depth=0 is out of range: it must be an integer in [1, 64]"),
 ])
 def test_bad_input_ends_with_one_clear_line(tmp_path, args, needle):
     out = ganlab("train", *args, cwd=tmp_path)

@@ -82,6 +82,30 @@ def test_install_registers_ganlab_and_asks_its_train_command(capsys):
     assert err.startswith("ganlab: error: -sc install=fish: write -sc install=SHELL") and "bash, zsh" in err
 
 
+def test_hydras_help_names_ganlab_train_and_its_own_completion(capsys):
+    """`ganlab train --hydra-help`: the flags under the name users type (`ganlab train`), the completion lines that
+    work (bash, zsh), none of Hydra's for a `ganlab-train` that does not exist or for fish, which ganlab lacks."""
+    with pytest.raises(SystemExit) as exited:  # Hydra's help ends the command, with status 0
+        main(["train", "--hydra-help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    # a run's overrides on the line change nothing of Hydra's help (it was "unknown key 'loss'; the top-level keys
+    # are: dataset, model, optim, loss, ...": Hydra composes its help without train.yaml)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--hydra-help", "loss=wgan", "seed=3"])
+    assert exited.value.code == 0 and capsys.readouterr().out == out
+    assert "ganlab-train" not in out and "fish" not in out.lower()
+    assert 'eval "$(ganlab train -sc install=bash)"' in out and "install=zsh" in out
+    assert "--multirun,-m" in out and "--config-dir,-cd" in out and "\nhydra/launcher: " in out
+    shown = [line for line in out.splitlines() if '"$(' in line]
+    assert len(shown) == 2
+    for line in shown:  # each command it shows is one ganlab takes
+        words = line.split('"$(')[1].split(')"')[0].split()
+        assert words[:3] == ["ganlab", "train", "-sc"]
+        main(words[1:])
+        assert capsys.readouterr().out
+
+
 def in_shell(shell: str, script: str, program: str, tmp_path: Path) -> str:
     """Run `program` in `shell` after the installed script, with the venv's `ganlab` first on PATH."""
     (tmp_path / "completion").write_text(script)

@@ -40,9 +40,10 @@ def test_points_at_the_ring_centres_capture_every_mode(tmp_path, capsys):
     assert m["modes_captured"] == 8 and m["high_quality_pct"] == 100 and m["reverse_kl"] == pytest.approx(0, abs=1e-12)
     assert "critic_gap" not in m and "critic_gap" not in record["protocol"]  # no D made these samples
     assert m["wasserstein1"] > 0 and f"wrote {tmp_path / 'all.eval.json'}" in out
-    code, _, err = _eval(capsys, "--samples", tmp_path / "one.npz", "dataset=ring", "--out", tmp_path / "o.json")
+    # --out FILE.json in a folder not made yet: made, as --out DIR and `ganlab sample --out` make theirs
+    code, _, err = _eval(capsys, "--samples", tmp_path / "one.npz", "dataset=ring", "--out", tmp_path / "new" / "o.json")
     assert code == 0, err
-    one = json.loads((tmp_path / "o.json").read_text())["metrics"]
+    one = json.loads((tmp_path / "new" / "o.json").read_text())["metrics"]
     assert one["modes_captured"] == 1 and one["reverse_kl"] == pytest.approx(math.log(8))
     assert one["wasserstein1"] > m["wasserstein1"]
 
@@ -53,7 +54,7 @@ def test_points_at_the_ring_centres_capture_every_mode(tmp_path, capsys):
     (["--samples", "{tmp}/points.npz"], "needs the dataset the samples imitate: dataset=NAME (cifar10,"),
     (["--samples", "{tmp}/points.npz", "dataset=ring", "loss=wgan"], "'loss=wgan': ganlab eval --samples FILE takes"),
     (["{tmp}", "--samples", "{tmp}/points.npz", "dataset=ring"], "scores a file; leave out the run directory"),
-    (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "cuda:99"], "--device cuda:99: this machine has "),
+    (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "cuda:99"], "--device cuda:99 but "),
     (["--samples", "{tmp}/points.npz", "dataset=grid", "--device", "meta"], "--device meta: not a device ganlab"),
     (["--samples", "{tmp}/points.npz", "dataset=fashion_mnist", "dataset.root={images}"],
      "holds points, no array named images or x"),
@@ -62,6 +63,13 @@ def test_points_at_the_ring_centres_capture_every_mode(tmp_path, capsys):
     (["--samples", "{tmp}/text.npz", "dataset=ring"], "cannot read {tmp}/text.npz as a .npz or .npy file (neither)"),
     (["--samples", "{tmp}/one.npz", "dataset=ring"], "holds 1 sample(s); the metrics compare sets: give >= 2"),
     ([], "needs a run directory (ganlab eval RUN_DIR), or a samples file and its dataset"),
+    # outputs whose way a file blocks: refused before the work, not an OSError's traceback after it
+    (["--samples", "{tmp}/points.npz", "dataset=ring", "--out", "{tmp}/text.npz/record"],
+     "--out {tmp}/text.npz/record: {tmp}/text.npz is a file, not a folder; choose another path"),
+    (["--samples", "{tmp}/points.npz", "dataset=ring", "--tensorboard", "{tmp}/text.npz"],
+     "--tensorboard {tmp}/text.npz is a file; give a folder for the TensorBoard events"),
+    (["--samples", "{tmp}/points.npz", "dataset=ring", "--tensorboard", "{tmp}/text.npz/tb"],
+     "--tensorboard {tmp}/text.npz/tb: {tmp}/text.npz is a file, not a folder"),
 ])
 def test_a_bad_samples_file_or_argument_is_one_line(tmp_path, capsys, image_root, args, message):
     np.savez(tmp_path / "points.npz", points=np.zeros((5, 2), np.float32))

@@ -227,6 +227,7 @@ def test_speed_switches_train_on_the_cpu(switch, image_root, classifier_cache, t
     assert summary["status"] == "completed" and summary["metrics"]["critic_gap"] == summary["metrics"]["critic_gap"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast and torch.compile on the GPU)")
 def test_speed_switches_on_cuda(image_root, classifier_cache, tmp_path):
     cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=fashion_mnist", f"dataset.root={image_root}", "device=cuda",

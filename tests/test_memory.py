@@ -10,6 +10,7 @@ import re
 import time
 
 import pytest
+import torch
 from conftest import TINY, make_cfg
 from test_bad_input import assert_one_line, run_in_process
 
@@ -45,6 +46,100 @@ def test_a_size_that_cannot_fit_is_refused_before_anything_is_built(override, sa
     assert_one_line(code, out, err, override, says, tmp_path)  # and no outputs/ directory
     assert ESTIMATE.search(err) and FREE.search(err), err
     assert f"lower {says.split('=')[0]}" in err, err
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Any build of the networks (the meta-device estimate's or the pre-run one) fails the test."""
+    import ganlab.gan
+
+    def build(*args, **kwargs):
+        raise AssertionError("the networks were built: the value was not refused before")
+
+    monkeypatch.setattr(ganlab.gan, "build", build)
+
+
+@pytest.mark.parametrize("overrides, says", [
+    # model.g.depth=100000 spent 110 s building its layers on the meta device for the estimate; 10^9 never ended,
+    # its memory growing 11 MB/s (what made `make fuzz` reach 22 GB)
+    (["model.g.depth=100000"], "model.g.depth=100000 is out of range: it must be an integer in [1, 64]"),
+    (["model.d.depth=65"], "model.d.depth=65 is out of range: it must be an integer in [1, 64]"),
+    (["remedy=veegan", "model.encoder.depth=1000000000"], "model.encoder.depth=1000000000 is out of range"),
+    # sizes past int64 in a tensor: a traceback from the pre-run build
+    (["model.g.width=1099511627776"], "model.g.width=1099511627776 is out of range: it must be an integer in "
+                                      "[1, 1000000]"),
+    (["model=dcgan", "dataset=stacked_mnist", "model.d.width=4611686018427387904"],
+     "model.d.width=4611686018427387904 is out of range"),
+    (["model.latent_dim=4611686018427387904"], "model.latent_dim=4611686018427387904 is out of range"),
+    (["dataset.modes=4611686018427387904"], "dataset.modes=4611686018427387904 is out of range"),
+    (["dataset=grid", "dataset.side=4294967296"], "dataset.side=4294967296 is out of range"),
+    (["remedy=madgan", "remedy.madgan.k=100000"], "remedy.madgan.k=100000 is out of range"),
+    # D's forward repeats them per layer: 1,000 took 21 s in the estimate, 10^9 would take months
+    (["remedy=spectral_norm", "remedy.spectral_norm.power_iterations=1000000000"],
+     "remedy.spectral_norm.power_iterations=1000000000 is out of range: it must be an integer in [1, 10]"),
+])
+def test_a_size_beyond_its_cap_is_refused_before_anything_is_built(overrides, says, capsys, monkeypatch, tmp_path,
+                                                                  nothing_built):
+    code, out, err = train([*overrides, *TINY], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, overrides, says, tmp_path)
+
+
+def test_at_the_caps_the_estimate_is_made():
+    """The caps refuse nothing a real run uses, and every network at its cap is estimated (not refused)."""
+    from ganlab.config import MAX_DEPTH
+
+    s = memory.sizes(make_cfg(*TINY, "remedy=veegan", *(f"model.{n}.depth={MAX_DEPTH}" for n in ("g", "d", "encoder"))))
+    assert s is not None and s.train_per_sample  # estimated: G, D and the encoder, each of MAX_DEPTH hidden layers
+    assert s.parameters > 3 * (MAX_DEPTH - 1) * 128 * 128
+
+
+def test_too_many_layers_in_all_are_refused_while_the_estimate_builds_them(capsys, monkeypatch, tmp_path):
+    """Each setting within its cap, but 100 full generators of 64 layers: the estimate stops building on the meta
+    device past memory.MAX_LAYERS layers (so it takes seconds for any config) and names what multiplies them."""
+    from torch import nn
+
+    import ganlab.train
+
+    made = []
+    monkeypatch.setattr(nn.Linear, "reset_parameters", lambda self: made.append(self))  # counted, not initialised
+    monkeypatch.setattr(ganlab.train, "run", lambda *args, **kwargs: pytest.fail("the run started"))
+    args = ["remedy=madgan", "remedy.madgan.share=none", "remedy.madgan.k=100", "model.g.depth=64"]
+    code, out, err = train([*args, *TINY], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, args, "model.g.depth=64, model.d.depth=3, model.encoder.depth=3, "
+                    "remedy.madgan.k=100: the networks would have more than 2,048 layers", tmp_path)
+    assert "lower the depths or remedy.madgan.k" in err, err
+    assert len(made) <= memory.MAX_LAYERS + 1, len(made)  # not the 6,500 layers asked for
+
+
+def test_a_size_past_64_bits_in_any_setting_is_one_line(capsys, monkeypatch, tmp_path):
+    """A setting without a cap of its own (minibatch discrimination's kernels) that makes a tensor's size overflow
+    int64 on the meta device: one line naming it, not the pre-run build's traceback."""
+    args = ["remedy=minibatch_disc", "remedy.minibatch_disc.kernels=4611686018427387904"]
+    code, out, err = train([*args, *TINY], capsys, monkeypatch, tmp_path)
+    assert_one_line(code, out, err, args, "remedy.minibatch_disc.kernels=4611686018427387904 makes tensors whose "
+                    "sizes overflow 64-bit integers; lower remedy.minibatch_disc.kernels", tmp_path)
+
+
+def test_the_estimate_counts_the_moving_average_of_g(monkeypatch):
+    """ema.decay keeps a deep copy of G (ganlab/ema.py): one more copy of G's weights in the estimate, in the
+    weights' line when that is what does not fit."""
+    from conftest import built
+
+    plain, averaged = memory.sizes(make_cfg(*TINY)), memory.sizes(make_cfg(*TINY, "ema.decay=0.999"))
+    G = built(*TINY).G
+    g_bytes = sum(t.numel() * t.element_size() for t in (*G.parameters(), *G.buffers()))
+    assert plain.average_bytes == 0 and averaged.average_bytes == g_bytes > 0
+    assert averaged.weight_bytes == plain.weight_bytes  # G, D and the extras: the average is counted apart
+    # Memory for the trained copies and half of the average: refused with the average, and only with it.
+    available = memory.TRAIN_COPIES * plain.weight_bytes + g_bytes // 2
+    monkeypatch.setattr(memory, "available_bytes", lambda device: available)
+    with pytest.raises(ConfigError, match="to train \\(weights, gradients, optimizer moments, the moving average of "
+                                          "G\\)"):
+        memory.check_fits(make_cfg(*TINY, "ema.decay=0.999"), torch.device("cpu"))
+    try:
+        memory.check_fits(make_cfg(*TINY), torch.device("cpu"))
+    except ConfigError as exc:  # the batch may not fit in so little; the weights do
+        assert "makes networks of" not in str(exc), exc
 
 
 def test_replicas_beyond_memory_are_refused_before_the_run_starts(capsys, monkeypatch, tmp_path):
@@ -101,7 +196,7 @@ def test_a_long_pre_run_check_shows_its_progress(capsys, monkeypatch, tmp_path):
     (tmp_path / "a_file").write_text("in the way")  # refused after every job is checked: nothing runs
     code, out, err = train(["-m", "seed=0,1", *TINY, f"hydra.sweep.dir={tmp_path / 'a_file' / 'sweep'}"],
                            capsys, monkeypatch, tmp_path)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write to the output directory" in err, err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot write to the output directory" in err, err
     for phase in ("composed", "validated", "checked"):
         assert f"pre-run check: 1 of 2 jobs {phase}" in out and f"pre-run check: 2 of 2 jobs {phase}" in out, out
 

@@ -302,6 +302,7 @@ def test_cli_warns_on_stderr_about_a_seed_trained_again(rerun):
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "more than once" in line]
     assert len(warnings) == 3 and all(str(first) in w and str(second) in w for w in warnings), out.stderr
+    assert all(w.startswith("ganlab: warning: dataset=ring ") for w in warnings), out.stderr  # as every warning
     assert "more than once" not in out.stdout
     assert "6.00 ± 0.58" in out.stdout  # 5, 6, 7
 

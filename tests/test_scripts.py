@@ -109,3 +109,42 @@ def test_bench_threads_prints_both_tables(image_root):
 def test_bench_threads_refuses_a_bad_grid():
     out = script("scripts/bench_threads.py", "--part", "sweep", "--grid", "two")
     assert out.returncode == 2 and "--grid: settings look like 2x1" in out.stderr
+
+
+def gpu_check_rows(stdout: str) -> dict[str, list[str]]:
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| part |")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this checks the run without CUDA")
+def test_gpu_check_without_cuda_prints_its_table_with_every_cuda_row_skipped():
+    out = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    rows = gpu_check_rows(out.stdout)
+    assert len(rows) == 10 and all(cells[0] == "skipped: no CUDA" for cells in rows.values()), out.stdout
+    assert {"default run (`ganlab train`)", "`loss=wgan_gp remedy=unrolled`", "`replicas=64`",
+            "DCGAN on Stacked, bf16", "DCGAN on Stacked, compile", "DCGAN on Stacked, channels_last",
+            "FID Inception forward", "CUDA tests (`pytest -m cuda`)"} <= set(rows)
+    assert not re.search(r"\d+(\.\d+)? (steps|seed-steps|img|images)/s", out.stdout)  # no figure without a GPU
+    assert out.stdout.count("| part |") == 1  # one table
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu_runs_every_part():
+    """`--device cpu` runs the GPU check's parts on the CPU, tiny: each row gets its figure (the code path a GPU
+    takes, but for the device), the header says it is no GPU figure, and the CUDA tests are left out."""
+    out = script("scripts/gpu_check.py", "--device", "cpu", "--loop-steps", "10", "--unrolled-steps", "2",
+                 "--replicas", "2", "--replica-steps", "2", "--sequential", "1", "--image-steps", "1",
+                 "--image-warmup", "1", "--switches", "none,bf16,channels_last", "--inception-images", "2",
+                 "--inception-batch", "2", "model.g.width=4", "model.d.width=4", "batch_size=8")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "DRY RUN on cpu, not a GPU figure" in out.stdout
+    rows = gpu_check_rows(out.stdout)
+    assert rows.pop("CUDA tests (`pytest -m cuda`)")[0] == "skipped: --device cpu"
+    assert len(rows) == 8
+    for part, cells in rows.items():
+        assert re.fullmatch(r"[\d,]+\.\d (steps|seed-steps|img|images)/s", cells[0]), (part, cells)
+    assert re.fullmatch(r"\d\S*x", rows["DCGAN on Stacked, bf16"][2]) and rows["`replicas=2`"][1].startswith(
+        "1 sequential one-seed run: ")
+    assert "run directory:" not in out.stdout  # the runs' own output is kept out of the one table

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import TINY, built, make_cfg
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab import checkpoint, losses, schedule
 from ganlab.config import compose_checked
@@ -56,6 +57,32 @@ def test_the_average_is_the_decay_weighted_mean_of_gs_parameters_after_k_steps()
     for _ in range(k):
         take_step(update, log_now=False)
     assert all(torch.equal(a, b) for a, b in zip(plain.G.parameters(), exp.G.parameters()))
+
+
+class _Dispatched(TorchDispatchMode):
+    """The names of the aten ops run inside the block: what the device is asked to do, kernel by kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("overrides, ops", [
+    ([], ["_foreach_lerp_"]),  # the MLP: 8 parameters, no buffers
+    (["model.g.batch_norm=true"], ["_foreach_lerp_", "_foreach_copy_"]),  # 14 parameters, and BN's statistics
+])
+def test_one_update_of_the_average_is_one_foreach_op_per_kind_of_tensor(overrides, ops):
+    """A step of the average asks for one kernel over all of G's parameters (and one copy of all its buffers), not
+    one per tensor: on CUDA each op is a launch, every training step (ganlab/ema.py)."""
+    exp = built(*overrides, "ema.decay=0.9")
+    assert len(list(exp.G.parameters())) >= 8
+    with _Dispatched() as seen:
+        exp.ema.update()
+    assert seen.ops == ops
 
 
 def test_the_average_is_off_by_default_and_at_zero():
@@ -275,13 +302,21 @@ def test_a_run_interrupted_mid_schedule_resumes_bit_identically_with_its_average
     assert state["d_opt"]["param_groups"][0]["lr"] == 1e-4 * f
 
 
-def test_the_average_is_evaluated_beside_g_on_the_same_codes(tmp_path):
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory):
+    """A finished TINY run with G's moving average (ema.decay=0.5): its config, directory and summary."""
+    cfg = make_cfg(*TINY, "ema.decay=0.5")
+    run_dir = tmp_path_factory.mktemp("averaged") / "run"
+    return cfg, run_dir, run(copy.deepcopy(cfg), run_dir)
+
+
+def test_the_average_is_evaluated_beside_g_on_the_same_codes(averaged_run):
     """summary.json's metrics_ema are the evaluation of the checkpoint's averaged G at the last step (the
-    evaluation's own seed), with the same metrics as G's own in-process ones; TensorBoard has them as ema/."""
+    evaluation's own seed), with the same metrics as G's own in-process ones; TensorBoard has them as ema/, and
+    the average's samples picture as ema/samples beside G's samples."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = make_cfg(*TINY, "ema.decay=0.5")
-    summary = run(cfg, tmp_path)
+    cfg, tmp_path, summary = averaged_run
     assert set(summary["metrics_ema"]) <= set(summary["metrics"]) and "modes_captured" in summary["metrics_ema"]
     exp = build(cfg, CPU)
     step = load_checkpoint(tmp_path / checkpoint.NAME, exp)
@@ -290,5 +325,28 @@ def test_the_average_is_evaluated_beside_g_on_the_same_codes(tmp_path):
     again = evaluator.evaluate(exp.ema.G, exp.D, exp.remedy, rng)
     assert again.metrics["modes_captured"] == summary["metrics_ema"]["modes_captured"]
     assert again.metrics["jacobian_sigma_min"] == pytest.approx(summary["metrics_ema"]["jacobian_sigma_min"], rel=1e-6)
-    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0}).Reload()
     assert [e.step for e in events.Scalars("ema/modes_captured")] == [10, 20]
+    pictures = {tag: events.Images(tag) for tag in ("samples", "ema/samples")}
+    assert [e.step for e in pictures["ema/samples"]] == [e.step for e in pictures["samples"]] == [10, 20]
+    assert pictures["ema/samples"][-1].encoded_image_string != pictures["samples"][-1].encoded_image_string
+
+
+def test_ganlab_eval_measures_the_average_beside_g(averaged_run, capsys):
+    """`ganlab eval RUN` of a run with an average: eval.json's metrics_ema are the average's, on the same codes as
+    training's last evaluation (its in-process metrics equal summary.json's metrics_ema), with W1/W2 as G's; the
+    output lists them under ema/, after G's."""
+    from test_sample import _ganlab
+
+    _, run_dir, summary = averaged_run
+    code, out, err = _ganlab(capsys, "eval", run_dir)
+    assert code == 0, err
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert set(record["metrics_ema"]) == set(record["metrics"]) and "wasserstein1" in record["metrics_ema"]
+    assert {k: record["metrics_ema"][k] for k in summary["metrics_ema"]} == pytest.approx(summary["metrics_ema"],
+                                                                                        nan_ok=True)
+    assert record["metrics_ema"] != record["metrics"]  # the average, not G again
+    lines = out.splitlines()
+    assert lines[-1] == f"step 20, G and G's moving average (ema/); wrote {run_dir / 'eval.json'}"
+    names = [line.split()[0] for line in lines[:-1]]
+    assert names == [*record["metrics"], *(f"ema/{k}" for k in record["metrics_ema"])]

@@ -15,7 +15,6 @@ import torch
 from conftest import REPO, TINY, TINY_DCGAN, make_cfg
 from test_image_training import classifier_cache  # noqa: F401 - a fixture
 
-from ganlab.cli import main
 from ganlab.gan import build_data
 from ganlab.metrics.modes import mode_coverage
 
@@ -172,6 +171,9 @@ def test_points_without_modes_are_measured_by_distances_alone(tmp_path, capsys):
     (lambda p: np.savez(p, x=np.zeros((4, 2)), labels=np.zeros(4)), [], "labels of dtype float64; give integers"),
     (lambda p: np.savez(p, x=np.zeros((4, 2))), ["dataset.std=0.1"], "std: these points have no modes"),
     (lambda p: np.savez(p, x=np.zeros((4, 2))), ["dataset.centers=[[0,0,0]]"], "centers: points of 3 coordinates"),
+    # a centre no point is nearest to: its share of the data is 0, and every reverse KL would be NaN
+    (lambda p: np.savez(p, x=np.array([[0.0, 0], [0.1, 0], [0, 0.1], [0.1, 0.1]])), ["dataset.centers=[[0,0],[9,9]]"],
+     "centers: no point of {tmp}/p.npz is nearest to centre 1 ([9.0, 9.0]); give one centre per mode the points have"),
     (lambda p: (p.parent / "p.npz").write_text("no"), [], "cannot read {tmp}/p.npz as a .npz or .npy file"),
 ])
 def test_a_bad_points_file_is_one_line(tmp_path, monkeypatch, capsys, write, overrides, message):
@@ -240,8 +242,35 @@ def test_images_with_a_mode_classifier_get_the_mode_counts(image_root, classifie
     assert "mode_classifier='svhn': there is no such mode classifier" in _one_line(code, err)
 
 
+def test_an_image_evaluation_of_fewer_than_6_samples_is_refused_before_the_run(image_root, classifier_cache, tmp_path,
+                                                                              monkeypatch, capsys):
+    """eval.samples=5 with a mode classifier: density/coverage's 5 nearest neighbours need 6 samples; refused in one
+    line before anything is written (it failed the run at its first evaluation, a ValueError from the PRDC)."""
+    images, _ = _bars(40, np.random.default_rng(3))
+    np.save(tmp_path / "bars.npy", images)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _ganlab(capsys, "train", "dataset=images_npz", "dataset.file=bars.npy",
+                           "dataset.mode_classifier=fashion_mnist", f"dataset.root={image_root}", "debug=tiny_images",
+                           *TINY_DCGAN, "eval.samples=5", "eval.w_samples=5", "hydra.run.dir=run")
+    assert "eval.samples=5: an image evaluation takes >= 6 samples" in _one_line(code, err)
+    assert not (tmp_path / "run").exists()
+
+
+def _two_sizes(folder):
+    """a.png 28 x 28 and b.png 32 x 32: the first file sets the folder's size."""
+    from PIL import Image
+
+    folder.mkdir()
+    for name, side in (("a.png", 28), ("b.png", 32)):
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(folder / name)
+
+
 @pytest.mark.parametrize("make, overrides, message", [
     (lambda d: None, [], "dataset: folder is required: the path of a folder of PNG files"),
+    # the folder is the dataset: its own advice, not the samples' ("resize the samples or choose the dataset")
+    (lambda d: _two_sizes(d / "mixed"), ["dataset.folder={tmp}/mixed"],
+     "{tmp}/mixed/b.png is 32x32 pixels; the dataset's images are 28x28: give the folder images of one size (its "
+     "first, a.png, is 28x28)"),
     (lambda d: (d / "empty").mkdir(), ["dataset.folder={tmp}/empty"], "{tmp}/empty holds no PNG files, nor subfolders"),
     (lambda d: np.save(d / "f.npy", np.zeros((4, 1, 28, 28), np.int32)), ["~dataset.folder", "dataset=images_npz",
                                                                             "dataset.file={tmp}/f.npy"],

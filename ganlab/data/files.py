@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, WriteError
 
 TIMEOUT = 60.0  # seconds without data before a mirror counts as unreachable; tests lower it
 _CHUNK = 1 << 20
@@ -134,8 +134,8 @@ def fetch(dataset: str, filename: str, root: str | os.PathLike | None = None) ->
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GanlabError(f"cannot create the data directory {directory}: {exc.strerror or exc}; set dataset.root "
-                          "or $GANLAB_DATA to a writable directory") from None
+        raise WriteError(f"cannot create the data directory {directory}: {exc.strerror or exc}; set dataset.root "
+                         "or $GANLAB_DATA to a writable directory") from None
     problems = []
     for url in urls:
         try:

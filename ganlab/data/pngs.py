@@ -41,8 +41,14 @@ def describe_folder(folder: Path) -> str:
     return f"it holds {len(others)} other file(s) ({', '.join(suffixes[:4])}); convert them to PNG"
 
 
-def read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """One PNG file as uint8 (C, H, W) for images of `shape` (C, H, W); GanlabError naming the file otherwise."""
+# What a file of another size is told: samples scored against a dataset (`ganlab eval --samples DIR`); a folder that
+# is the dataset (`dataset=image_folder`) says its own (its first file sets the size).
+SAMPLES_SIZE_FIX = "resize the samples or choose the dataset they imitate"
+
+
+def read_png(path: Path, shape: tuple[int, int, int], size_fix: str = SAMPLES_SIZE_FIX) -> np.ndarray:
+    """One PNG file as uint8 (C, H, W) for images of `shape` (C, H, W); GanlabError naming the file otherwise
+    (`size_fix`: the advice for a file of another size)."""
     from PIL import Image, UnidentifiedImageError
 
     channels, height, width = shape
@@ -62,8 +68,8 @@ def read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
         raise GanlabError(f"{path}: a PNG of mode {mode} (16-bit or float pixels); save the images as 8-bit "
                           "greyscale or RGB")
     if (width, height) != size:
-        raise GanlabError(f"{path} is {size[0]}x{size[1]} pixels; the dataset's images are {width}x{height}: resize "
-                          "the samples or choose the dataset they imitate")
+        raise GanlabError(f"{path} is {size[0]}x{size[1]} pixels; the dataset's images are {width}x{height}: "
+                          f"{size_fix}")
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     if mode in ("LA", "RGBA"):
         if (pixels[:, :, -1] != 255).any():
@@ -79,14 +85,15 @@ def read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def read_png_folder(folder: Path, shape: tuple[int, int, int], files: list[Path] | None = None) -> np.ndarray:
+def read_png_folder(folder: Path, shape: tuple[int, int, int], files: list[Path] | None = None,
+                    size_fix: str = SAMPLES_SIZE_FIX) -> np.ndarray:
     """Every PNG file directly in `folder` (or `files`), in name order, as uint8 (N, C, H, W)."""
     files = png_files(folder) if files is None else files
     if not files:
         raise GanlabError(f"{folder} holds no PNG files ({describe_folder(folder)})")
     out = np.empty((len(files), *shape), np.uint8)
     for i, path in enumerate(files):
-        out[i] = read_png(path, shape)
+        out[i] = read_png(path, shape, size_fix)
     return out
 
 

@@ -42,9 +42,9 @@ def _existing(value, key: str, kind: str) -> Path:
     return path.resolve()
 
 
-@functools.lru_cache(maxsize=8)
-def _read_arrays(path: Path, names: tuple[str, ...], _stamp: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-    how = f"numpy.savez(PATH, {names[0]}=..., labels=...) or numpy.save(PATH, array)"
+def load_arrays(path: Path, names: tuple[str, ...], how: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first array of `names` in the .npz at `path` (or the bare array of an .npy) and its `labels`, if any;
+    GanlabError in one line naming the file and `how` to write one. `ganlab eval --samples FILE` reads with it too."""
     try:
         with open(path, "rb") as handle:
             loaded = np.load(handle, allow_pickle=False)
@@ -57,8 +57,14 @@ def _read_arrays(path: Path, names: tuple[str, ...], _stamp: tuple) -> tuple[np.
                                       f"{' or '.join(names)}; write it with {how}")
                 return loaded[key], (loaded[LABELS] if LABELS in loaded.files else None)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy calls any other file "pickled data": its advice to unpickle an unknown file is not ours.
         why = "neither" if "pickle" in str(exc) else str(exc).splitlines()[0]
         raise GanlabError(f"cannot read {path} as a .npz or .npy file ({why}); write it with {how}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_arrays(path: Path, names: tuple[str, ...], _stamp: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    return load_arrays(path, names, f"numpy.savez(PATH, {names[0]}=..., labels=...) or numpy.save(PATH, array)")
 
 
 def read_arrays(path: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,9 +85,49 @@ def check_labels(labels: np.ndarray | None, n: int, where: Path) -> tuple[np.nda
     return index.astype(np.int64), len(values)
 
 
+# --- what both kinds share: random rows, and their labels where they have them --------------------------------
+
+class _Rows:
+    """Data held as rows on `device`, drawn at random indices (`sample`), with the labels conditional remedies read
+    (`n_classes`, `sample_with_classes`) only where the data has them: without, both raise AttributeError, so
+    hasattr is False and a conditional remedy is refused at build (ganlab/data/protocol.py)."""
+
+    device: torch.device
+    _labels: Tensor | None  # one class index per row, where known (loaded with the rows)
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def _rows(self, idx: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _classes(self) -> int | None:
+        """How many classes the labels name; None without labels."""
+        raise NotImplementedError
+
+    def _index(self, n: int, generator: torch.Generator | None) -> Tensor:
+        return torch.randint(0, self._size(), (n,), device=self.device, generator=generator)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self._rows(self._index(n, generator))
+
+    @property
+    def n_classes(self) -> int:
+        k = self._classes()
+        if k is None:
+            raise AttributeError(f"n_classes: this {type(self).__name__} has no labels")
+        return k
+
+    def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        if self._classes() is None:
+            raise AttributeError(f"sample_with_classes: this {type(self).__name__} has no labels")
+        idx = self._index(n, generator)
+        return self._rows(idx), self._labels[idx]
+
+
 # --- dataset=points ------------------------------------------------------------------------------------------
 
-class PointCloud:
+class PointCloud(_Rows):
     """Points of one's own (n, d), sampled at random rows. The 2-D protocol measures it (ganlab.data.protocol.
     ToyData): W1/W2 and the MMD always; the mode metrics against `centers` and `std` where the modes are known
     (labels in the file: each class's mean, and the points' spread around their class mean; or centres given),
@@ -115,22 +161,15 @@ class PointCloud:
     def n_modes(self) -> int | None:
         return None if self.centers is None else self.centers.shape[0]
 
-    @property
-    def n_classes(self) -> int:
-        """Labels for conditional remedies: only where the modes are known (hasattr is False otherwise)."""
-        if self._labels is None:
-            raise AttributeError("n_classes: these points have no modes (no labels, no centres)")
-        return self.n_modes
+    def _size(self) -> int:
+        return len(self._points)
 
-    def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        if self._labels is None:
-            raise AttributeError("sample_with_classes: these points have no modes")
-        idx = torch.randint(0, len(self._points), (n,), device=self.device, generator=generator)
-        return self._points[idx], self._labels[idx]
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        idx = torch.randint(0, len(self._points), (n,), device=self.device, generator=generator)
+    def _rows(self, idx: Tensor) -> Tensor:
         return self._points[idx]
+
+    def _classes(self) -> int | None:
+        """The modes, where known (labels in the file, or given centres): a conditional remedy's classes."""
+        return None if self._labels is None else self.n_modes
 
     def gaussian_fit(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples of the Gaussian with the points' mean and covariance."""
@@ -166,6 +205,10 @@ def points(file: str | None = None, centers: list | None = None, std: float | No
         if c.shape[1] != pts.shape[1]:
             raise ConfigError(f"centers: points of {c.shape[1]} coordinates; the file's have {pts.shape[1]}")
         nearest = ((pts[:, None, :] - c[None].astype(np.float32)) ** 2).sum(-1).argmin(1)
+        empty = np.flatnonzero(np.bincount(nearest, minlength=len(c)) == 0)
+        if len(empty):  # a mode the data never visits: its share 0 makes the reverse KL NaN at every evaluation
+            raise ConfigError(f"centers: no point of {path} is nearest to centre {empty[0]} "
+                              f"({c[empty[0]].tolist()}); give one centre per mode the points have")
         checked = (nearest.astype(np.int64), len(c))
     else:
         c = None
@@ -189,7 +232,7 @@ def points(file: str | None = None, centers: list | None = None, std: float | No
 
 # --- dataset=images_npz, dataset=image_folder ---------------------------------------------------------------
 
-class UserImages:
+class UserImages(_Rows):
     """Images of one's own, held as uint8 and sampled at random indices (ganlab.data.protocol.ImageData). No
     held-out split: the ceiling rows are drawn from the same images (their split: "all"). Measured by a mode
     classifier's features and counts where `mode_classifier` names one (MNIST-like 1x28x28 or 1x32x32 images),
@@ -226,18 +269,21 @@ class UserImages:
     def __len__(self) -> int:
         return len(self._load())
 
-    def _as_float(self, idx: Tensor) -> Tensor:
+    def _size(self) -> int:
+        return len(self)
+
+    def _rows(self, idx: Tensor) -> Tensor:
+        """The images at `idx` as floats in [-1, 1]."""
         return self._load()[idx].float().div_(127.5).sub_(1.0)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        idx = torch.randint(0, len(self), (n,), device=self.device, generator=generator)
-        return self._as_float(idx)
+    def _classes(self) -> int | None:
+        return self._n_labels
 
     def sample_unique(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n images without replacement while n <= their number (then further passes of fresh permutations)."""
         passes = -(-n // len(self))
         idx = torch.cat([torch.randperm(len(self), generator=generator, device=self.device) for _ in range(passes)])
-        return self._as_float(idx[:n])
+        return self._rows(idx[:n])
 
     def held_out_sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, str]:
         return self.sample(n, generator), self.split
@@ -246,18 +292,6 @@ class UserImages:
         self._load()
         return {"dataset": self.name, "source": str(self.source), "shape": list(self.shape), "sha256": self._hash}
 
-    @property
-    def n_classes(self) -> int:
-        """Labels for conditional remedies: only where the data has them (hasattr is False otherwise)."""
-        if self._n_labels is None:
-            raise AttributeError("n_classes: these images have no labels")
-        return self._n_labels
-
-    def sample_with_classes(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        if self._n_labels is None:
-            raise AttributeError("sample_with_classes: these images have no labels")
-        idx = torch.randint(0, len(self), (n,), device=self.device, generator=generator)
-        return self._as_float(idx), self._labels[idx]
 
 
 def as_uint8_images(array: np.ndarray, where: Path) -> np.ndarray:
@@ -307,8 +341,9 @@ def image_folder(folder: str | None = None, mode_classifier: str | None = None, 
     shape = first_image_shape(files[0])
     labels = None if top else np.concatenate([np.full(len(found), i, np.int64) for i, found in enumerate(per_class)])
 
-    def load():
-        return read_png_folder(path, shape, files), labels
+    def load():  # the first file set the size: another one's advice is about the folder, not the samples of a GAN
+        fix = f"give the folder images of one size (its first, {files[0].name}, is {shape[2]}x{shape[1]})"
+        return read_png_folder(path, shape, files, size_fix=fix), labels
 
     return UserImages(path.name, path, load, shape, None if top else len(classes), mode_classifier,
                       natural_images, root, device)

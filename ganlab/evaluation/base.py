@@ -9,6 +9,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# The fewest images an image evaluation takes: density and coverage (PRDC) compare each sample with its 5 nearest
+# neighbours, which a set of 5 does not have (`eval.samples`, `ganlab eval --samples N` and a samples file alike).
+MIN_IMAGE_SAMPLES = 6
+
 
 @dataclass
 class Evaluation:

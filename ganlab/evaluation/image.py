@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ganlab.data.degrade import DEGRADATIONS, degrade
+from ganlab.errors import ConfigError
 from ganlab.evaluation.base import (
+    MIN_IMAGE_SAMPLES,
     Evaluation,
     ModeHistory,
     critic_gap_protocol,
@@ -64,6 +66,9 @@ class ImageEvaluator:
                  metrics_cfg=None):
         from ganlab.config import MetricsConfig
 
+        if eval_cfg.samples < MIN_IMAGE_SAMPLES:  # PRDC would fail at the first evaluation, minutes in
+            raise ConfigError(f"eval.samples={eval_cfg.samples}: an image evaluation takes >= {MIN_IMAGE_SAMPLES} "
+                              "samples (density/coverage compare each with its 5 nearest neighbours)")
         self.data, self.latent_dim, self.cfg, self.device = data, latent_dim, eval_cfg, device
         self.wasserstein_critic = wasserstein_critic
         self.history = ModeHistory()

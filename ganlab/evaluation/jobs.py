@@ -36,6 +36,16 @@ class EvalJob:
         """The pictures alone (`ganlab eval --samples FILE --tensorboard DIR`: the metrics are computed already)."""
         return _toy_pictures(self)
 
+    def samples_picture(self, who: str = "") -> bytes:
+        """The generated samples over the data's, titled `who` (a name and a comma, or nothing: G's own) and the step."""
+        from ganlab import pictures  # matplotlib: ~1 s to load, paid by evaluations only
+
+        m, k = self.metrics, len(self.centers)
+        title = f"{who}step {self.step}" + (f": {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
+                                           if "modes_captured" in m else "")
+        # Points of any dimension: the pictures show the first two coordinates (1-D data on the x axis).
+        return pictures.samples_picture(_plane(self.fake), _plane(self.real), _plane(self.centers), self.limits, title)
+
 
 @dataclass
 class EvalResult:
@@ -93,12 +103,8 @@ def _complete_toy(job: EvalJob) -> EvalResult:
 def _toy_pictures(job: EvalJob) -> dict[str, bytes]:
     from ganlab import pictures  # matplotlib: ~1 s to load, paid by evaluations only
 
-    m, k = job.metrics, len(job.centers)
-    title = f"step {job.step}" + (f": {m['modes_captured']}/{k} modes, HQ {m['high_quality_pct']:.0f}%"
-                                  if "modes_captured" in m else "")
-    # Points of any dimension: the pictures show the first two coordinates (1-D data on the x axis).
-    fake, real, centers = (_plane(x) for x in (job.fake, job.real, job.centers))
-    images = {"samples": pictures.samples_picture(fake, real, centers, job.limits, title)}
+    images = {"samples": job.samples_picture()}
+    fake, centers = _plane(job.fake), _plane(job.centers)  # as the samples picture shows them
     if job.d_grid is not None:  # D's map over the plane: 2-D data only
         images["discriminator"] = pictures.discriminator_picture(job.d_grid, fake, centers, job.limits,
                                                                  f"D at step {job.step}")
@@ -130,14 +136,21 @@ class ImageEvalJob:
     history_counts: list[list[int]]
     source: np.ndarray | None = None  # which generator made each grid sample (MAD-GAN)
 
-    def complete(self) -> EvalResult:
+    def samples_picture(self, who: str = "") -> bytes:
+        """The grid of samples from the fixed codes, titled `who` (a name and a comma, or nothing: G's own) and the
+        step."""
         from ganlab import pictures
 
         m = self.metrics
-        title = f"step {self.step} (fixed z)"
+        title = f"{who}step {self.step} (fixed z)"
         if "modes_captured" in m:
             title += f": {m['modes_captured']}/{self.n_modes} modes, KL {m['reverse_kl']:.2f}"
-        images = {"samples": pictures.image_grid_picture(self.grid, title)}
+        return pictures.image_grid_picture(self.grid, title)
+
+    def complete(self) -> EvalResult:
+        from ganlab import pictures
+
+        images = {"samples": self.samples_picture()}
         if self.source is not None:  # one row per generator: which kinds of image each one makes
             order = np.argsort(self.source, kind="stable")
             per_row = int(np.bincount(self.source).max())
@@ -157,6 +170,20 @@ class ImageEvalJob:
         return EvalResult(self.step, {}, images)
 
 
+@dataclass
+class AverageJob:
+    """The background part of the evaluation of G's moving average (ema.decay): its samples' picture, logged as
+    `ema/samples` beside G's `samples` (about 0.1 s of the worker's time per evaluation on the ring). Not its
+    W1/W2 and MMD: the exact optimal transport is the dearest part of G's own job (about 0.6 s per evaluation at
+    1,000 points a side) and would double it; `ganlab eval RUN` measures them for the average."""
+
+    of: EvalJob | ImageEvalJob  # the average's evaluation, as the evaluator hands over G's
+
+    def complete(self) -> EvalResult:
+        return EvalResult(self.of.step, {}, {"ema/samples": self.of.samples_picture("EMA of G, ")})
+
+
 def complete(job) -> EvalResult:
-    """The background part of one evaluation (an EvalJob or an ImageEvalJob), or of the reference rows."""
+    """The background part of one evaluation (an EvalJob, an ImageEvalJob, an AverageJob), or of the reference
+    rows."""
     return job.complete()

@@ -15,12 +15,16 @@ record goes to FILE's name with .eval.json, or --out FILE.json; `--out DIR` writ
 
 `ganlab sample` rebuilds and loads the run exactly as `ganlab eval RUN_DIR` does, and draws as its evaluation does
 (every network in evaluation mode, the remedy's own sampler: DRS's rejection, a conditional G's labels, ...).
+
+A run trained with G's moving average (`ema.decay`: the checkpoint holds `G_ema`) is evaluated with the average
+beside G, as training evaluates it (the same codes; eval.json's `metrics_ema`), and `ganlab sample` draws from the
+average unless `--raw` asks for the trained G.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +32,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from ganlab import provenance
+from ganlab import checkpoint, provenance
 from ganlab.config import W_SAMPLES_PROTOCOL, compose_checked
-from ganlab.errors import ConfigError, GanlabError, UsageError
+from ganlab.data.user import load_arrays
+from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
 from ganlab.evaluation import eval_mode, eval_seed, make_evaluator, scalars
-from ganlab.gan import build, build_data, load_checkpoint
+from ganlab.evaluation.base import MIN_IMAGE_SAMPLES
+from ganlab.gan import build, build_data
 from ganlab.memory import check_evaluation
 from ganlab.summary import RunSummary
 from ganlab.tracking import write_json_atomic
@@ -40,13 +46,14 @@ from ganlab.tracking import write_json_atomic
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 2  # W1, precision/recall and the mode counts compare sets of samples: one is no set
-MIN_IMAGES = 6   # a samples file of images: density/coverage's 5 nearest neighbours need 6 (metrics.prdc_samples >= 6)
+MIN_IMAGES = MIN_IMAGE_SAMPLES  # images: density/coverage's 5 nearest neighbours need 6 (metrics.prdc_samples >= 6)
 
 
 def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | None = None,
                  overrides: list[str] | None = None) -> dict:
-    """Evaluate the run's checkpoint; `overrides` (`metrics.inception=true`, `eval.batch=500`) change how
-    the metrics are taken, never the networks."""
+    """Evaluate the run's checkpoint, and G's moving average beside G where it holds one (`metrics_ema`, the same
+    metrics on the same codes); `overrides` (`metrics.inception=true`, `eval.batch=500`) change how the metrics
+    are taken, never the networks."""
     # The arguments first, before the run is read or any network built.
     if samples is not None and samples < MIN_SAMPLES:
         raise ConfigError(f"--samples must be >= {MIN_SAMPLES}, got {samples}")
@@ -58,9 +65,10 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
     n = samples or cfg.eval.samples
     # --samples 10000000000 (and eval.batch) refused in one line before anything is built or drawn
     check_evaluation(cfg, n, device, f"--samples {samples}" if samples else f"eval.samples={n}")
-    exp = build(cfg, device)
-    step = load_checkpoint(run_dir / "checkpoint.pt", exp)
-    rng = torch.Generator(device).manual_seed(eval_seed(cfg.seed, step))
+    exp, step, average = load_run(run_dir, cfg, device)
+    if samples is not None and getattr(exp.data, "evaluator", None) == "image" and samples < MIN_IMAGES:
+        raise ConfigError(f"--samples must be >= {MIN_IMAGES} for an image run, got {samples} (density/coverage "
+                          "compare each sample with its 5 nearest neighbours)")
     evaluator = make_evaluator(exp.data, exp.latent_dim, OmegaConf.merge(cfg.eval, {"samples": n}),
                                exp.loss.wasserstein_critic, device, cfg.get("metrics"))
     # W1/W2 take min(eval.w_samples, n) points per side (offline_metrics); a run's own low w_samples
@@ -69,13 +77,30 @@ def evaluate_run(run_dir: str | Path, samples: int | None = None, device: str | 
         log.warning("--samples %d is below the protocol's %d points per side for W1/W2 (%d taken here): they are "
                     "biased upward, not comparable with the protocol's numbers", samples, W_SAMPLES_PROTOCOL,
                     min(cfg.eval.w_samples, n))
-    result = evaluator.evaluate(exp.G, exp.D, exp.remedy, rng)
-    metrics = {**scalars(result), **evaluator.offline_metrics(result)}
+
+    def measured(G) -> tuple[dict, object]:
+        # Seeded as the run's evaluation at this step: G and its average get the same codes, as in training.
+        result = evaluator.evaluate(G, exp.D, exp.remedy, torch.Generator(device).manual_seed(eval_seed(cfg.seed, step)))
+        return {**scalars(result), **evaluator.offline_metrics(result)}, result
+
+    metrics, result = measured(exp.G)
     record = {"run_dir": str(run_dir), "step": step, "metrics": metrics,
               "mode_counts": result.metrics.get("mode_counts"), "protocol": evaluator.protocol(),
               "provenance": provenance.gather()}  # this evaluation's; the run's own is in its summary.json
+    if average is not None:  # as summary.json keeps the average's: its metrics, beside G's
+        record["metrics_ema"] = measured(average)[0]
     write_json_atomic(run_dir / "eval.json", record)
     return record
+
+
+def load_run(run_dir: Path, cfg, device: torch.device) -> tuple:
+    """(the GAN rebuilt from `cfg` with the run's checkpoint loaded, its step, G's moving average or None): the
+    average only where the checkpoint holds one (`G_ema`)."""
+    exp = build(cfg, device)
+    path = run_dir / checkpoint.NAME
+    state = checkpoint.read(path)
+    checkpoint.load_into(state, exp, path)
+    return exp, int(state["step"]), exp.ema.G if exp.ema is not None and "G_ema" in state else None
 
 
 def run_config(run_dir: Path, device: str | None) -> tuple:
@@ -102,11 +127,12 @@ SAMPLE_SUFFIXES = (".npz", ".npy")  # --out FILE; anything else is a folder of P
 
 
 @torch.no_grad()
-def draw(exp, n: int, generator: torch.Generator, batch: int) -> Tensor:
+def draw(exp, n: int, generator: torch.Generator, batch: int, G=None) -> Tensor:
     """n samples of the built experiment, as its evaluation draws them: every network in evaluation mode, the
     remedy's `before_eval` and `sample` (its own sampler), the codes drawn at once from `generator`, G run on
-    `batch` of them at a time for images (2-D points all at once, as the toy evaluation)."""
-    G, D, remedy = exp.G, exp.D, exp.remedy
+    `batch` of them at a time for images (2-D points all at once, as the toy evaluation). `G`: the generator to
+    draw from (G's moving average), by default the run's G."""
+    G, D, remedy = exp.G if G is None else G, exp.D, exp.remedy
     device = next(G.parameters()).device
     with eval_mode([G, D, *(module for module, _ in remedy.extra_networks().values())]):
         remedy.before_eval(G, D, exp.data, generator)
@@ -120,10 +146,11 @@ def _occupied(path: Path) -> bool:
 
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, force: bool = False,
-               device: str | None = None) -> dict:
+               device: str | None = None, raw: bool = False) -> dict:
     """Draw n samples from the run's checkpoint with a generator seeded `seed`, and write them to `out`: a .npz
     (`points` float32 (n, d), or `images` uint8 (n, C, H, W)), a .npy of that array, or a folder of PNG files
-    (images). An existing non-empty `out` is refused unless `force`."""
+    (images). They come from G's moving average where the checkpoint holds one (ema.decay), unless `raw`; the
+    record's `generator` says which ("G_ema" or "G"). An existing non-empty `out` is refused unless `force`."""
     from ganlab.data.pngs import write_png_folder
     from ganlab.evaluation.image import _to_uint8
 
@@ -137,34 +164,57 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, forc
     if out.exists() and to_file != out.is_file():
         raise GanlabError(f"--out {out} is a {'folder' if out.is_dir() else 'file'}; give a .npz or .npy file, or a "
                           "folder for PNG files")
+    check_output(out, "--out")
     cfg, device = run_config(run_dir, device)
     check_evaluation(cfg, n, device, f"--n {n}")
-    exp = build(cfg, device)
-    step = load_checkpoint(run_dir / "checkpoint.pt", exp)
+    exp, step, average = load_run(run_dir, cfg, device)
     kind = getattr(exp.data, "evaluator", "toy")
     if kind == "toy" and not to_file:
         raise GanlabError(f"--out {out}: points go to a .npz or .npy file (PNG folders are for images)")
-    x = draw(exp, n, torch.Generator(device).manual_seed(seed), int(cfg.eval.batch))
+    G, which = (exp.G, "G") if raw or average is None else (average, "G_ema")
+    x = draw(exp, n, torch.Generator(device).manual_seed(seed), int(cfg.eval.batch), G)
     if not torch.isfinite(x).all():
-        raise GanlabError(f"the run's G gives {int((~torch.isfinite(x)).sum())} NaN or infinite values at step {step}: "
-                          "nothing written")
+        raise GanlabError(f"the run's {which} gives {int((~torch.isfinite(x)).sum())} NaN or infinite values at step "
+                          f"{step}: nothing written")
     array = x.cpu().numpy().astype(np.float32) if kind == "toy" else _to_uint8(x)
     name = SAMPLE_ARRAYS[kind][0]
-    if not to_file:
-        write_png_folder(array, out, replace=True)
-    else:
-        from ganlab.atomic import write_atomic
+    with writing("--out", out):
+        if not to_file:
+            write_png_folder(array, out, replace=True)
+        else:
+            from ganlab.atomic import write_atomic
 
-        def save(handle):
-            if out.suffix.lower() == ".npy":
-                np.save(handle, array)
-            else:
-                np.savez(handle, **{name: array})
+            def save(handle):
+                if out.suffix.lower() == ".npy":
+                    np.save(handle, array)
+                else:
+                    np.savez(handle, **{name: array})
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, save)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(out, save)
     return {"run_dir": str(run_dir), "step": step, "samples": n, "seed": seed, "array": name,
-            "shape": list(array.shape), "written_to": str(out)}
+            "shape": list(array.shape), "generator": which, "ema_decay": None if average is None else exp.ema.decay,
+            "written_to": str(out)}
+
+
+def check_output(path: Path, option: str) -> None:
+    """Refuse in one line, before any work, an output whose way is blocked by a file (`--out notes.txt/x.npz`):
+    the nearest existing folder on its path must be a folder."""
+    for above in path.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"{option} {path}: {above} is a file, not a folder; choose another path")
+            return
+
+
+@contextlib.contextmanager
+def writing(option: str, path: Path):
+    """An OSError while making or writing the output `path` (a place that cannot take a folder, a read-only file
+    system) as one line naming it. The files themselves are written atomically: nothing is left half-written."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(f"cannot write {option} {path}: {exc.strerror or exc}; choose another path") from None
 
 
 # --- ganlab eval --samples FILE|DIR --------------------------------------------------------------------------
@@ -181,13 +231,14 @@ def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | 
                           out: str | Path | None = None, name: str | None = None,
                           tensorboard: str | Path | None = None) -> dict:
     """Score the samples in `path` (a .npz or .npy file, or a folder of PNG files) against the dataset `overrides`
-    names (`dataset=NAME`, its keys, `metrics.*`, `eval.batch`, `eval.w_samples`, `seed`: the real draws), with
-    Write the record to `out`: a .json file (default: the file's name with .eval.json), or a folder, which gets
-    a summary.json that `ganlab report` reads as one run labelled samples=`name` (default: the file's stem), with
-    the reference rows that need no G (Gaussian fit and real data; images: real data clean, blurred and noised). Samples
-    of several seeds of one generator, scored with the same `name` and seed=0, 1, ..., are one row of seeds there.
-    `tensorboard`: a folder for TensorBoard events (the metrics, the reference rows, a picture of the samples).
-    Returns the record, with `written_to`."""
+    names (`dataset=NAME`, its keys, `metrics.*`, `eval.batch`, `eval.w_samples`, `seed`: the real draws), on
+    everything that needs no G or D. Write the record to `out`: a .json file (default: the file's name with
+    .eval.json; its folder made if need be), or a folder, which gets a summary.json that `ganlab report` reads as
+    one run labelled samples=`name` (default: the file's stem), with the reference rows that need no G (Gaussian
+    fit and real data; images: real data clean, blurred and noised). Samples of several seeds of one generator,
+    scored with the same `name` and seed=0, 1, ..., are one row of seeds there. `tensorboard`: a folder for
+    TensorBoard events (the metrics, the reference rows, a picture of the samples). Returns the record, with
+    `written_to`."""
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key.startswith(FILE_KEYS):
@@ -204,6 +255,12 @@ def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | 
     as_run = out.suffix.lower() != ".json"  # a folder: summary.json, as a run's
     if as_run:
         _check_record_folder(out)
+    check_output(out, "--out")  # the outputs' paths before the (image metrics: minutes of) work
+    if tensorboard is not None:
+        tensorboard = Path(tensorboard)
+        if tensorboard.exists() and not tensorboard.is_dir():
+            raise UsageError(f"--tensorboard {tensorboard} is a file; give a folder for the TensorBoard events")
+        check_output(tensorboard, "--tensorboard")
     label = name or path.stem or path.resolve().name
     cfg = compose_checked(overrides)
     device = _device(device or "cpu")
@@ -232,9 +289,11 @@ def evaluate_samples_file(path: str | Path, overrides: list[str], device: str | 
               "labels": labels, "seed": cfg.seed, "config": config, "protocol": protocol,
               "provenance": provenance.gather()}
     if tensorboard is not None:
-        _write_tensorboard(Path(tensorboard), evaluator, ev, metrics, references, label)
+        with writing("--tensorboard", tensorboard):
+            _write_tensorboard(tensorboard, evaluator, ev, metrics, references, label)
+    with writing("--out", out):
+        (out if as_run else out.parent).mkdir(parents=True, exist_ok=True)
     if as_run:
-        out.mkdir(parents=True, exist_ok=True)
         summary = RunSummary(status="completed", step=0, run_dir=str(out), labels=labels, seed=cfg.seed,
                              device=str(device), n_modes=evaluator.n_modes, metrics=metrics, references=references,
                              config=config, protocol=protocol, mode_counts=record["mode_counts"],
@@ -300,29 +359,8 @@ def load_samples(path: Path, data, name: str, device: torch.device) -> Tensor:
         raise GanlabError(f"no samples file at {path}; write one with {how}"
                           + (", or give a folder of PNG files" if kind == "image" else ""))
     else:
-        array = _read_array(path, names, how)
+        array = load_arrays(path, names, how)[0]
     return _checked_samples(array, path, data, name, kind, device)
-
-
-def _read_array(path: Path, names: tuple[str, ...], how: str) -> np.ndarray:
-    try:
-        with open(path, "rb") as handle:
-            loaded = np.load(handle, allow_pickle=False)
-            if isinstance(loaded, np.ndarray):  # a bare .npy array
-                array = loaded
-            else:
-                with loaded:
-                    key = next((n for n in names if n in loaded.files), None)
-                    if key is None:
-                        held = ", ".join(loaded.files) or "no arrays"
-                        raise GanlabError(f"{path} holds {held}, no array named {' or '.join(names)}; "
-                                          f"write it with {how}")
-                    array = loaded[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        # numpy calls any other file "pickled data": its advice to unpickle an unknown file is not ours.
-        why = "neither" if "pickle" in str(exc) else str(exc).splitlines()[0]
-        raise GanlabError(f"cannot read {path} as a .npz or .npy file ({why}); write it with {how}") from None
-    return array
 
 
 def _checked_samples(array: np.ndarray, path: Path, data, name: str, kind: str, device: torch.device) -> Tensor:
@@ -352,22 +390,18 @@ def _checked_samples(array: np.ndarray, path: Path, data, name: str, kind: str, 
 
 
 def _device(name: str, trained_on: bool = False) -> torch.device:
-    """`name` as a device this machine has (cpu, or a CUDA GPU it holds); GanlabError otherwise.
-    `trained_on`: the name is the run's own device, not the user's --device."""
+    """`name` as a device this machine has (ganlab/devices.py's one check, as for `ganlab train`); GanlabError
+    otherwise. `trained_on`: the name is the run's own device, not the user's --device: the line then says to pass
+    --device cpu, the numbers differing from the summary's."""
+    from ganlab.devices import resolve_device
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise GanlabError(f"--device {name}: not a device ganlab evaluates on; use cpu or cuda (cuda:1: the second GPU)")
-    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
-    if device.type == "cuda" and (device.index or 0) >= count:
-        have = f"{count} GPU(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA"
-        if trained_on:
-            raise GanlabError(f"the run was trained on {name}, and this machine has {have}; pass --device cpu "
-                              "(the samples, and so the numbers, will differ from the summary's)")
-        raise GanlabError(f"--device {name}: this machine has {have}; use --device cpu")
-    return device
+        return resolve_device(name, "--device ")
+    except GanlabError:
+        if not trained_on:
+            raise
+        raise GanlabError(f"the run was trained on {name}, which this machine does not have; pass --device cpu "
+                          "(the samples, and so the numbers, will differ from the summary's)") from None
 
 
 def check_overrides(overrides: list[str]) -> None:

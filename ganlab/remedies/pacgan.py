@@ -38,8 +38,10 @@ class PacGAN(Remedy):
 
     def check(self, loss, batch_size):
         if batch_size % self.m:
+            # The multiple below, unless that is 0 (m > batch_size): then m itself, one pack.
+            fit = batch_size - batch_size % self.m or self.m
             raise ConfigError(f"remedy.pacgan.m={self.m} must divide batch_size={batch_size} "
-                              f"(D sees batch_size/m packs); e.g. batch_size={batch_size - batch_size % self.m}")
+                              f"(D sees batch_size/m packs); e.g. batch_size={fit}")
 
     def build(self, G, D, make):
         shape = _in_shape(D)
