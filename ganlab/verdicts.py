@@ -81,10 +81,6 @@ class Verdict:
         return f"[{_num(low, digits)}, {_num(high, digits)}]"
 
 
-def p_text(p: float) -> str:
-    return q_text(p, "p")
-
-
 def pq_cell(value: float | None) -> str:
     """A p or q in a table cell: '0.012', '<0.001', '' when there is none."""
     if value is None:

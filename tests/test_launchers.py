@@ -227,7 +227,7 @@ def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path,
         return load(self, *args, **kwargs)
 
     def load_job_counted(self, *args, **kwargs):
-        counts["job"] += 1
+        counts["setup" if inside_cost else "job"] += 1
         inside_job.append(1)
         try:
             return load_job(self, *args, **kwargs)
@@ -237,10 +237,25 @@ def test_each_job_is_composed_once_by_hydra_and_checked_on_that_config(tmp_path,
     monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", load_counted)
     monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", load_job_counted)
     monkeypatch.setattr(ganlab.config, "compose_config", lambda *a, **k: counts.__setitem__("ganlab", 1) or compose(*a, **k))
+    # The sweep's cost line composes the measured setups it compares the jobs with (ganlab/costs.py), once each:
+    # counted apart from the jobs.
+    import ganlab.sweep
+
+    inside_cost, cost = [], ganlab.sweep.sweep_cost
+
+    def cost_counted(*args, **kwargs):
+        inside_cost.append(1)
+        try:
+            return cost(*args, **kwargs)
+        finally:
+            inside_cost.pop()
+
+    monkeypatch.setattr(ganlab.sweep, "sweep_cost", cost_counted)
     monkeypatch.chdir(tmp_path)
     args = ["-m", "seed=0,1,2", "hydra.sweep.dir=sw"] if multirun else ["seed=1", "hydra.run.dir=one"]
+    counts["setup"] = 0
     main(["train", *args, *TINY])  # exits only on failure
-    assert counts == {"command": 1, "job": 3 if multirun else 0, "ganlab": 0}
+    assert counts == {"command": 1, "job": 3 if multirun else 0, "ganlab": 0, "setup": 1 if multirun else 0}
     assert len(run_dirs(tmp_path / ("sw" if multirun else "one"))) == (3 if multirun else 1)
 
 
