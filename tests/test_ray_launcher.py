@@ -133,13 +133,14 @@ def test_a_ray_sweep_completes_reports_and_resumes(ray_cluster, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_ray_jobs_at_their_checkpoints_and_says_how_to_continue(ray_cluster, tmp_path):
+def test_sigterm_stops_the_ray_jobs_at_their_checkpoints_and_says_how_to_continue(tmp_path):
     """SIGTERM to the command (a scheduler's, `kill PID`) while its jobs train in Ray workers: each job gets SIGINT,
     ends its step and saves its checkpoint; the command's last line gives the sweep's own command plus resume=auto,
-    and its exit status is 143."""
+    and its exit status is 143. On the command's own local instance (the default): joining the module's head by Ray
+    Client timed out once in CI with the other xdist worker's head beside it (the sweep test covers ray://)."""
+    needs_ray()
     command = [sys.executable, "-m", "ganlab", "train", "-m", "hydra/launcher=ray", "seed=0,1", *TINY, "steps=1000000",
-               "eval.every=50", "checkpoint.every=1000000", "log.every=50",
-               f"hydra.launcher.ray.init.address={ray_cluster}"]
+               "eval.every=50", "checkpoint.every=1000000", "log.every=50", "hydra.launcher.ray.init.num_cpus=2"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
     try:
@@ -164,7 +165,7 @@ def test_sigterm_stops_the_ray_jobs_at_their_checkpoints_and_says_how_to_continu
     assert "interrupted by SIGTERM" in last, last
     assert ("continue the whole sweep with `ganlab train -m hydra/launcher=ray seed=0,1 debug=tiny steps=1000000 "
             "eval.every=50 checkpoint.every=1000000 log.every=50 "
-            f"hydra.launcher.ray.init.address={ray_cluster} resume=auto`") in last
+            "hydra.launcher.ray.init.num_cpus=2 resume=auto`") in last
     assert "Traceback" not in out + err
 
 
