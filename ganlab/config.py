@@ -167,8 +167,9 @@ class TrainConfig:
     # auto | cpu | cuda | cuda:N | mps: a string, checked against this machine's devices by validate
     # (ganlab/devices.py, the one check of every command's device)
     device: str = key("auto", Role.device)
-    # torch intra-op threads on CPU; 1 is fastest for the small 2-D networks (0 = torch's default)
-    cpu_threads: int = bounded(1, 0, role=Role.execution)
+    # torch intra-op threads on CPU: auto (the cores the job holds: all of them for one run, its share in a local
+    # parallel sweep), 0 (torch's default) or a count; checked by validate (ganlab/threads.py)
+    cpu_threads: Any = key("auto", Role.execution)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -316,11 +317,12 @@ def validate(cfg: DictConfig) -> None:
                               "e.g. optim.{net}.betas=[0.5,0.999]".replace("{net}", net))
     if cfg.metrics.inception not in (True, False, "auto"):
         raise ConfigError(f"metrics.inception={cfg.metrics.inception!r}: choose true, false or auto")
-    from ganlab import ema, schedule  # the loop's averaging and learning-rate schedule check their keys
+    from ganlab import ema, schedule, threads  # the loop's averaging, learning-rate schedule and threads check their keys
 
     schedule.settings(cfg)
     ema.decay_of(cfg)
     resolve_device(cfg.device)
+    threads.check(cfg.cpu_threads)
     for group in GROUPS:
         _check_targets(cfg[group], group)
     dataset = cfg.get("dataset")

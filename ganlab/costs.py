@@ -19,8 +19,9 @@ from ganlab.config import CONFIG_DIR
 TABLE = CONFIG_DIR / "measured_costs.yaml"
 # What a step's time depends on: a job must equal its measured setup in all of them. Not the learning rates, the
 # seed, the length, the evaluation cadence or the output (a run's few evaluations are part of the measured runs).
-COST_KEYS = ("dataset", "model", "loss", "remedy", "batch_size", "speed", "ema", "cpu_threads",
-             "optim.g._target_", "optim.d._target_")
+# The torch threads count too, compared as each job resolves them (cpu_threads=auto: its share of the cores) against
+# the threads each setup was measured on.
+COST_KEYS = ("dataset", "model", "loss", "remedy", "batch_size", "speed", "ema", "optim.g._target_", "optim.d._target_")
 
 
 @functools.cache
@@ -40,10 +41,12 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def measured(config: dict, compose: Callable[[list[str]], dict]) -> tuple[dict | None, str]:
+def measured(config: dict, compose: Callable[[list[str]], dict], cores: int) -> tuple[dict | None, str]:
     """The table's entry for a job's resolved config, and why not when None. `compose(overrides)`: the resolved
-    config those overrides make (the measured setup with the job's remedy, at its defaults)."""
+    config those overrides make (the measured setup with the job's remedy, at its defaults); `cores`: the cores
+    the job holds (its threads under cpu_threads=auto)."""
     from ganlab.devices import resolve_device
+    from ganlab.threads import of_job
 
     if resolve_device(config.get("device", "auto")).type != "cpu":
         return None, f"device={config.get('device')} trains on a GPU here, and every measured figure is a CPU's"
@@ -52,14 +55,17 @@ def measured(config: dict, compose: Callable[[list[str]], dict]) -> tuple[dict |
         return None, f"remedy={'+'.join(remedies)} (a combination) is not measured"
     name = remedies[0]
     differ: list[str] = []
+    threads = of_job(config, cores)
     for setup in table()["setups"].values():
         entry = (setup.get("remedies") or {}).get(name)
         if entry is None:
             continue
         reference, job = cost_view(compose([*setup["overrides"], f"remedy={name}"])), cost_view(config)
         differ = [k for k in COST_KEYS if reference[k] != job[k]]
+        if threads != setup["threads"]:
+            differ.append(f"cpu_threads (it trains on {threads}, the setup was measured on {setup['threads']})")
         if not differ:
-            return entry, ""
+            return {**entry, "threads": setup["threads"]}, ""
     if differ:
         return None, f"remedy={name} was measured on a setup this job differs from in {', '.join(differ)}"
     return None, f"remedy={name} is not measured"
@@ -86,13 +92,15 @@ def estimate(configs: list[dict], at_once: int, cores: int, compose: Callable[[l
     def lookup(overrides: list[str]) -> dict:
         return composed(tuple(overrides))
 
-    known, unknown, speeds = 0.0, [], {}
+    known, unknown, speeds, threads = 0.0, [], {}, set()
+    share = max(1, cores // max(1, min(at_once, len(configs))))  # the cores each job holds (ganlab/threads.py)
     for i, config in enumerate(configs):
-        entry, why = measured(config, lookup)
+        entry, why = measured(config, lookup, share)
         if entry is None:
             unknown.append((i, why))
             continue
         rate = float(entry["steps_per_second"])
+        threads.add(entry["threads"])
         speeds[next(iter(config["remedy"]))] = rate
         known += int(config["steps"]) * int(config.get("replicas", 1)) / rate
     runs = sum(int(c.get("replicas", 1)) for c in configs)
@@ -102,8 +110,9 @@ def estimate(configs: list[dict], at_once: int, cores: int, compose: Callable[[l
                 f"setups: ganlab/configs/measured_costs.yaml, from {source})")
     rates = ", ".join(f"{name} {rate:.1f}" for name, rate in speeds.items())
     parallel = max(1, min(at_once, cores, len(configs) - len(unknown)))
-    line = (f"sweep cost: {duration(known)} of machine time at the speed measured on a {machine} ({source}; "
-            f"steps/s: {rates})")
+    counts = "-".join(str(t) for t in sorted(threads))
+    line = (f"sweep cost: {duration(known)} of machine time at the speed measured on a {machine}, {counts} torch "
+            f"thread{'s' if counts != '1' else ''} a job ({source}; steps/s: {rates})")
     if parallel > 1:
         line += f", at best {duration(known / parallel)} with {parallel} jobs at once"
     if unknown:

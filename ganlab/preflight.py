@@ -17,7 +17,6 @@ summaries its runs wrote, whichever sweeper ran it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -246,12 +245,6 @@ def oversubscription_warning(launcher: DictConfig, jobs: int, cpu_threads: list[
     return (f"{at_once} jobs at once x {threads} torch threads = {at_once * threads} threads on {cores} cores: "
             "oversubscribed threads wait for each other (2 x 2 on 2 cores ran 9x slower than 2 x 1); "
             "use cpu_threads=1, or fewer jobs at once (hydra.launcher.n_jobs)")
-
-
-def usable_cores() -> int:
-    """The cores this process may use (its affinity, as joblib counts them; all of them where the
-    platform has no affinity call, macOS)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def sweep_exit_code(sweep_dir: Path, n_runs: int) -> int:

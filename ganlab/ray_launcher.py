@@ -149,9 +149,10 @@ def remote_options(remote: DictConfig | dict) -> dict:
 def thread_warning(remote: dict, configs: list[DictConfig]) -> str | None:
     """A job that trains on more torch threads than the cores its task holds shares them with the jobs beside it:
     oversubscribed threads wait for each other (2 jobs x 2 threads on 2 cores ran 9x slower than 2 x 1). cpu_threads=0
-    (torch's default) is the task's cores in a Ray worker (Ray sets OMP_NUM_THREADS to them), so it never is."""
+    (torch's default) and auto (ganlab/threads.py, which takes OMP_NUM_THREADS as given) are the task's cores in a Ray
+    worker (Ray sets OMP_NUM_THREADS to them), so they never are."""
     cores = remote.get("num_cpus", 1)
-    threads = max(int(c.get("cpu_threads", 1)) for c in configs)
+    threads = max(int(t) if (t := c.get("cpu_threads", "auto")) != "auto" else 0 for c in configs)
     if cores and threads > cores:
         return (f"cpu_threads={threads}, but each Ray job holds hydra.launcher.ray.remote.num_cpus={cores:g} "
                 f"core(s): its threads would wait for those of the jobs beside it; set "

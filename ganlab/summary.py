@@ -43,13 +43,14 @@ class RunSummary:
     exit_code: int | None = None         # a failed job's exit status, for the process that launched it
     replica: dict | None = None          # trained as replica `index` of `of` (replicas=N from `first_seed`)
     metrics_ema: dict | None = None      # the final evaluation of G's moving average (ema.decay), as `metrics`
+    cpu_threads: int | None = None       # the torch threads it trained on (CPU; cpu_threads=auto resolved), last segment
     # ganlab/provenance.py: the code (version, git commit, dirty), torch, Python, CUDA, host and command line
     provenance: dict | None = None       # of the run's start, kept through every resume
     resumed_provenance: list | None = None  # of each resume, in order, with its `resumed_at_step`
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     OPTIONAL = ("error", "diverged_step", "resumed_from_step", "mode_counts", "mode_history", "history", "exit_code",
-                "replica", "provenance", "resumed_provenance", "metrics_ema")
+                "replica", "provenance", "resumed_provenance", "metrics_ema", "cpu_threads")
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "extra"}

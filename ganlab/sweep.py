@@ -40,7 +40,9 @@ from ganlab.config import explain_compose_error
 from ganlab.devices import gpu_plan, jobs_at_once
 from ganlab.errors import ConfigError
 from ganlab.launch import split_jobs
-from ganlab.preflight import Refused, check_jobs, oversubscription_warning, sweep_exit_code, usable_cores
+from ganlab.preflight import Refused, check_jobs, oversubscription_warning, sweep_exit_code
+from ganlab.threads import job_cores_set, local_share, usable_cores
+from ganlab.threads import of_job as threads_of_job
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines ("[HYDRA] Launching 3 jobs locally")
 
@@ -156,8 +158,11 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         resolved = check_jobs(configs, "hydra.sweep.dir", progress)
     finally:
         progress.close()
+    cores = usable_cores()
+    # Jobs side by side on this machine share its cores: cpu_threads=auto trains each on its share (ganlab/threads.py)
+    share = local_share(config.hydra.launcher, jobs_at_once(config.hydra.launcher, len(resolved), cores), cores)
     warning = oversubscription_warning(config.hydra.launcher, len(resolved),
-                                       [int(c.get("cpu_threads", 1)) for c in resolved], usable_cores())
+                                       [threads_of_job(c, share or cores) for c in resolved], cores)
     if warning:
         logging.getLogger("ganlab").warning("%s", warning)
     log.info("%s", sweep_cost(sweeper, resolved))  # what it will take, before it starts (ganlab/costs.py)
@@ -171,7 +176,8 @@ def run_sweep(sweeper, arguments: list[str]) -> list:
         returns = run_here(sweeper, jobs, configs)
     else:
         launched = jobs if plan is None else [[*job, *plan.override(i)] for i, job in enumerate(jobs)]
-        returns = sweeper.launcher.launch(launched, initial_job_idx=0)
+        with job_cores_set(share):  # the jobs' processes start inside: they inherit it
+            returns = sweeper.launcher.launch(launched, initial_job_idx=0)
     code = sweep_exit_code(sweep_dir.absolute(), sum(int(c.get("replicas", 1)) for c in resolved))
     if code:
         raise SystemExit(code)

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ganlab import checkpoint, provenance, replicas
+from ganlab import threads as cpu_threads
 from ganlab.atomic import write_atomic
 from ganlab.config import REPLICATE_ROLES, keys_with, remedy_label, resolve_device, validate
 from ganlab.errors import ConfigError, GanlabError
@@ -132,7 +133,8 @@ def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dic
     trains them (one plain run, or the replicas vectorised), and train them in `train_loop`; return each
     run's summary by run directory. `earlier`: the directories an earlier start of their run wrote into."""
     grouped = cfg.replicas > 1
-    device = training_device(cfg)
+    device = resolve_device(cfg.device)
+    threads = cpu_threads.apply(cfg.cpu_threads, cfg.eval.background) if device.type == "cpu" else 0
     # Started first: the worker imports while the runs build, then takes the reference rows' offline part.
     offloader = held.enter_context(contextlib.closing(SharedOffloader(cfg.eval.background, len(todo))))
     setups, streams, resumed = [], [], []
@@ -148,6 +150,7 @@ def train(cfg: DictConfig, run_dir: Path, todo: list[tuple[DictConfig, Path, dic
             setups[-1].summary.replica = {"index": one.seed - cfg.seed, "of": cfg.replicas, "first_seed": cfg.seed}
             streams.append(replicas.training_stream(device))  # what the run of this seed draws from next
         resumed += [resume] if resume else []
+        setups[-1].summary.cpu_threads = threads or None
     start_step = replicas.same_step({s.run_dir.name: s.start_step for s in setups})
     speed = Speed(cfg.speed, device)
     for s in setups:
@@ -275,12 +278,6 @@ def run_labels(cfg: DictConfig, labels: dict | None) -> dict:
     # Hydra records no choice for a list (`remedy=[a,b]`): keep our own label where it gives None.
     return {**default_labels(cfg), **{k: v for k, v in (labels or {}).items() if v is not None}}
 
-
-def training_device(cfg: DictConfig) -> torch.device:
-    device = resolve_device(cfg.device)
-    if device.type == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    return device
 
 
 @dataclass

@@ -3,10 +3,14 @@
 Both train the default experiment (NS-GAN on the ring, the default MLPs, batch and optimizers; 10,000
 steps) in this one process. ganlab's figure is the whole `run()` by the wall clock: start-up (build,
 reference rows), every evaluation, log tick, picture and checkpoint at the default cadence, the final
-wait for the worker, samples and summary. The bare loop's is its steps alone. Prints steps per
-second for each, the ratio (target: >= 0.95), the same by this process's CPU time (the evaluation
-worker's is on the other core), the figure the run records itself (from its first step to the worker's close), and the load average
-(an idle machine is the condition of the target).
+wait for the worker, samples and summary, on the run's own threads (cpu_threads=auto unless given: the
+cores less one for the evaluation worker, ganlab/threads.py). The
+bare loop's is its steps alone, timed twice: at torch's default thread count (what a user's loop gets:
+the target's anchor) and at one thread (what each job of a sweep of one job per core trains on). Prints
+steps per second for each, the ratio (target: >= 0.95 of the default-threads loop), the same by this
+process's CPU time (the evaluation worker's is another process's), the figure the run records itself
+(from its first step to the worker's close), and the load average (an idle machine is the condition of
+the target).
 
     python scripts/bench_loop.py [--steps N] [--repeats R]
 """
@@ -22,18 +26,22 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ganlab import threads
 from ganlab.config import compose_config, resolve_device
 from ganlab.gan import build, seed_everything
 from ganlab.train import run
 
 
-def bare_loop(cfg, steps: int) -> tuple[float, float]:
-    """The same step written plainly: no hooks, no logging, no evaluation.
+# torch's own thread count, read before anything here sets another: what a plainly written loop trains on
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def bare_loop(cfg, steps: int, threads: int) -> tuple[float, float]:
+    """The same step written plainly: no hooks, no logging, no evaluation, on `threads` intra-op threads.
     Returns steps per wall-clock second and per CPU second of this process."""
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    if cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
+    torch.set_num_threads(threads)
     exp = build(cfg, device)
     G, D, data, g_opt, d_opt = exp.G, exp.D, exp.data, exp.g_opt, exp.d_opt
     n, zdim = cfg.batch_size, exp.latent_dim
@@ -74,28 +82,35 @@ def main() -> None:
     args.steps = cfg.steps
     if cfg.loss._target_ != "ganlab.losses.NonSaturatingGAN" or list(cfg.remedy) != ["none"]:
         parser.error("the bare loop is NS-GAN without a remedy; keep loss and remedy at their defaults")
-    bare, ours = [], []
+    anchors = {f"bare PyTorch loop, torch's default {DEFAULT_THREADS} thread(s)": DEFAULT_THREADS,
+               "bare PyTorch loop, 1 thread": 1}
+    names = [*anchors, "ganlab whole run"]
+    figures: dict[str, list] = {name: [] for name in names}
     for i in range(args.repeats):
-        # Interleaved, in alternating order (AB BA ...): drift in the machine's speed and whatever
-        # the first run leaves behind (allocator state, caches) hit both loops alike.
-        if i % 2 == 0:
-            bare.append(bare_loop(cfg, args.steps))
-            ours.append(ganlab_loop(cfg, args.steps))
-        else:
-            ours.append(ganlab_loop(cfg, args.steps))
-            bare.append(bare_loop(cfg, args.steps))
+        # Interleaved, each repeat in another order (rotated): drift in the machine's speed and whatever the
+        # previous loop leaves behind (allocator state, caches, threads) hit every loop alike.
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            figures[name].append(ganlab_loop(cfg, args.steps) if name == names[-1]
+                                 else bare_loop(cfg, args.steps, anchors[name]))
     load = os.getloadavg()
     print(f"device {resolve_device(cfg.device)}, {args.steps} steps, eval every {cfg.eval.every}, "
-          f"log every {cfg.log.every}, {args.repeats} interleaved repeats (median); load average at the end "
+          f"log every {cfg.log.every}, ganlab on cpu_threads={cfg.cpu_threads} ({threads.count(cfg.cpu_threads, worker=cfg.eval.background)} "
+          f"thread(s)), {args.repeats} interleaved repeats (median); load average at the end "
           f"{load[0]:.2f} (1 min) {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+    anchor = names[0]
     for i, clock in enumerate(("wall-clock", "CPU-time")):
-        b, g = statistics.median(r[i] for r in bare), statistics.median(r[i] for r in ours)
-        print(f"{clock} steps/s: bare PyTorch loop {b:7.1f} ({', '.join(f'{r[i]:.1f}' for r in bare)}), "
-              f"ganlab whole run {g:7.1f} ({', '.join(f'{r[i]:.1f}' for r in ours)}); ratio ganlab/bare {g / b:.3f}"
-              + ("   (target >= 0.95)" if i == 0 else ""))
-    loop_only = statistics.median(r[2] for r in ours)
-    print(f"ganlab's own figure (summary.json's steps_per_second: no start-up, no final samples and checkpoint): {loop_only:.1f} "
-          f"({', '.join(f'{r[2]:.1f}' for r in ours)}); ratio {loop_only / statistics.median(r[0] for r in bare):.3f}")
+        medians = {name: statistics.median(r[i] for r in figures[name]) for name in names}
+        print(f"{clock} steps/s:")
+        for name in names:
+            print(f"  {name:<45} {medians[name]:7.1f} ({', '.join(f'{r[i]:.1f}' for r in figures[name])})")
+        ours = medians[names[-1]]
+        print(f"  ratio ganlab/bare: {ours / medians[anchor]:.3f} against the default-threads loop"
+              + ("   (target >= 0.95)" if i == 0 else "") + f", {ours / medians[names[1]]:.3f} against one thread")
+    loop_only = statistics.median(r[2] for r in figures[names[-1]])
+    print(f"ganlab's own figure (summary.json's steps_per_second: no start-up, no final samples and checkpoint): "
+          f"{loop_only:.1f} ({', '.join(f'{r[2]:.1f}' for r in figures[names[-1]])}); ratio "
+          f"{loop_only / statistics.median(r[0] for r in figures[anchor]):.3f} against the default-threads loop")
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ganlab import threads
 from ganlab.config import compose_config, options
 from ganlab.evaluation.toy import evaluate
 from ganlab.gan import build
@@ -56,7 +57,7 @@ def step_cost(remedy: str, dataset: str, extra: list[str], steps: int = 30) -> t
     no evaluation, logging or run start-up in it)."""
     cfg = compose_config(["experiment=veegan_setup", f"dataset={dataset}", f"remedy={remedy}", *extra])
     flops = step_flops(cfg)  # on networks of its own, built apart from the timed ones
-    torch.set_num_threads(cfg.cpu_threads)
+    threads.apply(cfg.cpu_threads)  # auto: every core of this machine (ganlab/threads.py)
     exp = build(cfg, torch.device("cpu"))
     exp.remedy.begin_step(1)
     n = cfg.batch_size

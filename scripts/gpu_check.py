@@ -1,21 +1,32 @@
 """The GPU check (issue 30; docs/benchmarks.md, "GPU check"): ganlab's CUDA path measured on this machine's GPU,
-in one table, its step counts sized to take under 8 minutes on one GPU (not yet timed on one); run by
-scripts/gpu_check.sh.
+in one table, its step counts sized to take under 8 minutes on one GPU (an estimate: it has not yet run on one);
+run by scripts/gpu_check.sh.
 
-Rows: the bare PyTorch loop of scripts/bench_loop.py (NS-GAN, the default networks) on the GPU; ganlab's default
-run and `loss=wgan_gp remedy=unrolled` in steps/s against it; `replicas=64` in seed-steps/s against sequential runs
-of one seed each (target: at least 20x); the DCGAN training step on Stacked Fashion-MNIST (scripts/bench_images.py's
-bare loop, ganlab's own step) with each speed switch (bf16, compile, channels_last) against none; the FID Inception's
-forward pass in images/s (random weights: a speed figure, not an FID); the peak GPU memory of each part; and the
-CUDA tests (`pytest -m cuda`). Figures are single timings after a warm-up, not medians of repeats: a check that the
-path runs and what it does, not a benchmark to compare small differences with.
+Rows: the bare PyTorch loop of scripts/bench_loop.py (NS-GAN, the default networks, torch's default thread count)
+on the GPU; ganlab's default run and `loss=wgan_gp remedy=unrolled` in steps/s against it; `replicas=64` in
+seed-steps/s against sequential runs of one seed each (target: at least 20x); the DCGAN training step on Stacked
+Fashion-MNIST (scripts/bench_images.py's bare loop, ganlab's own step) with each speed switch (bf16, compile,
+channels_last) against none; the FID Inception's forward pass in images/s (random weights: a speed figure, not an
+FID); the peak GPU memory of each part (the highest of its repeats); and the CUDA tests (`pytest -m cuda`).
+
+Every figure is the median of `--repeats` (3) interleaved repeats, shown with the repeats themselves: "median
+(a; b; c)". The compared rows form groups (the bare loop, the default run and the unrolled run; the replicas run and
+the sequential runs; the DCGAN speed switches; the Inception forward), and each repeat times every part of a group
+once, in an order rotated from one repeat to the next, so that drift in the machine's speed hits the parts alike.
+A ratio is median over median. The warm-ups (the bare loop's, the Inception's) run once, before the repeats; each
+DCGAN timing has its own untimed warm-up steps (`--image-warmup`: fresh networks each time, compilation included).
+Sizing, estimated for three repeats: the toy runs are launch-bound at a few hundred steps/s, so each repeat of the
+first group takes well under a minute and of the second a few tens of seconds; the first compilation is the
+longest DCGAN part, the Inception's 2,000 images take seconds; then the CUDA tests (3 tests). That puts the whole
+at about 5 minutes, so the step counts are those of the single-timing check.
 
 On a machine without CUDA it builds nothing: every CUDA row says "skipped: no CUDA", and it exits 0. On a GPU it
-exits 1 when a part failed (its row says why) or a CUDA test failed. `--device cpu` runs the same parts on the CPU
-(without the CUDA tests), with the header saying so: a dry run of the script itself (tests/test_scripts.py), not a
-GPU figure.
+exits 1 when a part failed (its row says why; a part that failed is not tried again in later repeats) or a CUDA
+test failed. `--device cpu` runs the same parts on the CPU (without the CUDA tests), with the header saying so: a
+dry run of the script itself (tests/test_scripts.py), not a GPU figure.
 
-    scripts/gpu_check.sh [--loop-steps 2000] [--unrolled-steps 200] [--replica-steps 300] [--image-steps 200]
+    scripts/gpu_check.sh [--repeats 3] [--loop-steps 2000] [--unrolled-steps 200] [--replica-steps 300]
+                         [--image-steps 200]
 """
 
 from __future__ import annotations

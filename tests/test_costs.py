@@ -49,7 +49,7 @@ def test_the_estimate_is_the_steps_over_the_measured_speed():
     # 4 x 10,000 / 213.0 + 2 x 10,000 / 28.0 = 187.8 + 714.3 = 902.1 s; at best half that on 2 cores at once
     line = costs.estimate(jobs, at_once=2, cores=2, compose=compose)
     assert line == ("sweep cost: about 15 min of machine time at the speed measured on a 2-core CPU (2 vCPUs, AMD "
-                    "EPYC), one torch thread a run (docs/benchmarks.md; steps/s: none 213.0, unrolled 28.0), at best "
+                    "EPYC), 1 torch thread a job (docs/benchmarks.md; steps/s: none 213.0, unrolled 28.0), at best "
                     "about 8 min with 2 jobs at once")
     # one job at a time, or more jobs at once than cores: no better than the cores allow
     assert costs.estimate(jobs, at_once=1, cores=2, compose=compose).endswith("unrolled 28.0)")
@@ -71,7 +71,10 @@ def test_replicas_count_each_seed_and_the_length_counts():
     (["model.g.width=256"], "remedy=none was measured on a setup this job differs from in model"),
     (["remedy=unrolled", "remedy.unrolled.k=10"], "remedy=unrolled was measured on a setup this job differs from in "
                                                   "remedy"),
-    (["cpu_threads=2"], "remedy=none was measured on a setup this job differs from in cpu_threads"),
+    (["cpu_threads=2"], "remedy=none was measured on a setup this job differs from in cpu_threads (it trains on 2, "
+                        "the setup was measured on 1)"),
+    (["eval.background=false"], "remedy=none was measured on a setup this job differs from in cpu_threads (it "
+                                "trains on 2, the setup was measured on 1)"),  # auto: no worker, both cores
     (["remedy=acgan"], "remedy=acgan is not measured"),
     (["remedy=[pacgan,minibatch_std]"], "remedy=pacgan+minibatch_std (a combination) is not measured"),
 ])
@@ -97,7 +100,9 @@ def test_a_job_on_a_gpu_has_no_measured_cost(monkeypatch):
 
 
 def test_the_sweep_says_its_cost_in_one_line_before_it_starts(capsys, monkeypatch, tmp_path):
-    code, out, err = in_process(["train", "-m", *TINY, "batch_size=256", "seed=0,1"], capsys, monkeypatch, tmp_path)
+    # cpu_threads=1: debug=tiny evaluates inline, so auto would train on both cores of this machine, not as measured
+    code, out, err = in_process(["train", "-m", *TINY, "batch_size=256", "cpu_threads=1", "seed=0,1"], capsys,
+                                monkeypatch, tmp_path)
     assert code == 0, err
     lines = (out + err).splitlines()
     said = [i for i, line in enumerate(lines) if "sweep cost:" in line]

@@ -48,6 +48,15 @@ def writer_pid(run_dir: Path) -> str:
     return events.name.split(".")[-2]  # events.out.tfevents.TIME.HOST.PID.N
 
 
+def assert_each_job_trained_on_its_share(sweep: Path, at_once: int) -> None:
+    """cpu_threads=auto (the default) in jobs side by side: each on its share of the cores (ganlab/threads.py); debug=tiny
+    evaluates inline, so no core of the share goes to a worker."""
+    from ganlab.threads import usable_cores
+
+    recorded = [json.loads((d / "summary.json").read_text())["cpu_threads"] for d in run_dirs(sweep)]
+    assert recorded == [max(1, usable_cores() // at_once)] * len(recorded)
+
+
 @pytest.mark.slow
 def test_joblib_sweep_runs_in_parallel_processes(tmp_path, capsys):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -58,6 +67,7 @@ def test_joblib_sweep_runs_in_parallel_processes(tmp_path, capsys):
     sweep = completed_sweep(tmp_path)
     # two worker processes, neither of them the launching one
     assert len({writer_pid(d) for d in run_dirs(sweep)}) == 2
+    assert_each_job_trained_on_its_share(sweep, at_once=2)
     # each job's console lines carry its run directory's name
     for name in SEEDS:
         assert f"[{name}] run directory:" in out.stdout
@@ -76,6 +86,7 @@ def test_submitit_local_sweep(tmp_path, capsys):
     logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2
     assert "completed at step 20" in "".join(log.read_text() for log in logs)
+    assert_each_job_trained_on_its_share(sweep, at_once=2)
     check_report(sweep, capsys)
 
 
@@ -188,11 +199,11 @@ def test_the_sweep_command_warns_before_it_starts(tmp_path, monkeypatch, capfd):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from hydra.core.plugins import Plugins
 
-    from ganlab import cli, preflight, sweep
+    from ganlab import cli, sweep, threads
 
     # Hydra loads its plugins' modules itself: the launcher class is the one its registry holds.
     joblib = Plugins.instance().class_name_to_class["hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"]
-    monkeypatch.setattr(preflight.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
     launched = []  # only what happens before the jobs start: the launcher is handed the checked jobs
     monkeypatch.setattr(joblib, "launch", lambda self, jobs, initial_job_idx: launched.append(len(jobs)) or [])
     monkeypatch.setattr(sweep, "sweep_exit_code", lambda directory, n_runs: 0)  # the name sweep.py calls

@@ -19,9 +19,13 @@ def test_bench_loop_prints_its_ratios():
     out = script("scripts/bench_loop.py", "--steps", "20", "--repeats", "1", "eval.every=10", "eval.samples=200",
                  "eval.w_samples=100")
     assert out.returncode == 0, out.stderr
+    # both anchors: the loop at torch's default threads (the target's) and at one thread, then ganlab's run
     for figure in ("wall-clock", "CPU-time"):
-        assert re.search(rf"{figure} steps/s: bare PyTorch loop +\d+\.\d .* ganlab whole run +\d+\.\d .*ratio ganlab/bare \d\.\d{{3}}",
-                         out.stdout), out.stdout
+        assert re.search(rf"{figure} steps/s:\n  bare PyTorch loop, torch's default \d+ thread\(s\) +\d+\.\d \(.*\)\n"
+                         rf"  bare PyTorch loop, 1 thread +\d+\.\d \(.*\)\n  ganlab whole run +\d+\.\d \(.*\)\n"
+                         rf"  ratio ganlab/bare: \d+\.\d{{3}} against the default-threads loop.*, \d+\.\d{{3}} against one "
+                         rf"thread", out.stdout), out.stdout
+    assert re.search(r"ganlab on cpu_threads=auto \(\d+ thread\(s\)\)", out.stdout)
     assert re.search(r"ganlab's own figure .* \d+\.\d .*ratio \d\.\d{3}", out.stdout)
     assert re.search(r"load average at the end \d+\.\d\d", out.stdout)
 
