@@ -15,10 +15,10 @@ the sequential runs; the DCGAN speed switches; the Inception forward), and each 
 once, in an order rotated from one repeat to the next, so that drift in the machine's speed hits the parts alike.
 A ratio is median over median. The warm-ups (the bare loop's, the Inception's) run once, before the repeats; each
 DCGAN timing has its own untimed warm-up steps (`--image-warmup`: fresh networks each time, compilation included).
-Sizing, estimated for three repeats: the toy runs are launch-bound at a few hundred steps/s, so each repeat of the
-first group takes well under a minute and of the second a few tens of seconds; the first compilation is the
-longest DCGAN part, the Inception's 2,000 images take seconds; then the CUDA tests (3 tests). That puts the whole
-at about 5 minutes, so the step counts are those of the single-timing check.
+Sizing, an estimate (never timed on a GPU): with the toy steps launch-bound at a few hundred a second, a repeat
+of the first group takes about 20 s, of the second about 15 s, of the DCGAN switches about 10 s, of the Inception
+a second or two; with the first compilation (about a minute), the start-up and the CUDA tests (3 tests, a minute or
+two), three repeats come to about 5 to 6 minutes, under the 8, so the step counts stay those of the single timings.
 
 On a machine without CUDA it builds nothing: every CUDA row says "skipped: no CUDA", and it exits 0. On a GPU it
 exits 1 when a part failed (its row says why; a part that failed is not tried again in later repeats) or a CUDA
@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,27 +52,36 @@ SKIPPED = "skipped: no CUDA"
 SWITCHES = {"none": "none", "bf16": "amp", "compile": "compile", "channels_last": "channels_last"}  # bench_images'
 
 
+def spread(figures: list[float]) -> str:
+    """The median and, in brackets, every repeat in the order they ran (semicolons: the figures carry commas)."""
+    return f"{statistics.median(figures):,.1f} ({'; '.join(f'{figure:,.1f}' for figure in figures)})"
+
+
 class Row:
     def __init__(self, part: str, unit: str = "", against: str = "", note: str = ""):
         self.part, self.unit, self.against, self.note = part, unit, against, note
-        self.figure: float | None = None
-        self.reference: float | None = None
+        self.figures: list[float] = []  # one a repeat
+        self.reference: list[float] = []  # the figures this row is against, one a repeat
         self.status = SKIPPED
-        self.peak: float | None = None  # MiB
+        self.peak: float | None = None  # MiB, the highest of the repeats
+
+    def failed(self) -> bool:
+        return self.status.startswith("failed")
 
     def cells(self) -> list[str]:
-        if self.figure is None:
-            return [self.part, self.status, self.against or "", "", "", self.note]
-        figure = f"{self.figure:,.1f} {self.unit}"
-        ratio = f"{self.figure / self.reference:.3g}x" if self.reference else ""
-        against = f"{self.against}: {self.reference:,.1f}" if self.reference else self.against
+        if not self.figures or self.failed():
+            return [self.part, self.status, self.against, "", "", self.note]
+        ratio = (f"{statistics.median(self.figures) / statistics.median(self.reference):.3g}x" if self.reference
+                 else "")
+        against = f"{self.against}: {spread(self.reference)}" if self.reference else self.against
         peak = f"{self.peak:,.0f} MiB" if self.peak is not None else ""
-        return [self.part, figure, against, ratio, peak, self.note]
+        return [self.part, f"{spread(self.figures)} {self.unit}", against, ratio, peak, self.note]
 
 
 @contextlib.contextmanager
 def measured(row: Row, device: str):
-    """Run one part: its peak GPU memory recorded, and an error in it written into its row (the other parts go on)."""
+    """One go at a part (a timing, a warm-up): its peak GPU memory recorded, and an error in it written into its
+    row (the other parts go on)."""
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -79,11 +91,21 @@ def measured(row: Row, device: str):
         row.status = "ok"
     except Exception as exc:  # noqa: BLE001 - one part's failure is a row of the table, not the end of the check
         text = str(exc).splitlines()[0][:160].replace("|", "/") if str(exc) else ""  # one table cell
-        row.status, row.figure = f"failed: {type(exc).__name__}: {text}", None
+        row.status = f"failed: {type(exc).__name__}: {text}"
     finally:
         if cuda:
             torch.cuda.synchronize()
-            row.peak = torch.cuda.max_memory_allocated() / 2**20
+            row.peak = max(row.peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
+
+
+def interleaved(repeats: int, parts: list[tuple[Row, list[float], Callable[[], float]]], device: str) -> None:
+    """Time a compared group's parts (row, the list its figure goes to, the timing) once a repeat, each repeat in
+    another order (rotated): drift in the machine's speed (clocks, heat, other load) hits every part alike."""
+    for i in range(repeats):
+        for row, figures, timing in parts[i % len(parts):] + parts[:i % len(parts)]:
+            if not row.failed():  # its row already says why; a retry would only cost time
+                with measured(row, device):
+                    figures.append(timing())
 
 
 def whole_run(overrides: list[str], out: Path, device: str) -> tuple[float, int]:
@@ -137,43 +159,67 @@ def check(args, rows: dict[str, Row]) -> bool:
     on = f"device={device}"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+
+        def steps_per_second(overrides: list[str], seeds: int = 1) -> float:
+            seconds, steps = whole_run(overrides, out, device)
+            return seeds * steps / seconds
+
         loop = [f"steps={args.loop_steps}"]
-        with measured(rows["bare"], device):
-            bench_loop.bare_loop(compose_config([on, "steps=20"]), 20)  # warm-up: first kernels, lazy imports
-            rows["bare"].figure, _ = bench_loop.bare_loop(compose_config([on, *loop]), args.loop_steps)
-        bare = rows["bare"].figure
-        for key, overrides in (("default", loop), ("unrolled", [f"steps={args.unrolled_steps}", "loss=wgan_gp",
-                                                               "remedy=unrolled"])):
-            with measured(rows[key], device):
-                seconds, steps = whole_run(overrides, out, device)
-                rows[key].figure, rows[key].reference = steps / seconds, bare
+        threads = bench_loop.DEFAULT_THREADS  # torch's own count: the loop a user writes
+        with measured(rows["bare"], device):  # warm-up: first kernels, lazy imports
+            bench_loop.bare_loop(compose_config([on, "steps=20"]), 20, threads)
+        interleaved(args.repeats, [
+            (rows["bare"], rows["bare"].figures,
+             lambda: bench_loop.bare_loop(compose_config([on, *loop]), args.loop_steps, threads)[0]),
+            (rows["default"], rows["default"].figures, lambda: steps_per_second(loop)),
+            (rows["unrolled"], rows["unrolled"].figures,
+             lambda: steps_per_second([f"steps={args.unrolled_steps}", "loss=wgan_gp", "remedy=unrolled"])),
+        ], device)
+        if not rows["bare"].failed():
+            rows["default"].reference = rows["unrolled"].reference = rows["bare"].figures
+
         small = [f"steps={args.replica_steps}", f"eval.every={args.replica_steps}", "eval.samples=200",
                  "eval.w_samples=100", "eval.background=false", f"checkpoint.every={args.replica_steps}"]
-        with measured(rows["replicas"], device):
-            seconds = sum(whole_run([*small, f"seed={seed}"], out, device)[0] for seed in range(args.sequential))
-            sequential = args.sequential * args.replica_steps / seconds
-            seconds, steps = whole_run([*small, f"replicas={args.replicas}"], out, device)
-            rows["replicas"].figure, rows["replicas"].reference = args.replicas * steps / seconds, sequential
+        replicas = rows["replicas"]  # the sequential runs' failure is its failure too: they are its reference
+        interleaved(args.repeats, [
+            (replicas, replicas.figures,
+             lambda: steps_per_second([*small, f"replicas={args.replicas}"], seeds=args.replicas)),
+            (replicas, replicas.reference, lambda: args.sequential * args.replica_steps / sum(
+                whole_run([*small, f"seed={seed}"], out, device)[0] for seed in range(args.sequential))),
+        ], device)
+
         data, what = stacked_overrides(out)
+        dcgan = []
         for switch in args.switches:
             row = rows[f"dcgan_{switch}"]
-            with measured(row, device):
+            with measured(row, device):  # a bad override fails this row (and leaves it out of the repeats)
                 cfg = compose_config([*bench_images.DEFAULTS, *data, on, f"steps={args.image_steps}", *args.image,
                                       *bench_images.SETTINGS[SWITCHES[switch]]])
                 row.note = f"{args.image_steps} timed steps of ganlab's step, batch {cfg.batch_size}" + (
                     f"; {what}" if switch == "none" else "")
-                row.figure = bench_images.bare_loop(cfg, args.image_steps, args.image_warmup)
-                none = rows["dcgan_none"].figure
-                row.reference = none if switch != "none" else None
-        with measured(rows["inception"], device):
+                # warm-up steps in every call, untimed: each call builds fresh networks (and compiles them)
+                dcgan.append((row, row.figures,
+                              functools.partial(bench_images.bare_loop, cfg, args.image_steps, args.image_warmup)))
+        interleaved(args.repeats, dcgan, device)
+        if not rows["dcgan_none"].failed():
+            for switch in args.switches:
+                if switch != "none":
+                    rows[f"dcgan_{switch}"].reference = rows["dcgan_none"].figures
+
+        inception = rows["inception"]
+        images = torch.randint(0, 256, (args.inception_images, 3, 28, 28), dtype=torch.uint8)
+        with measured(inception, device):  # warm-up: cuDNN, kernels
             model = FIDInceptionV3().to(device).eval().requires_grad_(False)  # random weights: speed only
-            images = torch.randint(0, 256, (args.inception_images, 3, 28, 28), dtype=torch.uint8)
-            features(model, images[:args.inception_batch], batch_size=args.inception_batch)  # warm-up: cuDNN, kernels
+            features(model, images[:args.inception_batch], batch_size=args.inception_batch)
+
+        def inception_forward() -> float:
             bench_images._sync(torch.device(device))
             start = time.perf_counter()
-            features(model, images, batch_size=args.inception_batch)
-            rows["inception"].figure = args.inception_images / (time.perf_counter() - start)
-    ok = not any(row.status.startswith("failed") for row in rows.values())
+            features(model, images, batch_size=args.inception_batch)  # returns on the CPU: the device is done
+            return args.inception_images / (time.perf_counter() - start)
+
+        interleaved(args.repeats, [(inception, inception.figures, inception_forward)], device)
+    ok = not any(row.failed() for row in rows.values())
     if not cuda:
         rows["tests"].status = f"skipped: --device {device}"
         return ok
@@ -190,6 +236,7 @@ def table(rows: dict[str, Row], header: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every figure (the median shown)")
     ap.add_argument("--loop-steps", type=int, default=2000, help="steps of the bare loop and of the default run")
     ap.add_argument("--unrolled-steps", type=int, default=200, help="steps of the loss=wgan_gp remedy=unrolled run")
     ap.add_argument("--replicas", type=int, default=64, help="seeds of the replicas run (the check's: 64)")
@@ -208,6 +255,8 @@ def main() -> None:
     unknown = [s for s in args.switches if s not in SWITCHES]
     if unknown or "none" not in args.switches:
         ap.error(f"--switches: choose among {', '.join(SWITCHES)}, none included")
+    if args.repeats < 1:
+        ap.error("--repeats: at least 1")
     rows = {
         "bare": Row("bare PyTorch loop (scripts/bench_loop.py: NS-GAN, default networks)", "steps/s",
                     note=f"{args.loop_steps:,} steps, the steps alone"),
@@ -237,7 +286,8 @@ def main() -> None:
                      f"{torch.version.cuda}, torch {torch.__version__}, {os.cpu_count()} CPUs")
         else:
             where = (f"DRY RUN on {args.device}, not a GPU figure (torch {torch.__version__}, {os.cpu_count()} CPUs, "
-                     f"{torch.get_num_threads()} torch threads)")
+                     f"{torch.get_num_threads()} torch thread(s))")
+        where += f"; figures: medians of {args.repeats} interleaved repeats (the repeats in brackets)"
         ok = check(args, rows)
     header = f"GPU check, {time.strftime('%Y-%m-%d')}, {where}; {time.perf_counter() - start:.0f} s"
     print(table(rows, header))

@@ -2,6 +2,7 @@
 package, so nothing else would notice a break). Tiny step counts: these check that they work and
 print their figures, not the figures themselves."""
 
+import os
 import re
 import subprocess
 import sys
@@ -136,19 +137,27 @@ def test_gpu_check_without_cuda_prints_its_table_with_every_cuda_row_skipped():
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu_runs_every_part():
-    """`--device cpu` runs the GPU check's parts on the CPU, tiny: each row gets its figure (the code path a GPU
-    takes, but for the device), the header says it is no GPU figure, and the CUDA tests are left out."""
-    out = script("scripts/gpu_check.py", "--device", "cpu", "--loop-steps", "10", "--unrolled-steps", "2",
-                 "--replicas", "2", "--replica-steps", "2", "--sequential", "1", "--image-steps", "1",
-                 "--image-warmup", "1", "--switches", "none,bf16,channels_last", "--inception-images", "2",
-                 "--inception-batch", "2", "model.g.width=4", "model.d.width=4", "batch_size=8")
+    """`--device cpu` runs the GPU check's parts on the CPU, tiny: each row gets its figure, the median of its
+    interleaved repeats shown with them (the code path a GPU takes, but for the device), the header says it is no
+    GPU figure, and the CUDA tests are left out."""
+    # one torch thread: two spin against the other xdist worker (up to 20x slower on these 2 cores)
+    out = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--repeats", "2",
+                          "--loop-steps", "10", "--unrolled-steps", "2", "--replicas", "2", "--replica-steps", "2",
+                          "--sequential", "1", "--image-steps", "1", "--image-warmup", "1",
+                          "--switches", "none,bf16,channels_last", "--inception-images", "2", "--inception-batch", "2",
+                          "model.g.width=4", "model.d.width=4", "batch_size=8"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "DRY RUN on cpu, not a GPU figure" in out.stdout
+    assert "DRY RUN on cpu, not a GPU figure" in out.stdout and "medians of 2 interleaved repeats" in out.stdout
     rows = gpu_check_rows(out.stdout)
     assert rows.pop("CUDA tests (`pytest -m cuda`)")[0] == "skipped: --device cpu"
     assert len(rows) == 8
-    for part, cells in rows.items():
-        assert re.fullmatch(r"[\d,]+\.\d (steps|seed-steps|img|images)/s", cells[0]), (part, cells)
-    assert re.fullmatch(r"\d\S*x", rows["DCGAN on Stacked, bf16"][2]) and rows["`replicas=2`"][1].startswith(
-        "1 sequential one-seed run: ")
+    figure = r"[\d,]+\.\d"
+    for part, cells in rows.items():  # "median (first; second)"; of two repeats the median is their mean
+        assert re.fullmatch(rf"{figure} \({figure}; {figure}\) (steps|seed-steps|img|images)/s", cells[0]), (part, cells)
+        median, first, second = (float(number.replace(",", "")) for number in re.findall(figure, cells[0]))
+        assert median == pytest.approx((first + second) / 2, abs=0.1), (part, cells)
+    assert re.fullmatch(r"\d\S*x", rows["DCGAN on Stacked, bf16"][2])
+    assert re.fullmatch(rf"1 sequential one-seed run: {figure} \({figure}; {figure}\)", rows["`replicas=2`"][1])
     assert "run directory:" not in out.stdout  # the runs' own output is kept out of the one table
