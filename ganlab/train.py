@@ -322,7 +322,9 @@ def set_up(cfg: DictConfig, run_dir: Path, labels: dict, config: dict, device: t
         summary.provenance, summary.resumed_provenance = provenance.on_resume(state, summary.provenance, start_step)
     summary.references = references or dict(state.get("references", {}))
     summary.n_modes, summary.protocol = evaluator.n_modes, evaluator.protocol()
-    log.info("run directory: %s (device %s)%s", run_dir, device, f"; resumed from step {start_step}" if start_step else "")
+    threads = torch.get_num_threads()  # as cpu_threads set them (ganlab/threads.py)
+    on = f"device {device}" + (f", {threads} torch thread{'s' if threads > 1 else ''}" if device.type == "cpu" else "")
+    log.info("run directory: %s (%s)%s", run_dir, on, f"; resumed from step {start_step}" if start_step else "")
     if references:
         log.info("reference rows:%s", reference_headlines(evaluator, references))
     return SetUp(cfg, run_dir, exp, evaluator, summary, start_step, state)
