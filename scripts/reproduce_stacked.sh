@@ -89,13 +89,24 @@ sweep() {  # sweep REMEDIES TAG [overrides...]: the runs of those remedies not y
   fi
   start=$(date +%s)
   # Pictures inline (the joblib jobs already fill the cores); failed or diverged jobs do not stop the rest.
-  local status=0
+  local status=0 dir="" arg
   "$GANLAB" train -m experiment=stacked_setup dataset="$DATASET" remedy="$remedies" seed="$SEEDS" steps="$STEPS" \
     eval.every="$STEPS" eval.background=false cpu_threads=1 resume=auto "$@" \
     hydra/launcher=joblib hydra.launcher.n_jobs="$JOBS" || status=$?
   if [ "$status" = 2 ] || [ "$status" -ge 128 ]; then  # refused (a config error) or interrupted: nothing to record
     echo "== the sweep of $remedies stopped (exit $status); run the script again to continue" >&2
     exit "$status"
+  fi
+  # Done only when every job wrote its summary.json (a failed or diverged run writes one too): a command that died
+  # before its jobs (a stale install: "Unknown plugin class", exit 1) must not be recorded as complete.
+  for arg in "$@"; do [[ "$arg" == hydra.sweep.dir=* ]] && dir=${arg#hydra.sweep.dir=}; done
+  local expected written
+  expected=$(( $(tr ',' '\n' <<< "$remedies" | wc -l) * $(tr ',' '\n' <<< "$SEEDS" | wc -l) ))
+  written=$(find "$dir" -mindepth 2 -maxdepth 2 -name summary.json 2>/dev/null | wc -l)
+  if [ "$written" -lt "$expected" ]; then
+    echo "== the sweep of $remedies${tag:+ ($tag)} ended (exit $status) with $written of its $expected runs' summary.json" \
+         "in $dir; run the script again to continue" >&2
+    exit "$(( status ? status : 1 ))"
   fi
   [ "$status" = 0 ] || echo "== some jobs failed or diverged (exit $status); the report counts them"
   echo "$(( $(date +%s) - start )) $STEPS $JOBS $remedies${tag:+ $tag}" >> "$OUT/.complete"

@@ -192,6 +192,31 @@ def test_reproduce_stacked_refuses_an_out_of_other_seeds(tmp_path):
         assert "choose another OUT" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_reproduce_stacked_records_a_sweep_only_when_every_run_wrote_its_summary(tmp_path):
+    """A command that dies before its jobs (exit 1, nothing written) must not be recorded in .complete: the next call
+    would skip the sweep as 'already complete'. One that wrote every run's summary.json (a failed run's too) is."""
+    import os
+
+    fake = tmp_path / "ganlab"
+    # `ganlab train -m ... hydra.sweep.dir=DIR` writes a summary.json per job when WRITE is set, then exits 1
+    fake.write_text('#!/bin/bash\n[ "$1" = train ] || exit 0\n'
+                    'for a in "$@"; do case $a in hydra.sweep.dir=*) dir=${a#hydra.sweep.dir=};; '
+                    'seed=*) seeds=${a#seed=};; remedy=*) remedies=${a#remedy=};; esac; done\n'
+                    'if [ -n "$WRITE" ]; then for r in ${remedies//,/ }; do for s in ${seeds//,/ }; do '
+                    'mkdir -p "$dir/${r}_s$s" && echo {} > "$dir/${r}_s$s/summary.json"; done; done; fi\nexit 1\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "GANLAB": str(fake), "DOC": str(tmp_path / "stacked.md"), "SEEDS": "0,1",
+           "CONDITIONAL": "", "CONTROLS": ""}
+    script = str(REPO / "scripts" / "reproduce_stacked.sh")
+    died = subprocess.run([script], capture_output=True, text=True, env=env, check=False)
+    assert died.returncode == 1 and not (out / ".complete").exists()
+    assert "ended (exit 1) with 0 of its 8 runs' summary.json" in died.stderr
+    wrote = subprocess.run([script], capture_output=True, text=True, env={**env, "WRITE": "1"}, check=False)
+    assert "some jobs failed or diverged (exit 1)" in wrote.stdout, wrote.stderr
+    assert (out / ".complete").read_text().split()[1:] == ["2000", "2", "none,pacgan,unrolled,multiscale"]
+
+
 def _validate_stacked():
     import importlib.util
 
