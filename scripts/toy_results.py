@@ -126,6 +126,20 @@ def at_ceiling(group: Group) -> bool:
                                          for r in group.completed)
 
 
+# A lower KL or W1 is no sign of coverage when most samples lie off every mode: a Gaussian blob over the modes
+# scores a low KL too (the reference rows). Said beside such a verdict when the row's HQ % is below this.
+SPREAD_HQ = 10.0
+SPREAD_METRICS = ("reverse_kl", "wasserstein1")
+
+
+def spread_note(group: Group) -> str:
+    hq = group.stats["high_quality_pct"].mean
+    if hq is None or hq >= SPREAD_HQ:
+        return ""
+    return (f"HQ % {hq:.1f}: most samples lie off every mode, so this is the lower value of samples spread over the "
+            "modes (as the Gaussian fit's), not of samples on them")
+
+
 def samples_seen(group: Group) -> int:
     config = group.runs[0].config
     return int(config["steps"]) * int(config["batch_size"])
@@ -502,7 +516,9 @@ def verdict_lines(setup: str, dataset: str, groups: dict[str, Group], word: str,
     for (method, metric), v in found.items():
         name = method if " vs " in method else f"{method} vs GAN"
         note = ("every seed at the ceiling (all modes): this restates the other row's shortfall"
-                if metric == "modes_captured" and at_ceiling(groups[method.split(" vs ")[0]]) else "")
+                if metric == "modes_captured" and at_ceiling(groups[method.split(" vs ")[0]])
+                else spread_note(groups[method.split(" vs ")[0]]) if metric in SPREAD_METRICS and v.word == "better"
+                else "")
         pq = [pq_cell(v.p), pq_cell(v.q)]
         lines.append(f"| {name} | {SHORT[metric]} | {v.interval_text() or '–'} | {pq[0]} | {pq[1]} | "
                      f"{v.word if v.p is not None else v.text()} | {note} |")

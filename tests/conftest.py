@@ -30,10 +30,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: a second torch thread per worker would only oversubscribe
-    # the cores.
+    # the cores. The runs a test starts, in this process or as a command, hold that one core too:
+    # cpu_threads=auto reads it (ganlab/threads.py). On both cores, beside two other busy processes, the toy
+    # results doc's test took 349 s against 30-39 s on one.
     import torch
 
     torch.set_num_threads(1)
+    os.environ["GANLAB_JOB_CORES"] = "1"
 # Tiny runs: a few steps, the cheapest evaluation, W1/W2 and pictures inline (no worker start-up):
 # ganlab/configs/debug/tiny.yaml.
 TINY = ["debug=tiny"]
