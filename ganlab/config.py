@@ -167,8 +167,8 @@ class TrainConfig:
     # auto | cpu | cuda | cuda:N | mps: a string, checked against this machine's devices by validate
     # (ganlab/devices.py, the one check of every command's device)
     device: str = key("auto", Role.device)
-    # torch intra-op threads on CPU: auto (the cores the job holds: all of them for one run, its share in a local
-    # parallel sweep), 0 (torch's default) or a count; checked by validate (ganlab/threads.py)
+    # torch intra-op threads on CPU: auto (the cores the job holds, less one for its evaluation worker; a job of a
+    # local parallel sweep holds its share), 0 (torch's default) or a count; checked by validate (ganlab/threads.py)
     cpu_threads: Any = key("auto", Role.execution)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -35,6 +35,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ganlab.errors import ConfigError, GanlabError
+from ganlab.threads import AUTO
 
 log = logging.getLogger("hydra.ganlab")  # beside Hydra's own lines, as ganlab's sweeper's (ganlab/sweep.py)
 
@@ -152,7 +153,7 @@ def thread_warning(remote: dict, configs: list[DictConfig]) -> str | None:
     (torch's default) and auto (ganlab/threads.py, which takes OMP_NUM_THREADS as given) are the task's cores in a Ray
     worker (Ray sets OMP_NUM_THREADS to them), so they never are."""
     cores = remote.get("num_cpus", 1)
-    threads = max(int(t) if (t := c.get("cpu_threads", "auto")) != "auto" else 0 for c in configs)
+    threads = max(int(t) if (t := c.get("cpu_threads", AUTO)) != AUTO else 0 for c in configs)
     if cores and threads > cores:
         return (f"cpu_threads={threads}, but each Ray job holds hydra.launcher.ray.remote.num_cpus={cores:g} "
                 f"core(s): its threads would wait for those of the jobs beside it; set "

@@ -9,8 +9,8 @@ Slurm allocation, a taskset), or the share a local parallel sweep gives each of 
 Ray sets it to a task's num_cpus) word. `cpu_threads=0` leaves torch's own default; N > 0 is N.
 
 Why a core of its own for the worker, and one fixed count for the whole run (docs/benchmarks.md, "Threads"):
-- torch's OpenMP threads wait for each other at every parallel region: beside any other busy process on this
-  2-core machine, even one at nice 19, the bare loop on 2 threads ran 24 steps/s against 194 on 1 thread.
+- torch's OpenMP threads wait for each other at every parallel region: beside two other busy processes on this
+  2-core machine, even at nice 19, the bare loop on 2 threads ran 24 steps/s against 194 on 1 thread.
 - Training on one thread fewer only while the worker has a job was as fast (224 steps/s against 210 on one
   thread, idle), but the thread count changes the floating-point sums of convolutions and batch norm (DCGAN's
   gradients differ by ~4e-6 between 1 and 2 threads), so the same seed would give another run each time.
