@@ -157,7 +157,7 @@ def test_the_image_references_come_from_the_test_split_clean_blurred_and_noised(
 
     root, _ = digits
     cfg = compose_config(["dataset=stacked_fashion_mnist", f"dataset.root={root}", "dataset.n=1000",
-                          "eval.samples=2000", "metrics.prdc_samples=500"])
+                          "eval.samples=2000", "metrics.prdc_samples=500", "metrics.kid_subsets=4"])
     data = build_data(cfg, torch.device("cpu"))
     held, split = data.held_out_sample(5, torch.Generator().manual_seed(0))
     assert split == "test" and held.shape == (5, 3, 28, 28)

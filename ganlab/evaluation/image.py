@@ -19,6 +19,7 @@ background worker from what `job` hands it (jobs.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -167,7 +168,7 @@ class ImageEvaluator:
         and reference row (and every run with this reference sample)."""
         if self._reference is not None and self._reference["n"] == n:
             return self._reference
-        from ganlab.metrics.feature_cache import cached_statistics
+        from ganlab.metrics.feature_cache import cached_rows, cached_statistics
         from ganlab.metrics.mmd import MAX_POINTS, median_bandwidth
 
         rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
@@ -175,16 +176,23 @@ class ImageEvaluator:
         key = {**self.data.identity(), "n": n, "seed": REFERENCE_SEED, "draw": "without replacement"}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
-            _, feats = self._classify(real)
+            ref["mu"], ref["sigma"], feats = cached_statistics(
+                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"},
+                lambda: self._classify(real)[1].double().cpu().numpy())
+            if feats is None:  # over 50,000 samples the cache keeps no features
+                feats = self._classify(real)[1].cpu().numpy()
+            # float64 of the float32 features: the same numbers whether they came from the cache or the classifier
+            ref["features"] = np.asarray(feats, np.float32).astype(np.float64)
+            ref["domain_mmd_sigma"] = median_bandwidth(ref["features"])
+
             # The counts' ceiling from images the classifier did not train on, as its confusion matrix was
             # measured: training images, which it labels better than any other, would flatter the ceiling.
-            held_out, ref["ceiling_split"] = self.data.held_out_sample(n, generator=rng)
-            ref["modes"] = self._mode_metrics(self._classify(held_out)[0], held_out)
-            features = feats.double().cpu().numpy()
-            ref["mu"], ref["sigma"], _ = cached_statistics(
-                {**key, "extractor": f"classifier:{self.classifier_info['hash']}"}, lambda: features)
-            ref["features"] = features
-            ref["domain_mmd_sigma"] = median_bandwidth(features)
+            def ceiling() -> dict:  # its draw continues the reference sample's RNG
+                held_out, split = self.data.held_out_sample(n, generator=rng)
+                return {"split": split, "modes": self._mode_metrics(self._classify(held_out)[0], held_out)}
+
+            row = cached_rows(self._rows_key("ceiling", n, REFERENCE_SEED), ceiling)
+            ref["modes"], ref["ceiling_split"] = row["modes"], row["split"]
         if self.inception is not None:
             ref["inception_mu"], ref["inception_sigma"], feats = cached_statistics(
                 {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
@@ -198,6 +206,30 @@ class ImageEvaluator:
             ref["inception_mmd_sigma"] = median_bandwidth(ref["inception_features"])  # 0.6 s at 2,048 dimensions
         self._reference = ref
         return ref
+
+    def _rows_key(self, what: str, n: int, seed: int) -> dict:
+        """What decides a cached real-data row (feature_cache.cached_rows): the data (its identity and folder), n,
+        the draw's seed, the classifier (its weights' hash and confusion matrices), the Inception network, the
+        metric settings, and the code that computes it."""
+        from dataclasses import asdict, is_dataclass
+
+        from omegaconf import OmegaConf
+
+        from ganlab.metrics.feature_cache import source_fingerprint
+
+        confusion = hashlib.sha256()
+        family = self._family()
+        for t in (getattr(self.classifier, "confusion", None), getattr(self.classifier, "confusion_samples", None),
+                  *((family.sigma, family.noise, family.confusions, family.samples) if family is not None else ())):
+            if t is not None:
+                confusion.update(t.detach().cpu().contiguous().numpy().tobytes())
+        settings = (asdict(self.mcfg) if is_dataclass(self.mcfg)
+                    else OmegaConf.to_container(self.mcfg, resolve=True))
+        return {"row": what, **self.data.identity(), "root": str(getattr(self.data, "root", None)), "n": n,
+                "seed": seed, "classifier": self.classifier_info["hash"], "confusion": confusion.hexdigest()[:16],
+                "inception": None if self.inception is None else self.inception.extractor_id(),
+                "metrics": settings, "blur": REFERENCE_BLUR,
+                "code": source_fingerprint("metrics", "data", "evaluation")}
 
     def _inception_share(self) -> int:
         """How many real Inception features the feature metrics read when the cache holds none."""
@@ -253,19 +285,32 @@ class ImageEvaluator:
 
     @torch.no_grad()
     def data_references(self, generator: torch.Generator, n: int | None = None) -> dict:
-        """The rows that need no G, drawn from `generator`: `data`, real test-split images through the same
-        classifier and features (the ceiling); with a mode classifier, `real_blurred` and `real_noised`,
-        the same images degraded as generated ones are (what a blurry or a noisy G that covers every mode
-        scores: such images are confused more than clean ones, which the matched confusion is for)."""
+        """The rows that need no G, drawn from a fresh generator seeded as `generator` was (its initial seed,
+        whatever it has drawn since): `data`, real test-split images through the same classifier and features
+        (the ceiling); with a mode classifier, `real_blurred` and `real_noised`, the same images degraded as
+        generated ones are (what a blurry or a noisy G that covers every mode scores: such images are confused
+        more than clean ones, which the matched confusion is for). A function of that seed, n and the data, so
+        cached on disk (feature_cache.cached_rows): a sweep's runs of one seed measure them once (on one CPU
+        core, about 4 minutes for 26,000 stacked images)."""
         n = n or self.cfg.samples
-        ref = self.reference_sample(n)
-        real, _ = self.data.held_out_sample(n, generator)
-        rows = {"data": real}
-        if self.classifier is not None:
-            rows["real_blurred"] = degrade(real, REFERENCE_BLUR)
-            rows["real_noised"] = degrade(real, "noise", generator)
-        return {name: {k: v for k, v in self._sample_metrics(x, ref).items() if k != "mode_counts"}
-                for name, x in rows.items()}
+        seed = generator.initial_seed()
+
+        def measure() -> dict:
+            fresh = torch.Generator(self.device).manual_seed(seed)
+            ref = self.reference_sample(n)
+            real, _ = self.data.held_out_sample(n, fresh)
+            rows = {"data": real}
+            if self.classifier is not None:
+                rows["real_blurred"] = degrade(real, REFERENCE_BLUR)
+                rows["real_noised"] = degrade(real, "noise", fresh)
+            return {name: {k: v for k, v in self._sample_metrics(x, ref).items() if k != "mode_counts"}
+                    for name, x in rows.items()}
+
+        if self.classifier is None:  # pixel metrics only: cheap, and nothing to key a cache by
+            return measure()
+        from ganlab.metrics.feature_cache import cached_rows
+
+        return cached_rows(self._rows_key("data_references", n, seed), measure)
 
     @torch.no_grad()
     def evaluate_samples(self, fake: Tensor, generator: torch.Generator) -> Evaluation:

@@ -6,6 +6,11 @@ under `<cache>/stats/<sha256 of the key's canonical JSON>.npz`, with the key ins
 key differs, or that cannot be read, is recomputed rather than trusted. The real features themselves are
 kept too (float32) up to 50k samples, so KID and precision/recall/density/coverage can reuse them.
 
+The image evaluator's real-data rows (the ceiling, and the real, blurred and noised reference rows every image run
+measures before its first step) are numbers of the same kind: the same for every run with the same data, seed,
+classifier and metric code. `cached_rows` keeps them as JSON under `<cache>/rows/`, keyed by all of that and by a
+fingerprint of the code that computes them (`source_fingerprint`), so a change to that code recomputes them.
+
 No torch import here: the background evaluator can use it on numbers alone.
 """
 
@@ -91,6 +96,55 @@ def cached_statistics(key: dict, compute: Callable[[], np.ndarray]
         arrays["features"] = kept
     _write(path, arrays)
     return mu, sigma, kept
+
+
+def source_fingerprint(*parts: str) -> str:
+    """SHA-256 (16 hex digits) of ganlab's source files under `parts` (folders or .py files, relative to the
+    package): the code that computes a cached number, so that any change to it makes the cache recompute."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for part in parts:
+        target = package / part
+        for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            digest.update(str(file.relative_to(package)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _plain(value):
+    """numpy's and torch's scalars and arrays as JSON's numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def rows_path(key: dict) -> Path:
+    return cache_root() / "rows" / f"{hashlib.sha256(canonical_key(key).encode()).hexdigest()}.json"
+
+
+def cached_rows(key: dict, compute: Callable[[], dict]) -> dict:
+    """`compute()`'s JSON-able result (metric rows of real data) for `key`, from the cache when a valid file
+    for `key` exists; computed and stored otherwise. A file that cannot be read or holds another key is
+    recomputed, never trusted; a cache that cannot be written only costs the time again."""
+    path, text = rows_path(key), canonical_key(key)
+    try:
+        held = json.loads(path.read_text())
+        if held.get("key") == text and isinstance(held.get("rows"), dict):
+            return held["rows"]
+        log.warning("%s holds rows for another key: recomputing them", path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, AttributeError) as exc:  # unreadable, not JSON, or not an object
+        log.warning("cannot read cached rows %s (%s): recomputing them", path, type(exc).__name__)
+    rows = compute()
+    payload = json.dumps({"key": text, "rows": rows}, default=_plain).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda f: f.write(payload), "reference-row cache")
+    except (OSError, GanlabError) as exc:
+        log.warning("%s; the reference rows are not cached", exc)
+    # What the caller gets is what a later cached call returns: JSON's numbers (ints, floats, lists), not numpy's.
+    return json.loads(payload)["rows"]
 
 
 def warn_if_few_samples(n: int, what: str = "FID") -> None:
