@@ -229,7 +229,7 @@ class ImageEvaluator:
                 "seed": seed, "classifier": self.classifier_info["hash"], "confusion": confusion.hexdigest()[:16],
                 "inception": None if self.inception is None else self.inception.extractor_id(),
                 "metrics": settings, "blur": REFERENCE_BLUR,
-                "code": source_fingerprint("metrics", "data", "evaluation")}
+                "code": source_fingerprint("metrics", "data", "evaluation/image.py", "evaluation/base.py")}
 
     def _inception_share(self) -> int:
         """How many real Inception features the feature metrics read when the cache holds none."""
