@@ -28,8 +28,9 @@ run: setup
 
 # Two worker processes (pytest-xdist): the suite is CPU-bound and the machine has 2 cores.
 # One BLAS thread per worker: OpenBLAS's own threads spin against the other worker's (tests/conftest.py).
+# The 25 slowest tests close the output: the suite is to stay under 10 minutes on 2 cores, and CI's log says where it goes.
 test: setup
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 $(ARGS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=25 $(ARGS)
 
 # The same without the tests marked slow (about a third of the suite's time): for quick iterations.
 test-fast: setup
