@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h: free heap top above this is returned to the kernel
 M_MMAP_THRESHOLD = -3  # blocks above this get their own mmap (and munmap when freed)
 KEEP_BELOW = 1 << 30   # 1 GiB: every tensor an evaluation or a step makes comes from the heap
+DOCUMENTED_MAX = 32 << 20  # mallopt(3)'s limit on 64-bit; glibc 2.36 takes 1 GiB, an older one may refuse it
 TRIM_ABOVE = (1 << 31) - 1  # mallopt takes an int: keep up to 2 GiB of free heap top
 ENV = "GANLAB_KEEP_FREED_MEMORY"
 
@@ -31,8 +32,9 @@ _applied: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds for this process, once; whether they are set. Call it early (the CLI,
-    each launched job, the evaluation worker): blocks allocated before keep their mmap."""
+    """Set glibc's mmap and trim thresholds for this process, once; whether they are set. Called early (the CLI,
+    each launched job, the evaluation worker) and by every image evaluator (scripts that evaluate): blocks
+    allocated before keep their mmap. A process that serves several jobs (a Ray worker) keeps the setting."""
     global _applied
     if _applied is not None:
         return _applied
@@ -44,8 +46,11 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no such symbol in some builds)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 on success; musl's stub returns 0 and changes nothing.
-    _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE))
-    if not _applied:
+    # mallopt returns 1 on success; musl's stub returns 0 and changes nothing. The mmap threshold is what matters;
+    # the trim threshold only keeps the freed heap top from being handed back.
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)) or bool(mallopt(M_MMAP_THRESHOLD, DOCUMENTED_MAX))
+    if _applied:
+        mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE)
+    else:
         log.debug("mallopt refused the thresholds: malloc stays as it is")
     return _applied

@@ -141,3 +141,32 @@ def test_other_settings_are_another_key(digits, monkeypatch):
     calls = _classifications(other, monkeypatch)
     other.data_references(torch.Generator().manual_seed(5))
     assert len(calls) == 5
+
+
+def test_other_images_under_the_same_name_are_another_key(digits, tmp_path, monkeypatch):
+    """The key holds the images' content: another folder of Fashion-MNIST files (or the same files changed) is
+    measured afresh, never served the first folder's rows."""
+    import shutil
+
+    from test_image_data import IDX_NAMES, write_idx
+
+    root, templates = digits
+    rows = _evaluator(root).data_references(torch.Generator().manual_seed(5))
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(100) % 10  # the test split again, with other pixel noise
+    images = ((templates[labels] + 0.4 * torch.randn(100, 28, 28, generator=g)).clamp(-1, 1) * 127.5 + 127.5).round()
+    write_idx(other / "fashion_mnist" / IDX_NAMES["test"][0], images.to(torch.uint8).numpy())
+    evaluator = _evaluator(other)
+    calls = _classifications(evaluator, monkeypatch)
+    again = evaluator.data_references(torch.Generator().manual_seed(5))
+    assert len(calls) == 4  # the ceiling and the three rows: the training split's reference sample is the same
+    assert again["data"] != rows["data"]
+    train = ((templates[torch.arange(300) % 10] + 0.4 * torch.randn(300, 28, 28, generator=g)).clamp(-1, 1)
+             * 127.5 + 127.5).round()  # and the training split changed: the reference sample's statistics too
+    write_idx(other / "fashion_mnist" / IDX_NAMES["train"][0], train.to(torch.uint8).numpy())
+    evaluator = _evaluator(other)
+    calls = _classifications(evaluator, monkeypatch)
+    evaluator.data_references(torch.Generator().manual_seed(5))
+    assert len(calls) == 5

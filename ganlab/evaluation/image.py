@@ -57,6 +57,15 @@ INCEPTION_KEYS = ("fid", "inception_score", "inception_score_std", "inception_mm
 REFERENCE_BLUR = "blur2"  # the real_blurred row's blur: the stronger of the validation's two (issue 26's table)
 
 
+def _digest(x: Tensor) -> str:
+    """SHA-256 of a tensor's values, shape and dtype (a cache key's stand-in for the images themselves: about
+    0.5 s for 26,000 stacked images)."""
+    data = x.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(data.shape)} {data.dtype}".encode())
+    h.update(memoryview(data.numpy()).cast("B"))
+    return h.hexdigest()
+
+
 def _chunks(n: int, size: int):
     for start in range(0, n, size):
         yield start, min(size, n - start)
@@ -65,8 +74,10 @@ def _chunks(n: int, size: int):
 class ImageEvaluator:
     def __init__(self, data, latent_dim: int, eval_cfg, wasserstein_critic: bool, device: torch.device,
                  metrics_cfg=None):
+        from ganlab.allocator import keep_freed_memory
         from ganlab.config import MetricsConfig
 
+        keep_freed_memory()  # its large activations reuse freed heap (ganlab/allocator.py); once per process
         if eval_cfg.samples < MIN_IMAGE_SAMPLES:  # PRDC would fail at the first evaluation, minutes in
             raise ConfigError(f"eval.samples={eval_cfg.samples}: an image evaluation takes >= {MIN_IMAGE_SAMPLES} "
                               "samples (density/coverage compare each with its 5 nearest neighbours)")
@@ -173,26 +184,28 @@ class ImageEvaluator:
 
         rng = torch.Generator(self.device).manual_seed(REFERENCE_SEED)
         real = self.data.sample_unique(n, generator=rng)  # without replacement, as the FID protocol
-        key = {**self.data.identity(), "n": n, "seed": REFERENCE_SEED, "draw": "without replacement"}
+        # The images by content too: other files under the dataset's name (another folder, a changed file) are
+        # other statistics (identity() alone names the dataset, not its files).
+        key = {**self.data.identity(), "n": n, "seed": REFERENCE_SEED, "draw": "without replacement",
+               "images": _digest(real)}
         ref: dict = {"n": n, "pixels": real.flatten(1)}
         if self.classifier is not None:
+            computed: list = []  # over 50,000 samples the cache keeps no features: the ones it computed, then
             ref["mu"], ref["sigma"], feats = cached_statistics(
                 {**key, "extractor": f"classifier:{self.classifier_info['hash']}"},
-                lambda: self._classify(real)[1].double().cpu().numpy())
-            if feats is None:  # over 50,000 samples the cache keeps no features
-                feats = self._classify(real)[1].cpu().numpy()
+                lambda: computed.append(self._classify(real)[1].double().cpu().numpy()) or computed[0])
+            if feats is None:
+                feats = computed[0] if computed else self._classify(real)[1].cpu().numpy()
             # float64 of the float32 features: the same numbers whether they came from the cache or the classifier
             ref["features"] = np.asarray(feats, np.float32).astype(np.float64)
             ref["domain_mmd_sigma"] = median_bandwidth(ref["features"])
-
             # The counts' ceiling from images the classifier did not train on, as its confusion matrix was
-            # measured: training images, which it labels better than any other, would flatter the ceiling.
-            def ceiling() -> dict:  # its draw continues the reference sample's RNG
-                held_out, split = self.data.held_out_sample(n, generator=rng)
-                return {"split": split, "modes": self._mode_metrics(self._classify(held_out)[0], held_out)}
-
-            row = cached_rows(self._rows_key("ceiling", n, REFERENCE_SEED), ceiling)
-            ref["modes"], ref["ceiling_split"] = row["modes"], row["split"]
+            # measured: training images, which it labels better than any other, would flatter the ceiling. Its
+            # draw continues the reference sample's RNG.
+            held_out, split = self.data.held_out_sample(n, generator=rng)
+            ref["modes"] = cached_rows(self._rows_key("ceiling", held_out, real),
+                                       lambda: self._mode_metrics(self._classify(held_out)[0], held_out))
+            ref["ceiling_split"] = split
         if self.inception is not None:
             ref["inception_mu"], ref["inception_sigma"], feats = cached_statistics(
                 {**key, "extractor": self.inception.extractor_id()}, lambda: self._inception(real)[0])
@@ -207,10 +220,12 @@ class ImageEvaluator:
         self._reference = ref
         return ref
 
-    def _rows_key(self, what: str, n: int, seed: int) -> dict:
-        """What decides a cached real-data row (feature_cache.cached_rows): the data (its identity and folder), n,
-        the draw's seed, the classifier (its weights' hash and confusion matrices), the Inception network, the
-        metric settings, and the code that computes it."""
+    def _rows_key(self, what: str, images: Tensor, reference: Tensor, seed: int | None = None) -> dict:
+        """What decides a cached real-data row (feature_cache.cached_rows): the images it scores and the reference
+        sample they are scored against, by content (so the data's files, folder and split, n and the draw's device
+        and seed are all in it), the seed of any noise drawn after them, the classifier (its weights' hash and every
+        confusion matrix and signature the matched correction picks from), the Inception network, the metric
+        settings, the device type, the code that computes it and the torch and numpy releases under it."""
         from dataclasses import asdict, is_dataclass
 
         from omegaconf import OmegaConf
@@ -220,15 +235,17 @@ class ImageEvaluator:
         confusion = hashlib.sha256()
         family = self._family()
         for t in (getattr(self.classifier, "confusion", None), getattr(self.classifier, "confusion_samples", None),
-                  *((family.sigma, family.noise, family.confusions, family.samples) if family is not None else ())):
+                  *((family.sigma, family.noise, family.signatures, family.confusions, family.samples)
+                    if family is not None else ())):
             if t is not None:
                 confusion.update(t.detach().cpu().contiguous().numpy().tobytes())
         settings = (asdict(self.mcfg) if is_dataclass(self.mcfg)
                     else OmegaConf.to_container(self.mcfg, resolve=True))
-        return {"row": what, **self.data.identity(), "root": str(getattr(self.data, "root", None)), "n": n,
-                "seed": seed, "classifier": self.classifier_info["hash"], "confusion": confusion.hexdigest()[:16],
+        return {"row": what, "images": _digest(images), "reference": _digest(reference), "seed": seed,
+                "classifier": self.classifier_info["hash"], "confusion": confusion.hexdigest()[:16],
                 "inception": None if self.inception is None else self.inception.extractor_id(),
-                "metrics": settings, "blur": REFERENCE_BLUR,
+                "metrics": settings, "blur": REFERENCE_BLUR, "device": self.device.type,
+                "torch": torch.__version__, "numpy": np.__version__,
                 "code": source_fingerprint("metrics", "data", "evaluation/image.py", "evaluation/base.py")}
 
     def _inception_share(self) -> int:
@@ -294,23 +311,23 @@ class ImageEvaluator:
         core, about 4 minutes for 26,000 stacked images)."""
         n = n or self.cfg.samples
         seed = generator.initial_seed()
+        fresh = torch.Generator(self.device).manual_seed(seed)
+        ref = self.reference_sample(n)
+        real, _ = self.data.held_out_sample(n, fresh)
 
         def measure() -> dict:
-            fresh = torch.Generator(self.device).manual_seed(seed)
-            ref = self.reference_sample(n)
-            real, _ = self.data.held_out_sample(n, fresh)
             rows = {"data": real}
             if self.classifier is not None:
                 rows["real_blurred"] = degrade(real, REFERENCE_BLUR)
-                rows["real_noised"] = degrade(real, "noise", fresh)
+                rows["real_noised"] = degrade(real, "noise", fresh)  # the draw after the images': the key's seed
             return {name: {k: v for k, v in self._sample_metrics(x, ref).items() if k != "mode_counts"}
                     for name, x in rows.items()}
 
-        if self.classifier is None:  # pixel metrics only: cheap, and nothing to key a cache by
+        if self.classifier is None:  # pixel metrics only: cheap
             return measure()
         from ganlab.metrics.feature_cache import cached_rows
 
-        return cached_rows(self._rows_key("data_references", n, seed), measure)
+        return cached_rows(self._rows_key("data_references", real, ref["pixels"], seed), measure)
 
     @torch.no_grad()
     def evaluate_samples(self, fake: Tensor, generator: torch.Generator) -> Evaluation:
