@@ -421,9 +421,10 @@ def test_a_malformed_confusion_matrix_is_a_one_line_error(cache):
 # --- real data -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
-    """One epoch (938 steps of 64, about 35 s on 2 cores) on Debian's Fashion-MNIST, scored on the
-    whole 10k test set: 89.3 % measured here."""
+def test_fashion_mnist_a_third_of_an_epoch_reaches_85_percent(tmp_path):
+    """The first 20,000 training images once (313 steps of 64) on Debian's Fashion-MNIST, scored on the whole 10k
+    test set: 87.2 % measured here (15,000 images: 87.0 %; the whole epoch, which this test trained until
+    2026-12-07: 89.3 %, but took 100 s of the suite's 10 minutes, 385 s beside other work)."""
     if not all((DEBIAN_FASHION / f).is_file() for f in FASHION_FILES):
         if os.environ.get("GANLAB_REQUIRE_DEBIAN_FASHION") == "1":
             pytest.fail(f"GANLAB_REQUIRE_DEBIAN_FASHION=1 but {DEBIAN_FASHION} lacks the Fashion-MNIST files")
@@ -432,8 +433,8 @@ def test_fashion_mnist_one_epoch_reaches_88_percent(tmp_path):
     # made this test 5x slower (195 s) in `make test`.
     # An empty data root: the files come from the Debian copy, nothing is downloaded.
     model, acc = training.train_classifier("fashion_mnist", str(tmp_path), epochs=1, seed=0, device="cpu",
-                                           batch_size=64, progress=False, confusion_grid=((0.0,), (0.0,)))
-    assert acc >= 0.88
+                                           batch_size=64, progress=False, confusion_grid=((0.0,), (0.0,)), limit=20_000)
+    assert acc >= 0.85
     # Its confusion matrix on the test split's confusion half (500 a class): rows sum to 1, the diagonal is
     # about the accuracy on the whole split.
     c = model.confusion
