@@ -161,6 +161,12 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
     assert "GFLOP/step" in text and "Welch" not in text
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
     assert "Wall time of the sweep: **3.5 min**" in text
+    assert "Part of the reproduction" not in text
+    partial = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out",
+                              str(tmp_path / "partial.md"), "--pending", "the controls"], check=False,
+                             capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
+    assert partial.returncode == 0, partial.stderr
+    assert "> **Part of the reproduction.** Not in these tables yet: the controls." in (tmp_path / "partial.md").read_text()
     assert "## Validation of the mode counts on real images with known modes\n\n| true modes |" in text
     within = text.split("## Within-class collapse")[1].split("\n## ")[0]
     rows = [line for line in within.splitlines() if line.startswith("| ") and "---" not in line][1:]
