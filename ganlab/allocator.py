@@ -8,7 +8,8 @@ thousands of times: measured here, classifying 19,500 grey images in chunks of 5
 against 10.6 s, one thread, the machine shared with two other runs). A training step's tensors are far smaller.
 
 The cost: a process keeps its peak heap after the peak (what the next evaluation needs anyway) instead of
-shrinking between evaluations. GANLAB_KEEP_FREED_MEMORY=0 leaves malloc as it is. Only glibc has mallopt's
+shrinking between evaluations; and the tests' tiny 2-D runs (tests/test_resume.py, 2 x 2 interleaved) took 79-82 s
+with it set in every ganlab process against 75 s without. So only a process that builds an image evaluator sets it. GANLAB_KEEP_FREED_MEMORY=0 leaves malloc as it is. Only glibc has mallopt's
 thresholds; elsewhere (macOS, musl) this does nothing.
 """
 
@@ -32,9 +33,9 @@ _applied: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds for this process, once; whether they are set. Called early (the CLI,
-    each launched job, the evaluation worker) and by every image evaluator (scripts that evaluate): blocks
-    allocated before keep their mmap. A process that serves several jobs (a Ray worker) keeps the setting."""
+    """Set glibc's mmap and trim thresholds for this process, once; whether they are set. Called by every image
+    evaluator (a run's, `ganlab eval`'s, the scripts'), before its first evaluation: blocks allocated before keep
+    their mmap. A process that serves several jobs (a Ray worker) keeps the setting."""
     global _applied
     if _applied is not None:
         return _applied

@@ -26,7 +26,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab import provenance, runlock
-from ganlab.allocator import keep_freed_memory
 from ganlab.argparsing import Parser
 from ganlab.config import W_SAMPLES_PROTOCOL, check_data_root, compose_checked, explain_compose_error
 from ganlab.errors import ConfigError, GanlabError, UsageError, WriteError
@@ -516,7 +515,6 @@ def _quiet_thread_errors(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    keep_freed_memory()  # before the first large tensor (ganlab/allocator.py)
     # A log handler that cannot write (a full disk under train.log) drops the line, without a traceback.
     saved = logging.raiseExceptions, threading.excepthook
     logging.raiseExceptions = False

@@ -20,7 +20,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab import runlock
-from ganlab.allocator import keep_freed_memory
 from ganlab.config import CONFIG_NAME, CONFIG_SOURCE, GROUPS, Role, keys_with
 from ganlab.devices import place_job
 from ganlab.errors import ConfigError, GanlabError
@@ -179,7 +178,6 @@ def train_job(cfg: DictConfig) -> dict | float | None:
     failed = None if target is None else objective.worst(target)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     parallel = runs_in_parallel(hydra_cfg)
-    keep_freed_memory()  # a launched job's own process (joblib, submitit, Ray): ganlab/allocator.py
     placed = place_job()  # the GPU a parallel sweep gave this job, before anything asks CUDA (ganlab/devices.py)
     consoles = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
     if parallel:  # no progress bars, and console lines named by job (train.log needs no name)

@@ -52,14 +52,14 @@ def test_freed_large_blocks_are_reused_instead_of_faulted_in_again():
     assert kept["faults"] <= 4 * PAGES
 
 
-def test_the_ganlab_processes_keep_freed_memory():
-    """The CLI, each launched job, the evaluation worker and every image evaluator call it before their work."""
+def test_every_image_evaluator_keeps_freed_memory_and_nothing_else_asks():
+    """The image evaluator calls it before its first evaluation; the 2-D runs leave malloc as it is (their tiny
+    tensors gain nothing, and the tests' 2-D runs were 5-9 % slower with it)."""
     import inspect
 
     from ganlab import cli, launch
-    from ganlab.evaluation import image, worker
+    from ganlab.evaluation import image, toy, worker
 
     assert "keep_freed_memory()" in inspect.getsource(image.ImageEvaluator.__init__)
-    assert "keep_freed_memory()" in inspect.getsource(cli.main)
-    assert "keep_freed_memory()" in inspect.getsource(launch.train_job)
-    assert "keep_freed_memory()" in inspect.getsource(worker).rsplit('if __name__ == "__main__":', 1)[1]
+    for module in (cli, launch, toy, worker):
+        assert "keep_freed_memory" not in inspect.getsource(module), module.__name__

@@ -249,8 +249,6 @@ def _orphaned(parent: int) -> bool:
 
 if __name__ == "__main__":
     # Serve from the imported module, not from __main__: the jobs' classes pickle by their module's name.
-    from ganlab.allocator import keep_freed_memory
     from ganlab.evaluation.worker import _serve as serve
 
-    keep_freed_memory()
     serve()
