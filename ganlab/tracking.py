@@ -58,6 +58,22 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_atomic(Path(path), lambda f: f.write(text.encode()))
 
 
+def _after_earlier_event_files(run_dir: Path) -> None:
+    """Wait, at most a second, until this second is later than every events file's in `run_dir`. TensorBoard reads a
+    run's files in name order, `events.out.tfevents.SECONDS.HOST.PID.N`: a file started in the same second as an
+    earlier one of this process sorts by its counter as text (".10" before ".9"), so a restart's file could be read
+    first and its purge_step would not hide the earlier points (seen in tests/test_resume.py under xdist)."""
+    latest = 0
+    for path in run_dir.glob("events.out.tfevents.*"):
+        try:
+            latest = max(latest, int(path.name.split(".")[3]))
+        except (IndexError, ValueError):  # not a name TensorBoard's writer gave
+            continue
+    deadline = time.monotonic() + 1.1  # a file from a clock ahead of ours is not waited for
+    while int(time.time()) <= latest and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class Tracker:
     """Scalars and images to TensorBoard, a live progress bar, and the final summary.
 
@@ -71,6 +87,7 @@ class Tracker:
         self.hparams = hparams
         self.metric_keys = metric_keys
         # purge_step (a resumed run): TensorBoard hides what earlier files logged at steps >= it.
+        _after_earlier_event_files(self.run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self.console = get_console()  # the console RichHandler logs to, so log lines print above the bar
         # A bar only on a terminal: in files and CI logs it would be thousands of lines of noise.

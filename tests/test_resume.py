@@ -295,3 +295,23 @@ def test_the_first_checkpoint_is_written_when_due_while_the_evaluation_worker_is
     run(make_cfg("debug=tiny", "steps=20", "checkpoint.every=4"), tmp_path / "run")
     assert saved[0] == 4, saved
     assert saved == [4, 12, 20], saved  # then owed from 8 and written 4 steps late; the final one
+
+
+def test_a_restarts_events_file_sorts_after_the_earlier_ones_even_in_the_same_second(tmp_path):
+    """TensorBoard reads a run's events files in name order; a file of this second whose counter is 9 sorts after one
+    whose counter is 10 (text). The tracker waits for the next second before its file, so a restart's file is last."""
+    import time
+
+    from ganlab.tracking import Tracker
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.1.9").write_bytes(b"")
+    tracker = Tracker(tmp_path, 10, {}, (), progress=False, purge_step=0)
+    tracker.writer.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == f"events.out.tfevents.{now}.host.1.9" and int(names[1].split(".")[3]) > now
+    future = tmp_path / f"events.out.tfevents.{now + 3600}.host.1.0"  # a clock an hour ahead: not waited for
+    future.write_bytes(b"")
+    start = time.monotonic()
+    Tracker(tmp_path, 10, {}, (), progress=False).writer.close()
+    assert time.monotonic() - start < 5
