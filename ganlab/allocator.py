@@ -9,8 +9,9 @@ against 10.6 s, one thread, the machine shared with two other runs). A training 
 
 The cost: a process keeps its peak heap after the peak (what the next evaluation needs anyway) instead of
 shrinking between evaluations; and the tests' tiny 2-D runs (tests/test_resume.py, 2 x 2 interleaved) took 79-82 s
-with it set in every ganlab process against 75 s without. So only a process that builds an image evaluator sets it. GANLAB_KEEP_FREED_MEMORY=0 leaves malloc as it is. Only glibc has mallopt's
-thresholds; elsewhere (macOS, musl) this does nothing.
+with it set in every ganlab process against 75 s without. So only a process that builds an image evaluator sets
+it. GANLAB_KEEP_FREED_MEMORY=0 leaves malloc as it is. Only glibc has mallopt's thresholds; elsewhere (macOS,
+musl) this does nothing.
 """
 
 from __future__ import annotations
