@@ -257,6 +257,25 @@ def differing_keys(saved: dict, current: dict, ignore: tuple[str, ...] = RESUMAB
                   if a.get(k) != b.get(k) and not any(k == i or k.startswith(i + ".") for i in ignore))
 
 
+def shown_differences(saved: dict, current: dict, keys: list[str], most: int = 8) -> str:
+    """`key (X in the checkpoint, Y now)` for the first `most` of `keys`, values as a config override writes them:
+    what a user repeats to resume. A key the checkpoint's config lacks shows the value of the runs before it
+    existed (config.ADDED_KEYS), else `unset`."""
+    a, b = _flatten(saved), _flatten(current)
+
+    def value(flat: dict, key: str) -> str:
+        if key not in flat:
+            return _override_text(ADDED_KEYS[key]) if key in ADDED_KEYS else "unset"
+        return _override_text(flat[key])
+
+    shown = ", ".join(f"{k} ({value(a, k)} in the checkpoint, {value(b, k)} now)" for k in keys[:most])
+    return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def _override_text(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _flatten(node, prefix: str = "") -> dict:
     if isinstance(node, dict):
         out = {}

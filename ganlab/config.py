@@ -224,7 +224,8 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 # without such a key matches a current one that has this value (checkpoint.differing_keys, the report's
 # grouping). A stacked run from before `dataset.classes` existed labelled its triples by their mode.
 ADDED_KEYS = {"dataset.classes": "mode", "ema.decay": None, "optim.schedule": "none", "optim.warmup": 0,
-              "loss.r1_gamma": 0.0, "loss.r2_gamma": 0.0, "objective": None}
+              "loss.r1_gamma": 0.0, "loss.r2_gamma": 0.0, "objective": None,
+              "optim.g.fused": None, "optim.d.fused": None}  # fused Adam: the default since 2026-12-07
 
 
 def remedy_label(remedies: Any) -> str:

@@ -79,6 +79,14 @@ def _instantiate(node: DictConfig, key: str, *args, **kwargs):
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
 
 
+def _optimizer(node: DictConfig, key: str, params, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer of config node `key` over `params`. The meta device (ganlab/memory.py's estimate builds
+    there) has no fused kernels: there a `fused: true` optimizer is built unfused, with the same state shapes."""
+    if device.type == "meta" and OmegaConf.select(node, "fused"):
+        node = OmegaConf.merge(node, {"fused": None})
+    return _instantiate(node, key, params)
+
+
 def build(cfg: DictConfig, device: torch.device) -> GAN:
     """Everything a run needs, from the config. The CLI also calls it on the CPU for every job of a
     sweep before the first starts, so bad values fail at once; keep construction cheap (datasets
@@ -97,15 +105,15 @@ def build(cfg: DictConfig, device: torch.device) -> GAN:
     G, D = remedy.build(make.G(), make.D(), make)
     check_penalty_fits(loss, D)
     G, D = G.to(device), D.to(device)
-    g_opt = _instantiate(cfg.optim.g, "optim.g", G.parameters())
-    d_opt = _instantiate(cfg.optim.d, "optim.d", D.parameters())
+    g_opt = _optimizer(cfg.optim.g, "optim.g", G.parameters(), device)
+    d_opt = _optimizer(cfg.optim.d, "optim.d", D.parameters(), device)
     exp = GAN(data, loss, remedy, G, D, g_opt, d_opt, latent_dim)
     for name, (module, side) in remedy.extra_networks().items():
         if side not in ("g", "d"):  # a programming error in a remedy, not a user's: say which
             raise ValueError(f"remedy network {name!r}: side must be 'g' or 'd', got {side!r}")
         exp.extras[name] = module.to(device)
         exp.extra_sides[name] = side
-        exp.extra_opts[name] = _instantiate(cfg.optim[side], f"optim.{side}", module.parameters())
+        exp.extra_opts[name] = _optimizer(cfg.optim[side], f"optim.{side}", module.parameters(), device)
     exp.d_opts, exp.g_opts = exp.optimizers("d"), exp.optimizers("g")
     if not remedy.g_loss_needs_d_gradients:
         g_side = {id(p) for opt in exp.g_opts for group in opt.param_groups for p in group["params"]}
@@ -155,7 +163,7 @@ def restore(path: Path, exp: GAN, cfg: DictConfig, config: dict) -> tuple[int, d
     saved_config = json.loads(state["config"])
     differ = checkpoint.differing_keys(saved_config, config)
     if differ and not cfg.resume_force:
-        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        shown = checkpoint.shown_differences(saved_config, config, differ)
         allowed = ", ".join(k for k in checkpoint.RESUMABLE_KEYS if role_of(k) is not Role.command)
         raise ConfigError(f"resume: the config differs from the checkpoint's in {shown}; a resumed run keeps the "
                           f"config it was started with (only {allowed} may change): repeat its settings, or add "

@@ -1,12 +1,15 @@
 """Benchmark: ganlab's whole run against a bare PyTorch loop with identical networks.
 
-Both train the default experiment (NS-GAN on the ring, the default MLPs, batch and optimizers; 10,000
-steps) in this one process. ganlab's figure is the whole `run()` by the wall clock: start-up (build,
+Both train the default experiment (NS-GAN on the ring, the default MLPs, batch and optimizer settings;
+10,000 steps) in this one process. ganlab's figure is the whole `run()` by the wall clock: start-up (build,
 reference rows), every evaluation, log tick, picture and checkpoint at the default cadence, the final
 wait for the worker, samples and summary, on the run's own threads (cpu_threads=auto unless given: the
 cores less one for the evaluation worker, ganlab/threads.py). The
-bare loop's is its steps alone, timed twice: at torch's default thread count (what a user's loop gets:
-the target's anchor) and at one thread (what each job of a sweep of one job per core trains on). Prints
+bare loop's is its steps alone, timed three times: with the config's optimizers as a user writes them
+(torch.optim.Adam(params, lr, betas): torch's default implementation) at torch's default thread count (what a
+user's loop gets: the target's anchor) and at one thread (what each job of a sweep of one job per core trains
+on); and with ganlab's own optimizers (fused Adam) on ganlab's thread count, the same arithmetic as ganlab's
+run, which shows what ganlab's bookkeeping costs apart from what its optimizer kernel gains. Prints
 steps per second for each, the ratio (target: >= 0.95 of the default-threads loop), the same by this
 process's CPU time (the evaluation worker's is another process's), the figure the run records itself
 (from its first step to the worker's close), and the load average (an idle machine is the condition of
@@ -25,6 +28,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ganlab import threads
 from ganlab.config import compose_config, resolve_device
@@ -36,14 +41,24 @@ from ganlab.train import run
 DEFAULT_THREADS = torch.get_num_threads()
 
 
-def bare_loop(cfg, steps: int, threads: int) -> tuple[float, float]:
-    """The same step written plainly: no hooks, no logging, no evaluation, on `threads` intra-op threads.
-    Returns steps per wall-clock second and per CPU second of this process."""
+def plain_optimizer(node, params) -> torch.optim.Optimizer:
+    """The config's optimizer as a user writes it: its class, learning rate and betas, torch's default
+    implementation (ganlab's configs ask for the fused kernel: `fused: true`)."""
+    return instantiate(OmegaConf.merge(node, {"fused": None}) if "fused" in node else node)(params)
+
+
+def bare_loop(cfg, steps: int, threads: int, ganlab_optimizers: bool = False) -> tuple[float, float]:
+    """The same step written plainly: no hooks, no logging, no evaluation, on `threads` intra-op threads,
+    with the config's optimizers as a user writes them (torch's default implementation), or ganlab's own
+    (`ganlab_optimizers`: fused Adam, the same arithmetic as ganlab's run). Returns steps per wall-clock second
+    and per CPU second of this process."""
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     torch.set_num_threads(threads)
     exp = build(cfg, device)
-    G, D, data, g_opt, d_opt = exp.G, exp.D, exp.data, exp.g_opt, exp.d_opt
+    G, D, data = exp.G, exp.D, exp.data
+    g_opt, d_opt = ((exp.g_opt, exp.d_opt) if ganlab_optimizers
+                    else (plain_optimizer(cfg.optim.g, G.parameters()), plain_optimizer(cfg.optim.d, D.parameters())))
     n, zdim = cfg.batch_size, exp.latent_dim
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -82,8 +97,13 @@ def main() -> None:
     args.steps = cfg.steps
     if cfg.loss._target_ != "ganlab.losses.NonSaturatingGAN" or list(cfg.remedy) != ["none"]:
         parser.error("the bare loop is NS-GAN without a remedy; keep loss and remedy at their defaults")
-    anchors = {f"bare PyTorch loop, torch's default {DEFAULT_THREADS} thread(s)": DEFAULT_THREADS,
-               "bare PyTorch loop, 1 thread": 1}
+    # name -> (threads, ganlab's optimizers): the loop a user writes, at torch's default threads (the target's
+    # anchor) and at one; and at ganlab's thread count with ganlab's optimizers, the same arithmetic as ganlab's
+    # run, so that the cost of ganlab's bookkeeping shows apart from what its optimizer kernel gains.
+    ours = threads.count(cfg.cpu_threads, worker=cfg.eval.background)
+    anchors = {f"bare PyTorch loop, torch's default {DEFAULT_THREADS} thread(s)": (DEFAULT_THREADS, False),
+               "bare PyTorch loop, 1 thread": (1, False),
+               f"bare loop, {ours} thread(s), ganlab's optimizers": (ours, True)}
     names = [*anchors, "ganlab whole run"]
     figures: dict[str, list] = {name: [] for name in names}
     for i in range(args.repeats):
@@ -91,10 +111,10 @@ def main() -> None:
         # previous loop leaves behind (allocator state, caches, threads) hit every loop alike.
         for name in names[i % len(names):] + names[:i % len(names)]:
             figures[name].append(ganlab_loop(cfg, args.steps) if name == names[-1]
-                                 else bare_loop(cfg, args.steps, anchors[name]))
+                                 else bare_loop(cfg, args.steps, *anchors[name]))
     load = os.getloadavg()
     print(f"device {resolve_device(cfg.device)}, {args.steps} steps, eval every {cfg.eval.every}, "
-          f"log every {cfg.log.every}, ganlab on cpu_threads={cfg.cpu_threads} ({threads.count(cfg.cpu_threads, worker=cfg.eval.background)} "
+          f"log every {cfg.log.every}, ganlab on cpu_threads={cfg.cpu_threads} ({ours} "
           f"thread(s)), {args.repeats} interleaved repeats (median); load average at the end "
           f"{load[0]:.2f} (1 min) {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
     anchor = names[0]
@@ -103,9 +123,10 @@ def main() -> None:
         print(f"{clock} steps/s:")
         for name in names:
             print(f"  {name:<45} {medians[name]:7.1f} ({', '.join(f'{r[i]:.1f}' for r in figures[name])})")
-        ours = medians[names[-1]]
-        print(f"  ratio ganlab/bare: {ours / medians[anchor]:.3f} against the default-threads loop"
-              + ("   (target >= 0.95)" if i == 0 else "") + f", {ours / medians[names[1]]:.3f} against one thread")
+        run = medians[names[-1]]
+        print(f"  ratio ganlab/bare: {run / medians[anchor]:.3f} against the default-threads loop"
+              + ("   (target >= 0.95)" if i == 0 else "") + f", {run / medians[names[1]]:.3f} against one thread, "
+              f"{run / medians[names[2]]:.3f} against the loop with ganlab's threads and optimizers")
     loop_only = statistics.median(r[2] for r in figures[names[-1]])
     print(f"ganlab's own figure (summary.json's steps_per_second: no start-up, no final samples and checkpoint): "
           f"{loop_only:.1f} ({', '.join(f'{r[2]:.1f}' for r in figures[names[-1]])}); ratio "

@@ -72,6 +72,23 @@ def test_resume_check_follows_the_roles():
     assert checkpoint.differing_keys(saved, {**saved, "remedy": {"pacgan": {"pack": 3}}}) == ["remedy.pacgan.pack"]
 
 
+def test_a_run_from_before_fused_adam_resumes_only_on_torchs_default_adam():
+    """optim.*.fused came with fused Adam as the default (config.ADDED_KEYS): a checkpoint whose config has no
+    such key trained on torch's default Adam, so it matches fused=null, and the new default is named as a change."""
+    from ganlab.config import compose_config
+    from omegaconf import OmegaConf
+
+    current = OmegaConf.to_container(compose_config([]), resolve=True)
+    saved = {**current, "optim": {**current["optim"], "g": {k: v for k, v in current["optim"]["g"].items() if k != "fused"},
+                                  "d": {k: v for k, v in current["optim"]["d"].items() if k != "fused"}}}
+    assert checkpoint.differing_keys(saved, current) == ["optim.d.fused", "optim.g.fused"]
+    unfused = OmegaConf.to_container(compose_config(["optim.g.fused=null", "optim.d.fused=null"]), resolve=True)
+    assert checkpoint.differing_keys(saved, unfused) == []
+    # the refusal says what to repeat
+    assert checkpoint.shown_differences(saved, current, ["optim.d.fused", "optim.g.fused"]) == \
+        "optim.d.fused (null in the checkpoint, true now), optim.g.fused (null in the checkpoint, true now)"
+
+
 def test_role_of_dotted_keys():
     assert role_of("remedy.unrolled.k") is Role.experiment  # a group's options share its role
     assert role_of("eval.every") is Role.schedule

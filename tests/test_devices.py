@@ -275,7 +275,7 @@ def as_if_saved_on_cuda_1(path):
 
 def test_a_run_trained_on_cuda_1_resumes_on_the_cpu_with_resume_force(finished):
     as_if_saved_on_cuda_1(finished / "checkpoint.pt")
-    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in device; .*resume_force=true"):
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in device \(cuda:1 in the checkpoint, cpu now\); .*resume_force=true"):
         run(make_cfg(*TINY_RUN, "device=cpu", f"resume={finished}"), finished)
     summary = run(make_cfg(*TINY_RUN, "device=cpu", "resume_force=true", f"resume={finished}"), finished)
     assert summary["status"] == "completed" and summary["resumed_from_step"] == 20 and summary["device"] == "cpu"

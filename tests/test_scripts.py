@@ -20,15 +20,33 @@ def test_bench_loop_prints_its_ratios():
     out = script("scripts/bench_loop.py", "--steps", "20", "--repeats", "1", "eval.every=10", "eval.samples=200",
                  "eval.w_samples=100")
     assert out.returncode == 0, out.stderr
-    # both anchors: the loop at torch's default threads (the target's) and at one thread, then ganlab's run
+    # the three anchors: the loop a user writes at torch's default threads (the target's) and at one thread, the
+    # loop with ganlab's threads and optimizers; then ganlab's run
     for figure in ("wall-clock", "CPU-time"):
         assert re.search(rf"{figure} steps/s:\n  bare PyTorch loop, torch's default \d+ thread\(s\) +\d+\.\d \(.*\)\n"
-                         rf"  bare PyTorch loop, 1 thread +\d+\.\d \(.*\)\n  ganlab whole run +\d+\.\d \(.*\)\n"
+                         rf"  bare PyTorch loop, 1 thread +\d+\.\d \(.*\)\n"
+                         rf"  bare loop, \d+ thread\(s\), ganlab's optimizers +\d+\.\d \(.*\)\n  ganlab whole run +\d+\.\d \(.*\)\n"
                          rf"  ratio ganlab/bare: \d+\.\d{{3}} against the default-threads loop.*, \d+\.\d{{3}} against one "
-                         rf"thread", out.stdout), out.stdout
+                         rf"thread, \d+\.\d{{3}} against the loop with ganlab's threads and optimizers", out.stdout), out.stdout
     assert re.search(r"ganlab on cpu_threads=auto \(\d+ thread\(s\)\)", out.stdout)
     assert re.search(r"ganlab's own figure .* \d+\.\d .*ratio \d\.\d{3}", out.stdout)
     assert re.search(r"load average at the end \d+\.\d\d", out.stdout)
+
+
+def test_bench_loops_anchor_uses_torchs_default_optimizer_not_ganlabs_fused_one(monkeypatch):
+    """The anchor is the loop a user writes: the config's Adam settings, torch's default implementation."""
+    import torch
+    from conftest import make_cfg
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from bench_loop import plain_optimizer
+
+    cfg = make_cfg()
+    opt = plain_optimizer(cfg.optim.g, [torch.zeros(3, requires_grad=True)])
+    assert type(opt) is torch.optim.Adam and opt.defaults["fused"] is None
+    assert opt.defaults["lr"] == cfg.optim.g.lr and list(opt.defaults["betas"]) == list(cfg.optim.g.betas)
+    rms = plain_optimizer(make_cfg("optim=rmsprop").optim.d, [torch.zeros(3, requires_grad=True)])
+    assert type(rms) is torch.optim.RMSprop
 
 
 def test_bench_remedies_prints_a_row_per_remedy():
