@@ -94,7 +94,7 @@ def modes_per_class(run_dir: Path) -> list[int] | None:
     return [sum(1 for c in counts[100 * k:100 * (k + 1)] if c > 0) for k in range(10)]
 
 
-def within_class_section(groups: list) -> list[str]:
+def within_class_section(groups: list, base_width: int | None) -> list[str]:
     """For the conditional rows (dataset.classes=first): the modes captured per first-digit class, against
     every other row grouped the same way. Following its labels spreads a conditional G over the 10
     classes; collapse inside a class shows as few of that class's 100 modes."""
@@ -108,7 +108,7 @@ def within_class_section(groups: list) -> list[str]:
               "10 classes: mean ± s.e. over seeds. The unconditional rows are grouped the same way beside them, as values "
               "only: a labelled row is not compared with an unlabelled one, so no claim that either collapses less "
               "within a class is made here."),
-             "", "| remedy | classes | seeds | fewest modes in a class (of 100) | median | most |", "|---|---|---|---|---|---|"]
+             "", "| row | classes | seeds | fewest modes in a class (of 100) | median | most |", "|---|---|---|---|---|---|"]
     for group in sorted(groups, key=_order):
         per_run = [m for m in (modes_per_class(r.path) for r in group.completed) if m is not None]
         if not per_run:
@@ -117,8 +117,24 @@ def within_class_section(groups: list) -> list[str]:
         remedy = group.runs[0].labels.get("remedy", "?")
         classes = "first digit" if group.runs[0].config.get("dataset.classes") == "first" else "mode"
         label = classes if remedy in ("acgan", "cgan_projection") else "– (unconditional)"
-        lines.append(f"| {remedy} | {label} | {len(per_run)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(group, base_width)} | {label} | {len(per_run)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def merged_references(references: list) -> list[tuple[str, int, list[str]]]:
+    """(label, runs, cells) per reference row, rows of one kind with the same cells as one: the untrained G is
+    the same network under every D width, and the real images score the same whichever class labels the
+    dataset gives; one row then names every configuration whose runs measured the same (its s.e. over the first
+    one's runs, since the others repeat those values), so no row is a repeat."""
+    merged: dict[tuple, list] = {}
+    for ref in references:
+        kind, _, where = ref.label.partition(" (")
+        key = (kind, tuple(_cells(ref.stats, ref.n)))
+        entry = merged.setdefault(key, [kind, [], ref.n])  # the runs of one row: s.e. over its seeds
+        entry[1].append(where.rstrip(")"))
+    return [(kind + (f" ({wheres[0]}" + "".join(f"; the same in the runs of {w}" for w in wheres[1:]) + ")"
+                     if any(wheres) else ""), n, list(cells))
+            for (_, cells), (kind, wheres, n) in merged.items()]
 
 
 def _cells(stats: dict, n: int) -> list[str]:
@@ -174,8 +190,10 @@ def main() -> None:
     # .complete: one line "wall-seconds steps jobs [remedies]" per sweep (a later one adds remedies)
     segments = [line.split() for line in (args.out / ".complete").read_text().splitlines() if line.strip()] \
         if (args.out / ".complete").exists() else []
-    wall = str(sum(float(seg[0]) for seg in segments)) if segments else "?"
+    wall_text = "; ".join(f"{' '.join(seg[3:]) or 'sweep'} {float(seg[0]) / 60:.{0 if float(seg[0]) >= 600 else 1}f} min"
+                          for seg in segments)
     jobs = "/".join(sorted({seg[2] for seg in segments})) if segments else "?"
+    run_hours = sum(float(r.get("wall_seconds") or 0) for r in runs) / 3600
     lines = [
         "# Stacked Fashion-MNIST: a DCGAN baseline against the image remedies",
         "",
@@ -207,8 +225,11 @@ def main() -> None:
         "Short, to fit 2 CPU cores; no row here is a reproduction."),
         (f"- Evaluation: {config['eval']['samples']:,} generated samples (the protocol's 26,000); "
         f"classifier: {first['protocol'].get('classifier', '?')}."),
-        f"- Wall time of the sweep: **{float(wall) / 60:.1f} min** on 2 CPU cores ({jobs} parallel jobs, 1 torch thread each)."
-        if wall != "?" else "- Wall time: not recorded.",
+        (f"- Machine time: **{run_hours:.2f} h** of run time (the sum of the {len(runs)} runs' own `wall_seconds`, every "
+         f"segment of a resumed run), {jobs} runs at a time on 2 CPU cores (1 torch thread each). Wall-clock of the "
+         f"sweeps as `.complete` recorded them: {wall_text} (an invocation cut short by the end of a session records "
+         "nothing, so these undercount; the run time does not).") if segments else
+        f"- Machine time: **{run_hours:.2f} h** of run time (the sum of the runs' own `wall_seconds`); wall-clock not recorded.",
         "",
         "## Results (mean ± s.e. over seeds)",
         "",
@@ -226,9 +247,8 @@ def main() -> None:
         if group.uses:
             continue
         lines.append(_result_row(name, group))
-    for ref in report.reference_rows:  # measured by every run before its first step
-        cells = _cells(ref.stats, ref.n)
-        lines.append(f"| {ref.label} | {ref.n} runs | " + " | ".join(cells) + " | | | |")
+    for label, n, cells in merged_references(report.reference_rows):  # measured by every run before its first step
+        lines.append(f"| {label} | {n} runs | " + " | ".join(cells) + " | | | |")
     if not report.reference_rows:
         lines.append("| (no reference rows: these runs predate them; re-run `make reproduce-stacked`) |" + " |" * (len(METRICS) + 4))
     labelled = {name: g for name, g in rows.items() if g.uses}
@@ -295,7 +315,7 @@ def main() -> None:
     if ref:
         lines.append(f"The real data's own reference sample scores {ref['modes_captured']} modes and KL "
                      f"{ref['reverse_kl']:.3f} under the same classifier and sample count: the ceiling of this protocol.")
-    lines += within_class_section(report.groups)
+    lines += within_class_section(report.groups, base_width)
     if args.validation.is_file():  # how far the counts above can be trusted, measured where the truth is known
         lines += ["", args.validation.read_text().replace("\n## ", "\n### ").rstrip(), ""]
     else:

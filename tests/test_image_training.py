@@ -128,7 +128,7 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
         cfg = make_cfg(*IMAGE_TINY, *TINY_DCGAN, "dataset=stacked_fashion_mnist", f"dataset.root={image_root}",
                        "dataset.n=100", "dataset.classes=first", "remedy=acgan", f"seed={seed}")
         run(cfg, root / f"{seed}_acgan_s{seed}", labels={"remedy": "acgan"})
-    # Three sweeps' records (the second added a remedy, the third the conditional rows): their wall times add up.
+    # Three sweeps' records (the second added a remedy, the third the conditional rows): each one's wall time shown.
     (root / ".complete").write_text("120 2000 2\n60 2000 2 none,pacgan,unrolled,multiscale\n"
                                     "30 2000 2 acgan classes=first\n")
     doc = tmp_path / "stacked.md"
@@ -139,10 +139,17 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
                          capture_output=True, text=True, env={**os.environ, "GANLAB_CACHE": str(classifier_cache)})
     assert out.returncode == 0, out.stderr
     text = doc.read_text()
-    for label in ("untrained G", "real data", "real data, blurred", "real data, noised"):  # one row per dataset
-        # config: the conditional runs' labels differ
-        for classes in ("mode", "first"):
-            assert f"| reference: {label} (dataset=stacked_fashion_mnist, classes={classes}) | 2 runs |" in text
+    references = [line for line in text.splitlines() if line.startswith("| reference: ")]
+    for label in ("untrained G", "real data", "real data, blurred", "real data, noised"):  # measured under each
+        # dataset config (the conditional runs' labels differ); rows of equal values are one row naming both
+        mine = [line for line in references if line.startswith(f"| reference: {label} (")]
+        assert {c for line in mine for c in ("mode", "first") if f"classes={c}" in line} == {"mode", "first"}, mine
+        assert all(" | 2 runs | " in line for line in mine)
+    # the real images are the same under either labelling: one row, not a repeat
+    real = [line for line in references if line.startswith("| reference: real data (")]
+    assert len(real) == 1 and "; the same in the runs of dataset=stacked_fashion_mnist, classes=" in real[0]
+    kinds_cells = [(line.split(" (")[0], line.split(" | ", 1)[1]) for line in references]
+    assert len(kinds_cells) == len(set(kinds_cells))  # no two rows of one kind with equal values
     assert "| pacgan vs none | against the DCGAN baseline | modes |" in text
     # The corrected count's interval beside it: the means of the runs' own bounds, low - high
     header = next(line for line in text.splitlines() if line.startswith("| row | seeds | modes (of 1000)"))
@@ -160,7 +167,9 @@ def test_stacked_results_doc_has_reference_rows_verdicts_and_length(image_root, 
     assert "| acgan | 2 |" in labelled and "| acgan vs" not in text
     assert "GFLOP/step" in text and "Welch" not in text
     assert "% of the paper's training" in text and "higher" not in text.split("## The papers")[0]
-    assert "Wall time of the sweep: **3.5 min**" in text
+    hours = sum(json.loads(f.read_text())["wall_seconds"] for f in root.glob("*/summary.json")) / 3600
+    assert f"Machine time: **{hours:.2f} h** of run time (the sum of the 6 runs' own `wall_seconds`" in text
+    assert "as `.complete` recorded them: sweep 2.0 min; none,pacgan,unrolled,multiscale 1.0 min; acgan classes=first 0.5 min" in text
     assert "Part of the reproduction" not in text
     partial = subprocess.run([sys.executable, str(REPO / "scripts" / "stacked_results.py"), str(root), "--out",
                               str(tmp_path / "partial.md"), "--pending", "the controls"], check=False,
